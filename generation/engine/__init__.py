@@ -1,0 +1,57 @@
+"""Generation engines, selected by ``IMAGEGEN_BACKEND`` (a short name or a dotted path).
+
+Like Django's e-mail backends: ``local`` and ``gemini`` are built in, anything
+else is imported as ``package.module.ClassName`` and called with a
+:class:`~generation.engine.base.BackendConfig`.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from .base import Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions
+
+__all__ = ["Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions", "get_backend"]
+
+BUILTIN_BACKENDS = {
+    "local": "generation.engine.local.LocalBackend",
+    "gemini": "generation.engine.gemini.GeminiBackend",
+}
+
+# One backend instance per worker thread: the Gemini client must be kept alive
+# for the whole call (an inline client can be garbage-collected mid-request)
+# and is not shared across threads.
+_local = threading.local()
+
+
+def config_from_settings() -> BackendConfig:
+    from django.conf import settings
+
+    return BackendConfig(
+        gemini_api_key=settings.GEMINI_API_KEY,
+        gemini_model=settings.GEMINI_MODEL,
+        gemini_base_url=settings.GEMINI_BASE_URL,
+        gemini_api_version=settings.GEMINI_API_VERSION,
+        gemini_timeout_ms=settings.GEMINI_TIMEOUT_MS,
+        fidelity_mode=settings.IMAGEGEN_FIDELITY_MODE,
+    )
+
+
+def load_backend(name: str, config: BackendConfig | None = None) -> Backend:
+    path = BUILTIN_BACKENDS.get(name, name)
+    cls: Any = import_string(path)
+    return cls(config or config_from_settings())
+
+
+def get_backend() -> Backend:
+    """The calling thread's backend for the configured ``IMAGEGEN_BACKEND``."""
+    from django.conf import settings
+
+    name = settings.IMAGEGEN_BACKEND
+    cached = getattr(_local, "backend", None)
+    if cached is None or getattr(_local, "name", None) != name:
+        cached = load_backend(name)
+        _local.backend, _local.name = cached, name
+    return cached

@@ -1,0 +1,66 @@
+"""The backend interface every generation engine implements.
+
+Pure image work: nothing here (or anywhere under ``engine/``) imports a Django
+model or publishes an event. The worker hands a backend the input bytes, the
+validated options and a progress callback; the backend returns the finished,
+encoded image or raises :class:`EngineError`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+#: Called by a backend at real stage boundaries with a percentage (0-100).
+#: It may raise (for example when the task was canceled meanwhile): backends
+#: must let any exception from it propagate and must not catch it broadly.
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    data: bytes
+    content_type: str  # "image/jpeg", "image/png", "image/webp"
+    extension: str  # "jpg", "png", "webp" (no dot)
+    width: int
+    height: int
+    #: {"preset": str, "passed": bool, "checks": {name: {"passed": bool, "value": ..., ...}}} or None
+    compliance: dict[str, Any] | None = None
+
+
+class EngineError(Exception):
+    """A generation failure with a machine-readable code.
+
+    ``transient`` errors (network, timeouts, HTTP 429/5xx, no image returned)
+    are retried by the worker with backoff; permanent ones fail the task at once.
+    """
+
+    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.transient = transient
+
+
+class InvalidOptions(ValueError):
+    """Task options rejected at submit time (becomes a 400, never a failed task)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(
+        self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback
+    ) -> GenerationResult: ...
+
+
+@dataclass
+class BackendConfig:
+    """Settings a backend may use; built from Django settings by ``get_backend``."""
+
+    gemini_api_key: str = ""
+    gemini_model: str = "gemini-2.5-flash-image"
+    gemini_base_url: str = ""
+    gemini_api_version: str = ""
+    gemini_timeout_ms: int = 60_000
+    fidelity_mode: str = "fail"  # "fail" or "flag"
+    extra: dict[str, Any] = field(default_factory=dict)
