@@ -1,0 +1,55 @@
+"""``manage.py runworker``: claim and run generation tasks (our command, not Channels')."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from generation.worker import Worker
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def worker_name(value: str) -> str:
+    if not value.strip() or len(value) > 200:
+        raise argparse.ArgumentTypeError("must be 1-200 characters")
+    return value.strip()
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a generation worker: claim pending tasks from the database (SELECT ... FOR UPDATE "
+        "SKIP LOCKED), generate their images and record the results. SIGTERM/SIGINT stop claiming "
+        "and finish in-flight work within IMAGEGEN_SHUTDOWN_GRACE seconds, releasing the rest back "
+        "to the queue; a second signal exits at once."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--concurrency", type=positive_int, default=1, help="runner threads (default 1)")
+        parser.add_argument("--burst", action="store_true", help="exit when no task is claimable")
+        parser.add_argument("--worker-id", type=worker_name, default=None, help="name shown in the admin and logs")
+
+    def handle(self, *args: Any, concurrency: int, burst: bool, worker_id: str | None, **options: Any) -> None:
+        worker = Worker(concurrency=concurrency, burst=burst, worker_id=worker_id)
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if worker._stopping.is_set():
+                self.stderr.write("Second signal: exiting now; the heartbeat timeout recovers unfinished tasks.")
+                os._exit(1)
+            worker.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        worker.run()

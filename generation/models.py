@@ -1,0 +1,475 @@
+"""The generation queue: ``GenerationTask`` rows and the ``Worker`` processes that run them.
+
+The row is the single source of truth for a task's state. Every state change
+is a method here that opens its own short transaction, re-reads the row under
+a lock, checks the allowed source states and saves. Views, the worker and the
+admin never assign ``status`` themselves. Each save fires the one
+``post_save`` receiver (``notifications.signals``) that appends the task's
+event in the same transaction, so state fields must never be changed with
+``QuerySet.update()``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import connection, models, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from . import wakeup
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidTransition(Exception):
+    """The task is not in a state that allows this change."""
+
+
+class LostClaim(InvalidTransition):
+    """The caller's claim is no longer valid: the task was canceled, or taken
+    back by another worker after this one was presumed dead. The caller must
+    stop and discard its work."""
+
+
+def _image_path(prefix: str, extension: str) -> str:
+    # Unguessable and never derived from the client's filename.
+    now = timezone.now()
+    return f"{prefix}/{now:%Y/%m/%d}/{uuid.uuid4().hex}.{extension}"
+
+
+def input_upload_to(instance: GenerationTask, filename: str) -> str:
+    return _image_path("inputs", filename.rsplit(".", 1)[-1].lower())
+
+
+def result_upload_to(instance: GenerationTask, filename: str) -> str:
+    return _image_path("results", filename.rsplit(".", 1)[-1].lower())
+
+
+class Worker(models.Model):
+    """One row per running worker process (a fresh row each start), kept alive by heartbeats."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    host = models.CharField(max_length=255, default=socket.gethostname)
+    pid = models.PositiveIntegerField(default=os.getpid)
+    concurrency = models.PositiveSmallIntegerField(default=1)
+    embedded = models.BooleanField(default=False)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    tasks_done = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host}:{self.pid})"
+
+    def beat(self, tasks_done: int) -> None:
+        # Not task state: a plain UPDATE, no event.
+        self.last_heartbeat = timezone.now()
+        Worker.objects.filter(pk=self.pk).update(last_heartbeat=self.last_heartbeat, tasks_done=tasks_done)
+
+    def mark_stopped(self, tasks_done: int) -> None:
+        Worker.objects.filter(pk=self.pk).update(stopped_at=timezone.now(), tasks_done=tasks_done)
+
+    @classmethod
+    def live(cls, timeout: float | None = None) -> models.QuerySet[Worker]:
+        horizon = timezone.now() - timedelta(seconds=timeout or settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
+        return cls.objects.filter(stopped_at__isnull=True, last_heartbeat__gte=horizon)
+
+
+class TaskQuerySet(models.QuerySet["GenerationTask"]):
+    def for_user(self, user: AbstractBaseUser) -> TaskQuerySet:
+        return self.filter(user=user)
+
+    def pending(self) -> TaskQuerySet:
+        return self.filter(status=GenerationTask.Status.PENDING)
+
+    def claimable(self) -> TaskQuerySet:
+        return self.pending().filter(run_after__lte=timezone.now())
+
+    def in_claim_order(self) -> TaskQuerySet:
+        return self.order_by("-priority", "id")
+
+    def lock_claimable(self, limit: int = 1) -> list[GenerationTask]:
+        """Lock up to ``limit`` claimable rows, skipping rows other workers hold.
+        Call inside a transaction and keep it short: the rows stay locked until commit."""
+        return list(self.claimable().in_claim_order().select_for_update(skip_locked=True)[:limit])
+
+    def orphaned(self, timeout: float) -> TaskQuerySet:
+        """Processing tasks whose worker has been silent for ``timeout`` seconds (or is gone)."""
+        horizon = timezone.now() - timedelta(seconds=timeout)
+        return self.filter(status=GenerationTask.Status.PROCESSING).filter(
+            Q(worker__isnull=True) | Q(worker__last_heartbeat__lt=horizon) | Q(worker__stopped_at__isnull=False)
+        )
+
+
+class GenerationTask(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELED)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_tasks")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    options = models.JSONField(default=dict, blank=True)
+    input_image = models.FileField(upload_to=input_upload_to, max_length=255)
+    input_content_type = models.CharField(max_length=50)
+    result_image = models.FileField(upload_to=result_upload_to, max_length=255, blank=True)
+    result_content_type = models.CharField(max_length=50, blank=True)
+    compliance = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    priority = models.SmallIntegerField(default=0)
+    run_after = models.DateTimeField(default=timezone.now)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # The claim: which worker holds the task and the token every later write must present.
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Serves the claim query (pending, highest priority first, FIFO) and queue_position.
+            models.Index(fields=["-priority", "id"], condition=Q(status="pending"), name="task_claim_idx"),
+            models.Index(fields=["user", "-created_at"], name="task_user_recent_idx"),
+            models.Index(fields=["status", "finished_at"], name="task_status_finished_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="task_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} ({self.status})"
+
+    # --- Derived values -------------------------------------------------------------
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def elapsed_time(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.is_finished and self.finished_at else timezone.now()
+        return round(max((end - self.started_at).total_seconds(), 0.0), 3)
+
+    def queue_position(self) -> int | None:
+        """1-based place among pending tasks in claim order; None unless pending."""
+        if self.status != self.Status.PENDING:
+            return None
+        ahead = (
+            GenerationTask.objects.pending()
+            .filter(Q(priority__gt=self.priority) | Q(priority=self.priority, id__lt=self.pk))
+            .count()
+        )
+        return ahead + 1
+
+    def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
+        typical = recent_run_seconds()
+        if typical is None or self.is_finished:
+            return None
+        if self.status == self.Status.PROCESSING:
+            return max(int(round(typical - (self.elapsed_time or 0.0))), 0)
+        position = position if position is not None else self.queue_position()
+        if position is None:
+            return None
+        workers = max(live_worker_capacity(), 1)
+        return int(round(typical * (1 + (position - 1) / workers)))
+
+    def get_result_url(self) -> str | None:
+        if self.status != self.Status.COMPLETED or not self.result_image:
+            return None
+        return reverse("task-result", args=[self.pk])
+
+    def get_input_url(self) -> str:
+        return reverse("task-input", args=[self.pk])
+
+    # --- Creation ------------------------------------------------------------------------
+    @classmethod
+    def submit(
+        cls,
+        *,
+        user: AbstractBaseUser,
+        image: Any,
+        content_type: str,
+        options: dict[str, Any],
+        idempotency_key: str | None = None,
+        priority: int = 0,
+    ) -> tuple[GenerationTask, bool]:
+        """Create a pending task, or return the caller's earlier task with the same
+        idempotency key. Returns ``(task, created)``."""
+        if idempotency_key:
+            existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing, False
+        task = cls(
+            user=user,
+            options=options,
+            input_content_type=content_type,
+            idempotency_key=idempotency_key or None,
+            priority=priority,
+            max_attempts=settings.IMAGEGEN_MAX_ATTEMPTS,
+        )
+        # The file is written before the row: a failure here leaves no row, and a
+        # failure of the insert below removes the file.
+        task.input_image.save(image.name, image, save=False)
+        try:
+            with transaction.atomic():
+                task.save()
+                _announce_work()
+        except Exception:
+            task.input_image.delete(save=False)
+            if idempotency_key:
+                # Two identical requests raced: the other one's row won.
+                existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
+                if existing is not None:
+                    return existing, False
+            raise
+        return task, True
+
+    # --- Transitions ------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Re-read this row under a row lock (call inside ``transaction.atomic``)."""
+        fresh = GenerationTask.objects.select_for_update().get(pk=self.pk)
+        for field in self._meta.concrete_fields:
+            setattr(self, field.attname, getattr(fresh, field.attname))
+
+    def _save(self, *fields: str) -> None:
+        self.updated_at = timezone.now()
+        self.save(update_fields=[*fields, "updated_at"])
+
+    def _check_claim(self, token: uuid.UUID) -> None:
+        if self.status != self.Status.PROCESSING or self.claim_token != token:
+            raise LostClaim(f"task {self.pk} is {self.status}; claim {token} no longer holds")
+
+    def claim(self, worker: Worker) -> uuid.UUID:
+        """Take a pending row this transaction has locked (see ``lock_claimable``)."""
+        if self.status != self.Status.PENDING:
+            raise InvalidTransition(f"cannot claim a {self.status} task")
+        now = timezone.now()
+        self.status = self.Status.PROCESSING
+        self.worker = worker
+        self.claim_token = uuid.uuid4()
+        self.attempts += 1
+        self.progress = 0
+        self.started_at = now
+        self.finished_at = None
+        self._save("status", "worker", "claim_token", "attempts", "progress", "started_at", "finished_at")
+        return self.claim_token
+
+    @classmethod
+    def claim_next(cls, worker: Worker, limit: int = 1) -> list[tuple[GenerationTask, uuid.UUID]]:
+        """Claim up to ``limit`` tasks in one short transaction; generation runs after it commits."""
+        with transaction.atomic():
+            tasks = cls.objects.lock_claimable(limit)
+            return [(task, task.claim(worker)) for task in tasks]
+
+    def set_progress(self, token: uuid.UUID, progress: int) -> None:
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            progress = max(0, min(int(progress), 99))
+            if progress <= self.progress:
+                return
+            self.progress = progress
+            self._save("progress")
+
+    def still_claimed(self, token: uuid.UUID) -> bool:
+        """Cheap unlocked check between stages, for cooperative cancel."""
+        return GenerationTask.objects.filter(pk=self.pk, status=self.Status.PROCESSING, claim_token=token).exists()
+
+    def complete(self, token: uuid.UUID, *, result_name: str, content_type: str, compliance: dict | None) -> None:
+        """Record the result file (already written by the worker). Raises LostClaim if
+        the task was canceled or taken back meanwhile: the caller deletes its file."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.status = self.Status.COMPLETED
+            self.progress = 100
+            self.result_image.name = result_name
+            self.result_content_type = content_type
+            self.compliance = compliance
+            self.error_code = self.error_message = None
+            self.finished_at = timezone.now()
+            self.claim_token = None
+            self._save(
+                "status", "progress", "result_image", "result_content_type", "compliance",
+                "error_code", "error_message", "finished_at", "claim_token",
+            )
+
+    def fail(self, token: uuid.UUID | None, *, code: str, message: str, transient: bool = False) -> bool:
+        """Record a failed attempt. A transient error with attempts left goes back to
+        pending after an exponential backoff with jitter; otherwise the task fails.
+        ``token`` None is a rescue by another worker (no claim to present).
+        Returns True when the task will be retried."""
+        with transaction.atomic():
+            self._lock()
+            if token is not None:
+                self._check_claim(token)
+            elif self.status != self.Status.PROCESSING:
+                raise InvalidTransition(f"cannot fail a {self.status} task")
+            return self._record_failure(code=code, message=message, transient=transient)
+
+    def _record_failure(self, *, code: str, message: str, transient: bool) -> bool:
+        self.error_code, self.error_message = code, message[:2000]
+        self.claim_token = None
+        retry = transient and self.attempts < self.max_attempts
+        if retry:
+            self.status = self.Status.PENDING
+            self.progress = 0
+            self.run_after = timezone.now() + timedelta(seconds=backoff_seconds(self.attempts))
+            self._save("status", "progress", "run_after", "error_code", "error_message", "claim_token")
+            _announce_work()
+        else:
+            self.status = self.Status.FAILED
+            self.finished_at = timezone.now()
+            self._save("status", "finished_at", "error_code", "error_message", "claim_token")
+        return retry
+
+    def release(self, token: uuid.UUID) -> None:
+        """Give an unfinished task back to the queue (graceful shutdown): the attempt
+        does not count, as the task did nothing wrong."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.status = self.Status.PENDING
+            self.progress = 0
+            self.attempts = max(self.attempts - 1, 0)
+            self.claim_token = None
+            self.worker = None
+            self.run_after = timezone.now()
+            self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
+            _announce_work()
+
+    def cancel(self) -> None:
+        with transaction.atomic():
+            self._lock()
+            if self.status not in (self.Status.PENDING, self.Status.PROCESSING):
+                raise InvalidTransition(f"a {self.status} task cannot be canceled")
+            self.status = self.Status.CANCELED
+            self.claim_token = None  # fences the worker still running it
+            self.finished_at = timezone.now()
+            self._save("status", "claim_token", "finished_at")
+
+    def retry(self) -> None:
+        with transaction.atomic():
+            self._lock()
+            if self.status not in (self.Status.FAILED, self.Status.CANCELED):
+                raise InvalidTransition(f"a {self.status} task cannot be retried")
+            self.status = self.Status.PENDING
+            self.progress = 0
+            self.attempts = 0
+            self.error_code = self.error_message = None
+            self.started_at = self.finished_at = None
+            self.run_after = timezone.now()
+            self.worker = None
+            self._save(
+                "status", "progress", "attempts", "error_code", "error_message",
+                "started_at", "finished_at", "run_after", "worker",
+            )
+            _announce_work()
+
+    @classmethod
+    def rescue_orphans(cls, timeout: float | None = None, *, dry_run: bool = False) -> list[int]:
+        """Take back processing tasks whose worker has gone silent: retry them, or fail
+        them with ``worker_lost`` when their attempts are spent. Safe to run from every
+        worker at once (rows another rescuer holds are skipped). Returns the task ids."""
+        timeout = settings.IMAGEGEN_HEARTBEAT_TIMEOUT if timeout is None else timeout
+        rescued: list[int] = []
+        with transaction.atomic():
+            orphans = list(cls.objects.orphaned(timeout).select_for_update(skip_locked=True, of=("self",))[:100])
+            for task in orphans:
+                rescued.append(task.pk)
+                if dry_run:
+                    continue
+                logger.warning("Taking back task %d from silent worker %s", task.pk, task.worker_id)
+                task._record_failure(
+                    code="worker_lost",
+                    message="The worker processing this task stopped responding.",
+                    transient=True,
+                )
+        return rescued
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with equal jitter: base * 2^(attempt-1), capped, then 50-100 % of it."""
+    base = settings.IMAGEGEN_RETRY_BASE_SECONDS
+    cap = settings.IMAGEGEN_RETRY_MAX_SECONDS
+    delay = min(cap, base * (2 ** max(attempt - 1, 0)))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def _announce_work() -> None:
+    """Wake idle workers when this transaction commits: NOTIFY reaches other
+    processes (PostgreSQL delivers it at commit), the local wake-up this one."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [wakeup.CHANNEL])
+    transaction.on_commit(wakeup.local.notify)
+
+
+_recent_cache: dict[str, tuple[float, Any]] = {}
+
+
+def _cached(key: str, ttl: float, compute: Any) -> Any:
+    import time
+
+    now = time.monotonic()
+    hit = _recent_cache.get(key)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    value = compute()
+    _recent_cache[key] = (now, value)
+    return value
+
+
+def recent_run_seconds() -> float | None:
+    """Median run time of the last 50 completed tasks (cached for 10 s), for ETAs."""
+
+    def compute() -> float | None:
+        rows = list(
+            GenerationTask.objects.filter(status=GenerationTask.Status.COMPLETED, started_at__isnull=False)
+            .order_by("-finished_at")
+            .values_list("started_at", "finished_at")[:50]
+        )
+        durations = sorted((end - start).total_seconds() for start, end in rows if end)
+        return durations[len(durations) // 2] if durations else None
+
+    return _cached("run_seconds", 10.0, compute)
+
+
+def live_worker_capacity() -> int:
+    def compute() -> int:
+        return int(Worker.live().aggregate(n=models.Sum("concurrency"))["n"] or 0)
+
+    return _cached("capacity", 10.0, compute)

@@ -1,0 +1,94 @@
+"""Task input validation and output shape (the contract's task JSON)."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .engine import InvalidOptions
+from .engine.presets import validate_options
+from .engine.upload import CheckedUpload, UploadRejected, check_upload
+from .models import GenerationTask
+
+OPTION_FIELDS = ("preset", "size", "format", "margin")
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    image = serializers.FileField(allow_empty_file=True, help_text="JPEG, PNG, WebP or HEIC product photo")
+    preset = serializers.CharField(required=False, help_text="amazon (default), walmart, shopify, etsy, ebay, taobao, jd, pinduoduo")
+    size = serializers.CharField(required=False, help_text="canvas side in pixels, within the preset's range")
+    format = serializers.CharField(required=False, help_text="jpeg, png or webp (where the preset allows)")
+    margin = serializers.CharField(required=False, help_text="margin override in percent of the canvas")
+
+    def validate_image(self, image: UploadedFile) -> UploadedFile:
+        limit = settings.IMAGEGEN_MAX_UPLOAD_BYTES
+        if image.size is not None and image.size > limit:
+            raise serializers.ValidationError(f"The file is {image.size} bytes; the limit is {limit} bytes.")
+        data = image.read()
+        image.seek(0)
+        try:
+            checked = check_upload(
+                data, max_bytes=limit, max_pixels=settings.IMAGEGEN_MAX_PIXELS, min_side=settings.IMAGEGEN_MIN_SIDE
+            )
+        except UploadRejected as exc:
+            raise serializers.ValidationError(exc.message, code=exc.code) from None
+        image.checked = checked  # type: ignore[attr-defined]
+        image.name = f"input.{checked.extension}"  # never the client's filename
+        return image
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        raw = {key: attrs[key] for key in OPTION_FIELDS if key in attrs}
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+        try:
+            attrs["options"] = validate_options(raw)
+        except InvalidOptions as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return attrs
+
+    @property
+    def checked_upload(self) -> CheckedUpload:
+        return self.validated_data["image"].checked
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    queue_position = serializers.SerializerMethodField()
+    estimated_remaining_seconds = serializers.SerializerMethodField()
+    elapsed_time = serializers.FloatField(read_only=True, allow_null=True)
+    input_image_url = serializers.SerializerMethodField()
+    result_image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GenerationTask
+        fields = [
+            "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
+            "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
+            "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance",
+        ]
+        read_only_fields = fields
+
+    def _position(self, task: GenerationTask) -> int | None:
+        cache = self.context.setdefault("_positions", {})
+        if task.pk not in cache:
+            cache[task.pk] = task.queue_position()
+        return cache[task.pk]
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_queue_position(self, task: GenerationTask) -> int | None:
+        return self._position(task)
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_estimated_remaining_seconds(self, task: GenerationTask) -> int | None:
+        return task.estimated_remaining_seconds(self._position(task))
+
+    @extend_schema_field(serializers.CharField(help_text="path of the owner-only download"))
+    def get_input_image_url(self, task: GenerationTask) -> str | None:
+        return task.get_input_url()
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text="path of the owner-only download, once completed"))
+    def get_result_image_url(self, task: GenerationTask) -> str | None:
+        return task.get_result_url()

@@ -1,0 +1,161 @@
+"""REST endpoints for tasks: they speak HTTP and call model methods, nothing more."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import MultiPartParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+
+from notifications.models import EventCounter
+
+from .exceptions import Conflict
+from .models import GenerationTask, InvalidTransition
+from .serializers import TaskCreateSerializer, TaskSerializer
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class DownloadNegotiation(BaseContentNegotiation):
+    """Image downloads ignore ``Accept`` (a browser asks for ``image/*``); their errors render as JSON."""
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class SubmitThrottle(ScopedRateThrottle):
+    scope_attr = "throttle_scope"
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if getattr(view, "action", None) != "create":
+            return True
+        view.throttle_scope = "submit"
+        return super().allow_request(request, view)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The caller's tasks, newest first",
+        parameters=[OpenApiParameter("status", str, enum=GenerationTask.Status.values)],
+    ),
+    retrieve=extend_schema(summary="One of the caller's tasks"),
+)
+class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = TaskSerializer
+    throttle_classes = [*viewsets.GenericViewSet.throttle_classes, SubmitThrottle]
+
+    def get_queryset(self) -> Any:
+        tasks = GenerationTask.objects.for_user(self.request.user).select_related(None)
+        if self.action == "list":
+            wanted = self.request.query_params.get("status")
+            if wanted:
+                if wanted not in GenerationTask.Status.values:
+                    raise ValidationError({"status": f"Unknown status {wanted!r}; one of {', '.join(GenerationTask.Status.values)}."})
+                tasks = tasks.filter(status=wanted)
+        return tasks
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # last_seq must describe the same snapshot as the page: on PostgreSQL read
+        # both in one REPEATABLE READ transaction; elsewhere read last_seq first, so
+        # a change racing the page is at worst replayed again, never missed.
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return self._snapshot(request)
+        return self._snapshot(request)
+
+    def _snapshot(self, request: Request) -> Response:
+        self.paginator.last_seq = EventCounter.last_seq_for(request.user.pk)  # type: ignore[union-attr]
+        return super().list(request)
+
+    @extend_schema(
+        summary="Submit a product photo",
+        request={"multipart/form-data": TaskCreateSerializer},
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
+                                     description="a repeat with the same key returns the first task (200)")],
+        responses={201: TaskSerializer, 200: TaskSerializer},
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
+        if key is not None and len(key) > 255:
+            raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})
+        if key is not None:
+            earlier = GenerationTask.objects.for_user(request.user).filter(idempotency_key=key).first()
+            if earlier is not None:
+                return Response(self.get_serializer(earlier).data, status=status.HTTP_200_OK)
+        serializer = TaskCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        image = serializer.validated_data["image"]
+        task, created = GenerationTask.submit(
+            user=request.user,
+            image=image,
+            content_type=serializer.checked_upload.content_type,
+            options=serializer.validated_data["options"],
+            idempotency_key=key,
+        )
+        body = self.get_serializer(task).data
+        if not created:
+            return Response(body, status=status.HTTP_200_OK)
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/tasks/{task.pk}/"})
+
+    def get_parsers(self) -> list:
+        if getattr(self, "action", None) == "create" or self.request is None:
+            return [MultiPartParser()]
+        return super().get_parsers()
+
+    @extend_schema(request=None, responses={200: TaskSerializer, 409: OpenApiResponse(description="finished")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(GenerationTask.cancel)
+
+    @extend_schema(request=None, responses={200: TaskSerializer, 409: OpenApiResponse(description="not failed or canceled")})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(GenerationTask.retry)
+
+    def _transition(self, method: Any) -> Response:
+        task = self.get_object()
+        try:
+            method(task)
+        except InvalidTransition as exc:
+            raise Conflict(str(exc).capitalize() + ".") from None
+        return Response(self.get_serializer(task).data)
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="not completed")})
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
+    def result(self, request: Request, pk: str | None = None) -> FileResponse:
+        task = self.get_object()
+        if task.status != GenerationTask.Status.COMPLETED or not task.result_image:
+            raise NotFound(f"The result is not ready: the task is {task.status}.")
+        return self._file(task.result_image, task.result_content_type, f"task-{task.pk}-result")
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], url_path="input", renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
+    def input(self, request: Request, pk: str | None = None) -> FileResponse:
+        task = self.get_object()
+        return self._file(task.input_image, task.input_content_type, f"task-{task.pk}-input")
+
+    def _file(self, field: Any, content_type: str, stem: str) -> FileResponse:
+        try:
+            handle = field.open("rb")
+        except FileNotFoundError:
+            raise NotFound("The image is no longer stored.") from None
+        extension = field.name.rsplit(".", 1)[-1]
+        response = FileResponse(handle, content_type=content_type, filename=f"{stem}.{extension}")
+        response["Cache-Control"] = "private, max-age=3600"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -1,0 +1,234 @@
+"""The claim-run-heartbeat loop behind ``manage.py runworker`` and the embedded worker.
+
+A ``Worker`` is one process's worth of runner threads plus a heartbeat thread
+(and, on PostgreSQL, a LISTEN thread). Claiming is a short transaction of its
+own; generation runs with no transaction open; every later write presents the
+claim token, so a worker presumed dead that wakes up cannot overwrite a task
+another worker took back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import close_old_connections, connection
+
+from . import wakeup
+from .engine import EngineError, get_backend
+from .models import GenerationTask, InvalidTransition, LostClaim, result_upload_to
+from .models import Worker as WorkerRow
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressReporter:
+    """The progress callback handed to a backend.
+
+    Writes are coalesced to one per ``interval`` per task (latest wins); in
+    between, a cheap read still notices a cancel at every stage boundary.
+    Raises ``LostClaim`` to stop the backend when the task is no longer ours.
+    """
+
+    def __init__(self, task: GenerationTask, token: uuid.UUID, interval: float) -> None:
+        self.task, self.token, self.interval = task, token, interval
+        self._last_write = time.monotonic()
+
+    def __call__(self, progress: int) -> None:
+        if progress >= 100:
+            return  # complete() follows and is fenced itself
+        now = time.monotonic()
+        if now - self._last_write >= self.interval:
+            self.task.set_progress(self.token, progress)
+            self._last_write = now
+        elif not self.task.still_claimed(self.token):
+            raise LostClaim(f"task {self.task.pk} was canceled or taken back")
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        concurrency: int = 1,
+        burst: bool = False,
+        worker_id: str | None = None,
+        heartbeat_timeout: float | None = None,
+        poll_interval: float | None = None,
+        embedded: bool = False,
+    ) -> None:
+        self.concurrency = concurrency
+        self.burst = burst
+        self.name = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat_timeout = heartbeat_timeout or settings.IMAGEGEN_HEARTBEAT_TIMEOUT
+        self.embedded = embedded
+        self._is_postgres = connection.vendor == "postgresql"
+        default_poll = 1.0 if self._is_postgres else 0.2  # PostgreSQL has NOTIFY; SQLite only polls
+        self.poll_interval = poll_interval or settings.IMAGEGEN_POLL_INTERVAL or default_poll
+        self.row: WorkerRow | None = None
+        self.tasks_done = 0
+        self._stopping = threading.Event()
+        self._halted = threading.Event()  # stops heartbeat and listener threads
+        self._inflight: dict[uuid.UUID, GenerationTask] = {}
+        self._lock = threading.Lock()
+        self._runners: list[threading.Thread] = []
+        self._services: list[threading.Thread] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def register(self) -> WorkerRow:
+        if self.row is None:
+            self.row = WorkerRow.objects.create(name=self.name, concurrency=self.concurrency, embedded=self.embedded)
+            logger.info("Worker %s started (concurrency %d, burst %s)", self.name, self.concurrency, self.burst)
+        return self.row
+
+    def start(self) -> None:
+        """Start the runner threads and return (the embedded mode's entry point)."""
+        self.register()
+        self._services.append(threading.Thread(target=self._heartbeat_loop, name="imagegen-heartbeat", daemon=True))
+        conninfo = wakeup.postgres_conninfo()
+        if conninfo is not None and not self.burst:
+            self._services.append(wakeup.Listener(conninfo, self._halted))
+        for thread in self._services:
+            thread.start()
+        for i in range(self.concurrency):
+            runner = threading.Thread(target=self._runner_loop, name=f"imagegen-runner-{i}", daemon=True)
+            self._runners.append(runner)
+            runner.start()
+
+    def run(self) -> None:
+        """Run until stopped (or, with ``burst``, until the queue is empty)."""
+        self.start()
+        try:
+            while any(r.is_alive() for r in self._runners) and not self._stopping.is_set():
+                self._stopping.wait(0.5)
+            self._drain(settings.IMAGEGEN_SHUTDOWN_GRACE)
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight tasks finish within the grace period (see ``run``)."""
+        if not self._stopping.is_set():
+            logger.info("Worker %s stopping: no new claims, finishing in-flight work", self.name)
+        self._stopping.set()
+        wakeup.local.notify()
+
+    def _drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        for runner in self._runners:
+            runner.join(max(deadline - time.monotonic(), 0))
+        with self._lock:
+            unfinished = list(self._inflight.items())
+        for token, task in unfinished:
+            try:
+                task.release(token)
+                logger.warning("Released unfinished task %d back to the queue", task.pk)
+            except InvalidTransition:
+                pass  # finished, canceled or taken back meanwhile
+
+    def _shutdown(self) -> None:
+        self._halted.set()
+        if self.row is not None:
+            self.row.mark_stopped(self.tasks_done)
+        logger.info("Worker %s stopped after %d tasks", self.name, self.tasks_done)
+
+    # --- the loop -------------------------------------------------------------------------
+    def _runner_loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                close_old_connections()
+                seen = wakeup.local.generation
+                if self.run_once():
+                    continue
+                if self.burst:
+                    break
+                wakeup.local.wait(seen, self.poll_interval)
+        except Exception:
+            logger.exception("Runner thread crashed; the heartbeat timeout will recover its task")
+        finally:
+            connection.close()
+
+    def run_once(self) -> bool:
+        """Claim and run one task. True: found work, loop again now."""
+        self.register()
+        assert self.row is not None
+        claimed = GenerationTask.claim_next(self.row)
+        if not claimed:
+            return False
+        for task, token in claimed:
+            self._process(task, token)
+        return True
+
+    def _process(self, task: GenerationTask, token: uuid.UUID) -> None:
+        started = time.monotonic()
+        with self._lock:
+            self._inflight[token] = task
+        outcome = "completed"
+        try:
+            self._generate(task, token)
+        except LostClaim:
+            outcome = "discarded (canceled or taken back)"
+        except EngineError as exc:
+            outcome = f"error {exc.code}"
+            self._fail(task, token, exc.code, exc.message, exc.transient)
+        except Exception as exc:  # a bug or an infrastructure blip: retry, then fail
+            logger.exception("Task %d crashed", task.pk)
+            outcome = "error internal_error"
+            self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
+        finally:
+            with self._lock:
+                self._inflight.pop(token, None)
+                self.tasks_done += 1
+        logger.info(
+            "Task %d user %d attempt %d %s in %dms (worker %s)",
+            task.pk, task.user_id, task.attempts, outcome, (time.monotonic() - started) * 1000, self.name,
+        )
+
+    def _generate(self, task: GenerationTask, token: uuid.UUID) -> None:
+        try:
+            with task.input_image.open("rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise EngineError("input_missing", "The uploaded image is no longer stored.") from None
+        progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
+        result = get_backend().generate(data, task.options, progress)
+        # Written outside any transaction; removed again if the claim was lost meanwhile.
+        name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
+        try:
+            task.complete(token, result_name=name, content_type=result.content_type, compliance=result.compliance)
+        except LostClaim:
+            default_storage.delete(name)
+            raise
+
+    def _fail(self, task: GenerationTask, token: uuid.UUID, code: str, message: str, transient: bool) -> None:
+        try:
+            task.fail(token, code=code, message=message, transient=transient)
+        except LostClaim:
+            pass  # canceled or taken back meanwhile: the new owner decides
+
+    # --- liveness -------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        """Beat every third of the timeout, and take back the tasks of silent workers."""
+        interval = max(self.heartbeat_timeout / 3, 0.1)
+        try:
+            while not self._halted.wait(interval):
+                close_old_connections()
+                try:
+                    assert self.row is not None
+                    with self._lock:
+                        done = self.tasks_done
+                    self.row.beat(done)
+                    GenerationTask.rescue_orphans(self.heartbeat_timeout)
+                except Exception:
+                    logger.exception("Heartbeat failed; retrying")
+        finally:
+            connection.close()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"name": self.name, "tasks_done": self.tasks_done, "in_flight": len(self._inflight)}

@@ -1,0 +1,86 @@
+"""ASGI entry point: HTTP through Django, WebSocket through Channels.
+
+In the embedded default (no ``REDIS_URL``) the web process also runs the
+worker: the in-memory channel layer cannot carry another process's events.
+It starts with the application's first call (an ASGI lifespan startup or the
+first connection), never at import, so ``migrate``, ``shell`` and tests that
+merely import this module start nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import Any, Awaitable, Callable
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagegen_site.settings")
+django_asgi_app = get_asgi_application()  # sets Django up before routing imports models
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from notifications.auth import JWTAuthMiddleware, origin_validator  # noqa: E402
+from notifications.events import publisher  # noqa: E402
+from notifications.routing import websocket_urlpatterns  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class ServerHooks:
+    """Wraps the router: attaches the event publisher to the server's loop and, in
+    the embedded default, starts the in-process worker on the first call."""
+
+    def __init__(self, app: Any, embedded_worker: bool) -> None:
+        self.app = app
+        self.embedded_worker = embedded_worker
+        self._started = False
+        self._lock = threading.Lock()
+        self.worker: Any = None
+
+    def _on_first_call(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        publisher.attach(asyncio.get_running_loop())
+        if self.embedded_worker:
+            from generation.worker import Worker
+
+            self.worker = Worker(concurrency=settings.IMAGEGEN_EMBEDDED_CONCURRENCY, embedded=True,
+                                 worker_id=f"embedded:{os.getpid()}")
+            # start() touches the database: keep it off the event loop.
+            threading.Thread(target=self.worker.start, name="imagegen-embedded-start", daemon=True).start()
+            logger.info("Embedded worker starting inside the web process")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._started:
+            self._on_first_call()
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if self.worker is not None:
+                        self.worker.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await self.app(scope, receive, send)
+
+
+application = ServerHooks(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": origin_validator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        }
+    ),
+    embedded_worker=settings.IMAGEGEN_EMBEDDED_WORKER,
+)

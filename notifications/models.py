@@ -1,0 +1,67 @@
+"""The durable per-user event log: the source of truth for what a client has missed.
+
+Each task change appends one ``Event`` in the same transaction as the change,
+numbered by a per-user ``seq`` that is gapless and in commit order: the number
+is taken from the user's ``EventCounter`` row with an UPDATE that holds the
+row lock until commit, so two transactions of one user can never commit their
+events out of order (a global sequence could).
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection, models
+
+
+class EventCounter(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
+    last_seq = models.BigIntegerField(default=0)
+
+    @classmethod
+    def next_seq(cls, user_id: int) -> int:
+        """Allocate the user's next seq; the row stays locked until the transaction ends."""
+        table = connection.ops.quote_name(cls._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, last_seq) VALUES (%s, 1) "
+                f"ON CONFLICT (user_id) DO UPDATE SET last_seq = {table}.last_seq + 1 "
+                "RETURNING last_seq",
+                [user_id],
+            )
+            return int(cursor.fetchone()[0])
+
+    @classmethod
+    def last_seq_for(cls, user_id: int) -> int:
+        return cls.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
+
+
+class Event(models.Model):
+    class Type(models.TextChoices):
+        CREATED = "task_created"
+        UPDATE = "task_update"
+        COMPLETE = "task_complete"
+        FAILED = "task_failed"
+        CANCELED = "task_canceled"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    # A plain id, not a foreign key: events outlive purged tasks until retention removes them.
+    task_id = models.BigIntegerField(db_index=True)
+    type = models.CharField(max_length=32, choices=Type.choices)
+    data = models.JSONField()
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["user_id", "seq"]
+        constraints = [models.UniqueConstraint(fields=["user", "seq"], name="event_user_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.seq} (task {self.task_id})"
+
+    def as_message(self) -> dict:
+        return {
+            "type": self.type,
+            "seq": self.seq,
+            "task_id": self.task_id,
+            "timestamp": self.created_at.isoformat().replace("+00:00", "Z"),
+            "data": self.data,
+        }

@@ -1,0 +1,26 @@
+"""The one receiver tying task changes to the event log (``generation`` never imports us)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from generation.models import GenerationTask
+
+from . import events
+
+
+@receiver(post_save, sender=GenerationTask, dispatch_uid="notifications.record_task_event")
+def record_task_event(sender: type[GenerationTask], instance: GenerationTask, created: bool, raw: bool = False,
+                      using: str = "default", **kwargs: Any) -> None:
+    if raw:  # loaddata: history, not news
+        return
+    # The event must commit with the change or not at all; a save outside a
+    # transaction would let the two diverge (and the seq lock would not hold).
+    assert connections[using].in_atomic_block, "save GenerationTask inside transaction.atomic()"
+    event = events.record(instance, created)
+    # Durable already; the push is only the fast path, so a failure must not raise.
+    transaction.on_commit(partial(events.publish, event.user_id, event.as_message()), using=using, robust=True)

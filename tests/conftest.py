@@ -1,0 +1,140 @@
+"""Shared fixtures: users, API clients, task factory, and images made in memory."""
+from __future__ import annotations
+
+import io
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings: Any, tmp_path: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.IMAGEGEN_RETRY_BASE_SECONDS = 0.0
+    rates = dict(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {k: "100000/min" for k in rates}}
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+def product_photo(width: int = 640, height: int = 480, fmt: str = "JPEG", background: int = 235) -> bytes:
+    """A plain-background product shot: a dark red rounded box with a highlight."""
+    rgb = np.full((height, width, 3), background, dtype=np.uint8)
+    y0, y1, x0, x1 = height // 4, 3 * height // 4, width // 3, 2 * width // 3
+    rgb[y0:y1, x0:x1] = (150, 30, 40)
+    rgb[y0 + 10 : y0 + 30, x0 + 10 : x1 - 10] = (220, 120, 120)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def photo_bytes() -> bytes:
+    return product_photo()
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def other_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="bob", password="bob-pass-123")
+
+
+@pytest.fixture
+def staff_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="carol", password="carol-pass-123", is_staff=True)
+
+
+def bearer(user: Any) -> str:
+    return f"Bearer {AccessToken.for_user(user)}"
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def auth_client(user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=bearer(user))
+    return client
+
+
+@pytest.fixture
+def other_client(other_user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=bearer(other_user))
+    return client
+
+
+@pytest.fixture
+def make_task(user: Any) -> Callable[..., Any]:
+    from generation.engine.presets import validate_options
+    from generation.models import GenerationTask
+
+    def make(**overrides: Any) -> GenerationTask:
+        owner = overrides.pop("user", user)
+        options = overrides.pop("options", validate_options({}))
+        task, _ = GenerationTask.submit(
+            user=owner,
+            image=SimpleUploadedFile("input.jpg", overrides.pop("image", product_photo())),
+            content_type="image/jpeg",
+            options=options,
+            idempotency_key=overrides.pop("idempotency_key", None),
+            priority=overrides.pop("priority", 0),
+        )
+        assert not overrides, f"unknown overrides {overrides}"
+        return task
+
+    return make
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll a condition until it holds (or fail): synchronises on state, not on time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def subprocess_env(settings: Any) -> dict[str, str]:
+    """Environment for manage.py subprocesses sharing this test's database and media."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = dict(os.environ)
+    if db["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["IMAGEGEN_RETRY_BASE_SECONDS"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

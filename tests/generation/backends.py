@@ -1,0 +1,98 @@
+"""Backends for tests, selected by dotted path like any other (IMAGEGEN_BACKEND)."""
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from typing import Any, Mapping
+
+from PIL import Image
+
+from generation.engine.base import BackendConfig, EngineError, GenerationResult, ProgressCallback
+
+
+def white_jpeg(side: int = 64) -> GenerationResult:
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (255, 255, 255)).save(buf, "JPEG")
+    return GenerationResult(buf.getvalue(), "image/jpeg", "jpg", side, side, None)
+
+
+class QuickBackend:
+    name = "quick"
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        progress(50)
+        return white_jpeg()
+
+
+class SlowBackend:
+    """Works for TEST_BACKEND_SECONDS (default 60), reporting progress every 50 ms,
+    so a cancel or a lost claim is noticed at the next step."""
+
+    name = "slow"
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        total = float(os.environ.get("TEST_BACKEND_SECONDS", "60"))
+        deadline = time.monotonic() + total
+        step = 1
+        while time.monotonic() < deadline:
+            progress(min(step, 99))
+            step += 1
+            time.sleep(0.05)
+        return white_jpeg()
+
+
+class GatedBackend:
+    """Signals ``started``, then reports progress until ``release`` is set (in-process tests)."""
+
+    name = "gated"
+    started = threading.Event()
+    release = threading.Event()
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        progress(10)
+        type(self).started.set()
+        step = 11
+        while not type(self).release.wait(0.02):
+            progress(min(step, 99))
+            step += 1
+        return white_jpeg()
+
+
+class FlakyBackend:
+    """Raises the configured EngineError for the first ``failures`` calls, then succeeds."""
+
+    name = "flaky"
+    failures = 1
+    error = EngineError("upstream_timeout", "The upstream timed out.", transient=True)
+    calls = 0
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        cls = type(self)
+        cls.calls += 1
+        if cls.calls <= cls.failures:
+            raise cls.error
+        return white_jpeg()
+
+
+class CrashingBackend:
+    name = "crashing"
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        raise ZeroDivisionError("bug")
