@@ -20,7 +20,8 @@ def record_task_event(sender: type[GenerationTask], instance: GenerationTask, cr
         return
     # The event must commit with the change or not at all; a save outside a
     # transaction would let the two diverge (and the seq lock would not hold).
-    assert connections[using].in_atomic_block, "save GenerationTask inside transaction.atomic()"
+    if not connections[using].in_atomic_block:
+        raise RuntimeError("Save GenerationTask inside transaction.atomic(): its event must commit with it.")
     event = events.record(instance, created)
     # Durable already; the push is only the fast path, so a failure must not raise.
     transaction.on_commit(partial(events.publish, event.user_id, event.as_message()), using=using, robust=True)
