@@ -50,25 +50,25 @@ class Listener(threading.Thread):
     def __init__(self, conninfo: dict, stop: threading.Event) -> None:
         super().__init__(name="imagegen-listen", daemon=True)
         self._conninfo = conninfo
-        self._stop = stop
+        self._halt = stop
         self.ready = threading.Event()
 
     def run(self) -> None:
         import psycopg
 
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 with psycopg.connect(**self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.ready.set()
                     # A reconnect may have missed notifications: let waiters look.
                     local.notify()
-                    while not self._stop.is_set():
+                    while not self._halt.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             local.notify()
             except Exception:  # the safety poll covers us while we reconnect
                 logger.exception("LISTEN connection failed; retrying in 1 s")
-                self._stop.wait(1.0)
+                self._halt.wait(1.0)
 
 
 def postgres_conninfo() -> dict | None:

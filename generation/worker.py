@@ -89,7 +89,11 @@ class Worker:
 
     def start(self) -> None:
         """Start the runner threads and return (the embedded mode's entry point)."""
-        self.register()
+        try:
+            self.register()
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                connection.close()  # this thread's connection is not needed any more
         self._services.append(threading.Thread(target=self._heartbeat_loop, name="imagegen-heartbeat", daemon=True))
         conninfo = wakeup.postgres_conninfo()
         if conninfo is not None and not self.burst:
@@ -110,6 +114,7 @@ class Worker:
             self._drain(settings.IMAGEGEN_SHUTDOWN_GRACE)
         finally:
             self._shutdown()
+            connection.close()
 
     def stop(self) -> None:
         """Stop claiming; in-flight tasks finish within the grace period (see ``run``)."""
@@ -133,6 +138,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._halted.set()
+        for thread in self._services:
+            thread.join(5)  # they hold database connections: close them before we return
         if self.row is not None:
             self.row.mark_stopped(self.tasks_done)
         logger.info("Worker %s stopped after %d tasks", self.name, self.tasks_done)

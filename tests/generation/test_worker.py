@@ -1,0 +1,286 @@
+"""The worker: claims once, survives kill -9 and SIGTERM, retries, honours cancel."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from generation import wakeup
+from generation.models import GenerationTask
+from generation.worker import Worker
+from notifications.models import Event
+from tests.conftest import wait_until
+from tests.generation.backends import FlakyBackend, GatedBackend
+
+BACKENDS = "tests.generation.backends"
+MANAGE = [sys.executable, str(Path(__file__).resolve().parents[2] / "manage.py")]
+
+
+def claims_per_task() -> Counter[int]:
+    return Counter(
+        e.task_id for e in Event.objects.filter(type="task_update") if e.data["status"] == "processing"
+    )
+
+
+def run_once_in_thread(worker: Worker) -> threading.Thread:
+    def target() -> None:
+        try:
+            worker.run_once()
+        finally:
+            connection.close()  # a thread's connection would otherwise outlive the test
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def start_worker(env: dict[str, str], *args: str, **extra_env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*MANAGE, "runworker", *args], env={**env, **extra_env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runworker_burst_is_our_command(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    task = make_task()
+    call_command("runworker", "--burst", "--worker-id", "cmd-test")
+    task.refresh_from_db()
+    assert task.status == "completed" and task.worker.name == "cmd-test"
+
+
+@pytest.mark.django_db
+def test_runworker_rejects_bad_arguments():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="concurrency"):
+        call_command("runworker", "--concurrency", "0")
+
+
+@pytest.mark.django_db
+def test_run_once_claims_and_completes_in_a_pinned_number_of_queries(make_task, settings, django_assert_num_queries):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    task = make_task()
+    worker = Worker(worker_id="q")
+    worker.register()
+    # claim: lock + update + seq + event; progress(50) check; complete: lock + update + seq + event;
+    # plus 4 savepoint statements that are BEGIN/COMMIT outside the test's wrapping transaction.
+    with django_assert_num_queries(13):
+        assert worker.run_once() is True
+    task.refresh_from_db()
+    assert task.status == "completed"
+    assert worker.run_once() is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_task_is_claimed_once_by_concurrent_threads(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    tasks = [make_task() for _ in range(40)]
+    Worker(concurrency=4, burst=True, worker_id="threads").run()
+    assert set(GenerationTask.objects.values_list("status", flat=True)) == {"completed"}
+    assert set(GenerationTask.objects.values_list("attempts", flat=True)) == {1}
+    assert claims_per_task() == Counter({t.pk: 1 for t in tasks})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_task_is_claimed_once_by_separate_processes(make_task, subprocess_env):
+    tasks = [make_task() for _ in range(60)]
+    procs = [
+        start_worker(subprocess_env, "--burst", "--concurrency", "2", IMAGEGEN_BACKEND=f"{BACKENDS}.QuickBackend")
+        for _ in range(3)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    assert set(GenerationTask.objects.values_list("status", flat=True)) == {"completed"}
+    assert claims_per_task() == Counter({t.pk: 1 for t in tasks})
+    from generation.models import Worker as WorkerRow
+
+    assert sum(WorkerRow.objects.values_list("tasks_done", flat=True)) == 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_locked_by_another_connection_is_skipped(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    held, free = make_task(), make_task()
+    params = wakeup.postgres_conninfo()
+    assert params is not None, "this test needs PostgreSQL"
+    with psycopg.connect(**params) as other:
+        other.execute("SELECT id FROM generation_generationtask WHERE id = %s FOR UPDATE", [held.pk])
+        worker = Worker(worker_id="skip")
+        assert worker.run_once() is True
+        assert worker.run_once() is False  # the only other pending row is locked
+        other.rollback()
+    held.refresh_from_db()
+    free.refresh_from_db()
+    assert (held.status, free.status) == ("pending", "completed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_wakes_on_notify_not_on_its_poll(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    worker = Worker(worker_id="idle", poll_interval=60.0)
+    listener_conninfo = wakeup.postgres_conninfo()
+    assert listener_conninfo is not None
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any(isinstance(s, wakeup.Listener) and s.ready.is_set() for s in worker._services))
+        task = make_task()
+        # far sooner than the 60 s poll: only the NOTIFY can have woken it
+        wait_until(lambda: GenerationTask.objects.get(pk=task.pk).status == "completed", timeout=10)
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kill_9_mid_task_is_taken_back_and_completes_once(make_task, subprocess_env):
+    task = make_task()
+    doomed = start_worker(subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", IMAGEGEN_HEARTBEAT_TIMEOUT="1")
+    try:
+        wait_until(lambda: GenerationTask.objects.get(pk=task.pk).status == "processing", timeout=30)
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(10)
+    rescuer = start_worker(subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.QuickBackend", IMAGEGEN_HEARTBEAT_TIMEOUT="1")
+    try:
+        wait_until(lambda: GenerationTask.objects.get(pk=task.pk).status == "completed", timeout=30)
+    finally:
+        rescuer.send_signal(signal.SIGTERM)
+        rescuer.communicate(timeout=30)
+    task.refresh_from_db()
+    assert task.attempts == 2
+    types = list(Event.objects.filter(task_id=task.pk).order_by("seq").values_list("type", "data__status"))
+    assert types.count(("task_complete", "completed")) == 1
+    assert ("task_update", "pending") in types  # taken back, announced to the owner
+    assert types[-1] == ("task_complete", "completed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_releases_unfinished_work_and_exits_cleanly(make_task, subprocess_env):
+    task = make_task()
+    proc = start_worker(
+        subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", IMAGEGEN_SHUTDOWN_GRACE="0.5"
+    )
+    wait_until(lambda: GenerationTask.objects.get(pk=task.pk).status == "processing", timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    task.refresh_from_db()
+    assert (task.status, task.attempts, task.worker_id) == ("pending", 0, None)
+    assert "Released unfinished task" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_lets_a_short_task_finish_within_the_grace_period(make_task, subprocess_env):
+    task = make_task()
+    proc = start_worker(
+        subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", TEST_BACKEND_SECONDS="2",
+        IMAGEGEN_SHUTDOWN_GRACE="30",
+    )
+    wait_until(lambda: GenerationTask.objects.get(pk=task.pk).status == "processing", timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    task.refresh_from_db()
+    assert task.status == "completed"
+
+
+@pytest.mark.django_db
+def test_transient_errors_are_retried_then_fail(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.FlakyBackend"
+    settings.IMAGEGEN_MAX_ATTEMPTS = 3
+    FlakyBackend.calls, FlakyBackend.failures = 0, 99
+    task = make_task()
+    worker = Worker(worker_id="flaky")
+    while worker.run_once():
+        pass
+    task.refresh_from_db()
+    assert (task.status, task.attempts, task.error_code) == ("failed", 3, "upstream_timeout")
+    statuses = [e.data["status"] for e in Event.objects.filter(task_id=task.pk).order_by("seq")]
+    assert statuses == ["pending", "processing", "pending", "processing", "pending", "processing", "failed"]
+
+
+@pytest.mark.django_db
+def test_a_transient_error_then_success_completes(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.FlakyBackend"
+    FlakyBackend.calls, FlakyBackend.failures = 0, 1
+    task = make_task()
+    worker = Worker(worker_id="flaky")
+    while worker.run_once():
+        pass
+    task.refresh_from_db()
+    assert (task.status, task.attempts, task.error_code) == ("completed", 2, None)
+
+
+@pytest.mark.django_db
+def test_a_backend_crash_is_retried_then_fails_as_internal_error(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CrashingBackend"
+    settings.IMAGEGEN_MAX_ATTEMPTS = 2
+    task = make_task()
+    worker = Worker(worker_id="crash")
+    while worker.run_once():
+        pass
+    task.refresh_from_db()
+    assert (task.status, task.attempts, task.error_code) == ("failed", 2, "internal_error")
+    assert "ZeroDivisionError" in task.error_message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_while_processing_stops_the_worker_and_discards_the_result(make_task, settings, auth_client):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.GatedBackend"
+    GatedBackend.started.clear()
+    GatedBackend.release.clear()
+    task = make_task()
+    worker = Worker(worker_id="gated")
+    thread = run_once_in_thread(worker)
+    try:
+        assert GatedBackend.started.wait(20)
+        assert auth_client.post(f"/api/tasks/{task.pk}/cancel/").status_code == 200
+        thread.join(20)
+        assert not thread.is_alive(), "the worker did not notice the cancel"
+    finally:
+        GatedBackend.release.set()
+        thread.join(20)
+    task.refresh_from_db()
+    assert task.status == "canceled" and not task.result_image
+    results = Path(settings.MEDIA_ROOT) / "results"
+    assert not results.exists() or not any(p.is_file() for p in results.rglob("*"))
+    assert Event.objects.filter(task_id=task.pk, type="task_complete").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_writes_are_coalesced_to_the_interval(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.GatedBackend"
+    settings.IMAGEGEN_PROGRESS_INTERVAL = 0.25
+    GatedBackend.started.clear()
+    GatedBackend.release.clear()
+    task = make_task()
+    worker = Worker(worker_id="coalesce")
+    thread = run_once_in_thread(worker)
+    assert GatedBackend.started.wait(20)
+    # the backend reports every 20 ms; let it report for a while
+    wait_until(lambda: GenerationTask.objects.get(pk=task.pk).progress >= 15, timeout=20)
+    GatedBackend.release.set()
+    thread.join(20)
+    progress_events = list(
+        Event.objects.filter(task_id=task.pk, type="task_update", data__status="processing").order_by("seq")
+    )
+    stamps = [e.created_at for e in progress_events[1:]]  # the first is the claim
+    gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
+    assert stamps and all(gap >= 0.2 for gap in gaps), gaps
+    values = [e.data["progress"] for e in progress_events[1:]]
+    assert values == sorted(values) and len(set(values)) == len(values)
