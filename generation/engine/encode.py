@@ -1,0 +1,107 @@
+"""Encode the finished canvas to the preset's format, verified on the written bytes.
+
+The first encoding is not trusted: the compliance checker reads it back, and
+if JPEG ringing left the background off-white (or the file is outside the
+preset's byte limits) the quality moves up or down and the canvas is encoded
+again. 4:4:4 chroma throughout: 4:2:0 more than doubles the off-white pixels
+around coloured products (measured: 0.49 % vs 0.19 % at q95).
+"""
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import compliance
+from .decode import srgb_profile
+from .presets import Preset
+
+logger = logging.getLogger(__name__)
+
+#: Qualities tried upwards from the preset's own, when ringing or a minimum size demands.
+QUALITY_LADDER_UP = (95, 98, 100)
+#: Qualities tried downwards when a byte limit demands (never below the preset's minimum).
+QUALITY_LADDER_DOWN = (92, 90, 88, 85, 80, 75)
+
+CONTENT_TYPES = {"jpeg": ("image/jpeg", "jpg"), "png": ("image/png", "png"), "webp": ("image/webp", "webp")}
+
+_icc_bytes: bytes | None = None
+
+
+def _icc() -> bytes:
+    # Tagging the file as sRGB makes "color_profile" explicit for strict viewers (~500 bytes).
+    global _icc_bytes
+    if _icc_bytes is None:
+        _icc_bytes = srgb_profile().tobytes()
+    return _icc_bytes
+
+
+def _save(im: Image.Image, fmt: str, **params: Any) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, icc_profile=_icc(), **params)
+    return buf.getvalue()
+
+
+def encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    return _save(im, "JPEG", quality=quality, subsampling=0, optimize=True)
+
+
+def _failing(report: dict[str, Any]) -> set[str]:
+    return {name for name, item in report["checks"].items() if not item["passed"]}
+
+
+def _jpeg(im: Image.Image, preset: Preset) -> tuple[bytes, dict[str, Any], int]:
+    start = max(preset.jpeg_quality, preset.min_jpeg_quality)
+    up = [q for q in QUALITY_LADDER_UP if q > start]
+    down = [q for q in QUALITY_LADDER_DOWN if preset.min_jpeg_quality <= q < start]
+    quality = start
+    best: tuple[bytes, dict[str, Any], int] | None = None
+    direction = 0
+    while True:
+        data = encode_jpeg(im, quality)
+        report = compliance.check(data, preset)
+        failing = _failing(report)
+        if best is None or len(failing) < len(_failing(best[1])):
+            best = (data, report, quality)
+        if not failing:
+            return data, report, quality
+        too_big = "bytes" in failing and preset.max_bytes is not None and len(data) > preset.max_bytes
+        needs_more = "background_white" in failing or ("bytes" in failing and not too_big)
+        if direction == 0:
+            # Decide once and never turn around: a file that rings and is too
+            # big at once has no JPEG quality satisfying both.
+            direction = -1 if too_big else 1 if needs_more else 0
+        ladder = up if direction == 1 else down
+        still_needed = needs_more if direction == 1 else too_big
+        if direction == 0 or not still_needed or not ladder:
+            return best
+        quality = ladder.pop(0)
+
+
+def encode_canvas(canvas: np.ndarray, preset: Preset, fmt: str) -> tuple[bytes, dict[str, Any]]:
+    """``(data, compliance report)`` for an HxWx3 uint8 canvas in ``fmt``.
+
+    Returns the best attempt even when no setting satisfies every check; the
+    report then says which check failed and by how much.
+    """
+    im = Image.fromarray(canvas, "RGB")
+    if fmt == "jpeg":
+        data, report, quality = _jpeg(im, preset)
+        logger.debug("Encoded JPEG q%d, %d bytes, compliance %s", quality, len(data), report["passed"])
+        return data, report
+    if fmt == "png":
+        # Level 6 is ~3x faster than 9 for ~2 % more bytes; retry at 9 only if a limit demands it.
+        data = _save(im, "PNG", compress_level=6)
+        report = compliance.check(data, preset)
+        if preset.max_bytes is not None and len(data) > preset.max_bytes:
+            data = _save(im, "PNG", compress_level=9)
+            report = compliance.check(data, preset)
+        return data, report
+    if fmt == "webp":
+        # Lossless: lossy WebP is always 4:2:0 and would ring the background off-white.
+        data = _save(im, "WEBP", lossless=True, quality=60, method=3)
+        return data, compliance.check(data, preset)
+    raise ValueError(f"unsupported output format {fmt!r}")

@@ -1,0 +1,229 @@
+"""Marketplace presets and the validation of a task's options.
+
+One preset shapes the single master rendering of a task: the square canvas,
+how much of it the product fills, the file format and the byte limits. The
+same table drives the compositor (``compose.finish``) and the compliance
+checker (``compliance.check``), so what we render and what we verify cannot
+drift apart. ``docs/presets.md`` shows this table to sellers; keep both in step
+(``tests/generation/test_engine_presets.py`` compares them).
+
+Options are validated at submit time (a bad value is a 400, never a failed
+task) and the normalised dict, with every default filled in, is what the
+worker later hands to the backend. Normalising an already normalised dict
+returns it unchanged, so backends may call :func:`validate_options` again.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .base import InvalidOptions
+
+#: Largest canvas any preset renders. Marketplaces accept more (Amazon up to
+#: 10,000 px) but nothing zooms further than this and the engine's time and
+#: memory budgets are measured up to 4,000 px.
+ENGINE_MAX_SIZE = 4000
+
+#: ``margin`` option range, in percent of the canvas side left empty along the
+#: product's long axis (split evenly between both sides): fill = 1 - margin/100.
+MARGIN_RANGE = (0.0, 40.0)
+
+FORMATS = ("jpeg", "png", "webp")
+_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
+
+OPTION_KEYS = ("preset", "size", "format", "margin")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    label: str
+    default_size: int
+    min_size: int  # square canvas side, px
+    max_size: int
+    formats: tuple[str, ...]  # the first one is the default
+    #: Target share of the canvas side taken by the product's long side. ``None``
+    #: when the preset positions by pixels instead (see ``edge_gap_px``).
+    fill: float | None
+    #: Target gap (px) between the product's long side and the canvas edge, for
+    #: presets that want the product nearly edge to edge (JD).
+    edge_gap_px: int | None
+    #: Accepted measured fill (long side / canvas side), inclusive.
+    fill_band: tuple[float, float]
+    #: Largest accepted gap (px) on the long axis (JD: "within 10 px of the edge").
+    max_edge_gap_px: int | None = None
+    #: Whether the product may touch the canvas edge (only JD wants it that close).
+    may_touch_edge: bool = False
+    jpeg_quality: int = 95  # first quality tried by the encoder
+    min_jpeg_quality: int = 85  # the encoder never goes below; ``compliance`` checks it when set
+    check_jpeg_quality: bool = False
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+    notes: str = ""
+
+    @property
+    def exact_size(self) -> bool:
+        return self.min_size == self.max_size
+
+    def default_margin(self, size: int) -> float:
+        """The ``margin`` (percent) this preset uses at ``size`` when none is given."""
+        if self.fill is not None:
+            return round((1.0 - self.fill) * 100.0, 3)
+        assert self.edge_gap_px is not None
+        return round(200.0 * self.edge_gap_px / size, 3)
+
+
+_STANDARD_BAND = (0.80, 0.95)
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "amazon", "Amazon", 2000, 1000, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            fill=0.85, edge_gap_px=None, fill_band=(0.85, 0.95),
+            notes="Pure white (255,255,255) background, product fills >= 85 % of the frame, "
+            "no shadow at the edges; >= 1000 px enables zoom.",
+        ),
+        Preset(
+            "walmart", "Walmart", 2200, 1500, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=5_000_000,
+            notes="RGB 8-bit, <= 5 MB; 2200 px recommended, 1500 px minimum for zoom.",
+        ),
+        Preset(
+            "shopify", "Shopify", 2048, 800, ENGINE_MAX_SIZE, ("jpeg", "png", "webp"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND,
+            notes="Square 2048 px recommended; Shopify also serves WebP.",
+        ),
+        Preset(
+            "etsy", "Etsy", 2000, 1000, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND,
+            notes="2000 px on the shortest side recommended.",
+        ),
+        Preset(
+            "ebay", "eBay", 1600, 500, ENGINE_MAX_SIZE, ("jpeg",),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND,
+            jpeg_quality=95, min_jpeg_quality=90, check_jpeg_quality=True,
+            notes="JPEG quality >= 90, no borders; 500 px minimum, 1600 px recommended.",
+        ),
+        Preset(
+            "taobao", "Taobao", 800, 800, 800, ("jpeg",),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND,
+            min_bytes=38_000, max_bytes=300_000,
+            notes="Exactly 800 x 800, whole product centred, JPEG between 38 and 300 KB, no shadow.",
+        ),
+        Preset(
+            "jd", "JD.com", 800, 800, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            fill=None, edge_gap_px=5, fill_band=(0.0, 1.0), max_edge_gap_px=10,
+            may_touch_edge=True,
+            notes="At least 800 x 800; the product's long side within 10 px of the canvas edge.",
+        ),
+        Preset(
+            "pinduoduo", "Pinduoduo", 800, 480, 2000, ("jpeg", "png"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=1_000_000,
+            notes="Square, at least 480 px, product centred, <= 1 MB.",
+        ),
+    )
+}
+
+DEFAULT_PRESET = "amazon"
+
+
+def fill_from_margin(margin: float) -> float:
+    """Share of the canvas side the product's long side should take."""
+    return 1.0 - margin / 100.0
+
+
+def _blank(value: Any) -> bool:
+    # Multipart forms send empty fields for untouched inputs: treat as "not given".
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _parse_size(value: Any, preset: Preset) -> int:
+    if isinstance(value, bool):
+        raise InvalidOptions(f"size must be a whole number of pixels, not {value!r}.")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str) and value.strip().removesuffix("px").strip().isdigit():
+        size = int(value.strip().removesuffix("px").strip())
+    else:
+        raise InvalidOptions(f"size must be a whole number of pixels, not {value!r}.")
+    if preset.exact_size and size != preset.min_size:
+        raise InvalidOptions(
+            f"size must be exactly {preset.min_size} for the {preset.name} preset, not {size}."
+        )
+    if not preset.min_size <= size <= preset.max_size:
+        raise InvalidOptions(
+            f"size must be between {preset.min_size} and {preset.max_size} px for the "
+            f"{preset.name} preset, not {size}."
+        )
+    return size
+
+
+def _parse_format(value: Any, preset: Preset) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in _FORMAT_ALIASES:
+        raise InvalidOptions(f"format must be one of {', '.join(FORMATS)}, not {value!r}.")
+    fmt = _FORMAT_ALIASES[value.strip().lower()]
+    if fmt not in preset.formats:
+        raise InvalidOptions(
+            f"format {fmt} is not accepted by the {preset.name} preset; "
+            f"use {' or '.join(preset.formats)}."
+        )
+    return fmt
+
+
+def _parse_margin(value: Any) -> float:
+    low, high = MARGIN_RANGE
+    if isinstance(value, bool):
+        raise InvalidOptions(f"margin must be a percentage between {low:g} and {high:g}, not {value!r}.")
+    try:
+        margin = float(value.strip().removesuffix("%")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise InvalidOptions(
+            f"margin must be a percentage between {low:g} and {high:g}, not {value!r}."
+        ) from None
+    if not math.isfinite(margin) or not low <= margin <= high:
+        raise InvalidOptions(f"margin must be a percentage between {low:g} and {high:g}, not {value!r}.")
+    return margin
+
+
+def validate_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Normalise task options or raise :class:`InvalidOptions` naming the field.
+
+    Returns ``{"preset": str, "size": int, "format": "jpeg"|"png"|"webp",
+    "margin": float}``, where ``margin`` is the percentage of the canvas side
+    left empty along the product's long axis (the preset's own value when not
+    overridden). A margin outside what the marketplace accepts is allowed (the
+    seller asked for it) and shows up as a failed ``fill`` compliance check.
+    """
+    raw = dict(raw or {})
+    unknown = sorted(str(k) for k in raw if k not in OPTION_KEYS)
+    if unknown:
+        raise InvalidOptions(
+            f"unknown option(s): {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}."
+        )
+
+    name = raw.get("preset")
+    if _blank(name):
+        name = DEFAULT_PRESET
+    if not isinstance(name, str) or name.strip().lower() not in PRESETS:
+        raise InvalidOptions(f"preset must be one of {', '.join(PRESETS)}, not {name!r}.")
+    preset = PRESETS[name.strip().lower()]
+
+    size = preset.default_size if _blank(raw.get("size")) else _parse_size(raw["size"], preset)
+    fmt = preset.formats[0] if _blank(raw.get("format")) else _parse_format(raw["format"], preset)
+    margin = (
+        preset.default_margin(size) if _blank(raw.get("margin")) else _parse_margin(raw["margin"])
+    )
+    return {"preset": preset.name, "size": size, "format": fmt, "margin": margin}
+
+
+def preset_for(options: Mapping[str, Any] | str) -> Preset:
+    """The preset named by a preset name or a (normalised) options dict."""
+    name = options if isinstance(options, str) else options.get("preset", DEFAULT_PRESET)
+    try:
+        return PRESETS[str(name).lower()]
+    except KeyError:
+        raise InvalidOptions(f"preset must be one of {', '.join(PRESETS)}, not {name!r}.") from None
