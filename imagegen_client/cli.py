@@ -1,0 +1,144 @@
+"""``python -m imagegen_client``: submit, watch and batch-process from a terminal.
+
+Exit codes: 0 success; 1 a task (or any photo of a batch) failed or was
+canceled; 2 usage, authentication or server errors; 130 interrupted (run the
+same batch again to finish it).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+from rich.console import Console
+
+from .batch import run_batch, summary
+from .client import Client, ImagegenError
+from .events import StreamError
+
+PRESETS = ("amazon", "walmart", "shopify", "etsy", "ebay", "taobao", "jd", "pinduoduo")
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imagegen_client", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default=os.environ.get("IMAGEGEN_URL", "http://localhost:8000"),
+                        help="server base URL (env IMAGEGEN_URL; default %(default)s)")
+    parser.add_argument("--username", default=os.environ.get("IMAGEGEN_USERNAME"), help="env IMAGEGEN_USERNAME")
+    parser.add_argument("--password", default=os.environ.get("IMAGEGEN_PASSWORD"),
+                        help="env IMAGEGEN_PASSWORD (prefer the env: arguments show in `ps`)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and fallbacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="upload one photo and print its task as JSON")
+    submit.add_argument("photo", type=Path)
+    submit.add_argument("--preset", choices=PRESETS, default="amazon")
+    submit.add_argument("--wait", action="store_true", help="follow the task until it finishes")
+    submit.add_argument("--out", type=Path, help="with --wait: save the result here (file or folder)")
+
+    watch = commands.add_parser("watch", help="print live events, one JSON object per line")
+    watch.add_argument("--after", type=int, default=None, help="replay events after this seq first")
+
+    batch = commands.add_parser("batch", help="process every photo in a folder (resumable)")
+    batch.add_argument("source", type=Path, metavar="DIR")
+    batch.add_argument("--out", type=Path, required=True, help="folder for the results")
+    batch.add_argument("--preset", choices=PRESETS, default="amazon")
+    batch.add_argument("--concurrency", type=positive_int, default=4, help="uploads and downloads at once")
+    batch.add_argument("--retry-failed", action="store_true", help="retry tasks that failed in an earlier run")
+    batch.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+
+    listing = commands.add_parser("list", help="print your tasks as JSON lines, newest first")
+    listing.add_argument("--status", choices=("pending", "processing", "completed", "failed", "canceled"))
+    for name, text in (("get", "print one task"), ("cancel", "cancel a task"), ("retry", "retry a task")):
+        one = commands.add_parser(name, help=text)
+        one.add_argument("task_id", type=int)
+    download = commands.add_parser("download", help="save a task's result")
+    download.add_argument("task_id", type=int)
+    download.add_argument("path", type=Path)
+    return parser
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    if not args.username:
+        raise SystemExit("Give --username (or IMAGEGEN_USERNAME).")
+    password = args.password
+    if password is None:
+        if not sys.stdin.isatty():
+            raise SystemExit("Give --password (or IMAGEGEN_PASSWORD).")
+        password = getpass.getpass(f"Password for {args.username}: ")
+    return Client(args.url, username=args.username, password=password)
+
+
+def emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def watch(client: Client, after: int | None) -> None:
+    async with aclosing(aiter(client.events(after=after))) as stream:
+        async for event in stream:
+            emit(event)
+
+
+def run(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        if args.command == "submit":
+            task = client.submit(args.photo, preset=args.preset)
+            if args.wait:
+                task = client.wait(task["id"])
+                if args.out and task["status"] == "completed":
+                    client.download(task["id"], args.out)
+            emit(task)
+            return 0 if task["status"] != "failed" and task["status"] != "canceled" else 1
+        if args.command == "watch":
+            asyncio.run(watch(client, args.after))
+            return 0
+        if args.command == "batch":
+            if not args.source.is_dir():
+                raise SystemExit(f"{args.source} is not a folder.")
+            console = Console(stderr=True)
+            result = run_batch(client, args.source, args.out, preset=args.preset, concurrency=args.concurrency,
+                               retry_failed=args.retry_failed, timeout=args.timeout, console=console)
+            summary(result, Console())
+            return 1 if result.failed else 0
+        if args.command == "list":
+            for task in client.list(status=args.status):
+                emit(task)
+            return 0
+        if args.command in ("get", "cancel", "retry"):
+            emit(getattr(client, args.command)(args.task_id))
+            return 0
+        if args.command == "download":
+            print(client.download(args.task_id, args.path))
+            return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("Interrupted. Run the same command again to finish: nothing is submitted twice.", file=sys.stderr)
+        return 130
+    except ImagegenError as exc:
+        print(f"Server said {exc.status_code}: {exc.detail}", file=sys.stderr)
+        return 2
+    except (httpx.TransportError, StreamError) as exc:
+        print(f"Cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,332 @@
+"""A small typed client for the imagegen REST API (httpx) and its event stream.
+
+Imports no Django: it speaks the public contract only, so it works against any
+imagegen server from any Python 3.11+ with httpx and websockets installed.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import json
+import mimetypes
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, TypedDict
+
+import httpx
+
+from .events import TERMINAL_STATUSES, EventStream
+
+#: Refresh the access token this long before it expires, so a request (or a
+#: WebSocket connect) never goes out with a token about to lapse in flight.
+REFRESH_MARGIN_SECONDS = 30.0
+
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+
+
+class Task(TypedDict):
+    """A task as the server returns it (see CONTRACT.md, "Task JSON")."""
+
+    id: int
+    status: str
+    progress: int
+    queue_position: int | None
+    attempts: int
+    error_message: str | None
+    error_code: str | None
+    options: dict[str, Any]
+    input_image_url: str
+    result_image_url: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str
+    elapsed_time: float | None
+    estimated_remaining_seconds: int | None
+    compliance: dict[str, Any] | None
+
+
+class ImagegenError(Exception):
+    """The server answered with an error: ``status_code`` and its ``detail`` message."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)[:200]
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (epoch seconds), read without verifying it; None if unreadable."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+class Client:
+    """imagegen API client.
+
+    Authenticate with ``username``/``password`` (a token pair is fetched on first
+    use and renewed when it expires) or with an existing access ``token`` (and
+    optionally its ``refresh_token``). REST methods are synchronous and safe to
+    call from several threads; :meth:`events` is an async iterator.
+
+    >>> client = Client("http://localhost:8000", username="alice", password="...")
+    >>> task = client.submit("shoe.jpg", preset="etsy")
+    >>> client.wait(task["id"])["status"]
+    'completed'
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        refresh_token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if token is None and (username is None or password is None):
+            raise ValueError("Give username and password, or token.")
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self._access = token
+        self._refresh = refresh_token
+        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._async_transport = async_transport
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    # --- Lifecycle and auth ----------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def login(self) -> None:
+        """Fetch a fresh token pair with the username and password."""
+        if self.username is None or self.password is None:
+            raise ImagegenError(401, "The access token expired and no password was given to renew it.")
+        response = self._http.post("/api/auth/token/", json={"username": self.username, "password": self.password})
+        if response.status_code != 200:
+            raise ImagegenError(response.status_code, _detail(response))
+        pair = response.json()
+        self._access, self._refresh = pair["access"], pair["refresh"]
+
+    def refresh(self, stale: str | None = None) -> None:
+        """Renew the access token (refresh token first, else log in again).
+
+        ``stale`` is the token a caller saw rejected: if another thread has
+        already replaced it, nothing is done, so a burst of 401s refreshes once.
+        """
+        with self._lock:
+            if stale is not None and self._access != stale:
+                return
+            if self._refresh is not None:
+                response = self._http.post("/api/auth/token/refresh/", json={"refresh": self._refresh})
+                if response.status_code == 200:
+                    pair = response.json()
+                    self._access = pair["access"]
+                    self._refresh = pair.get("refresh", self._refresh)
+                    return
+            self.login()
+
+    def access_token(self) -> str:
+        """A usable access token, renewed first when it is about to expire."""
+        token = self._access
+        if token is None:
+            with self._lock:
+                if self._access is None:
+                    self.login()
+            token = self._access
+        expires = token_expiry(token) if token else None
+        if expires is not None and expires - time.time() < REFRESH_MARGIN_SECONDS:
+            self.refresh(stale=token)
+        assert self._access is not None
+        return self._access
+
+    # --- HTTP plumbing -----------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with the bearer token; on 401 renew it once and resend. Raises ImagegenError on 4xx/5xx."""
+        extra = kwargs.pop("headers", {})
+        for attempt in (1, 2):
+            token = self.access_token()
+            response = self._http.request(method, path, headers={**extra, "Authorization": f"Bearer {token}"}, **kwargs)
+            if response.status_code == 401 and attempt == 1:
+                self.refresh(stale=token)
+                continue
+            if response.status_code >= 400:
+                raise ImagegenError(response.status_code, _detail(response))
+            return response
+        raise AssertionError("unreachable")
+
+    def _async_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._async_transport)
+
+    async def _async_request(self, http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            token = await asyncio.to_thread(self.access_token)
+            response = await http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            if response.status_code == 401 and attempt == 1:
+                await asyncio.to_thread(self.refresh, token)
+                continue
+            if response.status_code >= 400:
+                raise ImagegenError(response.status_code, _detail(response))
+            return response
+        raise AssertionError("unreachable")
+
+    # --- Tasks ---------------------------------------------------------------------------------
+    def submit(
+        self,
+        image: str | os.PathLike[str] | bytes,
+        *,
+        preset: str | None = None,
+        size: int | None = None,
+        format: str | None = None,
+        margin: float | None = None,
+        idempotency_key: str | None = None,
+        filename: str | None = None,
+    ) -> Task:
+        """Upload a photo (a path or its bytes) and queue it; returns the new task.
+
+        With ``idempotency_key``, a repeat returns the task the first call
+        created (the server answers 200 instead of 201), so a retried or
+        re-run submission never queues the same work twice.
+        """
+        if isinstance(image, bytes):
+            data, name = image, filename or "photo"
+        else:
+            path = Path(image)
+            data, name = path.read_bytes(), filename or path.name
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        fields = {k: str(v) for k, v in {"preset": preset, "size": size, "format": format, "margin": margin}.items()
+                  if v is not None}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self._request("POST", "/api/tasks/", files={"image": (name, data, content_type)},
+                                 data=fields, headers=headers)
+        task: Task = response.json()
+        return task
+
+    def get(self, task_id: int) -> Task:
+        task: Task = self._request("GET", f"/api/tasks/{task_id}/").json()
+        return task
+
+    def list(self, status: str | None = None, *, limit: int | None = None) -> builtins.list[Task]:
+        """The caller's tasks, newest first, following pagination (up to ``limit`` tasks)."""
+        tasks: builtins.list[Task] = []
+        params: dict[str, Any] | None = {"status": status} if status else {}
+        url = "/api/tasks/"
+        while url:
+            body = self._request("GET", url, params=params).json()
+            tasks.extend(body["results"])
+            if limit is not None and len(tasks) >= limit:
+                return tasks[:limit]
+            url, params = body.get("next"), None  # "next" carries the query already
+        return tasks
+
+    def last_seq(self) -> int:
+        """The caller's newest event seq now: events(after=this) misses nothing that happens later."""
+        body = self._request("GET", "/api/tasks/", params={"page_size": 1}).json()
+        return int(body["last_seq"])
+
+    def cancel(self, task_id: int) -> Task:
+        task: Task = self._request("POST", f"/api/tasks/{task_id}/cancel/").json()
+        return task
+
+    def retry(self, task_id: int) -> Task:
+        task: Task = self._request("POST", f"/api/tasks/{task_id}/retry/").json()
+        return task
+
+    def download(self, task_id: int, path: str | os.PathLike[str]) -> Path:
+        """Save the result image; returns where it went.
+
+        ``path`` may be an existing directory (the file is named
+        ``task-<id>.<ext>``) or a file path; a file path without a suffix gets
+        the image's (``out/shoe`` -> ``out/shoe.jpg``). The bytes go to a
+        temporary file renamed into place, so an interrupted download never
+        leaves a half image that looks finished.
+        """
+        target = Path(path)
+        with self._http.stream("GET", f"/api/tasks/{task_id}/result/",
+                               headers={"Authorization": f"Bearer {self.access_token()}"}) as response:
+            if response.status_code == 401:
+                response.close()
+                self.refresh(stale=self._access)
+                return self.download(task_id, path)
+            if response.status_code >= 400:
+                response.read()
+                raise ImagegenError(response.status_code, _detail(response))
+            extension = _EXTENSIONS.get(response.headers.get("content-type", "").split(";")[0].strip(), ".bin")
+            if target.is_dir():
+                target = target / f"task-{task_id}{extension}"
+            elif not target.suffix:
+                target = target.with_name(target.name + extension)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return target
+
+    # --- Events --------------------------------------------------------------------------------
+    def events(self, after: int | None = None, **options: Any) -> EventStream:
+        """Async iterator over the caller's events with ``seq > after`` (None: from now on).
+
+        Reconnects with backoff, resumes where it stopped, drops duplicates,
+        fills gaps from ``/api/events/`` and long-polls when the WebSocket is
+        unavailable; see :mod:`imagegen_client.events`. ``options`` tune it
+        (``ping_interval``, ``fallback_after``, ...).
+        """
+        return EventStream(self, after, **options)
+
+    async def wait_async(self, task_id: int, timeout: float | None = None) -> Task:
+        """Wait until the task is completed, failed or canceled; returns it then."""
+        after = await asyncio.to_thread(self.last_seq)  # before reading the state: nothing can slip between
+        task = await asyncio.to_thread(self.get, task_id)
+        if task["status"] in TERMINAL_STATUSES:
+            return task
+
+        async def follow() -> Task:
+            async for event in self.events(after=after):
+                if event["type"] == "reset" or (
+                    event.get("task_id") == task_id and event["data"]["status"] in TERMINAL_STATUSES
+                ):
+                    latest = await asyncio.to_thread(self.get, task_id)
+                    if latest["status"] in TERMINAL_STATUSES:
+                        return latest
+            raise AssertionError("the event stream does not end")
+
+        return await asyncio.wait_for(follow(), timeout)
+
+    def wait(self, task_id: int, timeout: float | None = None) -> Task:
+        """Blocking :meth:`wait_async` for scripts (not from inside a running event loop)."""
+        return asyncio.run(self.wait_async(task_id, timeout))
