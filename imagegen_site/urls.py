@@ -25,4 +25,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("generation.urls")),
     path("api/", include("notifications.urls")),
+    path("", include("imagegen_site.pages")),
 ]

@@ -1,0 +1,209 @@
+// Page wiring: sign-in, uploads, card buttons, and the one event feed.
+
+import { ApiError, Auth, api } from "./api.js";
+import { EventFeed } from "./feed.js";
+import { ImageCache } from "./images.js";
+import { TaskQueue } from "./queue.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+const CONNECTION_TEXT = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  polling: "Live (fallback: long-poll)",
+  offline: "Signed out",
+};
+
+const announcer = $("#announcer");
+function announce(text) {
+  // Clear first so that the same words twice are still read out.
+  announcer.textContent = "";
+  requestAnimationFrame(() => {
+    announcer.textContent = text;
+  });
+}
+
+const auth = new Auth({ onSignedOut: (message) => signedOut(message) });
+const images = new ImageCache(auth);
+const queue = new TaskQueue({
+  list: $("#queue"),
+  template: $("#card-template"),
+  images,
+  announce,
+  onNeedSnapshot: () => refreshMetadata(),
+});
+let feed = null;
+
+function setConnection(state, detail) {
+  const indicator = $("#connection");
+  indicator.dataset.state = state;
+  let text = CONNECTION_TEXT[state] || state;
+  if (state === "reconnecting" && detail != null) text = `Reconnecting in ${Math.ceil(detail / 1000)} s…`;
+  indicator.querySelector("[data-field=text]").textContent = text;
+}
+
+// --- Signing in and out ----------------------------------------------------------------
+$("#login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const error = $("#login-error");
+  error.textContent = "";
+  form.querySelector("button").disabled = true;
+  try {
+    await auth.login(form.username.value, form.password.value);
+    form.password.value = "";
+    await signedIn();
+  } catch (failure) {
+    error.textContent = failure instanceof ApiError ? failure.detail : "Cannot reach the server.";
+  } finally {
+    form.querySelector("button").disabled = false;
+  }
+});
+
+$("#logout").addEventListener("click", () => auth.signOut(""));
+
+async function signedIn() {
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#logout").hidden = false;
+  await loadTasks();
+  feed = new EventFeed({
+    auth,
+    onEvent: (event) => queue.applyEvent(event),
+    onReset: () => loadTasks(),
+    onStatus: setConnection,
+  });
+  window.imagegen.feed = feed;
+  feed.start(window.imagegen.lastSeq);
+  $("#file-input").focus();
+}
+
+function signedOut(message) {
+  if (feed) feed.stop();
+  feed = null;
+  queue.clear();
+  images.clear();
+  setConnection("offline");
+  $("#app").hidden = true;
+  $("#logout").hidden = true;
+  $("#login").hidden = false;
+  $("#login-error").textContent = message || "";
+  $("#login-form").username.focus();
+}
+
+// Initial load and resets: the list and its last_seq are one snapshot, so the
+// feed resumes right after it and misses nothing.
+async function loadTasks() {
+  const page = await api(auth, "/api/tasks/");
+  queue.replaceAll(page.results);
+  window.imagegen.lastSeq = page.last_seq;
+  updateEmpty();
+  return page.last_seq;
+}
+
+async function refreshMetadata() {
+  try {
+    const page = await api(auth, "/api/tasks/");
+    for (const task of page.results) queue.upsert(task);
+  } catch {
+    /* cosmetic only: the cards already show the live state */
+  }
+}
+
+function updateEmpty() {
+  $("#empty").hidden = queue.size > 0;
+}
+
+// --- Uploading ----------------------------------------------------------------------------
+async function upload(files) {
+  const preset = $("#preset").value;
+  const photos = [...files];
+  if (!photos.length) return;
+  announce(`Uploading ${photos.length} photo${photos.length > 1 ? "s" : ""}.`);
+  await Promise.all(
+    photos.map(async (file) => {
+      const entry = queue.addUpload(file, preset);
+      updateEmpty();
+      const body = new FormData();
+      body.append("image", file, file.name);
+      body.append("preset", preset);
+      try {
+        queue.uploaded(entry, await api(auth, "/api/tasks/", { method: "POST", body }));
+      } catch (error) {
+        queue.rejected(entry, error instanceof ApiError ? error.detail : "The upload did not reach the server.");
+      }
+    }),
+  );
+}
+
+const drop = $("#drop-zone");
+$("#file-input").addEventListener("change", (event) => {
+  upload(event.target.files).finally(() => {
+    event.target.value = "";
+  });
+});
+for (const name of ["dragenter", "dragover"]) {
+  drop.addEventListener(name, (event) => {
+    event.preventDefault();
+    drop.dataset.over = "";
+  });
+}
+for (const name of ["dragleave", "drop"]) {
+  drop.addEventListener(name, () => delete drop.dataset.over);
+}
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  upload(event.dataTransfer.files);
+});
+
+// --- Card buttons ----------------------------------------------------------------------------
+$("#queue").addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const card = button.closest(".card");
+  const entry = card.entry;
+  const action = button.dataset.action;
+  if (action === "dismiss") {
+    queue.dismiss(entry);
+    updateEmpty();
+    return;
+  }
+  button.disabled = true;
+  try {
+    if (action === "download") {
+      await download(entry);
+    } else {
+      queue.upsert(await api(auth, `/api/tasks/${entry.task.id}/${action}/`, { method: "POST" }));
+    }
+  } catch (error) {
+    announce(error instanceof ApiError ? error.detail : "The server could not be reached.");
+    card.querySelector("[data-field=notice]").textContent = error instanceof ApiError ? error.detail : "The server could not be reached.";
+  } finally {
+    button.disabled = false;
+  }
+});
+
+async function download(entry) {
+  const blob = await images.blob(entry.task.result_image_url);
+  const extension = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp" }[blob.type] || "jpg";
+  const stem = (entry.name || `photo-${entry.task.id}`).replace(/\.[^.]+$/, "");
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = `${stem}-${entry.task.options.preset || "white"}.${extension}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+new MutationObserver(updateEmpty).observe($("#queue"), { childList: true });
+
+// A small handle for debugging and the browser tests (feed.cut() drops the socket).
+window.imagegen = { queue, auth, feed: null, lastSeq: 0 };
+
+if (auth.signedIn) {
+  signedIn().catch(() => auth.signOut("Please sign in again."));
+} else {
+  signedOut("");
+}

@@ -1,0 +1,294 @@
+// The queue of task cards: state per task, merged from snapshots and events, and its DOM.
+//
+// Events are applied in seq order as they come (the feed guarantees order and
+// uniqueness). REST snapshots (the list, a cancel/retry answer, an upload's
+// answer) can be older than what events already told us, so a snapshot only
+// overwrites a task whose updated_at is not newer than the snapshot's.
+
+const STATUS_TEXT = {
+  uploading: "Uploading…",
+  pending: "Waiting in line",
+  processing: "Processing",
+  completed: "Done",
+  failed: "Failed",
+  canceled: "Canceled",
+  rejected: "Not accepted",
+};
+
+const ERROR_TEXT = {
+  invalid_image: "We could not read this file as a photo.",
+  upstream_timeout: "The image service took too long to answer.",
+  upstream_error: "The image service had a problem.",
+  safety_block: "The image service declined this photo.",
+  no_image_returned: "The image service returned no picture.",
+  worker_lost: "The machine working on it stopped before finishing.",
+  fidelity: "The result did not look enough like your product, so it was not used.",
+};
+
+const DYNAMIC = [
+  "status", "progress", "result_image_url", "elapsed_time", "estimated_remaining_seconds",
+  "error_code", "error_message", "updated_at",
+];
+
+function newer(a, b) {
+  return Date.parse(a || 0) > Date.parse(b || 0);
+}
+
+function duration(seconds) {
+  if (seconds == null) return "";
+  if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
+  return `${Math.round(seconds / 60)} min`;
+}
+
+export function plainError(task) {
+  const known = ERROR_TEXT[task.error_code] || "";
+  const said = task.error_message || "";
+  if (!known) return said || "Something went wrong.";
+  return said && said !== known ? `${known} (${said})` : known;
+}
+
+export class TaskQueue {
+  constructor({ list, template, images, announce, onNeedSnapshot }) {
+    this.list = list;
+    this.template = template;
+    this.images = images;
+    this.announce = announce;
+    this.onNeedSnapshot = onNeedSnapshot;
+    this.byId = new Map();
+    this.uploads = 0; // uploads in flight: events for unknown tasks wait for them
+    this.serial = 0;
+    this.snapshotTimer = null;
+  }
+
+  get size() {
+    return this.list.children.length;
+  }
+
+  clear() {
+    for (const entry of this.byId.values()) this.forget(entry);
+    this.byId.clear();
+    this.list.replaceChildren();
+  }
+
+  forget(entry) {
+    if (entry.localPreview) URL.revokeObjectURL(entry.localPreview);
+  }
+
+  // A fresh GET /api/tasks/ page: it replaces everything except uploads still in flight.
+  replaceAll(tasks) {
+    const uploading = [...this.list.querySelectorAll(".card[data-uploading]")];
+    for (const entry of this.byId.values()) this.forget(entry);
+    this.byId.clear();
+    this.list.replaceChildren(...uploading);
+    for (const task of tasks) {
+      const entry = this.create({ task });
+      this.list.append(entry.el);
+      this.render(entry);
+    }
+  }
+
+  // A task as REST returned it: merged unless events already told us something newer.
+  upsert(task) {
+    const entry = this.byId.get(task.id);
+    if (!entry) return;
+    const known = entry.task;
+    const merged = { ...known, ...task };
+    if (newer(known.updated_at, task.updated_at)) for (const key of DYNAMIC) merged[key] = known[key];
+    this.update(entry, merged);
+  }
+
+  applyEvent(event) {
+    let entry = this.byId.get(event.task_id);
+    if (!entry) {
+      // Not ours from this page (another tab, the CLI) or our upload's answer is
+      // still on its way: held back until uploads settle, so it never doubles a card.
+      entry = this.create({
+        task: { id: event.task_id, created_at: event.timestamp, options: null, input_image_url: null, ...event.data },
+        held: this.uploads > 0,
+      });
+      if (!entry.held) this.show(entry);
+      if (!entry.held) this.askSnapshot();
+      this.render(entry);
+      return;
+    }
+    this.update(entry, { ...entry.task, ...event.data });
+  }
+
+  update(entry, task) {
+    const before = entry.task;
+    if (before.status === "pending" && task.status !== "pending" && before.queue_position) {
+      // One of ours left the line: everything of ours behind it moved up one.
+      for (const other of this.byId.values()) {
+        if (other.task.status === "pending" && other.task.queue_position > before.queue_position) {
+          other.task.queue_position -= 1;
+          this.render(other);
+        }
+      }
+    }
+    if (task.status !== "pending") task.queue_position = null;
+    entry.task = task;
+    this.render(entry);
+    if (before.status !== task.status && !entry.held) {
+      this.announce(`${this.label(entry)}: ${STATUS_TEXT[task.status] || task.status}.`);
+    }
+  }
+
+  // --- Uploads (optimistic cards) -------------------------------------------------------
+  addUpload(file, preset) {
+    this.uploads += 1;
+    const entry = this.create({
+      task: { id: null, status: "uploading", progress: 0, options: { preset } },
+      name: file.name,
+      localPreview: URL.createObjectURL(file),
+    });
+    entry.el.dataset.uploading = "";
+    this.list.prepend(entry.el);
+    this.render(entry);
+    return entry;
+  }
+
+  uploaded(entry, task) {
+    this.uploads -= 1;
+    delete entry.el.dataset.uploading;
+    const known = this.byId.get(task.id);
+    if (known && !known.held) {
+      // The same task again (an idempotent repeat): keep the card we had.
+      entry.el.remove();
+      this.forget(entry);
+      this.upsert(task);
+    } else {
+      if (known) {
+        // Its events arrived before the upload's answer: they are newer than it.
+        const merged = { ...task };
+        if (!newer(task.updated_at, known.task.updated_at)) for (const key of DYNAMIC) merged[key] = known.task[key];
+        task = merged;
+      }
+      this.byId.set(task.id, entry);
+      entry.el.dataset.taskId = task.id;
+      entry.task = { status: "uploading" };
+      this.update(entry, task);
+    }
+    this.settleUploads();
+  }
+
+  rejected(entry, detail) {
+    this.uploads -= 1;
+    delete entry.el.dataset.uploading;
+    this.update(entry, { ...entry.task, status: "rejected", error_message: detail, error_code: null });
+    this.settleUploads();
+  }
+
+  settleUploads() {
+    if (this.uploads > 0) return;
+    for (const entry of this.byId.values()) {
+      if (entry.held) {
+        entry.held = false;
+        this.show(entry);
+        this.askSnapshot();
+      }
+    }
+  }
+
+  dismiss(entry) {
+    entry.el.remove();
+    this.forget(entry);
+  }
+
+  // Tasks first seen through an event lack their photo URL and options: one
+  // list request (debounced) fills them in. Never a per-task detail request.
+  askSnapshot() {
+    clearTimeout(this.snapshotTimer);
+    this.snapshotTimer = setTimeout(() => this.onNeedSnapshot(), 300);
+  }
+
+  // --- DOM --------------------------------------------------------------------------------
+  create({ task, name = null, localPreview = null, held = false }) {
+    const el = this.template.content.firstElementChild.cloneNode(true);
+    const entry = { task, name, localPreview, held, el, shown: {} };
+    el.entry = entry;
+    if (task.id != null) {
+      this.byId.set(task.id, entry);
+      el.dataset.taskId = task.id;
+    }
+    return entry;
+  }
+
+  show(entry) {
+    // Newest first: before the first card with a smaller id.
+    const after = [...this.list.children].find((el) => el.entry && el.entry.task.id != null && el.entry.task.id < entry.task.id);
+    this.list.insertBefore(entry.el, after || null);
+  }
+
+  label(entry) {
+    return entry.name || `Photo ${entry.task.id}`;
+  }
+
+  render(entry) {
+    const { task, el } = entry;
+    const field = (name) => el.querySelector(`[data-field="${name}"]`);
+    el.dataset.status = task.status;
+    const preset = task.options && task.options.preset;
+    field("title").textContent = this.label(entry);
+    field("subtitle").textContent = [task.id != null ? `#${task.id}` : "", preset || ""].filter(Boolean).join(" · ");
+    field("status").textContent = STATUS_TEXT[task.status] || task.status;
+
+    const meta = [];
+    if (task.status === "pending") {
+      if (task.queue_position) meta.push(`${task.queue_position} in line`);
+      if (task.estimated_remaining_seconds != null) meta.push(`about ${duration(task.estimated_remaining_seconds)} to go`);
+    } else if (task.status === "processing") {
+      meta.push(`${task.progress} %`);
+      if (task.estimated_remaining_seconds != null) meta.push(`about ${duration(task.estimated_remaining_seconds)} left`);
+    } else if (task.status === "completed") {
+      if (task.elapsed_time != null) meta.push(`took ${duration(task.elapsed_time)}`);
+      if (task.compliance) meta.push(task.compliance.passed ? `meets ${task.compliance.preset} rules` : `check ${task.compliance.preset} rules`);
+    }
+    field("meta").textContent = meta.join(" · ");
+
+    const progress = field("progress");
+    const value = task.status === "completed" ? 100 : task.status === "uploading" ? 0 : task.progress || 0;
+    progress.value = value;
+    progress.textContent = `${value} %`;
+    progress.hidden = !["uploading", "pending", "processing", "completed"].includes(task.status);
+    progress.setAttribute("aria-label", `Progress of ${this.label(entry)}`);
+
+    const error = field("error");
+    const failed = task.status === "failed" || task.status === "rejected";
+    error.hidden = !failed;
+    error.textContent = failed ? (task.status === "rejected" ? task.error_message : plainError(task)) : "";
+
+    const buttons = {
+      download: task.status === "completed" && task.result_image_url,
+      cancel: task.status === "pending" || task.status === "processing",
+      retry: task.status === "failed" || task.status === "canceled",
+      dismiss: task.status === "rejected",
+    };
+    for (const [action, visible] of Object.entries(buttons)) {
+      const button = el.querySelector(`[data-action="${action}"]`);
+      button.hidden = !visible;
+      button.setAttribute("aria-label", `${button.textContent.trim()} ${this.label(entry)}`);
+    }
+
+    this.setImage(entry, "before", entry.localPreview || task.input_image_url, `Original photo: ${this.label(entry)}`);
+    this.setImage(entry, "after", task.status === "completed" ? task.result_image_url : null, `White-background result: ${this.label(entry)}`);
+  }
+
+  setImage(entry, slot, source, alt) {
+    if (entry.shown[slot] === source) return;
+    entry.shown[slot] = source;
+    const img = entry.el.querySelector(`[data-field="${slot}"]`);
+    img.alt = alt;
+    if (!source) {
+      img.removeAttribute("src");
+      img.dataset.empty = "";
+      return;
+    }
+    const set = (url) => {
+      if (entry.shown[slot] !== source) return;
+      img.src = url;
+      delete img.dataset.empty;
+    };
+    if (source.startsWith("blob:")) set(source);
+    else this.images.get(source).then(set, () => {});
+  }
+}
