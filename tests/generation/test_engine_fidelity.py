@@ -1,0 +1,164 @@
+"""Product fidelity: the measures on synthetic pairs, and the backend's fail/flag modes."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from generation.engine.base import BackendConfig, EngineError
+from generation.engine.fidelity import compare_products
+from generation.engine.gemini import GeminiBackend
+from tests.generation import scenes
+from tests.generation.fake_gemini import FakeGemini
+
+OPTIONS = {"preset": "amazon", "size": 1000}
+
+
+def on_white(
+    paint: np.ndarray, mask: np.ndarray, *, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0),
+    size: tuple[int, int] = (1024, 1024),
+) -> tuple[np.ndarray, np.ndarray]:
+    """``paint`` under ``mask`` moved and scaled onto an off-white canvas, as a model might return it."""
+    affine = np.float32([[scale, 0, shift[0]], [0, scale, shift[1]]])
+    moved_paint = cv2.warpAffine(paint.astype(np.float32), affine, size)
+    moved_mask = cv2.warpAffine(mask.astype(np.float32), affine, size)
+    rng = np.random.default_rng(9)
+    out = moved_mask[..., None] * moved_paint + (1 - moved_mask[..., None]) * 250.0
+    out += rng.normal(0, 1.5, out.shape)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), moved_mask
+
+
+def stripes(coord: np.ndarray) -> np.ndarray:
+    return np.where((coord // 4) % 2 == 0, 50.0, -50.0)
+
+
+def on_grey(paint: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = mask[..., None] * paint + (1 - mask[..., None]) * 235.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def scene() -> scenes.Scene:
+    return scenes.plain()
+
+
+@pytest.fixture(scope="module")
+def paint(scene: scenes.Scene) -> np.ndarray:
+    h, w = scene.mask.shape
+    return scenes.product_paint(w, h, (30, 80, 170))
+
+
+def test_the_same_product_moved_and_rescaled_passes(scene: scenes.Scene, paint: np.ndarray) -> None:
+    out_rgb, out_mask = on_white(paint, scene.mask, scale=1.7, shift=(-200, -60))
+    report = compare_products(scene.rgb, scene.mask, out_rgb, out_mask)
+    assert report.passed, report.as_check()
+    assert report.iou > 0.95 and report.delta_e < 3
+
+
+@pytest.mark.parametrize(
+    ("alteration", "failed_measure"),
+    [
+        ("recoloured", "delta_e"),
+        ("mirrored", "iou"),
+        ("stretched", "aspect_change"),
+        ("label_moved", "delta_e"),
+        ("restriped", "ssim"),
+    ],
+)
+def test_an_altered_product_fails_on_the_matching_measure(
+    scene: scenes.Scene, paint: np.ndarray, alteration: str, failed_measure: str
+) -> None:
+    h, w = scene.mask.shape
+    mask, photo = scene.mask, scene.rgb
+    if alteration == "recoloured":
+        paint = paint[..., ::-1]
+    elif alteration == "mirrored":
+        paint, mask = paint[:, ::-1], mask[:, ::-1]
+    elif alteration == "label_moved":
+        paint = np.roll(paint, int(0.15 * h), axis=0)
+    elif alteration == "restriped":
+        # A striped product whose fine stripes come back turned a quarter: same
+        # silhouette, same colours on average (the blurred colour check cannot
+        # tell), different structure.
+        yy, xx = np.mgrid[0:h, 0:w]
+        photo = on_grey(paint + stripes(xx)[..., None], mask)
+        paint = paint + stripes(yy)[..., None]
+    out_rgb, out_mask = on_white(np.ascontiguousarray(paint), np.ascontiguousarray(mask), scale=1.5)
+    if alteration == "stretched":
+        out_rgb = cv2.resize(out_rgb, (int(1024 * 1.25), 1024))
+        out_mask = cv2.resize(out_mask, (int(1024 * 1.25), 1024))
+
+    report = compare_products(photo, scene.mask, out_rgb, out_mask)
+
+    assert not report.passed
+    assert failed_measure in report.failed, report.as_check()
+    assert "altered the product" in report.describe()
+
+
+def test_a_missing_product_fails_everything_and_stays_json_safe(scene: scenes.Scene) -> None:
+    empty = np.zeros_like(scene.mask)
+    report = compare_products(scene.rgb, scene.mask, scene.rgb, empty)
+    assert set(report.failed) == {"iou", "aspect_change", "ssim", "delta_e"}
+    json.dumps(report.as_check(), allow_nan=False)  # stored in a jsonb column
+
+
+def test_it_accepts_mattes_as_bool_float_or_uint8(scene: scenes.Scene, paint: np.ndarray) -> None:
+    out_rgb, out_mask = on_white(paint, scene.mask, scale=1.5)
+    as_float = compare_products(scene.rgb, scene.mask, out_rgb, out_mask)
+    as_bytes = compare_products(
+        scene.rgb, (scene.mask * 255).astype(np.uint8), out_rgb, (out_mask * 255).astype(np.uint8)
+    )
+    as_bool = compare_products(scene.rgb, scene.mask >= 0.5, out_rgb, out_mask >= 0.5)
+    assert as_float.iou == pytest.approx(as_bytes.iou, abs=0.01) == pytest.approx(as_bool.iou, abs=0.01)
+
+
+# --- through the backend --------------------------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        yield server
+
+
+def backend_for(fake: FakeGemini, mode: str) -> GeminiBackend:
+    return GeminiBackend(
+        BackendConfig(gemini_api_key="k", gemini_base_url=fake.base_url, gemini_api_version="v1beta",
+                      fidelity_mode=mode)
+    )
+
+
+@pytest.mark.parametrize("scenario", ["redrawn", "recoloured"])
+def test_fail_mode_fails_the_task_when_the_model_alters_the_product(fake: FakeGemini, scenario: str) -> None:
+    fake.scenario = scenario
+    with pytest.raises(EngineError) as info:
+        backend_for(fake, "fail").generate(scenes.plain().encode("PNG"), OPTIONS, lambda pct: None)
+    assert (info.value.code, info.value.transient) == ("product_altered", False)
+    assert "altered the product" in info.value.message
+
+
+def test_flag_mode_finishes_the_image_and_records_the_failed_check(fake: FakeGemini) -> None:
+    fake.scenario = "recoloured"
+    result = backend_for(fake, "flag").generate(scenes.plain().encode("PNG"), OPTIONS, lambda pct: None)
+
+    compliance = result.compliance
+    assert compliance is not None
+    assert compliance["fidelity"]["passed"] is False
+    assert compliance["checks"]["product_fidelity"] == compliance["fidelity"]
+    assert "delta_e" in compliance["fidelity"]["failed"]
+    assert compliance["passed"] is False
+    assert result.width == result.height == 1000
+    json.dumps(compliance, allow_nan=False)
+
+
+def test_a_kept_product_records_its_measures_in_either_mode(fake: FakeGemini) -> None:
+    for mode in ("fail", "flag"):
+        result = backend_for(fake, mode).generate(scenes.plain().encode("PNG"), OPTIONS, lambda pct: None)
+        assert result.compliance is not None
+        check = result.compliance["checks"]["product_fidelity"]
+        assert check["passed"] is True
+        assert {"iou", "ssim", "delta_e", "aspect_change", "thresholds"} <= set(check)
+        assert "fidelity" not in result.compliance
