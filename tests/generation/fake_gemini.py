@@ -13,7 +13,7 @@ case), records every request, and answers as ``scenario`` says:
 ``recoloured``        the same product with its red and blue channels swapped
 ``bad_image``         an image part whose bytes are not an image
 ``http_400`` ...      that HTTP status with a Google-style error body
-                      (400, 401, 403, 404, 429, 500, 503)
+                      (400, 401, 403, 404, 429, 500, 503, 504)
 ``delay``             waits ``delay_s`` seconds, then answers like ``image``
 ``blocked``           ``promptFeedback.blockReason`` and no candidates
 ``image_safety``      a candidate with ``finishReason: IMAGE_SAFETY`` and no parts
@@ -52,6 +52,7 @@ _HTTP_ERRORS = {
     429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
     500: ("INTERNAL", "An internal error has occurred."),
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }
 OFF_WHITE = 250
 
