@@ -54,30 +54,34 @@ def _local_backdrop(crop: np.ndarray, matte: np.ndarray) -> tuple[np.ndarray, np
     return acc / np.maximum(total, 1e-6)[..., None], total, step
 
 
-def premultiplied(crop: np.ndarray, matte: np.ndarray, straight_alpha: bool) -> np.ndarray:
-    """HxWx4 float32: colour premultiplied by coverage, with the backdrop's share removed.
+def ink_layers(crop: np.ndarray, matte: np.ndarray, straight_alpha: bool) -> np.ndarray:
+    """HxWx4 float32: premultiplied "ink" ``a*(255 - F)`` per channel, and coverage ``a``.
 
-    A photographed edge pixel is ``I = a*F + (1-a)*B``; its product share
-    ``a*F`` is ``I - (1-a)*B`` with ``B`` the local backdrop colour, which
-    removes colour spill (a green halo from a green backdrop) exactly where
-    it comes from. A seller's transparent PNG stores ``F`` itself
-    (``straight_alpha``), so there the product share is just ``a*I``.
+    Working in ink (how far a pixel is from white, times its coverage) makes
+    zero coverage exactly white by construction and lets the layers be
+    resampled linearly. A photographed edge pixel is ``I = a*F + (1-a)*B``;
+    its ink is ``255*a - (I - (1-a)*B)`` with ``B`` the local backdrop colour,
+    which removes colour spill (a green halo from a green backdrop) exactly
+    where it comes from. A seller's transparent PNG stores ``F`` itself
+    (``straight_alpha``), so there the ink is just ``a*(255 - I)``.
     """
-    colour = crop.astype(np.float32)
     out = np.empty(matte.shape + (4,), np.float32)
     out[..., 3] = matte
-    out[..., :3] = colour * matte[..., None]
-    edge = (matte > 0) & (matte < 1)
-    if not straight_alpha and edge.any():
-        backdrop, weight, step = _local_backdrop(crop, matte)
-        ys, xs = np.nonzero(edge)
-        sy = np.minimum((ys / step).astype(np.intp), backdrop.shape[0] - 1)
-        sx = np.minimum((xs / step).astype(np.intp), backdrop.shape[1] - 1)
-        a = matte[ys, xs][:, None]
-        unmixed = colour[ys, xs] - (1 - a) * backdrop[sy, sx]
-        # No backdrop sample nearby (an edge deep inside a hole): fall back to a*I.
-        known = (weight[sy, sx] > 0.5)[:, None]
-        out[ys, xs, :3] = np.where(known, np.clip(unmixed, 0.0, a * WHITE), colour[ys, xs] * a)
+    ink = out[..., :3]
+    np.subtract(WHITE, crop, out=ink, dtype=np.float32)
+    ink *= matte[..., None]
+    if not straight_alpha:
+        ys, xs = np.nonzero((matte > 0) & (matte < 1))
+        if ys.size:
+            backdrop, weight, step = _local_backdrop(crop, matte)
+            sy = np.minimum((ys / step).astype(np.intp), backdrop.shape[0] - 1)
+            sx = np.minimum((xs / step).astype(np.intp), backdrop.shape[1] - 1)
+            a = matte[ys, xs][:, None]
+            unmixed = crop[ys, xs].astype(np.float32) - (1 - a) * backdrop[sy, sx]
+            spill_free = np.clip(WHITE * a - unmixed, 0.0, WHITE * a)
+            # No backdrop sample nearby (an edge deep inside a hole): keep a*(255-I).
+            known = (weight[sy, sx] > 0.5)[:, None]
+            ink[ys, xs] = np.where(known, spill_free, ink[ys, xs])
     return out
 
 
@@ -99,7 +103,7 @@ def render_canvas(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any]
     matte = normalise_matte(matte)
     top, bottom, left, right = _product_box(matte > 0)
     crop_m = np.ascontiguousarray(matte[top:bottom, left:right])
-    layers = premultiplied(np.ascontiguousarray(rgb[top:bottom, left:right]), crop_m, straight_alpha)
+    layers = ink_layers(np.ascontiguousarray(rgb[top:bottom, left:right]), crop_m, straight_alpha)
 
     target = max(1, round(fill_from_margin(float(options["margin"])) * size))
     scale = target / max(bottom - top, right - left)
@@ -107,18 +111,32 @@ def render_canvas(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any]
         new_w = min(size, max(1, round((right - left) * scale)))
         new_h = min(size, max(1, round((bottom - top) * scale)))
         # Area averaging when shrinking (no ringing); bicubic when enlarging,
-        # whose overshoot the clipping below absorbs.
+        # whose overshoot the clamping below absorbs.
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         layers = cv2.resize(layers, (new_w, new_h), interpolation=interp)
     alpha = np.clip(layers[..., 3], 0.0, 1.0)
-    # Premultiplied colour can never exceed its coverage; zero coverage is exactly white.
-    colour = np.clip(layers[..., :3], 0.0, alpha[..., None] * WHITE)
-    product = colour + (1.0 - alpha[..., None]) * WHITE
+    ink = np.ascontiguousarray(layers[..., :3])  # OpenCV wants contiguous channels
+    if scale > 1.0:
+        # Enlarging widens a 1 px antialiased edge to `scale` px of soft,
+        # blurry rim; steepen the coverage back to the photo's edge width,
+        # keeping the product's own colour (ink per unit coverage) under it.
+        edge = (alpha > 0) & (alpha < 1)
+        per_unit = ink[edge] / alpha[edge][:, None]
+        alpha[edge] = np.clip((alpha[edge] - 0.5) * scale + 0.5, 0.0, 1.0)
+        ink[edge] = per_unit * alpha[edge][:, None]
+    # Resampling smears a faint edge into a wider faint veil (253-254 around a
+    # dark product after a 3x enlargement); coverage this low is invisible as
+    # product but measurable as off-white background, so it becomes white.
+    ink[alpha < MATTE_EPS] = 0.0
+    # Ink can never exceed its coverage's worth (255 * a) nor go negative.
+    np.minimum(ink, WHITE * alpha[..., None], out=ink)
+    np.maximum(ink, 0.0, out=ink)
+    product = cv2.convertScaleAbs(ink, alpha=-1.0, beta=WHITE)  # 255 - ink, rounded, uint8
 
     canvas = np.full((size, size, 3), 255, np.uint8)
     h, w = product.shape[:2]
     y0, x0 = (size - h) // 2, (size - w) // 2
-    canvas[y0:y0 + h, x0:x0 + w] = np.clip(product + 0.5, 0, 255).astype(np.uint8)
+    canvas[y0:y0 + h, x0:x0 + w] = product
     return canvas
 
 

@@ -117,7 +117,9 @@ def _fit_surface(lab: np.ndarray, border: np.ndarray) -> tuple[np.ndarray, float
     design, pix = _design(xs, ys, w, h), lab[border]
     keep = np.ones(len(pix), bool)
     for _ in range(3):
-        coef = np.linalg.lstsq(design[keep], pix[keep], rcond=None)[0]
+        # Normal equations: a 6x6 solve, ~100x cheaper than lstsq's SVD here.
+        a = design[keep].astype(np.float64)
+        coef = np.linalg.solve(a.T @ a + 1e-6 * np.eye(6), a.T @ pix[keep].astype(np.float64))
         res = np.linalg.norm(pix - design @ coef, axis=1)
         # ~90th percentile of the backdrop's residuals, estimated from the
         # median so that a product crossing the border cannot inflate it.
@@ -341,24 +343,42 @@ def _local_mean(work: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.nd
     return acc / np.maximum(w, 1e-6)[..., None], w
 
 
+def _bilinear(img: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
+    """``img`` (2-D float) sampled at fractional (row, col) positions."""
+    h, w = img.shape
+    fy, fx = np.clip(fy, 0, h - 1), np.clip(fx, 0, w - 1)
+    y0, x0 = np.minimum(fy.astype(np.intp), h - 2 if h > 1 else 0), np.minimum(fx.astype(np.intp), w - 2 if w > 1 else 0)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    dy, dx = fy - y0, fx - x0
+    top = img[y0, x0] * (1 - dx) + img[y0, x1] * dx
+    bottom = img[y1, x0] * (1 - dx) + img[y1, x1] * dx
+    return top * (1 - dy) + bottom * dy
+
+
 def refine_matte(rgb: np.ndarray, product: np.ndarray, work: _Work) -> np.ndarray:
     """Full-resolution matte from the working-resolution mask.
 
-    Inside a band around the upsampled edge each pixel is unmixed against the
-    local product and backdrop colours (alpha = projection of its colour on
-    the backdrop->product line), which both moves the edge to the right pixel
-    and gives antialiased edges a fractional alpha. Outside the band the matte
-    is exactly 0 or 1, so the backdrop becomes exactly white later.
+    Inside a band of +-2 working px around the coarse edge each pixel is
+    unmixed against the local product and backdrop colours (alpha = projection
+    of its colour on the backdrop->product line), which both moves the edge to
+    the right pixel and gives antialiased edges a fractional alpha. Outside
+    the band the matte is exactly 0 or 1, so the backdrop becomes exactly
+    white later. Full-resolution work is confined to the product's box.
     """
     h, w = rgb.shape[:2]
     mask = product.astype(np.uint8)
-    soft = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    hard = (soft >= 0.5).astype(np.uint8)
-    radius = int(np.ceil(1.5 * work.scale)) + 2
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-    inner = cv2.erode(hard, kernel)
-    band = (cv2.dilate(hard, kernel) > 0) & (inner == 0)
-    matte = inner.astype(np.float32)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    inner_s, outer_s = cv2.erode(mask, disc), cv2.dilate(mask, disc)
+    bx, by, bw, bh = cv2.boundingRect(outer_s)
+    s = work.scale
+    x0, y0 = max(0, int(bx * s) - 1), max(0, int(by * s) - 1)
+    x1, y1 = min(w, int(np.ceil((bx + bw) * s)) + 1), min(h, int(np.ceil((by + bh) * s)) + 1)
+    # Work pixel under each full-resolution row/column of the box.
+    wy = np.minimum((np.arange(y0, y1) / s).astype(np.intp), mask.shape[0] - 1)
+    wx = np.minimum((np.arange(x0, x1) / s).astype(np.intp), mask.shape[1] - 1)
+    inner = inner_s[wy[:, None], wx[None, :]]
+    band = (outer_s[wy[:, None], wx[None, :]] > 0) & (inner == 0)
+    crop = inner.astype(np.float32)
 
     # Colour samples one working pixel away from the coarse edge are pure.
     cross = np.ones((3, 3), np.uint8)
@@ -366,20 +386,23 @@ def refine_matte(rgb: np.ndarray, product: np.ndarray, work: _Work) -> np.ndarra
     bg_mean, bg_w = _local_mean(work.rgb, (cv2.dilate(mask, cross) == 0).astype(np.float32))
 
     ys, xs = np.nonzero(band)
-    wy = np.minimum((ys / work.scale).astype(np.intp), mask.shape[0] - 1)
-    wx = np.minimum((xs / work.scale).astype(np.intp), mask.shape[1] - 1)
-    fg, bg = fg_mean[wy, wx], bg_mean[wy, wx]
-    pix = rgb[ys, xs].astype(np.float32)
+    sy, sx = wy[ys], wx[xs]
+    fg, bg = fg_mean[sy, sx], bg_mean[sy, sx]
+    pix = rgb[ys + y0, xs + x0].astype(np.float32)
     line = fg - bg
     length2 = np.einsum("ij,ij->i", line, line)
     alpha = np.einsum("ij,ij->i", pix - bg, line) / np.maximum(length2, 1e-6)
-    usable = (length2 >= MIN_UNMIX_CONTRAST**2) & (fg_w[wy, wx] > 0.5) & (bg_w[wy, wx] > 0.5)
-    alpha = np.where(usable, alpha, soft[ys, xs])
+    usable = (length2 >= MIN_UNMIX_CONTRAST**2) & (fg_w[sy, sx] > 0.5) & (bg_w[sy, sx] > 0.5)
+    if not usable.all():
+        # Product and backdrop too alike to unmix: a smooth (bilinear) coarse edge.
+        coarse = _bilinear(mask.astype(np.float32), (ys + y0 + 0.5) / s - 0.5, (xs + x0 + 0.5) / s - 0.5)
+        alpha = np.where(usable, alpha, coarse)
     # Snap near-certain pixels: sensor noise must not leave a faint veil of
     # 3 %-opaque backdrop around the product (it would be off-white later).
-    alpha = np.clip((alpha - 0.08) / 0.84, 0.0, 1.0)
-    matte[ys, xs] = alpha
-    return _drop_specks(matte, inner)
+    crop[ys, xs] = np.clip((alpha - 0.08) / 0.84, 0.0, 1.0)
+    matte = np.zeros((h, w), np.float32)
+    matte[y0:y1, x0:x1] = _drop_specks(crop, inner)
+    return matte
 
 
 def _drop_specks(matte: np.ndarray, inner: np.ndarray) -> np.ndarray:
@@ -388,10 +411,11 @@ def _drop_specks(matte: np.ndarray, inner: np.ndarray) -> np.ndarray:
     Solid bits must connect to the product's core; faint coverage is kept
     only right next to solid product (the antialiased rim).
     """
-    solid = (matte >= 0.5).astype(np.uint8)
+    solid = (matte >= 0.5).view(np.uint8)
     count, labels = cv2.connectedComponents(solid, connectivity=8)
-    core = np.unique(labels[(inner > 0) & (solid > 0)])
-    keep = np.isin(labels, core[core > 0])
-    rim = cv2.dilate(keep.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    in_core = np.zeros(count, bool)
+    in_core[np.unique(labels[inner > 0])] = True
+    in_core[0] = False
+    rim = cv2.dilate(in_core[labels].view(np.uint8), np.ones((5, 5), np.uint8)) > 0
     matte[~rim] = 0.0
     return matte
