@@ -284,3 +284,31 @@ def test_progress_writes_are_coalesced_to_the_interval(make_task, settings):
     assert stamps and all(gap >= 0.2 for gap in gaps), gaps
     values = [e.data["progress"] for e in progress_events[1:]]
     assert values == sorted(values) and len(set(values)) == len(values)
+
+
+@pytest.mark.django_db
+def test_the_local_backend_turns_a_photo_into_a_white_background_result(make_task, settings, auth_client):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    settings.IMAGEGEN_BACKEND = "local"
+    task = make_task()
+    assert Worker(worker_id="local").run_once() is True
+    task.refresh_from_db()
+    assert task.status == "completed", (task.error_code, task.error_message)
+    response = auth_client.get(f"/api/tasks/{task.pk}/result/")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    result = np.asarray(Image.open(io.BytesIO(b"".join(response.streaming_content))).convert("RGB"))
+    height, width, _ = result.shape
+    assert height == width == 2000  # the amazon preset's square canvas
+    border = np.concatenate([result[:10].reshape(-1, 3), result[-10:].reshape(-1, 3),
+                             result[:, :10].reshape(-1, 3), result[:, -10:].reshape(-1, 3)])
+    assert (border == 255).all()
+    # the product is kept: its dark red body is still there, in the middle
+    centre = result[height // 2 - 50 : height // 2 + 50, width // 2 - 50 : width // 2 + 50]
+    assert abs(int(centre[..., 0].mean()) - 150) < 25 and centre[..., 1].mean() < 70
+    assert task.compliance["passed"] is True, task.compliance
+    body = auth_client.get(f"/api/tasks/{task.pk}/").json()
+    assert body["compliance"]["preset"] == "amazon" and body["progress"] == 100

@@ -1,0 +1,84 @@
+"""The settings module: env-driven, safe defaults, refuses unsafe production config."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from imagegen_site import settings as site_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import json, django; from django.conf import settings as s; django.setup(); "
+    "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], 'layer': s.CHANNEL_LAYERS['default']['BACKEND'], "
+    "'embedded': s.IMAGEGEN_EMBEDDED_WORKER, 'cache': s.CACHES['default']['BACKEND'], "
+    "'options': s.DATABASES['default'].get('OPTIONS', {}), 'timeout': s.IMAGEGEN_HEARTBEAT_TIMEOUT}))"
+)
+
+
+def probe(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("IMAGEGEN_")}
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "imagegen_site.settings", **env},
+    )
+
+
+def test_with_nothing_set_it_is_the_embedded_default():
+    result = probe()
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert config["db"] == "django.db.backends.sqlite3"
+    assert config["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert config["embedded"] is True
+    assert config["options"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in config["options"]["init_command"]
+
+
+def test_database_and_redis_urls_switch_to_postgres_and_channels_redis():
+    result = probe(DATABASE_URL="postgres://postgres@127.0.0.1:5432/test", REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert config["db"] == "django.db.backends.postgresql"
+    assert config["layer"].startswith("channels_redis.")
+    assert config["embedded"] is False
+
+
+def test_production_mode_refuses_the_development_secret_key():
+    result = probe(DEBUG="0")
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    assert probe(DEBUG="0", SECRET_KEY="a-real-secret-key-for-production-0123456789").returncode == 0
+
+
+def test_a_malformed_value_is_a_clear_error():
+    result = probe(IMAGEGEN_HEARTBEAT_TIMEOUT="soon")
+    assert result.returncode != 0 and "IMAGEGEN_HEARTBEAT_TIMEOUT" in result.stderr
+
+
+def test_env_helpers_parse_and_reject(monkeypatch):
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_INT", "7")
+    monkeypatch.setenv("X_LIST", "a.example, b.example,,")
+    assert site_settings.env_bool("X_BOOL") is True
+    assert site_settings.env_int("X_INT", 1) == 7
+    assert site_settings.env_list("X_LIST", []) == ["a.example", "b.example"]
+    monkeypatch.setenv("X_BOOL", "maybe")
+    with pytest.raises(ImproperlyConfigured):
+        site_settings.env_bool("X_BOOL")
+    monkeypatch.setenv("X_INT", "0")
+    with pytest.raises(ImproperlyConfigured):
+        site_settings.env_int("X_INT", 1, minimum=1)
+
+
+def test_channels_is_not_an_installed_app_so_our_runworker_wins():
+    from django.conf import settings
+    from django.core.management import get_commands
+
+    assert "channels" not in settings.INSTALLED_APPS
+    assert settings.INSTALLED_APPS[0] == "daphne"
+    assert get_commands()["runworker"] == "generation"
