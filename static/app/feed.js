@@ -43,7 +43,7 @@ export class EventFeed {
     this.paused = false;
     this.catchingUp = false;
     this.mode = "websocket";
-    this.stats = { connects: 0, duplicates: 0, gapFetches: 0, resets: 0 };
+    this.stats = { connects: 0, applied: 0, duplicates: 0, gapFetches: 0, resets: 0 };
     this.onOnline = () => {
       if (this.retryTimer && !this.ws) {
         clearTimeout(this.retryTimer);
@@ -186,7 +186,8 @@ export class EventFeed {
       this.authRejections = 0;
       this.status("live");
       // Replay was held back so that a reset comes before the events that follow it.
-      const replay = this.replay;
+      // (The server may send sync_complete again later, after a catch-up.)
+      const replay = this.replay || [];
       this.replay = null;
       const after = async () => {
         if (message.recovered === false) await this.reset();
@@ -221,10 +222,12 @@ export class EventFeed {
 
   apply(event) {
     this.lastSeq = event.seq;
+    this.stats.applied += 1;
     this.onEvent(event);
     for (let next = this.pending.get(this.lastSeq + 1); next; next = this.pending.get(this.lastSeq + 1)) {
       this.pending.delete(next.seq);
       this.lastSeq = next.seq;
+      this.stats.applied += 1;
       this.onEvent(next);
     }
     for (const seq of this.pending.keys()) if (seq <= this.lastSeq) this.pending.delete(seq);

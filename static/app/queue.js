@@ -30,6 +30,9 @@ const DYNAMIC = [
   "error_code", "error_message", "updated_at",
 ];
 
+const NAMES_KEY = "imagegen.names";
+const NAMES_KEPT = 500;
+
 function newer(a, b) {
   return Date.parse(a || 0) > Date.parse(b || 0);
 }
@@ -56,8 +59,15 @@ export class TaskQueue {
     this.onNeedSnapshot = onNeedSnapshot;
     this.byId = new Map();
     this.uploads = 0; // uploads in flight: events for unknown tasks wait for them
-    this.serial = 0;
     this.snapshotTimer = null;
+    // File names are not stored by the server: remember ours for this session.
+    this.names = new Map(JSON.parse(sessionStorage.getItem(NAMES_KEY) || "[]"));
+  }
+
+  rememberName(id, name) {
+    this.names.set(id, name);
+    const kept = [...this.names].slice(-NAMES_KEPT);
+    sessionStorage.setItem(NAMES_KEY, JSON.stringify(kept));
   }
 
   get size() {
@@ -67,6 +77,8 @@ export class TaskQueue {
   clear() {
     for (const entry of this.byId.values()) this.forget(entry);
     this.byId.clear();
+    this.names.clear();
+    sessionStorage.removeItem(NAMES_KEY);
     this.list.replaceChildren();
   }
 
@@ -112,6 +124,8 @@ export class TaskQueue {
       return;
     }
     this.update(entry, { ...entry.task, ...event.data });
+    // The compliance report is not part of events: one list request brings it.
+    if (event.data.status === "completed" && !entry.task.compliance) this.askSnapshot();
   }
 
   update(entry, task) {
@@ -165,8 +179,10 @@ export class TaskQueue {
       }
       this.byId.set(task.id, entry);
       entry.el.dataset.taskId = task.id;
+      this.rememberName(task.id, entry.name);
       entry.task = { status: "uploading" };
       this.update(entry, task);
+      this.show(entry); // its place among the others, newest first
     }
     this.settleUploads();
   }
@@ -203,6 +219,7 @@ export class TaskQueue {
 
   // --- DOM --------------------------------------------------------------------------------
   create({ task, name = null, localPreview = null, held = false }) {
+    if (name == null && task.id != null) name = this.names.get(task.id) || null;
     const el = this.template.content.firstElementChild.cloneNode(true);
     const entry = { task, name, localPreview, held, el, shown: {} };
     el.entry = entry;
@@ -214,9 +231,15 @@ export class TaskQueue {
   }
 
   show(entry) {
-    // Newest first: before the first card with a smaller id.
-    const after = [...this.list.children].find((el) => el.entry && el.entry.task.id != null && el.entry.task.id < entry.task.id);
-    this.list.insertBefore(entry.el, after || null);
+    // Newest first, as GET /api/tasks/ orders them; uploads still in flight stay on top.
+    const key = (task) => [Date.parse(task.created_at || 0), task.id];
+    const [created, id] = key(entry.task);
+    const before = [...this.list.children].find((el) => {
+      if (el === entry.el || !el.entry || el.entry.task.id == null) return false;
+      const [otherCreated, otherId] = key(el.entry.task);
+      return otherCreated < created || (otherCreated === created && otherId < id);
+    });
+    this.list.insertBefore(entry.el, before || null);
   }
 
   label(entry) {
@@ -249,7 +272,7 @@ export class TaskQueue {
     const value = task.status === "completed" ? 100 : task.status === "uploading" ? 0 : task.progress || 0;
     progress.value = value;
     progress.textContent = `${value} %`;
-    progress.hidden = !["uploading", "pending", "processing", "completed"].includes(task.status);
+    progress.hidden = !["uploading", "pending", "processing"].includes(task.status);
     progress.setAttribute("aria-label", `Progress of ${this.label(entry)}`);
 
     const error = field("error");

@@ -1,0 +1,208 @@
+"""The web page in Debian's Chromium (Playwright) against a real daphne + worker.
+
+Never `playwright install`: the browser is /usr/bin/chromium. Screenshots go
+to the test's tmp folder; with IMAGEGEN_SCREENSHOTS=1 also to docs/screenshots/.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from django.db import connection
+
+from notifications.models import EventCounter
+
+from .conftest import BASE_DIR, SLOW, LiveServer, photo_variant
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TASK_DETAIL = re.compile(r"/api/tasks/\d+/")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not at /usr/bin/chromium "
+                       "(apt-get install chromium); .ci/run installs it"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+expect = sync_api.expect
+T = TypeVar("T")
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """ORM calls from a plain thread: Playwright's sync API keeps an event loop
+    running on this one, which Django refuses to run queries under."""
+    def call() -> T:
+        try:
+            return fn()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class App:
+    """The page plus every request it made."""
+
+    def __init__(self, browser: Any, server: LiveServer, user: Any, *, width: int = 1100) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
+        self.page = self.context.new_page()
+        self.requests: list[tuple[str, str]] = []
+        self.page.on("request", lambda r: self.requests.append((r.method, urlparse(r.url).path)))
+        self.page.on("console", lambda m: print("console:", m.type, m.text))
+        self.server = server
+        self.user = user
+
+    def sign_in(self) -> None:
+        page = self.page
+        page.goto(self.server.url + "/")
+        page.get_by_label("Username").fill(self.user.username)
+        page.get_by_label("Password").fill("seller-pass-123")
+        page.get_by_role("button", name="Sign in").click()
+
+    def live(self, state: str = "live") -> None:
+        expect(self.page.locator("#connection")).to_have_attribute("data-state", state, timeout=30_000)
+
+    def cards(self, status: str | None = None) -> Any:
+        return self.page.locator(f".card[data-status={status}]" if status else ".card")
+
+    def detail_requests(self) -> list[tuple[str, str]]:
+        return [r for r in self.requests if TASK_DETAIL.fullmatch(r[1])]
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.page.evaluate("({...window.imagegen.feed.stats, lastSeq: window.imagegen.feed.lastSeq})"))
+
+
+def write_photos(folder: Path, count: int) -> list[Path]:
+    paths = []
+    for index in range(count):
+        path = folder / f"mug-{index + 1}.jpg"
+        path.write_bytes(photo_variant(index))
+        paths.append(path)
+    return paths
+
+
+def save_screenshot(app: App, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    app.page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("IMAGEGEN_SCREENSHOTS") == "1":
+        target = BASE_DIR / "docs" / "screenshots" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return path
+
+
+def test_two_photos_finish_live_without_any_task_detail_request(
+    live_server_factory: Any, seller: Any, browser: Any, tmp_path: Path
+) -> None:
+    server = live_server_factory("local")
+    app = App(browser, server, seller)
+    app.sign_in()
+    app.live()
+
+    app.page.get_by_label("Marketplace").select_option("etsy")
+    app.page.set_input_files("#file-input", [str(p) for p in write_photos(tmp_path, 2)])
+
+    expect(app.cards("completed")).to_have_count(2, timeout=60_000)
+    results = app.page.locator(".card[data-status=completed] img[data-field=after]:not([data-empty])")
+    expect(results).to_have_count(2)
+    expect(app.cards()).to_have_count(2)
+    expect(app.cards().first).to_contain_text("etsy")
+    expect(app.page.locator(".card").filter(has_text="mug-1.jpg")).to_have_count(1)
+    # The compliance report is not in events: a list request (never a detail one) brings it.
+    expect(app.page.locator(".card").filter(has_text="meets etsy rules")).to_have_count(2)
+    assert app.detail_requests() == []
+    stats = app.stats()
+    assert stats["applied"] == stats["lastSeq"] == in_thread(lambda: EventCounter.objects.get(user=seller).last_seq)
+
+    save_screenshot(app, tmp_path, "queue.png")
+
+    # A reload at phone width: still signed in, the same queue from one snapshot.
+    app.page.set_viewport_size({"width": 390, "height": 900})
+    app.page.reload()
+    app.live()
+    expect(app.cards("completed")).to_have_count(2)
+    expect(app.page.locator(".card").filter(has_text="mug-2.jpg")).to_have_count(1)
+    expect(app.page.locator("img[data-field=after]:not([data-empty])")).to_have_count(2)
+    save_screenshot(app, tmp_path, "queue-phone.png")
+    assert app.detail_requests() == []
+
+
+def test_a_cut_socket_reconnects_and_the_card_finishes_once(
+    live_server_factory: Any, seller: Any, browser: Any, tmp_path: Path
+) -> None:
+    server = live_server_factory(SLOW, TEST_BACKEND_SECONDS="3")
+    app = App(browser, server, seller)
+    app.sign_in()
+    app.live()
+
+    app.page.set_input_files("#file-input", [str(write_photos(tmp_path, 1)[0])])
+    expect(app.cards("processing")).to_have_count(1, timeout=30_000)
+    app.page.evaluate("window.imagegen.feed.cut()")  # progress events keep coming while we are away
+
+    expect(app.cards("completed")).to_have_count(1, timeout=60_000)
+    expect(app.cards()).to_have_count(1)
+    app.live()
+    stats = app.stats()
+    last_seq = in_thread(lambda: EventCounter.objects.get(user=seller).last_seq)
+    assert stats["connects"] >= 2
+    assert stats["applied"] == stats["lastSeq"] == last_seq  # each seq applied exactly once
+    assert app.detail_requests() == []
+
+
+def test_a_bad_file_shows_the_servers_error(live_server_factory: Any, seller: Any, browser: Any,
+                                            tmp_path: Path) -> None:
+    server = live_server_factory()
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"these are my notes, not a photo\n" * 10)
+    token = httpx.post(f"{server.url}/api/auth/token/",
+                       json={"username": seller.username, "password": "seller-pass-123"}).json()["access"]
+    said = httpx.post(f"{server.url}/api/tasks/", headers={"Authorization": f"Bearer {token}"},
+                      files={"image": ("notes.jpg", bad.read_bytes(), "image/jpeg")}).json()["detail"]
+    app = App(browser, server, seller)
+    app.sign_in()
+    app.live()
+
+    app.page.set_input_files("#file-input", [str(bad)])
+
+    card = app.cards("rejected")
+    expect(card).to_have_count(1)
+    expect(card.locator(".error")).to_have_text(said)
+    expect(card.get_by_role("button", name="Remove notes.jpg")).to_be_visible()
+    card.get_by_role("button", name="Remove notes.jpg").click()
+    expect(app.cards()).to_have_count(0)
+
+
+def test_it_long_polls_when_the_websocket_is_blocked(live_server_factory: Any, seller: Any, browser: Any,
+                                                    tmp_path: Path) -> None:
+    server = live_server_factory()
+    app = App(browser, server, seller)
+    # A proxy that kills every WebSocket: the page must still follow its tasks.
+    app.page.route_web_socket(re.compile(r".*/ws/notifications.*"), lambda ws: ws.close(code=1011))
+    app.sign_in()
+    app.live("polling")
+
+    app.page.set_input_files("#file-input", [str(p) for p in write_photos(tmp_path, 2)])
+
+    expect(app.cards("completed")).to_have_count(2, timeout=60_000)
+    assert app.detail_requests() == []
+    assert any(path == "/api/events/" for _, path in app.requests)
+    stats = app.stats()
+    assert stats["applied"] == stats["lastSeq"]
