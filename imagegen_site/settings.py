@@ -268,6 +268,29 @@ GEMINI_TIMEOUT_MS = env_int("GEMINI_TIMEOUT_MS", 60_000, minimum=1)
 # --- Events and realtime -------------------------------------------------------------
 IMAGEGEN_EVENT_RETENTION_SECONDS = env_int("IMAGEGEN_EVENT_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
 
+# --- Realtime delivery (notifications: WebSocket, long-poll, limits) ----------------
+# Several deployments (or test runs) may share one Redis: pub/sub channels are
+# global across Redis databases, so the prefix keeps their groups apart.
+CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "asgi")
+if REDIS_URL:
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = CHANNEL_LAYER_PREFIX
+    # Throttles, rate limits and connection counts must fail open when Redis is
+    # down: a push outage may not turn into 500s on submit.
+    CACHES["default"]["BACKEND"] = "imagegen_site.cache.FailOpenRedisCache"
+else:
+    # The in-memory layer drops over `capacity` per channel (default 100); a
+    # burst to one socket can exceed that before its consumer runs.
+    CHANNEL_LAYERS["default"]["CONFIG"] = {"capacity": env_int("IMAGEGEN_INMEMORY_LAYER_CAPACITY", 1000, minimum=1)}
+IMAGEGEN_WS_MAX_SOCKETS_PER_USER = env_int("IMAGEGEN_WS_MAX_SOCKETS_PER_USER", 20, minimum=1)
+IMAGEGEN_WS_CONNECTS_PER_MINUTE_USER = env_int("IMAGEGEN_WS_CONNECTS_PER_MINUTE_USER", 60, minimum=1)
+IMAGEGEN_WS_CONNECTS_PER_MINUTE_IP = env_int("IMAGEGEN_WS_CONNECTS_PER_MINUTE_IP", 600, minimum=1)
+IMAGEGEN_WS_MAX_FRAME_BYTES = env_int("IMAGEGEN_WS_MAX_FRAME_BYTES", 4096, minimum=256)
+# A client whose unsent frames exceed this (bytes buffered in the server) is
+# closed with 4008 and resumes, instead of growing the server's memory.
+IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES = env_int("IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES", 1024 * 1024, minimum=4096)
+# A client ping also checks the log for events whose push was lost; at most this often.
+IMAGEGEN_WS_PING_CHECK_SECONDS = env_float("IMAGEGEN_WS_PING_CHECK_SECONDS", 1.0, minimum=0)
+
 # --- Logging -------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -30,7 +30,6 @@ def query_param(scope: dict, name: str) -> str | None:
     return values[0] if values else None
 
 
-@database_sync_to_async
 def user_for_token(raw: str) -> tuple[Any, float | None]:
     """The active user and the token's expiry (epoch seconds), or (AnonymousUser, None)."""
     try:
@@ -44,10 +43,15 @@ def user_for_token(raw: str) -> tuple[Any, float | None]:
     return user, float(token["exp"])
 
 
+# In the default thread pool, not Django's one sync thread: a reconnect storm
+# would otherwise queue every handshake (and every sync HTTP view) behind it.
+auser_for_token = database_sync_to_async(user_for_token, thread_sensitive=False)
+
+
 class JWTAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         raw = query_param(scope, "token")
-        user, expires = (AnonymousUser(), None) if not raw else await user_for_token(raw)
+        user, expires = (AnonymousUser(), None) if not raw else await auser_for_token(raw)
         scope = dict(scope, user=user, token_expires=expires)
         return await super().__call__(scope, receive, send)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Any, TypedDict
 
@@ -18,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from generation.models import GenerationTask
+from imagegen_site.metrics import PUBLISHES
 
 from .models import Event, EventCounter
 
@@ -25,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 10_000
 PUBLISH_TIMEOUT = 5.0
+# After a failed push, skip pushes for this long instead of waiting on a dead or
+# hung Redis per message; clients fetch what they missed from the log.
+RETRY_AFTER_FAILURE = 1.0
 
 
 class EventData(TypedDict):
@@ -99,6 +104,7 @@ class Publisher:
         self._queue: asyncio.Queue[tuple[str, dict]] | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self.counts: Counter[str] = Counter()
+        self.skip_until = 0.0  # monotonic time until which pushes are skipped after a failure
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Publish on ``loop`` (the ASGI server's) from now on."""
@@ -128,31 +134,41 @@ class Publisher:
         try:
             loop.call_soon_threadsafe(self._enqueue, loop, group, message)
         except RuntimeError:  # the loop closed under us; the event log still has it
-            self.counts["dropped"] += 1
+            self._count("dropped")
 
     def _enqueue(self, loop: asyncio.AbstractEventLoop, group: str, message: dict) -> None:
         self._start_drain(loop)
         queue = self._queue
         if queue is None:
-            self.counts["dropped"] += 1
+            self._count("dropped")
             return
         if queue.qsize() >= MAX_BACKLOG:
             # Clients recover it from the log on resume or on their next ping.
-            self.counts["dropped"] += 1
+            self._count("dropped")
             logger.warning("Publish backlog full (%d); dropping push for %s", MAX_BACKLOG, group)
             return
         queue.put_nowait((group, message))
 
     async def _drain(self, queue: asyncio.Queue[tuple[str, dict]]) -> None:
-        layer = get_channel_layer()
         while True:
             group, message = await queue.get()
+            if time.monotonic() < self.skip_until:
+                self._count("skipped")
+                continue
             try:
-                await asyncio.wait_for(layer.group_send(group, message), PUBLISH_TIMEOUT)
-                self.counts["published"] += 1
+                await asyncio.wait_for(get_channel_layer().group_send(group, message), PUBLISH_TIMEOUT)
+                self._count("published")
             except Exception as exc:
-                self.counts["failed"] += 1
+                self._count("failed")
+                self.skip_until = time.monotonic() + RETRY_AFTER_FAILURE
                 logger.warning("Push to %s failed (%s); clients recover it from the event log", group, exc)
+            # The in-memory layer's group_send need not yield: let the consumers run
+            # between pushes, or a burst overfills their channels (capacity) first.
+            await asyncio.sleep(0)
+
+    def _count(self, result: str) -> None:
+        self.counts[result] += 1
+        PUBLISHES.labels(result).inc()
 
     def flush_sync(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted so far was handed to the layer (tests, shutdown)."""
@@ -174,9 +190,13 @@ publisher = Publisher()
 
 
 def publish(user_id: int, message: dict) -> None:
-    """Push one committed event to the user's group (never raises)."""
+    """Push one committed event to the user's group (never raises).
+
+    ``committed_at`` (wall clock, just after commit) lets the consumer measure
+    the push latency; it is not part of the event the client sees.
+    """
     try:
-        publisher.submit(group_name(user_id), {"type": "task.event", "event": message})
+        publisher.submit(group_name(user_id), {"type": "task.event", "event": message, "committed_at": time.time()})
     except Exception:
-        publisher.counts["failed"] += 1
+        publisher._count("failed")
         logger.exception("Could not schedule push for user %d", user_id)

@@ -1,0 +1,184 @@
+"""The event log: one event per transition, gapless seqs, replay equivalence, coalescing, failed pushes."""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from generation.models import GenerationTask
+from generation.models import Worker as WorkerRow
+from generation.worker import Worker
+from notifications.events import publisher
+from notifications.models import Event
+
+from .backends import ChattyBackend
+from .support import open_socket, read_until_sync, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def log_of(user: Any) -> list[tuple[int, str, int, str]]:
+    return [(e.seq, e.type, e.task_id, e.data["status"]) for e in Event.objects.filter(user=user).order_by("seq")]
+
+
+def test_every_transition_appends_exactly_one_event_with_the_next_seq(user: Any, make_task: Any,
+                                                                        settings: Any) -> None:
+    settings.IMAGEGEN_MAX_ATTEMPTS = 2
+    row = WorkerRow.objects.create(name="t")
+    task = make_task()
+    expected = [(1, "task_created", task.pk, "pending")]
+
+    def step(change: Any, kind: str, status: str) -> None:
+        change()
+        expected.append((len(expected) + 1, kind, task.pk, status))
+        assert log_of(user) == expected
+
+    def claim() -> Any:
+        [(claimed, token)] = GenerationTask.claim_next(row)
+        task.refresh_from_db()
+        return token
+
+    token = claim()
+    expected.append((2, "task_update", task.pk, "processing"))
+    assert log_of(user) == expected
+    step(lambda: task.set_progress(token, 40), "task_update", "processing")
+    task.set_progress(token, 30)  # not forward: no change, no event
+    assert log_of(user) == expected
+    step(lambda: task.fail(token, code="upstream_timeout", message="slow", transient=True), "task_update", "pending")
+    task.run_after = timezone.now()
+    GenerationTask.objects.filter(pk=task.pk).update(run_after=task.run_after)  # not state: skip the backoff
+    token = claim()
+    expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
+    step(lambda: task.fail(token, code="upstream_error", message="no", transient=True), "task_failed", "failed")
+    step(task.retry, "task_update", "pending")
+    token = claim()
+    expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
+    step(lambda: task.release(token), "task_update", "pending")
+    token = claim()
+    expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
+    WorkerRow.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    step(lambda: GenerationTask.rescue_orphans(30), "task_update", "pending")
+    WorkerRow.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now())
+    token = claim()
+    expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
+    step(lambda: task.complete(token, result_name="results/x.jpg", content_type="image/jpeg", compliance=None),
+         "task_complete", "completed")
+    other = make_task()
+    expected.append((len(expected) + 1, "task_created", other.pk, "pending"))
+    task = other
+    step(task.cancel, "task_canceled", "canceled")
+    assert [seq for seq, *_ in log_of(user)] == list(range(1, len(expected) + 1))
+
+
+def test_seqs_stay_gapless_when_threads_change_one_users_tasks_at_once(user: Any, make_task: Any) -> None:
+    tasks = [make_task() for _ in range(4)]
+    barrier = threading.Barrier(len(tasks))
+    errors: list[BaseException] = []
+
+    def churn(task: GenerationTask) -> None:
+        try:
+            barrier.wait()
+            for _ in range(15):
+                task.cancel()
+                task.retry()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(t,)) for t in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    seqs = list(Event.objects.filter(user=user).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, 4 + 4 * 30 + 1))
+
+
+def test_progress_writes_coalesce_and_state_changes_never_do(user: Any, make_task: Any, settings: Any) -> None:
+    settings.IMAGEGEN_BACKEND = "tests.notifications.backends.ChattyBackend"
+    settings.IMAGEGEN_PROGRESS_INTERVAL = 0.25
+    ChattyBackend.reports = []
+    task = make_task()
+    assert Worker(concurrency=1, burst=True, worker_id="coalesce").run_once()
+    log = list(Event.objects.filter(user=user).order_by("seq"))
+    kinds = [(e.type, e.data["status"]) for e in log]
+    progress = log[2:-1]
+    assert kinds[:2] == [("task_created", "pending"), ("task_update", "processing")]
+    assert kinds[-1] == ("task_complete", "completed") and log[-1].data["progress"] == 100
+    assert all(kind == ("task_update", "processing") for kind in kinds[2:-1])
+    assert 2 <= len(progress) <= 6  # ~1.2 s of work / 250 ms
+    assert len(ChattyBackend.reports) >= 5 * len(progress)  # reported far more often than written
+    gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(log[1:-1], log[2:-1])]
+    assert min(gaps) >= 0.24
+    values = [e.data["progress"] for e in progress]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    task.refresh_from_db()
+    assert task.status == "completed"
+
+
+def test_a_failed_push_only_logs_and_counts(user: Any, make_task: Any, monkeypatch: Any, caplog: Any) -> None:
+    layer = get_channel_layer()
+
+    async def broken(group: str, message: dict) -> None:
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(layer, "group_send", broken)
+    failed = publisher.counts["failed"]
+    with caplog.at_level(logging.WARNING, logger="notifications.events"):
+        task = make_task()
+        task.cancel()
+        assert publisher.flush_sync()
+    assert publisher.counts["failed"] >= failed + 1
+    assert f"Push to user.{user.pk} failed (Redis is down)" in caplog.text
+    assert log_of(user) == [(1, "task_created", task.pk, "pending"), (2, "task_canceled", task.pk, "canceled")]
+    task.refresh_from_db()
+    assert task.status == "canceled"
+    publisher.skip_until = 0.0  # do not let the failure window leak into the next test
+
+
+async def test_state_rebuilt_from_replayed_events_equals_the_task_list(user: Any, make_task: Any,
+                                                                      async_client: Any) -> None:
+    def work() -> None:
+        done, canceled, retried, failing = (make_task() for _ in range(4))
+        Worker(concurrency=1, burst=True, worker_id="equiv").run_once()  # completes the oldest
+        canceled.cancel()
+        retried.cancel()
+        retried.retry()
+        row = WorkerRow.objects.create(name="f")
+        for claimed, token in GenerationTask.claim_next(row, limit=2):
+            if claimed.pk == failing.pk:
+                claimed.fail(token, code="safety_block", message="Blocked.", transient=False)
+            else:
+                claimed.set_progress(token, 55)
+        make_task()  # still pending
+
+    await sync_to_async(work)()
+    headers = {"Authorization": f"Bearer {token_for(user)}"}
+    listing = (await async_client.get("/api/tasks/", headers=headers)).json()
+    fields = ("status", "progress", "result_image_url", "error_code", "error_message", "updated_at")
+    expected = {t["id"]: {f: t[f] for f in fields} for t in listing["results"]}
+
+    ws = await open_socket(token_for(user), after=0)
+    replayed, sync = await read_until_sync(ws)
+    await ws.disconnect()
+    polled, after = [], 0
+    while True:
+        page = (await async_client.get(f"/api/events/?after={after}", headers=headers)).json()
+        polled += page["events"]
+        after = page["last_seq"]
+        if not page["has_more"]:
+            break
+    assert polled == replayed
+    assert [e["seq"] for e in replayed] == list(range(1, len(replayed) + 1))
+    assert sync["last_seq"] == listing["last_seq"] == len(replayed)
+    state: dict[int, dict] = {}
+    for event in replayed:
+        state[event["task_id"]] = {f: event["data"][f] for f in fields}
+    assert state == expected
+    assert {s["status"] for s in state.values()} == {"completed", "canceled", "pending", "failed", "processing"}
