@@ -23,7 +23,7 @@ from .events import TERMINAL_STATUSES, EventStream
 
 #: Refresh the access token this long before it expires, so a request (or a
 #: WebSocket connect) never goes out with a token about to lapse in flight.
-REFRESH_MARGIN_SECONDS = 30.0
+REFRESH_MARGIN_SECONDS = 60.0
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -69,14 +69,27 @@ def _detail(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-def token_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT (epoch seconds), read without verifying it; None if unreadable."""
+def token_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, read without verifying it (the server does that); {} if unreadable."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"])
-    except (IndexError, KeyError, TypeError, ValueError):
-        return None
+    except (IndexError, TypeError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def refresh_due(token: str, now: float) -> bool:
+    """True when the token expires within the margin (half its lifetime if that is shorter)."""
+    claims = token_claims(token)
+    try:
+        expires = float(claims["exp"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    margin = REFRESH_MARGIN_SECONDS
+    if "iat" in claims:
+        margin = min(margin, (expires - float(claims["iat"])) / 2)
+    return expires - now < margin
 
 
 class Client:
@@ -163,8 +176,7 @@ class Client:
                 if self._access is None:
                     self.login()
             token = self._access
-        expires = token_expiry(token) if token else None
-        if expires is not None and expires - time.time() < REFRESH_MARGIN_SECONDS:
+        if token and refresh_due(token, time.time()):
             self.refresh(stale=token)
         assert self._access is not None
         return self._access

@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Literal, TypedDict
 from urllib.parse import urlencode
 
 import httpx
@@ -111,7 +111,7 @@ class Backoff:
         self._opened_at: float | None = None
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempts, 30)))
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempts, 30))
         self.attempts += 1
         return self._rng() * ceiling
 
@@ -174,10 +174,10 @@ class EventStream:
     def last_seq(self) -> int:
         return self.tracker.last
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[dict[str, Any]]:
+    async def _run(self) -> AsyncGenerator[dict[str, Any], None]:
         self._http = self.client._async_http()
         try:
             if self.after is None:

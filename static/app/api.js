@@ -14,13 +14,24 @@ export class ApiError extends Error {
   }
 }
 
-function tokenExpiry(token) {
+function claims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(payload)).exp * 1000;
+    return JSON.parse(atob(payload));
   } catch {
-    return null;
+    return {};
   }
+}
+
+function tokenExpiry(token) {
+  const exp = claims(token).exp;
+  return exp ? exp * 1000 : null;
+}
+
+// How long before expiry to renew: a minute, or half the lifetime of a short-lived token.
+function refreshMargin(token) {
+  const { exp, iat } = claims(token);
+  return exp && iat ? Math.min(REFRESH_EARLY_MS, ((exp - iat) * 1000) / 2) : REFRESH_EARLY_MS;
 }
 
 async function errorDetail(response) {
@@ -60,7 +71,7 @@ export class Auth {
     clearTimeout(this.timer);
     const expires = tokenExpiry(this.tokens.access);
     if (!expires) return;
-    const due = Math.max(expires - Date.now() - REFRESH_EARLY_MS, 1_000);
+    const due = Math.max(expires - Date.now() - refreshMargin(this.tokens.access), 1_000);
     this.timer = setTimeout(() => this.refresh().catch(() => {}), due);
   }
 
@@ -102,7 +113,7 @@ export class Auth {
   // A usable access token: refreshed first when it is about to lapse.
   async fresh() {
     const expires = this.tokens && tokenExpiry(this.tokens.access);
-    if (expires && expires - Date.now() < 10_000) await this.refresh();
+    if (expires && expires - Date.now() < Math.min(10_000, refreshMargin(this.access))) await this.refresh();
     if (!this.tokens) throw new ApiError(401, "Not signed in.");
     return this.tokens.access;
   }

@@ -206,3 +206,39 @@ def test_it_long_polls_when_the_websocket_is_blocked(live_server_factory: Any, s
     assert any(path == "/api/events/" for _, path in app.requests)
     stats = app.stats()
     assert stats["applied"] == stats["lastSeq"]
+
+
+def test_cancel_then_retry_from_the_card(live_server_factory: Any, seller: Any, browser: Any, tmp_path: Path) -> None:
+    server = live_server_factory(SLOW, TEST_BACKEND_SECONDS="2")
+    app = App(browser, server, seller)
+    app.sign_in()
+    app.live()
+    app.page.set_input_files("#file-input", [str(write_photos(tmp_path, 1)[0])])
+    expect(app.cards("processing")).to_have_count(1, timeout=30_000)
+
+    app.page.get_by_role("button", name="Cancel mug-1.jpg").click()
+    expect(app.cards("canceled")).to_have_count(1)
+    app.page.get_by_role("button", name="Retry mug-1.jpg").click()
+
+    expect(app.cards("completed")).to_have_count(1, timeout=60_000)
+    expect(app.cards()).to_have_count(1)
+    assert app.detail_requests() == []
+    assert ("POST", f"/api/tasks/{app.page.locator('.card').get_attribute('data-task-id')}/retry/") in app.requests
+
+
+def test_an_expiring_token_is_renewed_without_losing_the_stream(
+    live_server_factory: Any, seller: Any, browser: Any, tmp_path: Path
+) -> None:
+    # Access tokens live 4 s: the server closes the socket with 4001 at expiry.
+    server = live_server_factory(SLOW, TEST_BACKEND_SECONDS="6", JWT_ACCESS_SECONDS="4")
+    app = App(browser, server, seller)
+    app.sign_in()
+    app.live()
+    app.page.set_input_files("#file-input", [str(write_photos(tmp_path, 1)[0])])
+
+    expect(app.cards("completed")).to_have_count(1, timeout=60_000)
+    expect(app.page.locator("#login")).to_be_hidden()
+    stats = app.stats()
+    assert stats["connects"] >= 2
+    assert stats["applied"] == stats["lastSeq"] == in_thread(lambda: EventCounter.objects.get(user=seller).last_seq)
+    assert ("POST", "/api/auth/token/refresh/") in app.requests

@@ -146,3 +146,25 @@ async def test_events_resume_exactly_after_the_server_crashes(live_server_factor
     assert [e["seq"] for e in seen] == list(range(1, last + 1))  # every event once, in order
     assert {e["type"] for e in seen} >= {"task_created", "task_update", "task_complete"}
     client.close()
+
+
+async def test_events_outlive_expiring_tokens(live_server_factory: Any, seller: Any) -> None:
+    server: LiveServer = await asyncio.to_thread(live_server_factory, SLOW, TEST_BACKEND_SECONDS="5",
+                                                 JWT_ACCESS_SECONDS="2")
+    client = Client(server.url, username=seller.username, password="seller-pass-123")
+    stream = client.events(after=0, backoff=Backoff(base=0.2, cap=1.0))
+    task = await asyncio.to_thread(client.submit, photo_variant(0))
+    seen: list[int] = []
+
+    async with aclosing(aiter(stream)) as events:
+        async def read() -> None:
+            async for event in events:
+                seen.append(event["seq"])
+                if event["task_id"] == task["id"] and event["data"]["status"] == "completed":
+                    return
+
+        await asyncio.wait_for(read(), 60)
+
+    assert stream.connects >= 2  # the server closed with 4001 at least once
+    assert seen == list(range(1, await asyncio.to_thread(last_seq_of, seller) + 1))
+    client.close()
