@@ -247,6 +247,7 @@ class GenerationTask(models.Model):
             with transaction.atomic():
                 task.save()
                 _announce_work()
+                _log_transition(task, ("status",))
         except Exception:
             task.input_image.delete(save=False)
             if idempotency_key:
@@ -267,6 +268,7 @@ class GenerationTask(models.Model):
     def _save(self, *fields: str) -> None:
         self.updated_at = timezone.now()
         self.save(update_fields=[*fields, "updated_at"])
+        _log_transition(self, fields)
 
     def _check_claim(self, token: uuid.UUID) -> None:
         if self.status != self.Status.PROCESSING or self.claim_token != token:
@@ -419,6 +421,73 @@ class GenerationTask(models.Model):
                     transient=True,
                 )
         return rescued
+
+
+def _log_transition(task: GenerationTask, changed: tuple[str, ...]) -> None:
+    """One structured line per change, written once it commits (a rolled-back change
+    did not happen). ``extra`` carries the fields for ``LOG_FORMAT=json``; progress
+    steps are many, so they log at DEBUG."""
+    level = logging.INFO if "status" in changed else logging.DEBUG
+    if not logger.isEnabledFor(level):
+        return
+    now = timezone.now()
+    # The worker's name only when it is already loaded: a query per log line is not worth it.
+    cached = GenerationTask.worker.is_cached(task) and task.worker is not None
+    worker = task.worker.name if cached else (str(task.worker_id) if task.worker_id else None)
+    fields = {
+        "event": "task_transition",
+        "task_id": task.pk,
+        "user_id": task.user_id,
+        "status": task.status,
+        "progress": task.progress,
+        "attempt": task.attempts,
+        "worker": worker,
+        "error_code": task.error_code,
+        "elapsed_ms": int((now - task.created_at).total_seconds() * 1000),
+        "run_ms": int((now - task.started_at).total_seconds() * 1000) if task.started_at else None,
+    }
+    transaction.on_commit(
+        lambda: logger.log(
+            level, "Task %d %s %d%% (user %d, worker %s, attempt %d, %dms since submit)",
+            fields["task_id"], fields["status"], fields["progress"], fields["user_id"], fields["worker"],
+            fields["attempt"], fields["elapsed_ms"], extra=fields,
+        )
+    )
+
+
+class QueueControl(models.Model):
+    """Operator switches for the whole queue: a single row (pk 1), created on first use.
+    Not task state: plain updates, no events."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    intake_paused = models.BooleanField(default=False)
+    intake_paused_at = models.DateTimeField(null=True, blank=True)
+    intake_paused_by = models.CharField(max_length=150, blank=True)
+    intake_reason = models.CharField(max_length=200, blank=True)
+    # When automatic retention last ran, so a fleet of workers purges at most every N minutes.
+    retention_ran_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "queue control"
+
+    def __str__(self) -> str:
+        return "queue control (intake paused)" if self.intake_paused else "queue control"
+
+    @classmethod
+    def get(cls) -> QueueControl:
+        control, _ = cls.objects.get_or_create(pk=1)
+        return control
+
+    @classmethod
+    def is_intake_paused(cls) -> bool:
+        return cls.objects.filter(pk=1, intake_paused=True).exists()
+
+    def set_intake(self, *, paused: bool, by: str = "", reason: str = "") -> None:
+        self.intake_paused = paused
+        self.intake_paused_at = timezone.now() if paused else None
+        self.intake_paused_by = by[:150] if paused else ""
+        self.intake_reason = reason[:200] if paused else ""
+        self.save(update_fields=["intake_paused", "intake_paused_at", "intake_paused_by", "intake_reason"])
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -304,3 +304,26 @@ LOGGING = {
 
 if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
     raise ImproperlyConfigured("Set SECRET_KEY: DEBUG is off and the development key is in use.")
+
+# --- Operations (retention, intake switch, health, metrics, log format) ------------------
+# Finished tasks (rows and image files) older than this are purged by the workers; 0 = keep forever.
+IMAGEGEN_TASK_RETENTION_DAYS = env_int("IMAGEGEN_TASK_RETENTION_DAYS", 30, minimum=0)
+# Stopped worker rows (one per process start) no task refers to any more; 0 = keep forever.
+IMAGEGEN_WORKER_RETENTION_DAYS = env_int("IMAGEGEN_WORKER_RETENTION_DAYS", 7, minimum=0)
+# Automatic retention runs at most this often across all workers, one worker at a time.
+IMAGEGEN_RETENTION_INTERVAL_MINUTES = env_int("IMAGEGEN_RETENTION_INTERVAL_MINUTES", 60, minimum=1)
+IMAGEGEN_RETENTION_CHECK_SECONDS = env_float("IMAGEGEN_RETENTION_CHECK_SECONDS", 60.0, minimum=0.01)
+IMAGEGEN_RETENTION_BATCH_SIZE = env_int("IMAGEGEN_RETENTION_BATCH_SIZE", 500, minimum=1)
+# Retry-After (seconds) of the 503 that POST /api/tasks/ answers while intake is paused.
+IMAGEGEN_INTAKE_RETRY_AFTER = env_int("IMAGEGEN_INTAKE_RETRY_AFTER", 60, minimum=1)
+# Each /healthz check (database, channel-layer round trip) must answer within this.
+IMAGEGEN_HEALTH_TIMEOUT = env_float("IMAGEGEN_HEALTH_TIMEOUT", 2.0, minimum=0.1)
+# /metrics: staff session, or `Authorization: Bearer $METRICS_TOKEN`, or anyone if METRICS_PUBLIC.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_PUBLIC = env_bool("METRICS_PUBLIC", False)
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+if LOG_FORMAT == "json":
+    LOGGING["formatters"]["json"] = {"()": "imagegen_site.logformat.JsonFormatter"}
+    LOGGING["handlers"]["console"]["formatter"] = "json"
