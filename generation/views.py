@@ -21,6 +21,7 @@ from notifications.models import EventCounter
 
 from .exceptions import Conflict
 from .models import GenerationTask, InvalidTransition
+from .ops_views import intake_paused_response
 from .serializers import TaskCreateSerializer, TaskSerializer
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -87,9 +88,13 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         request={"multipart/form-data": TaskCreateSerializer},
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
                                      description="a repeat with the same key returns the first task (200)")],
-        responses={201: TaskSerializer, 200: TaskSerializer},
+        responses={201: TaskSerializer, 200: TaskSerializer,
+                   503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        paused = intake_paused_response()  # operators paused intake: 503 + Retry-After, no row
+        if paused is not None:
+            return paused
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
         if key is not None and len(key) > 255:
             raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})

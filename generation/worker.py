@@ -21,7 +21,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection
 
-from . import wakeup
+from imagegen_site import metrics
+
+from . import retention, wakeup
 from .engine import EngineError, get_backend
 from .models import GenerationTask, InvalidTransition, LostClaim, result_upload_to
 from .models import Worker as WorkerRow
@@ -95,6 +97,10 @@ class Worker:
             if threading.current_thread() is not threading.main_thread():
                 connection.close()  # this thread's connection is not needed any more
         self._services.append(threading.Thread(target=self._heartbeat_loop, name="imagegen-heartbeat", daemon=True))
+        # Purges expired tasks, files and events when due (one process of the fleet at a time).
+        self._services.append(
+            threading.Thread(target=retention.retention_loop, args=(self._halted,), name="imagegen-retention", daemon=True)
+        )
         conninfo = wakeup.postgres_conninfo()
         if conninfo is not None and not self.burst:
             self._services.append(wakeup.Listener(conninfo, self._halted))
@@ -168,6 +174,7 @@ class Worker:
         if not claimed:
             return False
         for task, token in claimed:
+            metrics.observe_claim((task.started_at - task.run_after).total_seconds())
             self._process(task, token)
         return True
 
@@ -176,21 +183,26 @@ class Worker:
         with self._lock:
             self._inflight[token] = task
         outcome = "completed"
+        result, error_code = "completed", None  # for metrics: completed, retrying, failed, discarded
         try:
             self._generate(task, token)
         except LostClaim:
             outcome = "discarded (canceled or taken back)"
+            result = "discarded"
         except EngineError as exc:
             outcome = f"error {exc.code}"
-            self._fail(task, token, exc.code, exc.message, exc.transient)
+            error_code = exc.code
+            result = self._fail(task, token, exc.code, exc.message, exc.transient)
         except Exception as exc:  # a bug or an infrastructure blip: retry, then fail
             logger.exception("Task %d crashed", task.pk)
             outcome = "error internal_error"
-            self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
+            error_code = "internal_error"
+            result = self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
         finally:
             with self._lock:
                 self._inflight.pop(token, None)
                 self.tasks_done += 1
+        metrics.observe_attempt(result, error_code, time.monotonic() - started)
         logger.info(
             "Task %d user %d attempt %d %s in %dms (worker %s)",
             task.pk, task.user_id, task.attempts, outcome, (time.monotonic() - started) * 1000, self.name,
@@ -212,11 +224,12 @@ class Worker:
             default_storage.delete(name)
             raise
 
-    def _fail(self, task: GenerationTask, token: uuid.UUID, code: str, message: str, transient: bool) -> None:
+    def _fail(self, task: GenerationTask, token: uuid.UUID, code: str, message: str, transient: bool) -> str:
+        """Returns the attempt's outcome for metrics: retrying, failed or discarded."""
         try:
-            task.fail(token, code=code, message=message, transient=transient)
+            return "retrying" if task.fail(token, code=code, message=message, transient=transient) else "failed"
         except LostClaim:
-            pass  # canceled or taken back meanwhile: the new owner decides
+            return "discarded"  # canceled or taken back meanwhile: the new owner decides
 
     # --- liveness -------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -230,7 +243,9 @@ class Worker:
                     with self._lock:
                         done = self.tasks_done
                     self.row.beat(done)
-                    GenerationTask.rescue_orphans(self.heartbeat_timeout)
+                    rescued = GenerationTask.rescue_orphans(self.heartbeat_timeout)
+                    if rescued:
+                        metrics.TASK_OUTCOMES.labels("lost", "worker_lost").inc(len(rescued))
                 except Exception:
                     logger.exception("Heartbeat failed; retrying")
         finally:

@@ -6,6 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from generation.ops_views import QueueStatsView
+
+from . import health
+
 
 class TokenView(TokenObtainPairView):
     throttle_classes = [ScopedRateThrottle]
@@ -23,6 +27,9 @@ urlpatterns = [
     path("api/auth/token/refresh/", RefreshView.as_view(), name="token_refresh"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("metrics", health.metrics, name="metrics"),
+    path("api/queue/stats/", QueueStatsView.as_view(), name="queue-stats"),
     path("api/", include("generation.urls")),
     path("api/", include("notifications.urls")),
     path("", include("imagegen_site.pages")),

@@ -7,9 +7,10 @@ import signal
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from generation.worker import Worker
+from imagegen_site.metrics import start_metrics_server
 
 
 def positive_int(value: str) -> int:
@@ -19,6 +20,13 @@ def positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def port_number(value: str) -> int:
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port (1-65535)")
     return number
 
 
@@ -40,8 +48,18 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=positive_int, default=1, help="runner threads (default 1)")
         parser.add_argument("--burst", action="store_true", help="exit when no task is claimable")
         parser.add_argument("--worker-id", type=worker_name, default=None, help="name shown in the admin and logs")
+        parser.add_argument("--metrics-port", type=port_number, default=None,
+                            help="serve this worker's Prometheus metrics on http://ADDR:PORT/metrics")
+        parser.add_argument("--metrics-addr", default="127.0.0.1",
+                            help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 to let a scraper in)")
 
     def handle(self, *args: Any, concurrency: int, burst: bool, worker_id: str | None, **options: Any) -> None:
+        metrics_server = None
+        if options.get("metrics_port"):
+            try:
+                metrics_server = start_metrics_server(options["metrics_port"], options["metrics_addr"])
+            except OSError as exc:
+                raise CommandError(f"Cannot serve metrics on {options['metrics_addr']}:{options['metrics_port']}: {exc}")
         worker = Worker(concurrency=concurrency, burst=burst, worker_id=worker_id)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -52,4 +70,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        worker.run()
+        try:
+            worker.run()
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
