@@ -1,46 +1,310 @@
-"""Queue inspection in the Django admin; every action goes through the model's transitions."""
+"""Queue inspection in the Django admin.
+
+Every action goes through the model's transition methods (so each change is one
+event for the owner's clients) and is recorded in the admin's ``LogEntry``
+history. Images are served by a staff-checked view here, never from public media.
+"""
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from datetime import timedelta
+from typing import Any, Callable
 
-from .models import GenerationTask, InvalidTransition, Worker
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.db.models import Prefetch, QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from notifications.models import Event
+
+from . import ops_views, retention, thumbnails
+from .models import GenerationTask, InvalidTransition, QueueControl, Worker
+
+TIMELINE_LIMIT = 500
+_IMAGE_HEADERS = {
+    "Cache-Control": "private, max-age=3600",
+    "X-Content-Type-Options": "nosniff",
+    # User-supplied bytes on the admin's origin: never let them run as a document.
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
 
 
 @admin.register(GenerationTask)
 class GenerationTaskAdmin(admin.ModelAdmin):
-    list_display = ("id", "user", "status", "progress", "attempts", "error_code", "worker", "created_at", "finished_at")
-    list_filter = ("status", "error_code", "created_at")
+    list_display = (
+        "id", "user", "status", "progress_bar", "attempts", "error_code", "worker_name",
+        "created_at", "started_at", "finished_at", "duration", "input_thumb", "result_thumb",
+    )
+    list_filter = ("status", "error_code", "created_at", "finished_at", ("user", admin.RelatedOnlyFieldListFilter))
     search_fields = ("=id", "user__username")
+    search_help_text = "Task id, or the owner's username"
     date_hierarchy = "created_at"
     list_select_related = ("user", "worker")
-    readonly_fields = [f.name for f in GenerationTask._meta.fields]
-    actions = ["cancel_tasks", "retry_tasks"]
+    list_per_page = 50
+    show_full_result_count = False  # COUNT(*) over a big queue on every page view is not worth it
+    actions = ["retry_tasks", "cancel_tasks", "requeue_tasks"]
+    change_list_template = "admin/generation/generationtask/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("id", "user", "status", "progress_bar", "attempts", "max_attempts",
+                           "error_code", "error_message")}),
+        ("Images", {"fields": ("input_preview", "result_preview", "options", "compliance")}),
+        ("Timing", {"fields": ("created_at", "run_after", "started_at", "finished_at", "updated_at", "duration")}),
+        ("Claim", {"fields": ("worker", "claim_token", "priority", "idempotency_key")}),
+        ("Event timeline", {"fields": ("timeline",)}),
+    )
+    readonly_fields = [
+        *(f.name for f in GenerationTask._meta.fields),
+        "progress_bar", "duration", "input_preview", "result_preview", "timeline",
+    ]
 
+    # --- permissions ---------------------------------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return False  # tasks come in through the API, with a validated upload
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet, method_name: str, verb: str) -> None:
+    def has_delete_permission(self, request: HttpRequest, obj: GenerationTask | None = None) -> bool:
+        # An active task is still someone's work in flight: cancel it first.
+        if obj is not None and not obj.is_finished:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        # Read-only page: state changes are the actions, not form edits.
+        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    # --- columns ----------------------------------------------------------------------
+    @admin.display(description="progress", ordering="progress")
+    def progress_bar(self, task: GenerationTask) -> str:
+        return format_html('<progress value="{}" max="100"></progress> {}%', task.progress, task.progress)
+
+    @admin.display(description="worker", ordering="worker__name")
+    def worker_name(self, task: GenerationTask) -> str:
+        return task.worker.name if task.worker else "-"
+
+    @admin.display(description="duration")
+    def duration(self, task: GenerationTask) -> str:
+        elapsed = task.elapsed_time
+        return "-" if elapsed is None else f"{elapsed:.1f} s"
+
+    def _image_url(self, task: GenerationTask, kind: str, thumb: bool) -> str:
+        url = reverse("admin:generation_generationtask_image", args=[task.pk, kind])
+        return url + "?thumb=1" if thumb else url
+
+    def _thumb(self, task: GenerationTask, kind: str, side: int) -> str:
+        if not getattr(task, f"{kind}_image"):
+            return "-"
+        full, small = self._image_url(task, kind, False), self._image_url(task, kind, True)
+        return format_html(
+            '<a href="{}"><img src="{}" alt="{} image" loading="lazy" style="max-width:{}px;max-height:{}px"></a>',
+            full, small, kind, side, side,
+        )
+
+    @admin.display(description="input")
+    def input_thumb(self, task: GenerationTask) -> str:
+        return self._thumb(task, "input", 48)
+
+    @admin.display(description="result")
+    def result_thumb(self, task: GenerationTask) -> str:
+        return self._thumb(task, "result", 48)
+
+    @admin.display(description="input image")
+    def input_preview(self, task: GenerationTask) -> str:
+        return self._thumb(task, "input", thumbnails.THUMB_SIDE)
+
+    @admin.display(description="result image")
+    def result_preview(self, task: GenerationTask) -> str:
+        return self._thumb(task, "result", thumbnails.THUMB_SIDE)
+
+    @admin.display(description="events (oldest first)")
+    def timeline(self, task: GenerationTask) -> str:
+        events = list(Event.objects.filter(user_id=task.user_id, task_id=task.pk).order_by("seq")[:TIMELINE_LIMIT])
+        if not events:
+            return "No events (older ones are removed by retention)."
+        rows = format_html_join(
+            "\n", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td></tr>",
+            (
+                (e.seq, e.created_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], e.type, e.data.get("status"),
+                 e.data.get("progress"), e.data.get("error_code") or "")
+                for e in events
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>seq</th><th>time (UTC)</th><th>type</th><th>status</th><th>progress</th>"
+            "<th>error</th></tr></thead><tbody>{}</tbody></table>", rows,
+        )
+
+    # --- actions ------------------------------------------------------------------------
+    def _apply(self, request: HttpRequest, queryset: QuerySet, change: Callable[[GenerationTask], Any],
+               done_message: str, log_message: str) -> None:
         done = 0
-        for task in queryset:
+        for task in queryset.order_by("id"):
             try:
-                getattr(task, method_name)()
-                done += 1
+                change(task)
             except InvalidTransition as exc:
-                self.message_user(request, f"Task {task.pk}: {exc}", messages.WARNING)
-        self.message_user(request, f"{verb} {done} task(s).")
+                self.message_user(request, f"Task {task.pk}: {exc}.", messages.WARNING)
+                continue
+            self.log_change(request, task, log_message)
+            done += 1
+        self.message_user(request, done_message.format(done), messages.SUCCESS if done else messages.INFO)
 
-    @admin.action(description="Cancel selected tasks")
-    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._apply(request, queryset, "cancel", "Canceled")
-
-    @admin.action(description="Retry selected tasks")
+    @admin.action(description="Retry selected failed or canceled tasks", permissions=["change"])
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._apply(request, queryset, "retry", "Retried")
+        self._apply(request, queryset, GenerationTask.retry, "Retried {} task(s).", "Retried (admin action)")
+
+    @admin.action(description="Cancel selected pending or processing tasks", permissions=["change"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, GenerationTask.cancel, "Canceled {} task(s).", "Canceled (admin action)")
+
+    @admin.action(description="Requeue selected stuck processing tasks", permissions=["change"])
+    def requeue_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
+        def requeue(task: GenerationTask) -> None:
+            if task.status != GenerationTask.Status.PROCESSING or task.claim_token is None:
+                raise InvalidTransition(f"only a processing task can be requeued, this one is {task.status}")
+            # Release under the claim just read: if the worker finishes first, the token
+            # no longer holds and this raises LostClaim instead of undoing its result.
+            # The stuck worker is fenced out the same way when it wakes up.
+            task.release(task.claim_token)
+
+        self._apply(request, queryset, requeue, "Requeued {} task(s).", "Requeued (admin action)")
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            func, name, _ = actions["delete_selected"]
+            actions["delete_selected"] = (func, name, "Delete selected finished tasks and their files")
+        return actions
+
+    # --- deletion: finished tasks only, files included -------------------------------
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        finished = [task for task in queryset if task.is_finished]
+        return super().log_deletions(request, finished) if finished else []
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        ids = list(queryset.values_list("id", flat=True))
+        deleted = retention.delete_tasks(ids)
+        kept = sorted(set(ids) - set(deleted))
+        if kept:
+            self.message_user(
+                request, f"Kept active task(s) {', '.join(map(str, kept))}: cancel them first.", messages.WARNING
+            )
+
+    def delete_model(self, request: HttpRequest, obj: GenerationTask) -> None:
+        retention.delete_tasks([obj.pk])
+
+    # --- extra pages ---------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(lambda r: ops_views.dashboard(r, self)), name="generation_dashboard"),
+            path("dashboard/intake/", wrap(lambda r: ops_views.set_intake(r, self)), name="generation_intake"),
+            path("<path:object_id>/image/<str:kind>/", wrap(self.image_view), name="generation_generationtask_image"),
+            *super().get_urls(),
+        ]
+
+    def image_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
+        """A task's input or result image (``?thumb=1``: a small preview), for staff with view permission."""
+        task = self.get_object(request, unquote(object_id))
+        if task is None or kind not in ("input", "result") or not self.has_view_permission(request, task):
+            raise Http404("No such image.")
+        field = task.input_image if kind == "input" else task.result_image
+        if not field:
+            raise Http404("No such image.")
+        try:
+            if request.GET.get("thumb"):
+                data, content_type = thumbnails.thumbnail(field)
+                response: HttpResponse = HttpResponse(data, content_type=content_type)
+            else:
+                content_type = task.input_content_type if kind == "input" else task.result_content_type
+                response = FileResponse(field.open("rb"), content_type=content_type)
+        except (OSError, ValueError, SyntaxError):  # missing file or undecodable image
+            raise Http404("The image is no longer stored or cannot be read.") from None
+        for header, value in _IMAGE_HEADERS.items():
+            response[header] = value
+        return response
+
+
+class AliveFilter(admin.SimpleListFilter):
+    title = "alive"
+    parameter_name = "alive"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Alive"), ("no", "Stopped or silent")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        live = Worker.live().values("pk")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=live)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=live)
+        return queryset
 
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "host", "pid", "concurrency", "embedded", "started_at", "last_heartbeat", "stopped_at", "tasks_done")
+    list_display = (
+        "name", "host", "pid", "started_at", "last_heartbeat", "heartbeat_age", "concurrency",
+        "tasks_done", "alive", "current_tasks", "embedded",
+    )
+    list_filter = (AliveFilter, "embedded", "host")
+    search_fields = ("name", "host")
     readonly_fields = [f.name for f in Worker._meta.fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        processing = GenerationTask.objects.filter(status=GenerationTask.Status.PROCESSING).only("id", "worker_id")
+        return super().get_queryset(request).prefetch_related(Prefetch("tasks", processing, to_attr="processing"))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+        return False  # rows are written by the workers themselves
+
+    def has_delete_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+        if obj is not None and self._is_alive(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @staticmethod
+    def _is_alive(worker: Worker) -> bool:
+        from django.conf import settings
+
+        horizon = timezone.now() - timedelta(seconds=settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
+        return worker.stopped_at is None and worker.last_heartbeat >= horizon
+
+    @admin.display(boolean=True, description="alive?")
+    def alive(self, worker: Worker) -> bool:
+        return self._is_alive(worker)
+
+    @admin.display(description="heartbeat age", ordering="-last_heartbeat")
+    def heartbeat_age(self, worker: Worker) -> str:
+        return f"{(timezone.now() - worker.last_heartbeat).total_seconds():.1f} s"
+
+    @admin.display(description="current tasks")
+    def current_tasks(self, worker: Worker) -> str:
+        tasks = getattr(worker, "processing", [])
+        if not tasks:
+            return "-"
+        return format_html_join(
+            ", ", '<a href="{}">{}</a>',
+            ((reverse("admin:generation_generationtask_change", args=[t.pk]), t.pk) for t in tasks),
+        )
+
+
+@admin.register(QueueControl)
+class QueueControlAdmin(admin.ModelAdmin):
+    """Read-only: the switches are flipped on the dashboard, which logs each change."""
+
+    list_display = ("__str__", "intake_paused", "intake_paused_by", "intake_paused_at", "retention_ran_at")
+    readonly_fields = [f.name for f in QueueControl._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: QueueControl | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: QueueControl | None = None) -> bool:
+        return False
