@@ -55,45 +55,62 @@ def _local_backdrop(crop: np.ndarray, matte: np.ndarray) -> tuple[np.ndarray, np
 
 
 def ink_layers(crop: np.ndarray, matte: np.ndarray, straight_alpha: bool) -> np.ndarray:
-    """HxWx4 float32: premultiplied "ink" ``a*(255 - F)`` per channel, and coverage ``a``.
+    """HxWx4 uint8: premultiplied "ink" ``a*(255 - F)`` per channel, and coverage ``255*a``.
 
     Working in ink (how far a pixel is from white, times its coverage) makes
-    zero coverage exactly white by construction and lets the layers be
-    resampled linearly. A photographed edge pixel is ``I = a*F + (1-a)*B``;
-    its ink is ``255*a - (I - (1-a)*B)`` with ``B`` the local backdrop colour,
-    which removes colour spill (a green halo from a green backdrop) exactly
-    where it comes from. A seller's transparent PNG stores ``F`` itself
+    zero coverage exactly white by construction, keeps solid product pixels
+    exact (their ink is ``255 - I``) and lets the layers be resampled as
+    8-bit images. A photographed edge pixel is ``I = a*F + (1-a)*B``; its ink
+    is ``255*a - (I - (1-a)*B)`` with ``B`` the local backdrop colour, which
+    removes colour spill (a green halo from a green backdrop) exactly where
+    it comes from. A seller's transparent PNG stores ``F`` itself
     (``straight_alpha``), so there the ink is just ``a*(255 - I)``.
     """
-    out = np.empty(matte.shape + (4,), np.float32)
-    out[..., 3] = matte
-    ink = out[..., :3]
-    np.subtract(WHITE, crop, out=ink, dtype=np.float32)
-    ink *= matte[..., None]
-    if not straight_alpha:
-        ys, xs = np.nonzero((matte > 0) & (matte < 1))
-        if ys.size:
+    covered = (matte > 0).view(np.uint8)
+    ink = cv2.bitwise_not(crop)
+    ink = cv2.bitwise_and(ink, ink, mask=covered)  # zero coverage: no ink at all
+    ys, xs = np.nonzero(covered & (matte < 1))
+    if ys.size:
+        a = matte[ys, xs][:, None]
+        edge_ink = a * (WHITE - crop[ys, xs].astype(np.float32))
+        if not straight_alpha:
             backdrop, weight, step = _local_backdrop(crop, matte)
             sy = np.minimum((ys / step).astype(np.intp), backdrop.shape[0] - 1)
             sx = np.minimum((xs / step).astype(np.intp), backdrop.shape[1] - 1)
-            a = matte[ys, xs][:, None]
             unmixed = crop[ys, xs].astype(np.float32) - (1 - a) * backdrop[sy, sx]
             spill_free = np.clip(WHITE * a - unmixed, 0.0, WHITE * a)
             # No backdrop sample nearby (an edge deep inside a hole): keep a*(255-I).
-            known = (weight[sy, sx] > 0.5)[:, None]
-            ink[ys, xs] = np.where(known, spill_free, ink[ys, xs])
-    return out
+            edge_ink = np.where((weight[sy, sx] > 0.5)[:, None], spill_free, edge_ink)
+        ink[ys, xs] = np.clip(edge_ink + 0.5, 0, 255).astype(np.uint8)
+    coverage = cv2.convertScaleAbs(matte, alpha=WHITE)  # round(255*a), uint8
+    return cv2.merge([ink, coverage])
 
 
 def _product_box(matte: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(matte.any(axis=1)), np.flatnonzero(matte.any(axis=0))
-    if rows.size == 0:
+    x, y, w, h = cv2.boundingRect(matte.view(np.uint8))
+    if w == 0:
         raise EngineError(
             "no_product_found",
             "No product was found in the photo. Upload a photo where the whole product is "
             "inside the frame, on a plain background that contrasts with it.",
         )
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return y, y + h, x, x + w
+
+
+def _steepen(ink: np.ndarray, coverage: np.ndarray, scale: float) -> None:
+    """Undo the soft rim an enlargement adds, in place.
+
+    Enlarging widens a 1 px antialiased edge to ``scale`` px; the coverage is
+    steepened back to the photo's edge width and the ink rescaled with it, so
+    the product's own colour (ink per unit of coverage) stays under the rim.
+    """
+    ys, xs = np.nonzero((coverage > 0) & (coverage < 255))
+    if not ys.size:
+        return
+    old = coverage[ys, xs].astype(np.float32)
+    new = np.clip((old - 127.5) * scale + 127.5, 0.0, WHITE)
+    ink[ys, xs] = np.clip(ink[ys, xs] * (new / old)[:, None] + 0.5, 0, 255).astype(np.uint8)
+    coverage[ys, xs] = (new + 0.5).astype(np.uint8)
 
 
 def render_canvas(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any], *,
@@ -111,27 +128,20 @@ def render_canvas(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any]
         new_w = min(size, max(1, round((right - left) * scale)))
         new_h = min(size, max(1, round((bottom - top) * scale)))
         # Area averaging when shrinking (no ringing); bicubic when enlarging,
-        # whose overshoot the clamping below absorbs.
+        # whose overshoot saturates at 0/255 and is clamped below.
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         layers = cv2.resize(layers, (new_w, new_h), interpolation=interp)
-    alpha = np.clip(layers[..., 3], 0.0, 1.0)
-    ink = np.ascontiguousarray(layers[..., :3])  # OpenCV wants contiguous channels
+    *channels, coverage = cv2.split(layers)
+    ink = cv2.merge(channels)
     if scale > 1.0:
-        # Enlarging widens a 1 px antialiased edge to `scale` px of soft,
-        # blurry rim; steepen the coverage back to the photo's edge width,
-        # keeping the product's own colour (ink per unit coverage) under it.
-        edge = (alpha > 0) & (alpha < 1)
-        per_unit = ink[edge] / alpha[edge][:, None]
-        alpha[edge] = np.clip((alpha[edge] - 0.5) * scale + 0.5, 0.0, 1.0)
-        ink[edge] = per_unit * alpha[edge][:, None]
+        _steepen(ink, coverage, scale)
     # Resampling smears a faint edge into a wider faint veil (253-254 around a
     # dark product after a 3x enlargement); coverage this low is invisible as
     # product but measurable as off-white background, so it becomes white.
-    ink[alpha < MATTE_EPS] = 0.0
-    # Ink can never exceed its coverage's worth (255 * a) nor go negative.
-    np.minimum(ink, WHITE * alpha[..., None], out=ink)
-    np.maximum(ink, 0.0, out=ink)
-    product = cv2.convertScaleAbs(ink, alpha=-1.0, beta=WHITE)  # 255 - ink, rounded, uint8
+    coverage = cv2.threshold(coverage, int(MATTE_EPS * WHITE), 255, cv2.THRESH_TOZERO)[1]
+    # Ink can never exceed its coverage's worth (255 * a, i.e. the coverage byte).
+    ink = cv2.min(ink, cv2.merge([coverage] * 3))
+    product = cv2.bitwise_not(ink)
 
     canvas = np.full((size, size, 3), 255, np.uint8)
     h, w = product.shape[:2]

@@ -401,21 +401,25 @@ def refine_matte(rgb: np.ndarray, product: np.ndarray, work: _Work) -> np.ndarra
     # 3 %-opaque backdrop around the product (it would be off-white later).
     crop[ys, xs] = np.clip((alpha - 0.08) / 0.84, 0.0, 1.0)
     matte = np.zeros((h, w), np.float32)
-    matte[y0:y1, x0:x1] = _drop_specks(crop, inner)
+    matte[y0:y1, x0:x1] = _drop_specks(crop, inner, band)
     return matte
 
 
-def _drop_specks(matte: np.ndarray, inner: np.ndarray) -> np.ndarray:
+def _drop_specks(matte: np.ndarray, inner: np.ndarray, band: np.ndarray) -> np.ndarray:
     """Zero the band's stray bits: backdrop texture that unmixed as faint or solid product.
 
     Solid bits must connect to the product's core; faint coverage is kept
-    only right next to solid product (the antialiased rim).
+    only right next to solid product (the antialiased rim). Only the band can
+    hold strays (outside it the matte is exactly 0 or 1), so only the band's
+    pixels are labelled.
     """
-    solid = (matte >= 0.5).view(np.uint8)
+    solid = ((matte >= 0.5) & band).view(np.uint8)
     count, labels = cv2.connectedComponents(solid, connectivity=8)
-    in_core = np.zeros(count, bool)
-    in_core[np.unique(labels[inner > 0])] = True
+    # A band component touching the core (the core's 1 px outer ring) belongs to it.
+    ring = (cv2.dilate(inner, np.ones((3, 3), np.uint8)) > 0) & band
+    in_core = np.bincount(labels[ring], minlength=count) > 0
     in_core[0] = False
-    rim = cv2.dilate(in_core[labels].view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    solid_product = in_core[labels].view(np.uint8) | inner
+    rim = cv2.dilate(solid_product, np.ones((5, 5), np.uint8)) > 0
     matte[~rim] = 0.0
     return matte

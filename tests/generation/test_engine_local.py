@@ -159,7 +159,7 @@ def test_it_removes_the_backdrops_colour_from_edge_pixels() -> None:
     alpha[10:30, 30] = 0.25  # and right edge
     photo = alpha[..., None] * product + (1 - alpha[..., None]) * paper
     layers = ink_layers(np.round(photo).astype(np.uint8), alpha, straight_alpha=False)
-    out = 255 - layers[..., :3]
+    out = 255 - layers[..., :3].astype(np.float32)
     for col, a in ((9, 0.5), (30, 0.25)):
         expected = a * product + (1 - a) * 255
         assert np.abs(out[20, col] - expected).max() <= 1.0
@@ -170,7 +170,9 @@ def test_it_composites_straight_alpha_as_the_files_own_colour() -> None:
     colour[:] = (30, 140, 60)
     matte = np.full((4, 4), 0.5, np.float32)
     layers = ink_layers(colour, matte, straight_alpha=True)
-    np.testing.assert_allclose(255 - layers[0, 0, :3], 0.5 * np.float32([30, 140, 60]) + 127.5)
+    expected = 0.5 * np.float32([30, 140, 60]) + 127.5
+    np.testing.assert_allclose(255 - layers[0, 0, :3].astype(np.float32), expected, atol=0.5)
+    assert layers[0, 0, 3] == 128  # coverage byte: round(0.5 * 255)
 
 
 def test_it_never_repaints_the_products_own_pixels() -> None:
