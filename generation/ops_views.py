@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,6 +39,10 @@ class QueueStatsView(APIView):
     def get(self, request: Request) -> Response:
         return Response(stats.queue_stats())
 
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        # The contract: staff only, 403 for everyone else, signed in or not.
+        raise PermissionDenied("Queue statistics are for staff users only.")
+
 
 def intake_paused_response() -> Response | None:
     """A 503 for ``POST /api/tasks/`` while intake is paused, else None."""
@@ -45,11 +50,15 @@ def intake_paused_response() -> Response | None:
     if control is None:
         return None
     reason = f" ({control.intake_reason})" if control.intake_reason else ""
-    return Response(
+    response = Response(
         {"detail": f"Task submission is paused{reason}. Try again later."},
         status=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(settings.IMAGEGEN_INTAKE_RETRY_AFTER)},
     )
+    # An operator's decision, not a server error: skip django.request's ERROR line
+    # per refused submission (Django's own flag for "already logged").
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 def dashboard(request: HttpRequest, model_admin: ModelAdmin) -> HttpResponse:
