@@ -1,0 +1,94 @@
+"""One structured log line per task transition, and the JSON log format."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from django.conf import settings as django_settings
+
+from generation.models import GenerationTask
+from imagegen_site.logformat import JsonFormatter
+
+from .queue import advance, claim, worker_row
+
+FIELDS = ("task_id", "user_id", "status", "progress", "attempt", "worker", "error_code", "elapsed_ms", "run_ms")
+
+
+def transitions(caplog: Any) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == "task_transition"]
+
+
+@pytest.mark.django_db
+def test_it_logs_one_structured_line_per_state_change_once_committed(
+    make_task: Callable[..., GenerationTask], caplog: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="generation.models")
+    worker = worker_row("logger-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        task = make_task()
+        token = claim(task, worker)
+        task.set_progress(token, 40)  # progress steps: DEBUG only
+        task.fail(token, code="upstream_error", message="boom", transient=False)
+
+    records = transitions(caplog)
+    assert [(r.status, r.levelname) for r in records] == [("pending", "INFO"), ("processing", "INFO"), ("failed", "INFO")]
+    for record in records:
+        assert all(hasattr(record, field) for field in FIELDS)
+        assert (record.task_id, record.user_id) == (task.pk, task.user_id)
+    claimed, failed = records[1], records[2]
+    assert claimed.worker == "logger-1" and claimed.attempt == 1 and claimed.run_ms is not None
+    assert failed.error_code == "upstream_error" and failed.elapsed_ms >= 0
+    assert f"Task {task.pk} failed" in failed.getMessage()
+
+
+@pytest.mark.django_db
+def test_it_logs_nothing_for_a_change_that_rolled_back(make_task: Callable[..., GenerationTask], caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="generation.models")
+    task = advance(make_task(), "canceled", worker_row())  # the test transaction never commits
+    assert task.status == "canceled" and transitions(caplog) == []
+
+
+def test_it_formats_records_as_one_json_object_with_the_extra_fields() -> None:
+    record = logging.LogRecord("generation.models", logging.INFO, __file__, 1, "Task %d %s", (7, "completed"), None)
+    record.task_id, record.elapsed_ms, record.worker = 7, 1234, None
+
+    line = JsonFormatter().format(record)
+
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["message"] == "Task 7 completed" and entry["level"] == "INFO" and entry["logger"] == "generation.models"
+    assert (entry["task_id"], entry["elapsed_ms"], entry["worker"]) == (7, 1234, None)
+    assert entry["ts"].endswith("+00:00") and "args" not in entry and "msg" not in entry
+
+
+def test_it_includes_the_traceback_of_an_exception() -> None:
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    assert "ValueError: bad" in json.loads(JsonFormatter().format(record))["exc_info"]
+
+
+def test_it_switches_the_console_to_json_with_log_format_json() -> None:
+    code = (
+        "import django, logging; django.setup(); "
+        "logging.getLogger('generation.models').info('Task %d %s', 5, 'completed', extra={'task_id': 5})"
+    )
+    env = {"DJANGO_SETTINGS_MODULE": "imagegen_site.settings", "LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(django_settings.BASE_DIR), env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(done.stderr.strip().splitlines()[-1])
+    assert (entry["message"], entry["task_id"]) == ("Task 5 completed", 5)
+
+
+def test_it_refuses_an_unknown_log_format() -> None:
+    env = {"DJANGO_SETTINGS_MODULE": "imagegen_site.settings", "LOG_FORMAT": "xml", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=Path(django_settings.BASE_DIR),
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "LOG_FORMAT must be plain or json" in done.stderr
