@@ -41,8 +41,9 @@ def normalise_matte(matte: np.ndarray) -> np.ndarray:
     return m
 
 
-def _local_backdrop(crop: np.ndarray, matte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Backdrop colour near each pixel (from pixels with zero coverage), on a reduced grid."""
+def _local_backdrop(crop: np.ndarray, matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Backdrop colour near each pixel (from pixels with zero coverage) on a grid reduced by
+    ``step``, and the sample weight behind each estimate (0: no backdrop pixel nearby)."""
     h, w = matte.shape
     step = max(1.0, max(h, w) / BACKDROP_SIDE)
     size = (max(1, round(w / step)), max(1, round(h / step)))
@@ -177,7 +178,7 @@ def finish(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any] | None
         failed = sorted(k for k, v in report["checks"].items() if not v["passed"])
         logger.warning("Output fails %s compliance: %s", preset.name, ", ".join(failed))
     content_type, extension = CONTENT_TYPES[opts["format"]]
-    logger.info("Composed %s %dpx %s, %d bytes (%dms)", preset.name, opts["size"], opts["format"],
+    logger.debug("Composed %s %dpx %s, %d bytes (%dms)", preset.name, opts["size"], opts["format"],
                 len(data), (time.perf_counter() - started) * 1000)
     return GenerationResult(
         data=data, content_type=content_type, extension=extension,

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import io
+import struct
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
+from PIL import Image, ImageCms
 
 from generation.engine import load_backend
 from generation.engine.base import BackendConfig, EngineError, GenerationResult
@@ -134,6 +135,48 @@ def test_it_converts_cmyk_and_palette_inputs_to_rgb() -> None:
     palette.save(buf, "PNG", transparency=palette.info["transparency"])
     out, alpha = load_rgb_alpha(buf.getvalue())
     assert alpha is not None and alpha[0, 0] == 255 and alpha[0, 20] == 0
+
+
+def linear_rgb_icc() -> bytes:
+    """A minimal ICC v2 display profile: sRGB primaries, but a linear (gamma 1.0) tone curve."""
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    text = b"Linear sRGB test\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 0x0100) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)), (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+            (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, payload in tags:
+        payload += bytes(-len(payload) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(payload))
+        data += payload
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + s15(0.9642) + s15(1.0) + s15(0.8249)
+              + bytes(4 + 44))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_it_converts_through_an_embedded_icc_profile() -> None:
+    rgb = np.full((16, 16, 3), 60, np.uint8)
+
+    def tagged(icc: bytes) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG", icc_profile=icc)
+        return load_rgb_alpha(buf.getvalue())[0][8, 8].astype(int)
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert np.abs(tagged(srgb) - 60).max() <= 1
+    # 60/255 of linear light is sRGB ~136: the profile was applied, not ignored.
+    assert np.abs(tagged(linear_rgb_icc()) - 136).max() <= 3
 
 
 def test_it_ignores_an_alpha_channel_that_is_fully_opaque() -> None:
