@@ -13,7 +13,7 @@ from django.urls import reverse
 from generation.models import GenerationTask, LostClaim
 from notifications.models import Event
 
-from .queue import advance, claim, worker_row
+from .builders import advance, claim, worker_row
 
 pytestmark = pytest.mark.django_db
 

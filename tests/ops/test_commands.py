@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from generation.models import GenerationTask
 from notifications.models import Event
 
-from .queue import advance, ago, claim, place, worker_row
+from .builders import advance, ago, claim, place, worker_row
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.conf import settings as django_settings
 from generation.models import GenerationTask
 from imagegen_site.logformat import JsonFormatter
 
-from .queue import advance, claim, worker_row
+from .builders import advance, claim, worker_row
 
 FIELDS = ("task_id", "user_id", "status", "progress", "attempt", "worker", "error_code", "elapsed_ms", "run_ms")
 

@@ -17,7 +17,7 @@ from generation.worker import Worker
 from imagegen_site.metrics import start_metrics_server
 from tests.conftest import wait_until
 
-from .queue import advance, worker_row
+from .builders import advance, worker_row
 
 pytestmark = pytest.mark.django_db
 BACKENDS = "tests.generation.backends"

@@ -14,7 +14,7 @@ from generation.worker import Worker as QueueWorker
 from notifications.models import Event
 from tests.conftest import wait_until
 
-from .queue import advance, ago, place, worker_row
+from .builders import advance, ago, place, worker_row
 
 S = GenerationTask.Status
 

@@ -13,7 +13,7 @@ from generation import stats
 from generation.models import GenerationTask
 from tests.conftest import bearer
 
-from .queue import advance, ago, place, worker_row
+from .builders import advance, ago, place, worker_row
 
 pytestmark = pytest.mark.django_db
 
