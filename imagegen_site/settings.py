@@ -262,7 +262,7 @@ IMAGEGEN_FIDELITY_MODE = env_str("IMAGEGEN_FIDELITY_MODE", "fail")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_MODEL = env_str("GEMINI_MODEL", "gemini-2.5-flash-image")
 GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
-GEMINI_API_VERSION = env_str("GEMINI_API_VERSION")
+GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
 GEMINI_TIMEOUT_MS = env_int("GEMINI_TIMEOUT_MS", 60_000, minimum=1)
 
 # --- Events and realtime -------------------------------------------------------------
