@@ -138,6 +138,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             method(task)
         except InvalidTransition as exc:
             raise Conflict(str(exc).capitalize() + ".") from None
+        except GenerationTask.DoesNotExist:  # purged by retention between the read and the lock
+            raise NotFound("No GenerationTask matches the given query.") from None
         return Response(self.get_serializer(task).data)
 
     @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="not completed")})

@@ -243,3 +243,15 @@ def test_the_submit_rate_limit_answers_429(auth_client, settings):
         SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
     assert codes == [201, 201, 429]
     assert GenerationTask.objects.count() == 2
+
+
+def test_a_task_deleted_between_read_and_lock_is_a_404_not_a_500(auth_client, make_task, monkeypatch):
+    task = make_task()
+    real_lock = GenerationTask._lock
+
+    def vanish_then_lock(self):
+        GenerationTask.objects.filter(pk=self.pk).delete()  # retention got there first
+        real_lock(self)
+
+    monkeypatch.setattr(GenerationTask, "_lock", vanish_then_lock)
+    assert auth_client.post(f"/api/tasks/{task.pk}/cancel/").status_code == 404
