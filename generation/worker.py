@@ -30,6 +30,8 @@ from .models import Worker as WorkerRow
 
 logger = logging.getLogger(__name__)
 
+MAX_BATCH = 20
+
 
 class ProgressReporter:
     """The progress callback handed to a backend.
@@ -78,6 +80,7 @@ class Worker:
         self._stopping = threading.Event()
         self._halted = threading.Event()  # stops heartbeat and listener threads
         self._inflight: dict[uuid.UUID, GenerationTask] = {}
+        self._typical_run: float | None = None
         self._lock = threading.Lock()
         self._runners: list[threading.Thread] = []
         self._services: list[threading.Thread] = []
@@ -167,16 +170,35 @@ class Worker:
             connection.close()
 
     def run_once(self) -> bool:
-        """Claim and run one task. True: found work, loop again now."""
+        """Claim and run the next task (or a small batch of fast ones). True: found work, loop again now."""
         self.register()
         assert self.row is not None
-        claimed = GenerationTask.claim_next(self.row)
+        claimed = GenerationTask.claim_next(self.row, limit=self.batch_size())
         if not claimed:
             return False
-        for task, token in claimed:
+        with self._lock:  # all of them, so a shutdown releases the ones not started yet
+            self._inflight.update({token: task for task, token in claimed})
+        for index, (task, token) in enumerate(claimed):
+            if self._stopping.is_set():
+                break  # the rest stay in _inflight and are released by _drain
+            if index and not task.still_claimed(token):
+                with self._lock:  # canceled while it waited behind its batch-mates
+                    self._inflight.pop(token, None)
+                continue
             metrics.observe_claim((task.started_at - task.run_after).total_seconds())
             self._process(task, token)
         return True
+
+    def batch_size(self) -> int:
+        """How many tasks one claim transaction takes: 1 for real image work; for tasks
+        that finish in milliseconds, as many as fit in IMAGEGEN_PREFETCH_WINDOW seconds,
+        so the claim's commit is shared. A batch is held by this worker (processing,
+        covered by its heartbeat) for at most about that window."""
+        window = settings.IMAGEGEN_PREFETCH_WINDOW
+        typical = self._typical_run
+        if window <= 0 or typical is None:
+            return 1
+        return max(1, min(MAX_BATCH, int(window / max(typical, 1e-4))))
 
     def _process(self, task: GenerationTask, token: uuid.UUID) -> None:
         started = time.monotonic()
@@ -202,7 +224,10 @@ class Worker:
             with self._lock:
                 self._inflight.pop(token, None)
                 self.tasks_done += 1
-        metrics.observe_attempt(result, error_code, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        # A moving average of this worker's run time sizes its claim batches.
+        self._typical_run = elapsed if self._typical_run is None else 0.8 * self._typical_run + 0.2 * elapsed
+        metrics.observe_attempt(result, error_code, elapsed)
         logger.info(
             "Task %d user %d attempt %d %s in %dms (worker %s)",
             task.pk, task.user_id, task.attempts, outcome, (time.monotonic() - started) * 1000, self.name,

@@ -257,6 +257,8 @@ IMAGEGEN_RETRY_MAX_SECONDS = env_float("IMAGEGEN_RETRY_MAX_SECONDS", 300.0, mini
 IMAGEGEN_POLL_INTERVAL = env_float("IMAGEGEN_POLL_INTERVAL", 0.0, minimum=0)  # 0 = by database
 IMAGEGEN_SHUTDOWN_GRACE = env_float("IMAGEGEN_SHUTDOWN_GRACE", 20.0, minimum=0)
 IMAGEGEN_PROGRESS_INTERVAL = env_float("IMAGEGEN_PROGRESS_INTERVAL", 0.25, minimum=0)
+# Fast tasks are claimed in batches worth at most this many seconds of work (0 = one at a time).
+IMAGEGEN_PREFETCH_WINDOW = env_float("IMAGEGEN_PREFETCH_WINDOW", 0.25, minimum=0)
 IMAGEGEN_FIDELITY_MODE = env_str("IMAGEGEN_FIDELITY_MODE", "fail")
 
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")

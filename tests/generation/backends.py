@@ -96,3 +96,20 @@ class CrashingBackend:
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         raise ZeroDivisionError("bug")
+
+
+class CancelLastBackend:
+    """On its first call, cancels the newest pending-or-processing task (one waiting in the batch)."""
+
+    name = "cancel-last"
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        from generation.models import GenerationTask
+
+        last = GenerationTask.objects.filter(status__in=["pending", "processing"]).order_by("-id").first()
+        if last is not None and last.status == "processing":
+            last.cancel()
+        return white_jpeg()

@@ -312,3 +312,40 @@ def test_the_local_backend_turns_a_photo_into_a_white_background_result(make_tas
     assert task.compliance["passed"] is True, task.compliance
     body = auth_client.get(f"/api/tasks/{task.pk}/").json()
     assert body["compliance"]["preset"] == "amazon" and body["progress"] == 100
+
+
+@pytest.mark.django_db
+def test_fast_tasks_are_claimed_in_batches_and_each_runs_once(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
+    tasks = [make_task() for _ in range(30)]
+    worker = Worker(worker_id="batch")
+    assert worker.batch_size() == 1  # nothing measured yet: one at a time
+    rounds = 0
+    while worker.run_once():
+        rounds += 1
+    assert worker.batch_size() > 1
+    assert rounds < len(tasks)
+    assert set(GenerationTask.objects.values_list("status", "attempts")) == {("completed", 1)}
+    assert claims_per_task() == Counter({t.pk: 1 for t in tasks})
+
+
+@pytest.mark.django_db
+def test_a_real_image_task_is_never_batched(settings):
+    settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
+    worker = Worker(worker_id="slow")
+    worker._typical_run = 0.8  # seconds: the local engine's order of magnitude
+    assert worker.batch_size() == 1
+
+
+@pytest.mark.django_db
+def test_a_task_canceled_while_waiting_in_its_batch_is_not_run(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CancelLastBackend"
+    first, second = make_task(), make_task()
+    worker = Worker(worker_id="batch-cancel")
+    worker._typical_run = 0.001
+    assert worker.run_once() is True
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("completed", "canceled")
+    assert not second.result_image and worker.tasks_done == 1
