@@ -8,7 +8,12 @@ events out of order (a global sequence could).
 """
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from typing import Any
+
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
 
 
@@ -56,6 +61,32 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} #{self.seq} (task {self.task_id})"
+
+    @classmethod
+    def append(cls, *, user_id: int, task_id: int, type: str, data: dict[str, Any], created_at: datetime) -> Event:
+        """Append the user's next event inside the caller's transaction.
+
+        On PostgreSQL the seq allocation and the insert are one statement (one round
+        trip instead of two on the worker's hot path); elsewhere two.
+        """
+        if connection.vendor != "postgresql":
+            seq = EventCounter.next_seq(user_id)
+            return cls.objects.create(user_id=user_id, seq=seq, task_id=task_id, type=type, data=data,
+                                      created_at=created_at)
+        counter = connection.ops.quote_name(EventCounter._meta.db_table)
+        table = connection.ops.quote_name(cls._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH next AS (INSERT INTO {counter} (user_id, last_seq) VALUES (%s, 1) "
+                f"ON CONFLICT (user_id) DO UPDATE SET last_seq = {counter}.last_seq + 1 RETURNING last_seq) "
+                f"INSERT INTO {table} (user_id, seq, task_id, type, data, created_at) "
+                "SELECT %s, next.last_seq, %s, %s, %s::jsonb, %s FROM next RETURNING id, seq",
+                [user_id, user_id, task_id, type, json.dumps(data, cls=DjangoJSONEncoder), created_at],
+            )
+            pk, seq = cursor.fetchone()
+        event = cls(id=pk, user_id=user_id, seq=seq, task_id=task_id, type=type, data=data, created_at=created_at)
+        event._state.adding = False
+        return event
 
     def as_message(self) -> dict:
         return {
