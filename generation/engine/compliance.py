@@ -141,7 +141,8 @@ def _pixel_checks(rgb: np.ndarray, preset: Preset, lossy: bool) -> dict[str, dic
     h, w = rgb.shape[:2]
     side = max(h, w)
     # White means all three channels at 255, i.e. the darkest channel at 255.
-    darkest = cv2.min(cv2.min(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    c0, c1, c2 = cv2.split(rgb)
+    darkest = cv2.min(cv2.min(c0, c1), c2)
     product = darkest < PRODUCT_LEVEL
     not_white = darkest < 255
 
@@ -164,11 +165,11 @@ def _pixel_checks(rgb: np.ndarray, preset: Preset, lossy: bool) -> dict[str, dic
     exempt = _codec_blocks(near) if lossy else near
     # The backdrop is what surrounds the product, reached from the frame: a
     # blown highlight enclosed by the product is product, however white.
-    count, labels = cv2.connectedComponents((~near).view(np.uint8), connectivity=4)
-    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    touches_frame = np.zeros(count, bool)
-    touches_frame[edge_labels[edge_labels > 0]] = True
-    surrounding = touches_frame[labels]
+    # A frame of padding links every border pixel, so one flood fill reaches them all.
+    fill = np.zeros((h + 4, w + 4), np.uint8)
+    fill[2:-2, 2:-2] = near
+    cv2.floodFill(fill, None, (0, 0), 2, flags=4)
+    surrounding = fill[2:-2, 2:-2] == 2
     background = surrounding & ~exempt
     off_count = int(np.count_nonzero(not_white & background))
     edge_zone = exempt & surrounding
