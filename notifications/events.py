@@ -27,9 +27,12 @@ logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 10_000
 PUBLISH_TIMEOUT = 5.0
-# After a failed push, skip pushes for this long instead of waiting on a dead or
-# hung Redis per message; clients fetch what they missed from the log.
-RETRY_AFTER_FAILURE = 1.0
+# A push that fails slowly (a hung Redis, not a refused connection) would cost
+# this long per event; then stop trying for a moment and let clients fetch what
+# they missed from the log. Fast failures keep trying, so pushes resume the
+# moment Redis is back.
+SLOW_FAILURE = 0.25
+RETRY_AFTER_SLOW_FAILURE = 2.0
 
 
 class EventData(TypedDict):
@@ -150,18 +153,27 @@ class Publisher:
         queue.put_nowait((group, message))
 
     async def _drain(self, queue: asyncio.Queue[tuple[str, dict]]) -> None:
+        failing = 0  # consecutive failures: one warning per outage, not one per event
         while True:
             group, message = await queue.get()
             if time.monotonic() < self.skip_until:
                 self._count("skipped")
                 continue
+            started = time.monotonic()
             try:
                 await asyncio.wait_for(get_channel_layer().group_send(group, message), PUBLISH_TIMEOUT)
-                self._count("published")
             except Exception as exc:
                 self._count("failed")
-                self.skip_until = time.monotonic() + RETRY_AFTER_FAILURE
-                logger.warning("Push to %s failed (%s); clients recover it from the event log", group, exc)
+                if time.monotonic() - started > SLOW_FAILURE:
+                    self.skip_until = time.monotonic() + RETRY_AFTER_SLOW_FAILURE
+                if not failing:
+                    logger.warning("Push to %s failed (%s); clients recover it from the event log", group, exc)
+                failing += 1
+            else:
+                self._count("published")
+                if failing:
+                    logger.warning("Pushes work again after %d failed", failing)
+                    failing = 0
             # The in-memory layer's group_send need not yield: let the consumers run
             # between pushes, or a burst overfills their channels (capacity) first.
             await asyncio.sleep(0)

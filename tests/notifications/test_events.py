@@ -1,6 +1,7 @@
 """The event log: one event per transition, gapless seqs, replay equivalence, coalescing, failed pushes."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from datetime import timedelta
@@ -139,7 +140,24 @@ def test_a_failed_push_only_logs_and_counts(user: Any, make_task: Any, monkeypat
     assert log_of(user) == [(1, "task_created", task.pk, "pending"), (2, "task_canceled", task.pk, "canceled")]
     task.refresh_from_db()
     assert task.status == "canceled"
-    publisher.skip_until = 0.0  # do not let the failure window leak into the next test
+
+
+def test_pushes_pause_briefly_when_they_fail_slowly(user: Any, make_task: Any, monkeypatch: Any) -> None:
+    async def hung(group: str, message: dict) -> None:
+        await asyncio.sleep(0.3)  # a Redis that does not answer, cut short
+        raise TimeoutError("no answer")
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", hung)
+    before = dict(publisher.counts)
+    task = make_task()
+    task.cancel()
+    assert publisher.flush_sync()
+    try:
+        # The first push cost 0.3 s; the next one is not tried (its event stays in the log).
+        assert publisher.counts["failed"] - before.get("failed", 0) == 1
+        assert publisher.counts["skipped"] - before.get("skipped", 0) == 1
+    finally:
+        publisher.skip_until = 0.0  # the pause must not leak into other tests
 
 
 async def test_state_rebuilt_from_replayed_events_equals_the_task_list(user: Any, make_task: Any,
