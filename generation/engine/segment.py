@@ -308,6 +308,10 @@ def coarse_mask(rgb: np.ndarray) -> tuple[np.ndarray, _Work, BackgroundModel]:
         fg = _grabcut(work.rgb, model, seeds) & ~shadow
         method = "grabcut"
     fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    if method != "border model":
+        # GrabCut's boundary on a busy backdrop is ragged pixel by pixel;
+        # product outlines are smooth at this scale.
+        fg = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0) >= 0.5
     product = _fill_small_holes(_pick_product(fg, work.rgb))
     logger.debug("Segmented with %s at %dx%d", method, work.rgb.shape[1], work.rgb.shape[0])
     return product, work, model
@@ -383,7 +387,12 @@ def refine_matte(rgb: np.ndarray, product: np.ndarray, work: _Work) -> np.ndarra
     # Colour samples one working pixel away from the coarse edge are pure.
     cross = np.ones((3, 3), np.uint8)
     fg_mean, fg_w = _local_mean(work.rgb, cv2.erode(mask, cross).astype(np.float32))
-    bg_mean, bg_w = _local_mean(work.rgb, (cv2.dilate(mask, cross) == 0).astype(np.float32))
+    backdrop = (cv2.dilate(mask, cross) == 0).astype(np.float32)
+    bg_mean, bg_w = _local_mean(work.rgb, backdrop)
+    # The backdrop's own local variation (wood grain): unmixing against a
+    # mean colour is only meaningful when the product stands well clear of it.
+    bg_sq, _ = _local_mean(work.rgb.astype(np.float32) ** 2, backdrop)
+    bg_var = np.maximum(bg_sq - bg_mean**2, 0.0).sum(axis=2)
 
     ys, xs = np.nonzero(band)
     sy, sx = wy[ys], wx[xs]
@@ -392,7 +401,8 @@ def refine_matte(rgb: np.ndarray, product: np.ndarray, work: _Work) -> np.ndarra
     line = fg - bg
     length2 = np.einsum("ij,ij->i", line, line)
     alpha = np.einsum("ij,ij->i", pix - bg, line) / np.maximum(length2, 1e-6)
-    usable = (length2 >= MIN_UNMIX_CONTRAST**2) & (fg_w[sy, sx] > 0.5) & (bg_w[sy, sx] > 0.5)
+    usable = (length2 >= np.maximum(MIN_UNMIX_CONTRAST**2, 9.0 * bg_var[sy, sx]))
+    usable &= (fg_w[sy, sx] > 0.5) & (bg_w[sy, sx] > 0.5)
     if not usable.all():
         # Product and backdrop too alike to unmix: a smooth (bilinear) coarse edge.
         coarse = _bilinear(mask.astype(np.float32), (ys + y0 + 0.5) / s - 0.5, (xs + x0 + 0.5) / s - 0.5)
