@@ -273,7 +273,7 @@ class Client:
         task: Task = self._request("POST", f"/api/tasks/{task_id}/retry/").json()
         return task
 
-    def download(self, task_id: int, path: str | os.PathLike[str]) -> Path:
+    def download(self, task_id: int, path: str | os.PathLike[str], *, _retried: bool = False) -> Path:
         """Save the result image; returns where it went.
 
         ``path`` may be an existing directory (the file is named
@@ -283,12 +283,13 @@ class Client:
         leaves a half image that looks finished.
         """
         target = Path(path)
+        token = self.access_token()
         with self._http.stream("GET", f"/api/tasks/{task_id}/result/",
-                               headers={"Authorization": f"Bearer {self.access_token()}"}) as response:
-            if response.status_code == 401:
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+            if response.status_code == 401 and not _retried:
                 response.close()
-                self.refresh(stale=self._access)
-                return self.download(task_id, path)
+                self.refresh(stale=token)
+                return self.download(task_id, path, _retried=True)
             if response.status_code >= 400:
                 response.read()
                 raise ImagegenError(response.status_code, _detail(response))

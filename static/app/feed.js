@@ -157,6 +157,7 @@ export class EventFeed {
         this.auth.signOut("The server no longer accepts your session. Please sign in again.");
         return;
       }
+      this.status("connecting");
       this.auth.refresh().then(() => this.connect(), () => {});
       return;
     }
@@ -204,6 +205,7 @@ export class EventFeed {
 
   // --- Ordering --------------------------------------------------------------
   accept(event) {
+    if (this.stopped) return; // a fetch that ends after sign-out must not draw cards
     if (this.paused) {
       this.held.push(event);
       return;

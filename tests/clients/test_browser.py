@@ -5,6 +5,7 @@ to the test's tmp folder; with IMAGEGEN_SCREENSHOTS=1 also to docs/screenshots/.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -242,3 +243,42 @@ def test_an_expiring_token_is_renewed_without_losing_the_stream(
     assert stats["connects"] >= 2
     assert stats["applied"] == stats["lastSeq"] == in_thread(lambda: EventCounter.objects.get(user=seller).last_seq)
     assert ("POST", "/api/auth/token/refresh/") in app.requests
+
+
+def test_lost_and_repeated_pushes_are_repaired_from_the_log(
+    live_server_factory: Any, seller: Any, browser: Any, tmp_path: Path
+) -> None:
+    """A proxy between page and server drops some progress pushes and repeats others."""
+    server = live_server_factory(SLOW, TEST_BACKEND_SECONDS="1.5")
+    app = App(browser, server, seller)
+    counts = {"dropped": 0, "repeated": 0}
+
+    def proxy(ws: Any) -> None:
+        upstream = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            event = json.loads(message)
+            seq = event.get("seq")
+            if event.get("type") == "task_update" and seq % 5 == 0:
+                counts["dropped"] += 1  # later events of the same task always follow
+                return
+            ws.send(message)
+            if seq is not None and seq % 3 == 0:
+                counts["repeated"] += 1
+                ws.send(message)
+
+        upstream.on_message(from_server)
+
+    app.page.route_web_socket(re.compile(r".*/ws/notifications.*"), proxy)
+    app.sign_in()
+    app.live()
+    app.page.set_input_files("#file-input", [str(p) for p in write_photos(tmp_path, 2)])
+
+    expect(app.cards("completed")).to_have_count(2, timeout=60_000)
+    expect(app.cards()).to_have_count(2)
+    stats = app.stats()
+    assert counts["dropped"] > 0 and counts["repeated"] > 0
+    # (a repeat of an event parked behind a gap is dropped there, uncounted)
+    assert stats["gapFetches"] > 0 and stats["duplicates"] > 0
+    assert stats["applied"] == stats["lastSeq"] == in_thread(lambda: EventCounter.objects.get(user=seller).last_seq)
+    assert app.detail_requests() == []
