@@ -156,6 +156,8 @@ def test_a_cut_socket_reconnects_and_the_card_finishes_once(
 
     app.page.set_input_files("#file-input", [str(write_photos(tmp_path, 1)[0])])
     expect(app.cards("processing")).to_have_count(1, timeout=30_000)
+    expect(app.page.locator(".card [data-field=meta]")).to_contain_text("%")
+    save_screenshot(app, tmp_path, "queue-processing.png")
     app.page.evaluate("window.imagegen.feed.cut()")  # progress events keep coming while we are away
 
     expect(app.cards("completed")).to_have_count(1, timeout=60_000)
