@@ -9,6 +9,7 @@ merely import this module start nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -84,3 +85,12 @@ application = ServerHooks(
     ),
     embedded_worker=settings.IMAGEGEN_EMBEDDED_WORKER,
 )
+
+# Everything loaded so far lives as long as the process: load the URLconf now
+# rather than on the first request, and move it all out of the cyclic
+# collector's full passes, which otherwise walk these objects and stalled the
+# event loop 20-55 ms at a time (measured: the p99 of push latency).
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns  # noqa: B018
+gc.freeze()

@@ -1,4 +1,4 @@
-"""A Redis cache that fails open.
+"""The cache for advisory data: a Redis backend that fails open, and one instance per process.
 
 Everything this project keeps in the cache is advisory: DRF throttle history,
 WebSocket connection-rate windows, open-connection counts. When Redis is down,
@@ -18,8 +18,11 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -85,3 +88,30 @@ class FailOpenRedisCache(RedisCache):
 
     def clear(self) -> None:
         self._call(None, lambda: super(FailOpenRedisCache, self).clear())
+
+
+_process_caches: dict[str, BaseCache] = {}
+_process_lock = threading.Lock()
+
+
+def process_cache(alias: str = DEFAULT_CACHE_ALIAS) -> BaseCache:
+    """One cache backend instance for the whole process, for code that runs per connection.
+
+    ``django.core.cache.cache`` is context-local (an asgiref ``Local``): every
+    WebSocket connection is an asyncio task with its own context, so it would
+    build its own ``RedisCache`` with its own connection pool, about one Redis
+    connection (and ~7 KB) per open socket. Redis connection pools are
+    thread-safe, and so is ``LocMemCache``: one instance serves every thread.
+    """
+    backend = _process_caches.get(alias)
+    if backend is None:
+        with _process_lock:
+            backend = _process_caches.get(alias) or caches.create_connection(alias)
+            _process_caches[alias] = backend
+    return backend
+
+
+@receiver(setting_changed)
+def _forget_process_caches(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        _process_caches.clear()

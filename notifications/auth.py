@@ -52,8 +52,8 @@ class JWTAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         raw = query_param(scope, "token")
         user, expires = (AnonymousUser(), None) if not raw else await auser_for_token(raw)
-        scope = dict(scope, user=user, token_expires=expires)
-        return await super().__call__(scope, receive, send)
+        # One copy of the scope (BaseMiddleware would make a second): it lives as long as the socket.
+        return await self.inner(dict(scope, user=user, token_expires=expires), receive, send)
 
 
 def allowed_origins() -> list[str]:
@@ -93,7 +93,7 @@ class OriginCheckMiddleware(BaseMiddleware):
             # Channels' own OriginValidator logs nothing; operators need to see these.
             client = scope.get("client") or ["?"]
             logger.warning("WebSocket Origin rejected: %r from %s", origin, client[0])
-        return await super().__call__(dict(scope, origin_allowed=ok, origin=origin), receive, send)
+        return await self.inner(dict(scope, origin_allowed=ok, origin=origin), receive, send)
 
 
 def origin_validator(app: Any) -> OriginCheckMiddleware:

@@ -23,8 +23,8 @@ import uuid
 from collections import Counter
 
 from asgiref.sync import sync_to_async
-from django.core.cache import cache
 
+from imagegen_site.cache import process_cache
 from imagegen_site.metrics import WS_CONNECTIONS
 
 logger = logging.getLogger(__name__)
@@ -100,9 +100,12 @@ class Presence:
             except Exception:
                 logger.exception("Could not publish connection counts")
             try:
-                await asyncio.wait_for(wake.wait(), REFRESH)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races the wake-up, and this loop would never end.
+                async with asyncio.timeout(REFRESH):
+                    await wake.wait()
                 register = False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._dirty.update(self.by_user)  # refresh the TTLs of every live count
                 register = True
             wake.clear()
@@ -111,13 +114,14 @@ class Presence:
     def _write(self, counts: dict[int, int], total: int, register: bool) -> None:
         values = {user_key(uid, self.process): n for uid, n in counts.items()}
         values[total_key(self.process)] = total
-        cache.set_many(values, TTL)
+        process_cache().set_many(values, TTL)  # one backend for the process, not one per socket
         if register:
             self._register()
 
     def _register(self) -> None:
         """Add this process to the registry (a read-modify-write, so under a short lock:
         processes that start together would otherwise overwrite each other's entry)."""
+        cache = process_cache()
         for _ in range(20):
             if cache.add(LOCK_KEY, self.process, 5):
                 break
@@ -136,20 +140,21 @@ class Presence:
     def _other_processes(self) -> list[str]:
         fetched_at, processes = self._registry
         if time.monotonic() - fetched_at > REGISTRY_CACHE_SECONDS:
-            processes = [p for p in (cache.get(REGISTRY_KEY) or {}) if p != self.process]
+            processes = [p for p in (process_cache().get(REGISTRY_KEY) or {}) if p != self.process]
             self._registry = (time.monotonic(), processes)
         return processes
 
     def _others_for(self, user_id: int) -> int:
         try:
             keys = [user_key(user_id, p) for p in self._other_processes()]
-            return sum(int(n) for n in cache.get_many(keys).values()) if keys else 0
+            return sum(int(n) for n in process_cache().get_many(keys).values()) if keys else 0
         except Exception as exc:
             logger.warning("Socket cap not checked across processes (%s)", exc)
             return 0
 
     def open_connections(self) -> int:
         """Open sockets in all server processes (this one counted exactly)."""
+        cache = process_cache()
         try:
             processes = [p for p in (cache.get(REGISTRY_KEY) or {}) if p != self.process]
             others = cache.get_many([total_key(p) for p in processes]) if processes else {}

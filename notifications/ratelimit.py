@@ -15,7 +15,8 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
+
+from imagegen_site.cache import process_cache
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ WINDOW_SECONDS = 60
 def hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> bool:
     """Count one attempt in ``bucket``'s current window; False when it is over ``limit``."""
     key = f"imagegen:rl:{bucket}:{int(time.time() // window)}"
+    cache = process_cache()
     try:
         cache.add(key, 0, window + 1)
         count = cache.incr(key)

@@ -30,6 +30,8 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from imagegen_site.cache import process_cache
+
 from .events import group_name
 from .replay import Page, aread_page, parse_seq
 
@@ -42,6 +44,12 @@ LAYER_DOWN_PAUSE = 2.0
 
 
 class EventsThrottle(ScopedRateThrottle):
+    @property  # type: ignore[override]
+    def cache(self) -> Any:
+        # Not DRF's context-local default cache: one backend per request would mean a
+        # Redis connection pool per long-poll (see imagegen_site.cache.process_cache).
+        return process_cache()
+
     def get_rate(self) -> str | None:
         # Read the rate now, not at import (DRF binds THROTTLE_RATES on the class).
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
@@ -126,8 +134,9 @@ async def wait_for_events(user_id: int, after: int, wait: float) -> Page:
         if page.events or not page.recovered:
             return page
         try:
-            await asyncio.wait_for(layer.receive(channel), wait)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(wait):  # cancels the receive, which releases the channel
+                await layer.receive(channel)
+        except TimeoutError:
             dropped = True
         return await aread_page(user_id, after)
     finally:

@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from imagegen_site.cache import process_cache
 from notifications import presence as presence_module
 from notifications import ratelimit
 from notifications.events import publisher
@@ -35,7 +36,7 @@ def test_the_limiter_fails_open_when_the_cache_raises(monkeypatch: Any) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("down")
 
-    monkeypatch.setattr(ratelimit.cache, "incr", broken)
+    monkeypatch.setattr(process_cache(), "incr", broken)
     assert all(ratelimit.hit("t", 1) for _ in range(3))
 
 
