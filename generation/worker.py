@@ -14,23 +14,36 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 
 from imagegen_site import metrics
 
 from . import retention, wakeup
-from .engine import EngineError, get_backend
+from .engine import EngineError, GenerationResult, get_backend
 from .models import GenerationTask, InvalidTransition, LostClaim, result_upload_to
 from .models import Worker as WorkerRow
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 20
+
+
+@dataclass(eq=False)
+class Produced:
+    """A generated result, stored, waiting to be recorded."""
+
+    task: GenerationTask
+    token: uuid.UUID
+    name: str
+    result: GenerationResult
+    started: float
 
 
 class ProgressReporter:
@@ -81,6 +94,7 @@ class Worker:
         self._halted = threading.Event()  # stops heartbeat and listener threads
         self._inflight: dict[uuid.UUID, GenerationTask] = {}
         self._typical_run: float | None = None
+        self._unrecorded: list[tuple[GenerationTask, uuid.UUID, str, str]] = []
         self._lock = threading.Lock()
         self._runners: list[threading.Thread] = []
         self._services: list[threading.Thread] = []
@@ -178,83 +192,127 @@ class Worker:
             return False
         with self._lock:  # all of them, so a shutdown releases the ones not started yet
             self._inflight.update({token: task for task, token in claimed})
+        started = time.monotonic()
+        produced: list[Produced] = []
         for index, (task, token) in enumerate(claimed):
             if self._stopping.is_set():
                 break  # the rest stay in _inflight and are released by _drain
             if index and not task.still_claimed(token):
-                with self._lock:  # canceled while it waited behind its batch-mates
-                    self._inflight.pop(token, None)
+                self._forget(token)  # canceled while it waited behind its batch-mates
                 continue
             metrics.observe_claim((task.started_at - task.run_after).total_seconds())
-            self._process(task, token)
+            outcome = self._produce(task, token)
+            if outcome is not None:
+                produced.append(outcome)
+        self._record(produced)
+        if produced:
+            # A moving average of this worker's run time per task sizes its claim batches.
+            per_task = (time.monotonic() - started) / len(claimed)
+            self._typical_run = per_task if self._typical_run is None else 0.8 * self._typical_run + 0.2 * per_task
         return True
 
     def batch_size(self) -> int:
         """How many tasks one claim transaction takes: 1 for real image work; for tasks
         that finish in milliseconds, as many as fit in IMAGEGEN_PREFETCH_WINDOW seconds,
-        so the claim's commit is shared. A batch is held by this worker (processing,
-        covered by its heartbeat) for at most about that window."""
+        so the claim's commit (and the finish's) is shared. A batch is held by this
+        worker (processing, covered by its heartbeat) for at most about that window."""
         window = settings.IMAGEGEN_PREFETCH_WINDOW
         typical = self._typical_run
         if window <= 0 or typical is None:
             return 1
         return max(1, min(MAX_BATCH, int(window / max(typical, 1e-4))))
 
-    def _process(self, task: GenerationTask, token: uuid.UUID) -> None:
+    def _produce(self, task: GenerationTask, token: uuid.UUID) -> Produced | None:
+        """Generate one task's image and store the file (no transaction open).
+        Failures are recorded here; a result is returned for ``_record``."""
         started = time.monotonic()
-        with self._lock:
-            self._inflight[token] = task
-        outcome = "completed"
-        result, error_code = "completed", None  # for metrics: completed, retrying, failed, discarded
         try:
-            self._generate(task, token)
+            try:
+                with task.input_image.open("rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                raise EngineError("input_missing", "The uploaded image is no longer stored.") from None
+            progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
+            result = get_backend().generate(data, task.options, progress)
+            # Written outside any transaction; removed again if the claim is lost meanwhile.
+            name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
+            return Produced(task, token, name, result, started)
         except LostClaim:
-            outcome = "discarded (canceled or taken back)"
-            result = "discarded"
+            self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
         except EngineError as exc:
-            outcome = f"error {exc.code}"
-            error_code = exc.code
-            result = self._fail(task, token, exc.code, exc.message, exc.transient)
+            outcome = self._fail(task, token, exc.code, exc.message, exc.transient)
+            self._finish(task, token, started, outcome, exc.code, f"error {exc.code}")
         except Exception as exc:  # a bug or an infrastructure blip: retry, then fail
             logger.exception("Task %d crashed", task.pk)
-            outcome = "error internal_error"
-            error_code = "internal_error"
-            result = self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
-        finally:
-            with self._lock:
-                self._inflight.pop(token, None)
-                self.tasks_done += 1
+            outcome = self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
+            self._finish(task, token, started, outcome, "internal_error", "error internal_error")
+        return None
+
+    def _record(self, produced: list[Produced]) -> None:
+        """Complete the produced tasks, all in one transaction: one commit for the batch.
+        Each completion is its own savepoint, so a task canceled meanwhile rolls back
+        alone (and its file is removed) while the others commit."""
+        if not produced:
+            return
+        lost: list[Produced] = []
+        try:
+            # A lone task needs no outer transaction (complete() opens its own).
+            with transaction.atomic() if len(produced) > 1 else nullcontext():
+                for item in produced:
+                    try:
+                        item.task.complete(item.token, result_name=item.name, content_type=item.result.content_type,
+                                           compliance=item.result.compliance)
+                    except LostClaim:
+                        lost.append(item)
+        except Exception:
+            logger.exception("Could not record %d finished task(s); retrying them", len(produced))
+            for item in produced:
+                default_storage.delete(item.name)
+                outcome = self._fail(item.task, item.token, "internal_error", "Internal error: the result could not be recorded.", True)
+                self._finish(item.task, item.token, item.started, outcome, "internal_error", "error internal_error")
+            return
+        for item in produced:
+            if item in lost:
+                default_storage.delete(item.name)
+                self._finish(item.task, item.token, item.started, "discarded", None, "discarded (canceled or taken back)")
+            else:
+                self._finish(item.task, item.token, item.started, "completed", None, "completed")
+
+    def _finish(self, task: GenerationTask, token: uuid.UUID, started: float, result: str,
+                error_code: str | None, outcome: str) -> None:
         elapsed = time.monotonic() - started
-        # A moving average of this worker's run time sizes its claim batches.
-        self._typical_run = elapsed if self._typical_run is None else 0.8 * self._typical_run + 0.2 * elapsed
+        self._forget(token, done=True)
         metrics.observe_attempt(result, error_code, elapsed)
         logger.info(
             "Task %d user %d attempt %d %s in %dms (worker %s)",
-            task.pk, task.user_id, task.attempts, outcome, (time.monotonic() - started) * 1000, self.name,
+            task.pk, task.user_id, task.attempts, outcome, elapsed * 1000, self.name,
         )
 
-    def _generate(self, task: GenerationTask, token: uuid.UUID) -> None:
-        try:
-            with task.input_image.open("rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise EngineError("input_missing", "The uploaded image is no longer stored.") from None
-        progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
-        result = get_backend().generate(data, task.options, progress)
-        # Written outside any transaction; removed again if the claim was lost meanwhile.
-        name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
-        try:
-            task.complete(token, result_name=name, content_type=result.content_type, compliance=result.compliance)
-        except LostClaim:
-            default_storage.delete(name)
-            raise
+    def _forget(self, token: uuid.UUID, done: bool = False) -> None:
+        with self._lock:
+            self._inflight.pop(token, None)
+            if done:
+                self.tasks_done += 1
 
     def _fail(self, task: GenerationTask, token: uuid.UUID, code: str, message: str, transient: bool) -> str:
-        """Returns the attempt's outcome for metrics: retrying, failed or discarded."""
+        """Record a failed attempt. Returns the outcome for metrics: retrying, failed or discarded.
+        If even that write fails (database down), the heartbeat thread retries it: a task
+        must never stay 'processing' under a live worker that has given up on it."""
         try:
             return "retrying" if task.fail(token, code=code, message=message, transient=transient) else "failed"
         except LostClaim:
             return "discarded"  # canceled or taken back meanwhile: the new owner decides
+        except Exception:
+            logger.exception("Could not record the failure of task %d; the heartbeat will retry", task.pk)
+            with self._lock:
+                self._unrecorded.append((task, token, code, message))
+            return "unrecorded"
+
+    def _retry_unrecorded(self) -> None:
+        with self._lock:
+            pending, self._unrecorded = self._unrecorded, []
+        for task, token, code, message in pending:
+            self._fail(task, token, code, message, True)
 
     # --- liveness -------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -268,6 +326,7 @@ class Worker:
                     with self._lock:
                         done = self.tasks_done
                     self.row.beat(done)
+                    self._retry_unrecorded()
                     rescued = GenerationTask.rescue_orphans(self.heartbeat_timeout)
                     if rescued:
                         metrics.TASK_OUTCOMES.labels("lost", "worker_lost").inc(len(rescued))

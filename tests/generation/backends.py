@@ -113,3 +113,22 @@ class CancelLastBackend:
         if last is not None and last.status == "processing":
             last.cancel()
         return white_jpeg()
+
+
+class CancelFirstOnSecondCallBackend:
+    """On its second call, cancels the task it produced first (done, not yet recorded)."""
+
+    name = "cancel-first"
+    calls = 0
+
+    def __init__(self, config: BackendConfig) -> None:
+        pass
+
+    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+        from generation.models import GenerationTask
+
+        cls = type(self)
+        cls.calls += 1
+        if cls.calls == 2:
+            GenerationTask.objects.filter(status="processing").order_by("id").first().cancel()
+        return white_jpeg()

@@ -349,3 +349,63 @@ def test_a_task_canceled_while_waiting_in_its_batch_is_not_run(make_task, settin
     second.refresh_from_db()
     assert (first.status, second.status) == ("completed", "canceled")
     assert not second.result_image and worker.tasks_done == 1
+
+
+@pytest.mark.django_db
+def test_a_batch_is_recorded_together_and_a_task_canceled_meanwhile_is_discarded(make_task, settings):
+    from tests.generation.backends import CancelFirstOnSecondCallBackend
+
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CancelFirstOnSecondCallBackend"
+    CancelFirstOnSecondCallBackend.calls = 0
+    first, second = make_task(), make_task()
+    worker = Worker(worker_id="batch-record")
+    worker._typical_run = 0.001
+    assert worker.run_once() is True
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("canceled", "completed")
+    assert not first.result_image
+    stored = [p for p in (Path(settings.MEDIA_ROOT) / "results").rglob("*") if p.is_file()]
+    assert [p.name for p in stored] == [Path(second.result_image.name).name]  # the canceled one's file is gone
+
+
+@pytest.mark.django_db
+def test_a_failed_result_write_retries_the_task_instead_of_leaving_it_processing(make_task, settings, monkeypatch):
+    from django.db import OperationalError
+
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    task = make_task()
+
+    def database_hiccup(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(GenerationTask, "complete", database_hiccup)
+    Worker(worker_id="hiccup").run_once()
+    task.refresh_from_db()
+    assert (task.status, task.error_code) == ("pending", "internal_error")
+    assert not list((Path(settings.MEDIA_ROOT) / "results").rglob("*.jpg"))
+
+
+@pytest.mark.django_db
+def test_a_failure_that_cannot_be_written_is_retried_by_the_heartbeat(make_task, settings, monkeypatch):
+    from django.db import OperationalError
+
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CrashingBackend"
+    task = make_task()
+    real_fail = GenerationTask.fail
+    calls = {"n": 0}
+
+    def fail_once(self: GenerationTask, *args: Any, **kwargs: Any) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("database unavailable")
+        return real_fail(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationTask, "fail", fail_once)
+    worker = Worker(worker_id="limbo")
+    worker.run_once()
+    task.refresh_from_db()
+    assert task.status == "processing" and len(worker._unrecorded) == 1
+    worker._retry_unrecorded()  # what the heartbeat thread does on its next beat
+    task.refresh_from_db()
+    assert (task.status, task.error_code) == ("pending", "internal_error") and worker._unrecorded == []
