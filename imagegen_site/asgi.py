@@ -23,7 +23,7 @@ django_asgi_app = get_asgi_application()  # sets Django up before routing import
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from notifications.auth import JWTAuthMiddleware, origin_validator  # noqa: E402
+from notifications.auth import SocketAuthMiddleware  # noqa: E402
 from notifications.events import publisher  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
@@ -80,7 +80,7 @@ application = ServerHooks(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": origin_validator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
+            "websocket": SocketAuthMiddleware(URLRouter(websocket_urlpatterns)),  # Origin check + JWT user
         }
     ),
     embedded_worker=settings.IMAGEGEN_EMBEDDED_WORKER,

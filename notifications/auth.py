@@ -37,7 +37,11 @@ def user_for_token(raw: str) -> tuple[Any, float | None]:
     except TokenError:
         return AnonymousUser(), None
     user_id = token.get(jwt_settings.USER_ID_CLAIM)
-    user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}, is_active=True).first()
+    # The user stays in the scope for the socket's life: load the fields a socket
+    # needs, not the password hash and profile (about 1 KB a socket).
+    fields = (jwt_settings.USER_ID_FIELD, "username", "is_active", "is_staff", "is_superuser")
+    user = (get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}, is_active=True)
+            .only(*fields).first())
     if user is None:
         return AnonymousUser(), None
     return user, float(token["exp"])
@@ -48,12 +52,20 @@ def user_for_token(raw: str) -> tuple[Any, float | None]:
 auser_for_token = database_sync_to_async(user_for_token, thread_sensitive=False)
 
 
+async def with_user(scope: dict) -> dict:
+    """Set ``user`` and ``token_expires`` from ``?token=`` on a scope copy the caller owns."""
+    raw = query_param(scope, "token")
+    scope["user"], scope["token_expires"] = (AnonymousUser(), None) if not raw else await auser_for_token(raw)
+    return scope
+
+
+# Each middleware's scope copy and coroutine frame live as long as the socket:
+# the frames below keep nothing but the copy they pass on.
+
+
 class JWTAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        raw = query_param(scope, "token")
-        user, expires = (AnonymousUser(), None) if not raw else await auser_for_token(raw)
-        # One copy of the scope (BaseMiddleware would make a second): it lives as long as the socket.
-        return await self.inner(dict(scope, user=user, token_expires=expires), receive, send)
+        return await self.inner(await with_user(dict(scope)), receive, send)
 
 
 def allowed_origins() -> list[str]:
@@ -82,19 +94,27 @@ def origin_allowed(origin: str | None) -> bool:
     return False
 
 
+def with_origin_check(scope: dict) -> dict:
+    """A copy of ``scope`` with ``origin`` and ``origin_allowed`` (rejections are logged)."""
+    origin = next((v for k, v in scope.get("headers", []) if k == b"origin"), b"").decode("latin-1") or None
+    ok = origin_allowed(origin)
+    if not ok:
+        # Channels' own OriginValidator logs nothing; operators need to see these.
+        client = scope.get("client") or ["?"]
+        logger.warning("WebSocket Origin rejected: %r from %s", origin, client[0])
+    return dict(scope, origin_allowed=ok, origin=origin)
+
+
 class OriginCheckMiddleware(BaseMiddleware):
     """Marks the scope with whether its Origin is allowed (the consumer closes with 4003)."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        headers = dict(scope.get("headers", []))
-        origin = headers.get(b"origin", b"").decode("latin-1") or None
-        ok = origin_allowed(origin)
-        if not ok:
-            # Channels' own OriginValidator logs nothing; operators need to see these.
-            client = scope.get("client") or ["?"]
-            logger.warning("WebSocket Origin rejected: %r from %s", origin, client[0])
-        return await self.inner(dict(scope, origin_allowed=ok, origin=origin), receive, send)
+        return await self.inner(with_origin_check(scope), receive, send)
 
 
-def origin_validator(app: Any) -> OriginCheckMiddleware:
-    return OriginCheckMiddleware(app)
+class SocketAuthMiddleware(BaseMiddleware):
+    """Both of the above with one scope copy and one frame (about 1 KB less per
+    open socket than stacking them): what ``asgi.py`` uses."""
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        return await self.inner(await with_user(with_origin_check(scope)), receive, send)

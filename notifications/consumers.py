@@ -100,7 +100,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     async def _admit(self) -> tuple[int | None, str]:
         if not self.scope.get("origin_allowed", True):
-            return CLOSE_FORBIDDEN_ORIGIN, "origin_rejected"  # logged by OriginCheckMiddleware
+            return CLOSE_FORBIDDEN_ORIGIN, "origin_rejected"  # logged by the auth middleware
         user = self.scope.get("user")
         user_id = user.pk if user is not None and user.is_authenticated else None
         client = self.scope.get("client") or [None]
