@@ -106,12 +106,16 @@ class CancelLastBackend:
     def __init__(self, config: BackendConfig) -> None:
         pass
 
+    calls = 0
+
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         from generation.models import GenerationTask
 
-        last = GenerationTask.objects.filter(status__in=["pending", "processing"]).order_by("-id").first()
-        if last is not None and last.status == "processing":
-            last.cancel()
+        type(self).calls += 1
+        if type(self).calls == 1:
+            last = GenerationTask.objects.filter(status__in=["pending", "processing"]).order_by("-id").first()
+            if last is not None and last.status == "processing":
+                last.cancel()
         return white_jpeg()
 
 

@@ -339,8 +339,11 @@ def test_a_real_image_task_is_never_batched(settings):
 
 
 @pytest.mark.django_db
-def test_a_task_canceled_while_waiting_in_its_batch_is_not_run(make_task, settings):
+def test_a_task_canceled_while_waiting_in_its_batch_is_discarded(make_task, settings):
+    from tests.generation.backends import CancelLastBackend
+
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CancelLastBackend"
+    CancelLastBackend.calls = 0
     first, second = make_task(), make_task()
     worker = Worker(worker_id="batch-cancel")
     worker._typical_run = 0.001
@@ -348,7 +351,10 @@ def test_a_task_canceled_while_waiting_in_its_batch_is_not_run(make_task, settin
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, second.status) == ("completed", "canceled")
-    assert not second.result_image and worker.tasks_done == 1
+    assert not second.result_image
+    stored = [p for p in (Path(settings.MEDIA_ROOT) / "results").rglob("*") if p.is_file()]
+    assert [p.name for p in stored] == [Path(first.result_image.name).name]
+    assert Event.objects.filter(task_id=second.pk, type="task_complete").count() == 0
 
 
 @pytest.mark.django_db
