@@ -49,6 +49,8 @@ async def test_open_connections_and_the_cap_span_server_processes(monkeypatch: A
     assert await eventually(lambda: _equals(sync_to_async(one.open_connections)(), 3))
     assert await eventually(lambda: _equals(sync_to_async(two.open_connections)(), 3))
     assert await two.try_open(7, cap=3)  # 1 in one + 2 in two
+    # Counts reach other processes when their flusher has written them (a soft cap).
+    assert await eventually(lambda: _equals(sync_to_async(one.open_connections)(), 4))
     assert not await one.try_open(7, cap=3)  # over the cap across both
     two.close(7)
     two.close(7)
