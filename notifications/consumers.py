@@ -28,18 +28,11 @@ from imagegen_site.metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, 
 from .auth import query_param
 from .backlog import send_backlog
 from .events import group_name
+from .admission import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE, admit
 from .presence import presence
-from .ratelimit import aconnect_allowed
 from .replay import alast_seq, aread_page, parse_seq
 
 logger = logging.getLogger(__name__)
-
-CLOSE_UNAUTHORIZED = 4001  # bad, missing or expired token: reconnect with a fresh one
-CLOSE_FORBIDDEN_ORIGIN = 4003
-CLOSE_TOO_SLOW = 4008  # unsent frames piled up: reconnect and resume at your own pace
-CLOSE_UNAVAILABLE = 4013  # channel layer unreachable: retry with backoff, then resume
-CLOSE_RATE_LIMITED = 4029  # too many attempts, or too many open sockets for this user
-
 
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
     user_id: int | None = None
@@ -76,12 +69,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def websocket_connect(self, message: dict) -> None:
         # Accept first, so a refused client gets our close code, not an HTTP 403.
         await self.accept()
-        code, result = await self._admit()
+        code, result, self.user_id = await admit(self.scope)
         WS_CONNECTS.labels(result).inc()
-        if code is not None:
-            await self._close(code)
+        if code is not None or self.user_id is None:
+            await self._close(code or CLOSE_UNAUTHORIZED)
             return
-        assert self.user_id is not None
         try:
             await self.channel_layer.group_add(group_name(self.user_id), self.channel_name)
         except Exception as exc:
@@ -97,21 +89,6 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if raw_after and after is None:
             await self._error("after must be a non-negative integer; sending live events only.")
         await self._send_sync(after)
-
-    async def _admit(self) -> tuple[int | None, str]:
-        if not self.scope.get("origin_allowed", True):
-            return CLOSE_FORBIDDEN_ORIGIN, "origin_rejected"  # logged by the auth middleware
-        user = self.scope.get("user")
-        user_id = user.pk if user is not None and user.is_authenticated else None
-        client = self.scope.get("client") or [None]
-        if not await aconnect_allowed(client[0], user_id):
-            return CLOSE_RATE_LIMITED, "rate_limited"
-        if user_id is None:
-            return CLOSE_UNAUTHORIZED, "unauthorized"
-        if not await presence.try_open(user_id, settings.IMAGEGEN_WS_MAX_SOCKETS_PER_USER):
-            return CLOSE_RATE_LIMITED, "too_many_sockets"
-        self.user_id = user_id
-        return None, "accepted"
 
     def _on_token_expired(self) -> None:
         self._expiry_task = asyncio.ensure_future(self._close(CLOSE_UNAUTHORIZED))
