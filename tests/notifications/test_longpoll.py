@@ -145,3 +145,13 @@ async def test_wait_zero_answers_at_once(user: Any, async_client: Any, auth: dic
     monkeypatch.setattr(views, "wait_for_events", never)
     body = (await async_client.get("/api/events/?after=0&wait=0", headers=auth)).json()
     assert body == {"events": [], "last_seq": 0, "has_more": False, "recovered": True}
+
+
+def test_the_schema_describes_the_events_endpoint(api_client: Any) -> None:
+    schema = api_client.get("/api/schema/?format=json").json()
+    operation = schema["paths"]["/api/events/"]["get"]
+    assert [p["name"] for p in operation["parameters"]] == ["after", "wait"]
+    assert set(operation["responses"]) == {"200", "400", "401", "429"}
+    page = schema["components"]["schemas"]["EventsPage"]
+    assert page["required"] == ["events", "last_seq", "has_more", "recovered"]
+    assert "jwtAuth" in schema["components"]["securitySchemes"]

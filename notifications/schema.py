@@ -1,0 +1,79 @@
+"""``GET /api/events/`` in the OpenAPI schema.
+
+The long-poll view is a plain async Django view (a DRF view would hold the
+sync thread while it waits), so drf-spectacular cannot see it; this
+post-processing hook describes it by hand, following the contract.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_NULLABLE_STR = {"type": "string", "nullable": True}
+
+EVENT = {
+    "type": "object",
+    "required": ["type", "seq", "task_id", "timestamp", "data"],
+    "properties": {
+        "type": {"type": "string", "enum": ["task_created", "task_update", "task_complete", "task_failed",
+                                            "task_canceled"]},
+        "seq": {"type": "integer", "description": "Per user, from 1, gapless, in commit order."},
+        "task_id": {"type": "integer"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "data": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "canceled"]},
+                "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+                "result_image_url": _NULLABLE_STR,
+                "elapsed_time": {"type": "number", "nullable": True},
+                "estimated_remaining_seconds": {"type": "integer", "nullable": True},
+                "error_code": _NULLABLE_STR,
+                "error_message": _NULLABLE_STR,
+                "updated_at": {"type": "string", "format": "date-time"},
+            },
+        },
+    },
+}
+
+EVENTS_PAGE = {
+    "type": "object",
+    "required": ["events", "last_seq", "has_more", "recovered"],
+    "properties": {
+        "events": {"type": "array", "maxItems": 500, "items": {"$ref": "#/components/schemas/Event"}},
+        "last_seq": {"type": "integer", "description": "The `after` to send next."},
+        "has_more": {"type": "boolean"},
+        "recovered": {"type": "boolean", "description": "False: events after `after` were purged (or `after` is "
+                                                        "ahead of the log); reload GET /api/tasks/."},
+    },
+}
+
+_ERROR = {"content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}}
+
+EVENTS_PATH = {
+    "get": {
+        "operationId": "events_list",
+        "summary": "The caller's events after a seq (long-poll fallback for clients without WebSocket)",
+        "tags": ["events"],
+        "security": [{"jwtAuth": []}],
+        "parameters": [
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
+             "description": "Return events with seq greater than this."},
+            {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30, "default": 0},
+             "description": "Seconds to wait for a new event when there is none yet."},
+        ],
+        "responses": {
+            "200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsPage"}}},
+                    "description": "Oldest first, at most 500."},
+            "400": {**_ERROR, "description": "Bad after or wait."},
+            "401": {**_ERROR, "description": "Missing or bad token."},
+            "429": {**_ERROR, "description": "Throttled (scope events)."},
+        },
+    }
+}
+
+
+def add_events_path(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    result.setdefault("paths", {})["/api/events/"] = EVENTS_PATH
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Event"], schemas["EventsPage"] = EVENT, EVENTS_PAGE
+    return result
