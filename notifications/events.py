@@ -21,7 +21,7 @@ from django.utils import timezone
 from generation.models import GenerationTask
 from imagegen_site.metrics import PUBLISHES
 
-from .models import Event, EventCounter
+from .models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +87,11 @@ def event_data(task: GenerationTask) -> EventData:
 
 def record(task: GenerationTask, created: bool) -> Event:
     """Append the task's current state as the owner's next event (inside its transaction)."""
-    seq = EventCounter.next_seq(task.user_id)
-    return Event.objects.create(
+    return Event.append(
         user_id=task.user_id,
-        seq=seq,
         task_id=task.pk,
         type=event_type(task, created),
-        data=event_data(task),
+        data=dict(event_data(task)),
         created_at=timezone.now(),
     )
 
