@@ -316,18 +316,39 @@ class GenerationTask(models.Model):
         with transaction.atomic():
             self._lock()
             self._check_claim(token)
-            self.status = self.Status.COMPLETED
-            self.progress = 100
-            self.result_image.name = result_name
-            self.result_content_type = content_type
-            self.compliance = compliance
-            self.error_code = self.error_message = None
-            self.finished_at = timezone.now()
-            self.claim_token = None
-            self._save(
-                "status", "progress", "result_image", "result_content_type", "compliance",
-                "error_code", "error_message", "finished_at", "claim_token",
-            )
+            self._record_result(result_name, content_type, compliance)
+
+    @classmethod
+    def complete_batch(cls, results: list[tuple[GenerationTask, uuid.UUID, str, str, dict | None]]) -> set[int]:
+        """Record several results in one transaction (one commit for the batch): each
+        ``(task, token, result_name, content_type, compliance)`` whose claim still holds
+        is completed. Returns the ids whose claim was lost (their files are the caller's
+        to delete)."""
+        lost: set[int] = set()
+        with transaction.atomic():
+            # One locking read for the batch, in id order so two batches cannot deadlock.
+            fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
+            for task, token, result_name, content_type, compliance in results:
+                row = fresh.get(task.pk)
+                if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
+                    lost.add(task.pk)
+                    continue
+                row._record_result(result_name, content_type, compliance)
+        return lost
+
+    def _record_result(self, result_name: str, content_type: str, compliance: dict | None) -> None:
+        self.status = self.Status.COMPLETED
+        self.progress = 100
+        self.result_image.name = result_name
+        self.result_content_type = content_type
+        self.compliance = compliance
+        self.error_code = self.error_message = None
+        self.finished_at = timezone.now()
+        self.claim_token = None
+        self._save(
+            "status", "progress", "result_image", "result_content_type", "compliance",
+            "error_code", "error_message", "finished_at", "claim_token",
+        )
 
     def fail(self, token: uuid.UUID | None, *, code: str, message: str, transient: bool = False) -> bool:
         """Record a failed attempt. A transient error with attempts left goes back to

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,21 +246,23 @@ class Worker:
 
     def _record(self, produced: list[Produced]) -> None:
         """Complete the produced tasks, all in one transaction: one commit for the batch.
-        Each completion is its own savepoint, so a task canceled meanwhile (batches last
-        a fraction of a second, so this is the only check they need) rolls back alone,
-        and its file is removed, while the others commit."""
+        A task canceled or taken back meanwhile (batches last a fraction of a second, so
+        this fence is the only check they need) is left as it is and its file removed."""
         if not produced:
             return
-        lost: list[Produced] = []
         try:
-            # A lone task needs no outer transaction (complete() opens its own).
-            with transaction.atomic() if len(produced) > 1 else nullcontext():
-                for item in produced:
-                    try:
-                        item.task.complete(item.token, result_name=item.name, content_type=item.result.content_type,
-                                           compliance=item.result.compliance)
-                    except LostClaim:
-                        lost.append(item)
+            if len(produced) == 1:
+                item = produced[0]
+                try:
+                    item.task.complete(item.token, result_name=item.name, content_type=item.result.content_type,
+                                       compliance=item.result.compliance)
+                    lost: set[int] = set()
+                except LostClaim:
+                    lost = {item.task.pk}
+            else:
+                lost = GenerationTask.complete_batch(
+                    [(i.task, i.token, i.name, i.result.content_type, i.result.compliance) for i in produced]
+                )
         except Exception:
             logger.exception("Could not record %d finished task(s); retrying them", len(produced))
             for item in produced:
@@ -270,7 +271,7 @@ class Worker:
                 self._finish(item.task, item.token, item.started, outcome, "internal_error", "error internal_error")
             return
         for item in produced:
-            if item in lost:
+            if item.task.pk in lost:
                 default_storage.delete(item.name)
                 self._finish(item.task, item.token, item.started, "discarded", None, "discarded (canceled or taken back)")
             else:

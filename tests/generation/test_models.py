@@ -1,6 +1,7 @@
 """State transitions of GenerationTask: allowed sources, fences, and one event per change."""
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -191,3 +192,18 @@ def test_saving_a_task_outside_a_transaction_is_refused(make_task):
     with pytest.raises(RuntimeError, match="atomic"):
         task.save(update_fields=["progress"])
     assert Event.objects.filter(task_id=task.pk).count() == 1
+
+
+def test_complete_batch_records_the_held_claims_and_reports_the_lost_ones(make_task, worker_row):
+    make_task(), make_task(), make_task()
+    claimed = GenerationTask.claim_next(worker_row, limit=3)
+    (a, ta), (b, tb), (c, tc) = claimed
+    GenerationTask.objects.get(pk=b.pk).cancel()
+    lost = GenerationTask.complete_batch(
+        [(a, ta, "results/a.jpg", "image/jpeg", None), (b, tb, "results/b.jpg", "image/jpeg", None),
+         (c, uuid.uuid4(), "results/c.jpg", "image/jpeg", None)]
+    )
+    assert lost == {b.pk, c.pk}
+    statuses = dict(GenerationTask.objects.values_list("pk", "status"))
+    assert statuses == {a.pk: "completed", b.pk: "canceled", c.pk: "processing"}
+    assert Event.objects.filter(type="task_complete").count() == 1

@@ -74,9 +74,10 @@ def test_run_once_claims_and_completes_in_a_pinned_number_of_queries(make_task, 
     task = make_task()
     worker = Worker(worker_id="q")
     worker.register()
-    # claim: lock + update + seq + event; progress(50) check; complete: lock + update + seq + event;
-    # plus 4 savepoint statements that are BEGIN/COMMIT outside the test's wrapping transaction.
-    with django_assert_num_queries(13):
+    # claim: lock + update + event (seq and insert in one statement); progress(50) check;
+    # complete: lock + update + event; plus 4 savepoint statements that are BEGIN/COMMIT
+    # outside the test's wrapping transaction.
+    with django_assert_num_queries(11):
         assert worker.run_once() is True
     task.refresh_from_db()
     assert task.status == "completed"
