@@ -180,6 +180,22 @@ def main() -> None:
         "drain of 5,000: Celery ~940 jobs/s, procrastinate 360-500, django-tasks db_worker 250-350, bare SKIP LOCKED "
         "loop 570-790.",
         "",
+        "## Where the time goes",
+        "",
+        "- Pick-up: the worker LISTENs; the submit's transaction issues `pg_notify`, delivered at commit, and a",
+        "  listener thread wakes the idle runner at once (the 1 s poll is only a safety net).",
+        "- Drain: a claim and a finish are a transaction each, and each task writes two events (processing,",
+        "  completed) with the per-user seq. For tasks that take milliseconds the worker claims a batch worth",
+        "  `IMAGEGEN_PREFETCH_WINDOW` (0.25 s) of work in one transaction and records their results in one",
+        "  transaction with a single locking read (`GenerationTask.complete_batch`), so a commit (an fsync) is",
+        "  shared by up to 20 tasks; real image tasks (hundreds of ms) are never batched. The seq allocation and",
+        "  the event insert are one SQL statement (`Event.append`). Measured steps on the way, single process:",
+        "  one-at-a-time 102 tasks/s; batched claims 115; one-statement events 153; batched recording with one",
+        "  locking read 285-353.",
+        "- What remains is Python: the ORM's per-row `save()` (each state change is a save, so the one post_save",
+        "  receiver can write its event) and the channel-layer publish of every event (~15 % of a worker's CPU,",
+        "  measured by stubbing it out), on 2 cores shared with PostgreSQL and the second worker.",
+        "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
