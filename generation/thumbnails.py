@@ -3,26 +3,13 @@ served only through the admin's staff-checked image view."""
 from __future__ import annotations
 
 import io
-import threading
 
 from django.db.models.fields.files import FieldFile
 from PIL import Image, ImageOps
+from .engine.heif import enable_heif
 
 THUMB_SIDE = 160
 
-_heif_lock = threading.Lock()
-_heif_ready = False
-
-
-def _enable_heif() -> None:
-    # Lazily, as the upload check does: most admin requests never see a HEIC file.
-    global _heif_ready
-    with _heif_lock:
-        if not _heif_ready:
-            import pillow_heif
-
-            pillow_heif.register_heif_opener()
-            _heif_ready = True
 
 
 def thumbnail(field: FieldFile, side: int = THUMB_SIDE) -> tuple[bytes, str]:
@@ -32,7 +19,7 @@ def thumbnail(field: FieldFile, side: int = THUMB_SIDE) -> tuple[bytes, str]:
         head = fh.read(12)
         fh.seek(0)
         if head[4:8] == b"ftyp":
-            _enable_heif()
+            enable_heif()
         with Image.open(fh) as im:
             # JPEG decodes at 1/2..1/8 scale here: a 20 MB photo costs little to preview.
             im.draft("RGB", (side * 2, side * 2))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .base import EngineError
+from .heif import enable_heif
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +28,7 @@ MIN_TRANSPARENT_SHARE = 0.01
 
 _PLUGINS = ["JPEG", "PNG", "WEBP", "HEIF", "MPO"]
 
-_heif_lock = threading.Lock()
-_heif_ready = False
 _srgb_profile: ImageCms.ImageCmsProfile | None = None
-
-
-def _enable_heif() -> None:
-    # Lazily: loading libheif costs time and memory that JPEG-only workers never need.
-    global _heif_ready
-    with _heif_lock:
-        if not _heif_ready:
-            import pillow_heif
-
-            pillow_heif.register_heif_opener()
-            _heif_ready = True
 
 
 def _looks_like_heif(data: bytes) -> bool:
@@ -129,10 +116,10 @@ def load_rgb_alpha(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
     ``EngineError("image_too_large")`` above :data:`MAX_DECODE_PIXELS`.
     """
     if _looks_like_heif(data):
-        _enable_heif()
+        enable_heif()
     try:
         Image.init()
-        # Only registered plugins may be named (HEIF appears once _enable_heif ran).
+        # Only registered plugins may be named (HEIF appears once enable_heif ran).
         im = Image.open(io.BytesIO(data), formats=[f for f in _PLUGINS if f in Image.OPEN])
         if im.width * im.height > MAX_DECODE_PIXELS:
             raise EngineError(

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .heif import enable_heif
 
 logger = logging.getLogger(__name__)
 
@@ -65,22 +66,6 @@ class UploadRejected(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-_heif_lock = threading.Lock()
-_heif_registered = False
-
-
-def _register_heif() -> None:
-    # Lazily: importing pillow_heif loads libheif, which most processes
-    # (the web server answering JSON) never need.
-    global _heif_registered
-    with _heif_lock:
-        if not _heif_registered:
-            import pillow_heif
-
-            pillow_heif.register_heif_opener()
-            _heif_registered = True
 
 
 def _iso_bmff_brands(data: bytes) -> set[bytes]:
@@ -187,7 +172,7 @@ def check_upload(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int)
     fmt = sniff_format(data)
     plugin, content_type, extension, shown = _FORMATS[fmt]
     if fmt == "heic":
-        _register_heif()
+        enable_heif()
 
     damaged = UploadRejected(
         "truncated", f"The {shown} file is damaged or incomplete: upload the original file again."

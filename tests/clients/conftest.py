@@ -16,26 +16,12 @@ from django.conf import settings as django_settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
-from tests.conftest import product_photo, wait_until
+from tests.conftest import accepts, free_port, product_photo, wait_until
 
 BASE_DIR = Path(django_settings.BASE_DIR)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 QUICK = "tests.generation.backends.QuickBackend"
 SLOW = "tests.generation.backends.SlowBackend"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def redis_up() -> bool:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +14,7 @@ from django.conf import settings as django_settings
 from generation.models import GenerationTask
 from generation.worker import Worker
 from imagegen_site.metrics import start_metrics_server
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 
 from .builders import advance, worker_row
 
@@ -133,12 +132,6 @@ def test_it_serves_worker_metrics_on_their_own_port() -> None:
         server.server_close()
     assert "imagegen_task_run_seconds_bucket" in text
     assert sample(text, "imagegen_queue_stats_up") == 1  # its own database connection, closed after the scrape
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.django_db(transaction=True)
