@@ -11,9 +11,7 @@ event in the same transaction, so state fields must never be changed with
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +22,10 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from . import wakeup
+from .. import wakeup
+from .estimates import live_worker_capacity, recent_run_seconds
+from .transition_log import log_transition
+from .worker import Worker
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -54,40 +55,6 @@ def input_upload_to(instance: GenerationTask, filename: str) -> str:
 
 def result_upload_to(instance: GenerationTask, filename: str) -> str:
     return _image_path("results", filename.rsplit(".", 1)[-1].lower())
-
-
-class Worker(models.Model):
-    """One row per running worker process (a fresh row each start), kept alive by heartbeats."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=200)
-    host = models.CharField(max_length=255, default=socket.gethostname)
-    pid = models.PositiveIntegerField(default=os.getpid)
-    concurrency = models.PositiveSmallIntegerField(default=1)
-    embedded = models.BooleanField(default=False)
-    started_at = models.DateTimeField(default=timezone.now)
-    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
-    stopped_at = models.DateTimeField(null=True, blank=True)
-    tasks_done = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        ordering = ["-started_at"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.host}:{self.pid})"
-
-    def beat(self, tasks_done: int) -> None:
-        # Not task state: a plain UPDATE, no event.
-        self.last_heartbeat = timezone.now()
-        Worker.objects.filter(pk=self.pk).update(last_heartbeat=self.last_heartbeat, tasks_done=tasks_done)
-
-    def mark_stopped(self, tasks_done: int) -> None:
-        Worker.objects.filter(pk=self.pk).update(stopped_at=timezone.now(), tasks_done=tasks_done)
-
-    @classmethod
-    def live(cls, timeout: float | None = None) -> models.QuerySet[Worker]:
-        horizon = timezone.now() - timedelta(seconds=timeout or settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
-        return cls.objects.filter(stopped_at__isnull=True, last_heartbeat__gte=horizon)
 
 
 class TaskQuerySet(models.QuerySet["GenerationTask"]):
@@ -247,7 +214,7 @@ class GenerationTask(models.Model):
             with transaction.atomic():
                 task.save()
                 _announce_work()
-                _log_transition(task, ("status",))
+                log_transition(task, ("status",))
         except Exception:
             task.input_image.delete(save=False)
             if idempotency_key:
@@ -268,7 +235,7 @@ class GenerationTask(models.Model):
     def _save(self, *fields: str) -> None:
         self.updated_at = timezone.now()
         self.save(update_fields=[*fields, "updated_at"])
-        _log_transition(self, fields)
+        log_transition(self, fields)
 
     def _check_claim(self, token: uuid.UUID) -> None:
         if self.status != self.Status.PROCESSING or self.claim_token != token:
@@ -444,73 +411,6 @@ class GenerationTask(models.Model):
         return rescued
 
 
-def _log_transition(task: GenerationTask, changed: tuple[str, ...]) -> None:
-    """One structured line per change, written once it commits (a rolled-back change
-    did not happen). ``extra`` carries the fields for ``LOG_FORMAT=json``; progress
-    steps are many, so they log at DEBUG."""
-    level = logging.INFO if "status" in changed else logging.DEBUG
-    if not logger.isEnabledFor(level):
-        return
-    now = timezone.now()
-    # The worker's name only when it is already loaded: a query per log line is not worth it.
-    cached = GenerationTask.worker.is_cached(task) and task.worker is not None
-    worker = task.worker.name if cached else (str(task.worker_id) if task.worker_id else None)
-    fields = {
-        "event": "task_transition",
-        "task_id": task.pk,
-        "user_id": task.user_id,
-        "status": task.status,
-        "progress": task.progress,
-        "attempt": task.attempts,
-        "worker": worker,
-        "error_code": task.error_code,
-        "elapsed_ms": int((now - task.created_at).total_seconds() * 1000),
-        "run_ms": int((now - task.started_at).total_seconds() * 1000) if task.started_at else None,
-    }
-    transaction.on_commit(
-        lambda: logger.log(
-            level, "Task %d %s %d%% (user %d, worker %s, attempt %d, %dms since submit)",
-            fields["task_id"], fields["status"], fields["progress"], fields["user_id"], fields["worker"],
-            fields["attempt"], fields["elapsed_ms"], extra=fields,
-        )
-    )
-
-
-class QueueControl(models.Model):
-    """Operator switches for the whole queue: a single row (pk 1), created on first use.
-    Not task state: plain updates, no events."""
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
-    intake_paused = models.BooleanField(default=False)
-    intake_paused_at = models.DateTimeField(null=True, blank=True)
-    intake_paused_by = models.CharField(max_length=150, blank=True)
-    intake_reason = models.CharField(max_length=200, blank=True)
-    # When automatic retention last ran, so a fleet of workers purges at most every N minutes.
-    retention_ran_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        verbose_name = "queue control"
-
-    def __str__(self) -> str:
-        return "queue control (intake paused)" if self.intake_paused else "queue control"
-
-    @classmethod
-    def get(cls) -> QueueControl:
-        control, _ = cls.objects.get_or_create(pk=1)
-        return control
-
-    @classmethod
-    def is_intake_paused(cls) -> bool:
-        return cls.objects.filter(pk=1, intake_paused=True).exists()
-
-    def set_intake(self, *, paused: bool, by: str = "", reason: str = "") -> None:
-        self.intake_paused = paused
-        self.intake_paused_at = timezone.now() if paused else None
-        self.intake_paused_by = by[:150] if paused else ""
-        self.intake_reason = reason[:200] if paused else ""
-        self.save(update_fields=["intake_paused", "intake_paused_at", "intake_paused_by", "intake_reason"])
-
-
 def backoff_seconds(attempt: int) -> float:
     """Exponential backoff with equal jitter: base * 2^(attempt-1), capped, then 50-100 % of it."""
     base = settings.IMAGEGEN_RETRY_BASE_SECONDS
@@ -526,40 +426,3 @@ def _announce_work() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [wakeup.CHANNEL])
     transaction.on_commit(wakeup.local.notify)
-
-
-_recent_cache: dict[str, tuple[float, Any]] = {}
-
-
-def _cached(key: str, ttl: float, compute: Any) -> Any:
-    import time
-
-    now = time.monotonic()
-    hit = _recent_cache.get(key)
-    if hit is not None and now - hit[0] < ttl:
-        return hit[1]
-    value = compute()
-    _recent_cache[key] = (now, value)
-    return value
-
-
-def recent_run_seconds() -> float | None:
-    """Median run time of the last 50 completed tasks (cached for 10 s), for ETAs."""
-
-    def compute() -> float | None:
-        rows = list(
-            GenerationTask.objects.filter(status=GenerationTask.Status.COMPLETED, started_at__isnull=False)
-            .order_by("-finished_at")
-            .values_list("started_at", "finished_at")[:50]
-        )
-        durations = sorted((end - start).total_seconds() for start, end in rows if end)
-        return durations[len(durations) // 2] if durations else None
-
-    return _cached("run_seconds", 10.0, compute)
-
-
-def live_worker_capacity() -> int:
-    def compute() -> int:
-        return int(Worker.live().aggregate(n=models.Sum("concurrency"))["n"] or 0)
-
-    return _cached("capacity", 10.0, compute)

@@ -1,0 +1,19 @@
+"""The generation queue's models: tasks and their transitions, worker rows, queue switches."""
+from __future__ import annotations
+
+from .queue import QueueControl
+from .task import (
+    GenerationTask,
+    InvalidTransition,
+    LostClaim,
+    TaskQuerySet,
+    backoff_seconds,
+    input_upload_to,
+    result_upload_to,
+)
+from .worker import Worker
+
+__all__ = [
+    "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet", "Worker",
+    "backoff_seconds", "input_upload_to", "result_upload_to",
+]

@@ -1,0 +1,45 @@
+"""Worker processes: one row per running ``runworker`` (or embedded worker), kept alive by heartbeats."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Worker(models.Model):
+    """One row per running worker process (a fresh row each start), kept alive by heartbeats."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    host = models.CharField(max_length=255, default=socket.gethostname)
+    pid = models.PositiveIntegerField(default=os.getpid)
+    concurrency = models.PositiveSmallIntegerField(default=1)
+    embedded = models.BooleanField(default=False)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    tasks_done = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host}:{self.pid})"
+
+    def beat(self, tasks_done: int) -> None:
+        # Not task state: a plain UPDATE, no event.
+        self.last_heartbeat = timezone.now()
+        Worker.objects.filter(pk=self.pk).update(last_heartbeat=self.last_heartbeat, tasks_done=tasks_done)
+
+    def mark_stopped(self, tasks_done: int) -> None:
+        Worker.objects.filter(pk=self.pk).update(stopped_at=timezone.now(), tasks_done=tasks_done)
+
+    @classmethod
+    def live(cls, timeout: float | None = None) -> models.QuerySet[Worker]:
+        horizon = timezone.now() - timedelta(seconds=timeout or settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
+        return cls.objects.filter(stopped_at__isnull=True, last_heartbeat__gte=horizon)
