@@ -15,8 +15,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
+from imagegen_site.throttling import ScopedThrottle
 from notifications.models import EventCounter
 
 from .exceptions import Conflict
@@ -37,7 +37,7 @@ class DownloadNegotiation(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class SubmitThrottle(ScopedRateThrottle):
+class SubmitThrottle(ScopedThrottle):
     scope_attr = "throttle_scope"
 
     def allow_request(self, request: Request, view: Any) -> bool:

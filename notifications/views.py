@@ -26,11 +26,9 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, JsonResponse
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
-from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from imagegen_site.cache import process_cache
+from imagegen_site.throttling import ScopedThrottle
 
 from .events import group_name
 from .replay import Page, aread_page, parse_seq
@@ -43,16 +41,8 @@ MAX_WAIT = 30.0
 LAYER_DOWN_PAUSE = 2.0
 
 
-class EventsThrottle(ScopedRateThrottle):
-    @property  # type: ignore[override]
-    def cache(self) -> Any:
-        # Not DRF's context-local default cache: one backend per request would mean a
-        # Redis connection pool per long-poll (see imagegen_site.cache.process_cache).
-        return process_cache()
-
-    def get_rate(self) -> str | None:
-        # Read the rate now, not at import (DRF binds THROTTLE_RATES on the class).
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+class EventsThrottle(ScopedThrottle):
+    scope = "events"
 
 
 def error(status: int, detail: str, **headers: str) -> JsonResponse:

@@ -82,3 +82,15 @@ def test_channels_is_not_an_installed_app_so_our_runworker_wins():
     assert "channels" not in settings.INSTALLED_APPS
     assert settings.INSTALLED_APPS[0] == "daphne"
     assert get_commands()["runworker"] == "generation"
+
+
+def test_every_throttle_keeps_its_history_in_the_one_process_cache():
+    # DRF's default is the context-local cache: a Redis connection pool per ASGI request.
+    from rest_framework.settings import api_settings
+
+    from generation.views import SubmitThrottle
+    from imagegen_site.cache import process_cache
+    from notifications.views import EventsThrottle
+
+    for cls in [*api_settings.DEFAULT_THROTTLE_CLASSES, SubmitThrottle, EventsThrottle]:
+        assert cls().cache is process_cache(), cls

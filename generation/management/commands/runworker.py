@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 from types import FrameType
@@ -71,7 +72,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         try:
-            worker.run()
+            # Long-lived objects loaded so far (Django, the app, the engine) need not be
+        # scanned by every full collection: those pauses delay event pushes by 60-80 ms.
+        gc.collect()
+        gc.freeze()
+        worker.run()
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
