@@ -138,6 +138,10 @@ class Worker:
             self._shutdown()
             connection.close()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         """Stop claiming; in-flight tasks finish within the grace period (see ``run``)."""
         if not self._stopping.is_set():

@@ -64,19 +64,19 @@ class Command(BaseCommand):
         worker = Worker(concurrency=concurrency, burst=burst, worker_id=worker_id)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            if worker._stopping.is_set():
+            if worker.stopping:
                 self.stderr.write("Second signal: exiting now; the heartbeat timeout recovers unfinished tasks.")
                 os._exit(1)
             worker.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        try:
-            # Long-lived objects loaded so far (Django, the app, the engine) need not be
-        # scanned by every full collection: those pauses delay event pushes by 60-80 ms.
+        # Long-lived objects loaded so far (Django, the app) need not be scanned by
+        # every full collection: those pauses delayed event pushes by 60-80 ms.
         gc.collect()
         gc.freeze()
-        worker.run()
+        try:
+            worker.run()
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
