@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,27 +14,13 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from tests.conftest import wait_until
+from tests.conftest import accepts, free_port, wait_until
 from tests.notifications.support import isolate_channel_layer, terminate_other_sessions
 
 isolate_channel_layer()
 
 BASE_DIR = Path(django_settings.BASE_DIR)
 QUICK = "tests.generation.backends.QuickBackend"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class Cluster:
