@@ -169,7 +169,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         backlog = send_backlog(self.base_send)
         if backlog is None or backlog <= settings.IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES:
             return False
-        logger.warning("Closing slow WebSocket of user %s: %d bytes unsent", self.user_id, backlog)
+        logger.warning("Closing slow WebSocket of user %s with %d: %d bytes unsent", self.user_id, CLOSE_TOO_SLOW, backlog)
         await self._close(CLOSE_TOO_SLOW)
         return True
 

@@ -100,18 +100,26 @@ def test_a_client_that_stops_reading_is_closed_with_4008_instead_of_buffered(clu
     sock.sendall(b"".join(protocol.data_to_send()))
     # ... and never read, until the server has given up on us.
     wait_until(lambda: "Closing slow WebSocket" in cluster.log("daphne"), timeout=60)
-    events, close = 0, None
+    events, close, reset = 0, None, False
     sock.settimeout(20)
-    while close is None:
-        data = sock.recv(1 << 20)
-        if not data:
-            break
-        protocol.receive_data(data)
-        for received in protocol.events_received():
-            if getattr(received, "opcode", None) is not None and received.opcode.name == "CLOSE":
-                close = Close.parse(received.data)
-            elif hasattr(received, "data") and received.data[:1] == b"{":
-                events += 1
+    try:
+        while close is None:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            protocol.receive_data(data)
+            for received in protocol.events_received():
+                if getattr(received, "opcode", None) is not None and received.opcode.name == "CLOSE":
+                    close = Close.parse(received.data)
+                elif hasattr(received, "data") and received.data[:1] == b"{":
+                    events += 1
+    except ConnectionResetError:
+        # On a loaded machine daphne's close handshake can time out before we read
+        # its close frame; it then resets the connection and the frame is lost with it.
+        reset = True
     sock.close()
-    assert close is not None and close.code == 4008
-    assert 0 < events < 30_000  # it stopped early instead of buffering the whole replay
+    if reset:
+        assert "Closing slow WebSocket of user %d with 4008" % user.pk in cluster.log("daphne")
+    else:
+        assert close is not None and close.code == 4008 and events > 0
+    assert events < 30_000  # it stopped early instead of buffering the whole replay
