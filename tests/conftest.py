@@ -24,6 +24,15 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     _set_suffix_to_test_databases(suffix=str(os.getpid()))
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item (``item.rep_call``), so fixtures that run
+    servers can print their logs when the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings: Any, tmp_path: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -127,13 +127,6 @@ def live_server_factory(transactional_db: Any, subprocess_env: dict[str, str], t
             print(f"--- daphne ---\n{server.tail('daphne')}\n--- worker ---\n{server.tail('worker')}")
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def seller(django_user_model: Any) -> Any:
     # A random id: Redis pub/sub channels are shared by every test run on this

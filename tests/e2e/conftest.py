@@ -100,13 +100,6 @@ def _drop_pool_connections(django_db_setup: Any, django_db_blocker: Any) -> Iter
         terminate_other_sessions()
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def make_user(django_user_model: Any) -> Any:
     def make() -> Any:
