@@ -12,31 +12,34 @@ from PIL import Image
 from generation.engine.base import BackendConfig, EngineError, GenerationResult, ProgressCallback
 
 
+class TestBackend:
+    """Base of the test backends: constructed like any backend, configuration unused."""
+
+    __test__ = False  # not a pytest test class despite its name
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+
 def white_jpeg(side: int = 64) -> GenerationResult:
     buf = io.BytesIO()
     Image.new("RGB", (side, side), (255, 255, 255)).save(buf, "JPEG")
     return GenerationResult(buf.getvalue(), "image/jpeg", "jpg", side, side, None)
 
 
-class QuickBackend:
+class QuickBackend(TestBackend):
     name = "quick"
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         progress(50)
         return white_jpeg()
 
 
-class SlowBackend:
+class SlowBackend(TestBackend):
     """Works for TEST_BACKEND_SECONDS (default 60), reporting progress every 50 ms,
     so a cancel or a lost claim is noticed at the next step."""
 
     name = "slow"
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         total = float(os.environ.get("TEST_BACKEND_SECONDS", "60"))
@@ -49,15 +52,12 @@ class SlowBackend:
         return white_jpeg()
 
 
-class GatedBackend:
+class GatedBackend(TestBackend):
     """Signals ``started``, then reports progress until ``release`` is set (in-process tests)."""
 
     name = "gated"
     started = threading.Event()
     release = threading.Event()
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         progress(10)
@@ -69,16 +69,13 @@ class GatedBackend:
         return white_jpeg()
 
 
-class FlakyBackend:
+class FlakyBackend(TestBackend):
     """Raises the configured EngineError for the first ``failures`` calls, then succeeds."""
 
     name = "flaky"
     failures = 1
     error = EngineError("upstream_timeout", "The upstream timed out.", transient=True)
     calls = 0
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         cls = type(self)
@@ -88,23 +85,17 @@ class FlakyBackend:
         return white_jpeg()
 
 
-class CrashingBackend:
+class CrashingBackend(TestBackend):
     name = "crashing"
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         raise ZeroDivisionError("bug")
 
 
-class CancelLastBackend:
+class CancelLastBackend(TestBackend):
     """On its first call, cancels the newest pending-or-processing task (one waiting in the batch)."""
 
     name = "cancel-last"
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     calls = 0
 
@@ -119,14 +110,11 @@ class CancelLastBackend:
         return white_jpeg()
 
 
-class CancelFirstOnSecondCallBackend:
+class CancelFirstOnSecondCallBackend(TestBackend):
     """On its second call, cancels the task it produced first (done, not yet recorded)."""
 
     name = "cancel-first"
     calls = 0
-
-    def __init__(self, config: BackendConfig) -> None:
-        pass
 
     def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
         from generation.models import GenerationTask
