@@ -2,13 +2,16 @@
 
 Pure image work: nothing here (or anywhere under ``engine/``) imports a Django
 model or publishes an event. The worker hands a backend the input bytes, the
-validated options and a progress callback; the backend returns the finished,
+parsed :class:`~generation.engine.spec.JobSpec` and a progress callback; the backend returns the finished,
 encoded image or raises :class:`EngineError`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from .spec import JobSpec
 
 #: Called by a backend at real stage boundaries with a percentage (0-100).
 #: It may raise (for example when the task was canceled meanwhile): backends
@@ -23,8 +26,18 @@ class GenerationResult:
     extension: str  # "jpg", "png", "webp" (no dot)
     width: int
     height: int
-    #: {"preset": str, "passed": bool, "checks": {name: {"passed": bool, "value": ..., ...}}} or None
+    #: {"preset": str, "passed": bool, "checks": {name: {"passed": bool, "value": ..., ...}},
+    #: "needs_review": bool, "cut_confidence": float, "review_reasons": [{"code", "message"}]} or None
     compliance: dict[str, Any] | None = None
+    #: 8-bit greyscale PNG of the product mask at the input's resolution (after EXIF orientation), or None.
+    mask: bytes | None = None
+    #: What made the result: {"backend", "segmenter", "model", "model_sha256", "version"}.
+    engine: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_review(self) -> bool:
+        """Whether the engine itself doubts the cut-out (a person should look)."""
+        return bool((self.compliance or {}).get("needs_review", False))
 
 
 class EngineError(Exception):
@@ -42,14 +55,22 @@ class EngineError(Exception):
 
 
 class InvalidOptions(ValueError):
-    """Task options rejected at submit time (becomes a 400, never a failed task)."""
+    """Task options rejected at submit time (becomes a 400 naming ``field``, never a failed task).
+
+    ``str(exc)`` is a full sentence for the seller.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
 
 
 class Backend(Protocol):
     name: str
 
     def generate(
-        self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback
+        self, image: bytes, job: JobSpec, progress: ProgressCallback
     ) -> GenerationResult: ...
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .base import EngineError, GenerationResult, ProgressCallback
 from .encode import CONTENT_TYPES, encode_canvas
-from .presets import fill_from_margin, preset_for, validate_options
+from .spec import RenderSpec
+
+if TYPE_CHECKING:
+    from .cut import Cut
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +117,16 @@ def _steepen(ink: np.ndarray, coverage: np.ndarray, scale: float) -> None:
     coverage[ys, xs] = (new + 0.5).astype(np.uint8)
 
 
-def render_canvas(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any], *,
+def render_canvas(rgb: np.ndarray, matte: np.ndarray, spec: RenderSpec, *,
                   straight_alpha: bool = False) -> np.ndarray:
-    """The white square canvas (HxWx3 uint8) with the product scaled and centred per ``options``."""
-    size = int(options["size"])
+    """The white square canvas (HxWx3 uint8) with the product scaled and centred per ``spec``."""
+    size = spec.size
     matte = normalise_matte(matte)
     top, bottom, left, right = _product_box(matte > 0)
     crop_m = np.ascontiguousarray(matte[top:bottom, left:right])
     layers = ink_layers(np.ascontiguousarray(rgb[top:bottom, left:right]), crop_m, straight_alpha)
 
-    target = max(1, round(fill_from_margin(float(options["margin"])) * size))
+    target = max(1, round(spec.fill * size))
     scale = target / max(bottom - top, right - left)
     if abs(scale - 1.0) > 1e-9:
         new_w = min(size, max(1, round((right - left) * scale)))
@@ -151,36 +154,34 @@ def render_canvas(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any]
     return canvas
 
 
-def finish(rgb: np.ndarray, matte: np.ndarray, options: Mapping[str, Any] | None,
+def finish(rgb: np.ndarray, cut: Cut, spec: RenderSpec,
            progress: ProgressCallback | None = None, *, straight_alpha: bool = False) -> GenerationResult:
     """Composite the matted product on exactly #FFFFFF, fit it to the preset, encode, check.
 
     ``rgb`` is HxWx3 uint8 sRGB; ``matte`` HxW, float 0..1 or uint8 0..255.
     Pass ``straight_alpha=True`` when ``rgb``/``matte`` come from a file's own
-    transparency (its edge colours are already the product's). ``options``
-    are validated again here (idempotent), so an empty dict means the
-    defaults. Calls ``progress(70)`` once composed and ``progress(90)`` once
+    transparency (its edge colours are already the product's). Calls ``progress(70)`` once composed and ``progress(90)`` once
     encoded and checked, letting any exception from it propagate; the caller
     reports 100. ``result.compliance`` is the report on the written bytes.
     """
     started = time.perf_counter()
-    opts = validate_options(options or {})
-    preset = preset_for(opts)
+    preset = spec.preset_def
+    matte = cut.matte
     if matte.shape != rgb.shape[:2]:
         raise ValueError(f"matte {matte.shape} does not match image {rgb.shape[:2]}")
-    canvas = render_canvas(rgb, matte, opts, straight_alpha=straight_alpha)
+    canvas = render_canvas(rgb, matte, spec, straight_alpha=straight_alpha)
     if progress is not None:
         progress(70)
-    data, report = encode_canvas(canvas, preset, opts["format"])
+    data, report = encode_canvas(canvas, preset, spec.format)
     if progress is not None:
         progress(90)
     if not report["passed"]:
         failed = sorted(k for k, v in report["checks"].items() if not v["passed"])
         logger.warning("Output fails %s compliance: %s", preset.name, ", ".join(failed))
-    content_type, extension = CONTENT_TYPES[opts["format"]]
-    logger.debug("Composed %s %dpx %s, %d bytes (%dms)", preset.name, opts["size"], opts["format"],
+    content_type, extension = CONTENT_TYPES[spec.format]
+    logger.debug("Composed %s %dpx %s, %d bytes (%dms)", preset.name, spec.size, spec.format,
                 len(data), (time.perf_counter() - started) * 1000)
     return GenerationResult(
         data=data, content_type=content_type, extension=extension,
-        width=opts["size"], height=opts["size"], compliance=report,
+        width=spec.size, height=spec.size, compliance=report,
     )

@@ -81,6 +81,15 @@ def _jpeg(im: Image.Image, preset: Preset) -> tuple[bytes, dict[str, Any], int]:
         quality = ladder.pop(0)
 
 
+def encode_mask(matte: np.ndarray) -> bytes:
+    """An 8-bit greyscale PNG of ``matte`` (HxW, float 0..1 or uint8 0..255), 255 = product."""
+    m = matte if matte.dtype == np.uint8 else np.clip(matte.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    # Level 1: a mask is mostly flat runs, so it compresses well at once (and is not on a size budget).
+    Image.fromarray(np.ascontiguousarray(m), "L").save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def encode_canvas(canvas: np.ndarray, preset: Preset, fmt: str) -> tuple[bytes, dict[str, Any]]:
     """``(data, compliance report)`` for an HxWx3 uint8 canvas in ``fmt``.
 

@@ -38,8 +38,9 @@ from .base import BackendConfig, EngineError, GenerationResult, ProgressCallback
 from .compose import finish
 from .decode import load_rgb_alpha
 from .fidelity import FidelityReport, FidelityThresholds, compare_products
-from .presets import validate_options
+from .cut import Cut
 from .segment import segment_product
+from .spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class GeminiBackend:
             self._client.close()
 
     def generate(
-        self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback
+        self, image: bytes, job: JobSpec, progress: ProgressCallback
     ) -> GenerationResult:
         """The finished marketplace image, with ``checks["product_fidelity"]`` in its compliance.
 
@@ -131,7 +132,7 @@ class GeminiBackend:
             raise EngineError(
                 "upstream_error", "The Gemini backend has no API key: set GEMINI_API_KEY.", transient=False
             )
-        opts = validate_options(options)
+        spec = job.outputs[0]
         rgb, alpha = load_rgb_alpha(image)
         in_matte = segment_product(rgb, alpha)
 
@@ -162,8 +163,10 @@ class GeminiBackend:
                 raise EngineError("product_altered", report.describe(), transient=False)
 
         # The same finishing as the local backend; it reports 70 (composed) and 90 (encoded, checked).
-        result = finish(out_rgb, out_matte, opts, progress, straight_alpha=out_alpha is not None)
-        result = dataclasses.replace(result, compliance=_with_fidelity(result.compliance, report, opts))
+        cut = Cut(matte=out_matte, shadow=None, confidence=1.0, review_reasons=(),
+                  segmenter="classical", model=None, model_sha256=None)
+        result = finish(out_rgb, cut, spec, progress, straight_alpha=out_alpha is not None)
+        result = dataclasses.replace(result, compliance=_with_fidelity(result.compliance, report, spec.preset))
         progress(100)
         return result
 
@@ -268,7 +271,7 @@ def _decode_answer(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _with_fidelity(
-    compliance: dict[str, Any] | None, report: FidelityReport, opts: Mapping[str, Any]
+    compliance: dict[str, Any] | None, report: FidelityReport, preset: str
 ) -> dict[str, Any]:
     """The compliance report with the fidelity check added.
 
@@ -276,7 +279,7 @@ def _with_fidelity(
     report as a whole and is repeated under ``"fidelity"``: a listing that shows
     another product is not marketplace-ready, whatever its background.
     """
-    out = dict(compliance or {"preset": opts["preset"], "passed": True, "checks": {}})
+    out = dict(compliance or {"preset": preset, "passed": True, "checks": {}})
     check = report.as_check()
     out["checks"] = {**(out.get("checks") or {}), "product_fidelity": check}
     if not report.passed:

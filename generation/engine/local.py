@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
-
 from .base import BackendConfig, GenerationResult, ProgressCallback
 from .compose import finish
+from .cut import Cut
 from .decode import load_rgb_alpha
-from .presets import validate_options
 from .segment import segment_product
+from .spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ class LocalBackend:
         self.config = config
 
     def generate(
-        self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback
+        self, image: bytes, job: JobSpec, progress: ProgressCallback
     ) -> GenerationResult:
         """Cut out the product in ``image`` and render it per ``options``.
 
@@ -36,18 +35,18 @@ class LocalBackend:
         ``progress`` propagate, which is how a canceled task stops here.
         """
         started = time.perf_counter()
-        # Options were validated at submit time; normalising again is
-        # idempotent and fills the defaults when a caller passes {}.
-        opts = validate_options(options or {})
+        spec = job.outputs[0]
         rgb, alpha = load_rgb_alpha(image)
         progress(10)
         matte = segment_product(rgb, alpha)
         progress(40)
-        result = finish(rgb, matte, opts, progress, straight_alpha=alpha is not None)
+        cut = Cut(matte=matte, shadow=None, confidence=1.0, review_reasons=(),
+                  segmenter="classical", model=None, model_sha256=None)
+        result = finish(rgb, cut, spec, progress, straight_alpha=alpha is not None)
         progress(100)
         logger.info(
             "Local engine: %dx%d -> %s %dpx, compliance %s (%dms)",
-            rgb.shape[1], rgb.shape[0], opts["preset"], opts["size"],
+            rgb.shape[1], rgb.shape[0], spec.preset, spec.size,
             "passed" if result.compliance and result.compliance["passed"] else "FAILED",
             (time.perf_counter() - started) * 1000,
         )

@@ -7,11 +7,10 @@ commits and events rather than OpenCV.
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping
-
 from PIL import Image
 
 from .base import BackendConfig, GenerationResult, ProgressCallback
+from .spec import JobSpec
 
 _SIDE = 8
 
@@ -32,10 +31,10 @@ class NoopBackend:
         self.config = config
 
     def generate(
-        self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback
+        self, image: bytes, job: JobSpec, progress: ProgressCallback
     ) -> GenerationResult:
         progress(100)
         return GenerationResult(
             data=_WHITE_JPEG, content_type="image/jpeg", extension="jpg",
-            width=_SIDE, height=_SIDE, compliance=None,
+            width=_SIDE, height=_SIDE, compliance=None, engine={"backend": self.name},
         )

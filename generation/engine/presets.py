@@ -1,4 +1,4 @@
-"""Marketplace presets and the validation of a task's options.
+"""Marketplace presets.
 
 One preset shapes the single master rendering of a task: the square canvas,
 how much of it the product fills, the file format and the byte limits. The
@@ -7,14 +7,11 @@ checker (``compliance.check``), so what we render and what we verify cannot
 drift apart. ``docs/presets.md`` shows this table to sellers; keep both in step
 (``tests/generation/test_engine_presets.py`` compares them).
 
-Options are validated at submit time (a bad value is a 400, never a failed
-task) and the normalised dict, with every default filled in, is what the
-worker later hands to the backend. Normalising an already normalised dict
-returns it unchanged, so backends may call :func:`validate_options` again.
+A task's options are parsed against this table once, at submit time, by
+``spec.parse_job``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -28,11 +25,6 @@ ENGINE_MAX_SIZE = 4000
 #: ``margin`` option range, in percent of the canvas side left empty along the
 #: product's long axis (split evenly between both sides): fill = 1 - margin/100.
 MARGIN_RANGE = (0.0, 40.0)
-
-FORMATS = ("jpeg", "png", "webp")
-_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
-
-OPTION_KEYS = ("preset", "size", "format", "margin")
 
 
 @dataclass(frozen=True)
@@ -136,90 +128,15 @@ def fill_from_margin(margin: float) -> float:
     return 1.0 - margin / 100.0
 
 
-def _blank(value: Any) -> bool:
-    # Multipart forms send empty fields for untouched inputs: treat as "not given".
-    return value is None or (isinstance(value, str) and value.strip() == "")
-
-
-def _parse_size(value: Any, preset: Preset) -> int:
-    if isinstance(value, bool):
-        raise InvalidOptions(f"size must be a whole number of pixels, not {value!r}.")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, float) and value.is_integer():
-        size = int(value)
-    elif isinstance(value, str) and value.strip().removesuffix("px").strip().isdigit():
-        size = int(value.strip().removesuffix("px").strip())
-    else:
-        raise InvalidOptions(f"size must be a whole number of pixels, not {value!r}.")
-    if preset.exact_size and size != preset.min_size:
-        raise InvalidOptions(
-            f"size must be exactly {preset.min_size} for the {preset.name} preset, not {size}."
-        )
-    if not preset.min_size <= size <= preset.max_size:
-        raise InvalidOptions(
-            f"size must be between {preset.min_size} and {preset.max_size} px for the "
-            f"{preset.name} preset, not {size}."
-        )
-    return size
-
-
-def _parse_format(value: Any, preset: Preset) -> str:
-    if not isinstance(value, str) or value.strip().lower() not in _FORMAT_ALIASES:
-        raise InvalidOptions(f"format must be one of {', '.join(FORMATS)}, not {value!r}.")
-    fmt = _FORMAT_ALIASES[value.strip().lower()]
-    if fmt not in preset.formats:
-        raise InvalidOptions(
-            f"format {fmt} is not accepted by the {preset.name} preset; "
-            f"use {' or '.join(preset.formats)}."
-        )
-    return fmt
-
-
-def _parse_margin(value: Any) -> float:
-    low, high = MARGIN_RANGE
-    if isinstance(value, bool):
-        raise InvalidOptions(f"margin must be a percentage between {low:g} and {high:g}, not {value!r}.")
-    try:
-        margin = float(value.strip().removesuffix("%")) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptions(
-            f"margin must be a percentage between {low:g} and {high:g}, not {value!r}."
-        ) from None
-    if not math.isfinite(margin) or not low <= margin <= high:
-        raise InvalidOptions(f"margin must be a percentage between {low:g} and {high:g}, not {value!r}.")
-    return margin
-
-
 def validate_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Normalise task options or raise :class:`InvalidOptions` naming the field.
+    """The stored form of ``raw`` (transition wrapper around :func:`spec.parse_job`).
 
-    Returns ``{"preset": str, "size": int, "format": "jpeg"|"png"|"webp",
-    "margin": float}``, where ``margin`` is the percentage of the canvas side
-    left empty along the product's long axis (the preset's own value when not
-    overridden). A margin outside what the marketplace accepts is allowed (the
-    seller asked for it) and shows up as a failed ``fill`` compliance check.
+    Kept for one transition, for callers that still store the dict themselves;
+    new code parses with ``parse_job`` and hands the engine the ``JobSpec``.
     """
-    raw = dict(raw or {})
-    unknown = sorted(str(k) for k in raw if k not in OPTION_KEYS)
-    if unknown:
-        raise InvalidOptions(
-            f"unknown option(s): {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}."
-        )
+    from .spec import parse_job  # spec imports this table; a late import avoids the cycle
 
-    name = raw.get("preset")
-    if _blank(name):
-        name = DEFAULT_PRESET
-    if not isinstance(name, str) or name.strip().lower() not in PRESETS:
-        raise InvalidOptions(f"preset must be one of {', '.join(PRESETS)}, not {name!r}.")
-    preset = PRESETS[name.strip().lower()]
-
-    size = preset.default_size if _blank(raw.get("size")) else _parse_size(raw["size"], preset)
-    fmt = preset.formats[0] if _blank(raw.get("format")) else _parse_format(raw["format"], preset)
-    margin = (
-        preset.default_margin(size) if _blank(raw.get("margin")) else _parse_margin(raw["margin"])
-    )
-    return {"preset": preset.name, "size": size, "format": fmt, "margin": margin}
+    return parse_job(raw).to_options()
 
 
 def preset_for(options: Mapping[str, Any] | str) -> Preset:
@@ -228,4 +145,4 @@ def preset_for(options: Mapping[str, Any] | str) -> Preset:
     try:
         return PRESETS[str(name).lower()]
     except KeyError:
-        raise InvalidOptions(f"preset must be one of {', '.join(PRESETS)}, not {name!r}.") from None
+        raise InvalidOptions("preset", f"preset must be one of {', '.join(PRESETS)}, not {name!r}.") from None

@@ -5,11 +5,12 @@ import io
 import os
 import threading
 import time
-from typing import Any, Mapping
 
 from PIL import Image
 
 from generation.engine.base import BackendConfig, EngineError, GenerationResult, ProgressCallback
+from generation.engine.spec import JobSpec
+from generation.engine.spec import JobSpec
 
 
 class TestBackend:
@@ -30,7 +31,7 @@ def white_jpeg(side: int = 64) -> GenerationResult:
 class QuickBackend(TestBackend):
     name = "quick"
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         progress(50)
         return white_jpeg()
 
@@ -41,7 +42,7 @@ class SlowBackend(TestBackend):
 
     name = "slow"
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         total = float(os.environ.get("TEST_BACKEND_SECONDS", "60"))
         deadline = time.monotonic() + total
         step = 1
@@ -59,7 +60,7 @@ class GatedBackend(TestBackend):
     started = threading.Event()
     release = threading.Event()
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         progress(10)
         type(self).started.set()
         step = 11
@@ -77,7 +78,7 @@ class FlakyBackend(TestBackend):
     error = EngineError("upstream_timeout", "The upstream timed out.", transient=True)
     calls = 0
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         cls = type(self)
         cls.calls += 1
         if cls.calls <= cls.failures:
@@ -88,7 +89,7 @@ class FlakyBackend(TestBackend):
 class CrashingBackend(TestBackend):
     name = "crashing"
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         raise ZeroDivisionError("bug")
 
 
@@ -99,7 +100,7 @@ class CancelLastBackend(TestBackend):
 
     calls = 0
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         from generation.models import GenerationTask
 
         type(self).calls += 1
@@ -116,7 +117,7 @@ class CancelFirstOnSecondCallBackend(TestBackend):
     name = "cancel-first"
     calls = 0
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         from generation.models import GenerationTask
 
         cls = type(self)
@@ -124,3 +125,62 @@ class CancelFirstOnSecondCallBackend(TestBackend):
         if cls.calls == 2:
             GenerationTask.objects.filter(status="processing").order_by("id").first().cancel()
         return white_jpeg()
+
+
+class ReviewBackend(TestBackend):
+    """A backend that doubts its own cut-out, as the local engine does on a hard photo.
+
+    Without a hint it "cuts" the middle half of the photo and reports it as needing a
+    person's look (with reasons, a failed ``fill`` check and a low confidence); a flat
+    photo (no contrast at all: nothing to cut) is refused with ``no_product_found``.
+    With ``hint_box`` it cuts exactly that box and reports a clean, passed result.
+    The mask is an 8-bit greyscale PNG at the photo's oriented size, like the real one.
+    """
+
+    name = "review"
+    REASONS = [
+        {"code": "touches_frame", "message": "The cut-out touches the edge of the photo: part of the product may be missing."},
+        {"code": "low_confidence", "message": "The outline of the product is unclear against this background."},
+    ]
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        from PIL import ImageOps, ImageStat
+
+        with Image.open(io.BytesIO(image)) as im:
+            photo = ImageOps.exif_transpose(im).convert("RGB")
+        progress(30)
+        width, height = photo.size
+        hint = job.hint_box
+        if hint is None and max(ImageStat.Stat(photo.convert("L")).stddev) < 1.0:
+            raise EngineError("no_product_found", "No product stands out from the background of this photo.")
+        box = tuple(hint) if hint is not None else (width // 4, height // 4, 3 * width // 4, 3 * height // 4)
+        mask = Image.new("L", (width, height), 0)
+        mask.paste(255, box)
+        mask_png = io.BytesIO()
+        mask.save(mask_png, "PNG")
+
+        cut = photo.crop(box)
+        cut.thumbnail((200, 200))
+        canvas = Image.new("RGB", (256, 256), (255, 255, 255))
+        canvas.paste(cut, ((256 - cut.width) // 2, (256 - cut.height) // 2))
+        out = io.BytesIO()
+        canvas.save(out, "JPEG", quality=92)
+
+        doubtful = hint is None
+        compliance = {
+            "preset": job.outputs[0].preset,
+            "passed": not doubtful,
+            "checks": {
+                "format": {"passed": True, "value": "jpeg", "expected": ["jpeg", "png"]},
+                "background_white": {"passed": True, "value": {"off_white_pixels": 0}, "expected": {"off_white_pixels": 0}},
+                "fill": {"passed": not doubtful, "value": 0.62 if doubtful else 0.85, "expected": [0.8, 0.95]},
+                "centred": {"passed": True, "value": 0.5, "expected": "<= 2.56 px"},
+            },
+            "needs_review": doubtful,
+            "cut_confidence": 0.41 if doubtful else 0.93,
+            "review_reasons": list(self.REASONS) if doubtful else [],
+        }
+        return GenerationResult(
+            out.getvalue(), "image/jpeg", "jpg", 256, 256, compliance, mask=mask_png.getvalue(),
+            engine={"backend": "review", "segmenter": "classical", "model": None, "model_sha256": None, "version": "test"},
+        )

@@ -11,10 +11,11 @@ import pytest
 from generation.engine.base import BackendConfig, EngineError
 from generation.engine.fidelity import compare_products
 from generation.engine.gemini import GeminiBackend
+from generation.engine.spec import parse_job
 from tests.generation import scenes
 from tests.generation.fake_gemini import FakeGemini
 
-OPTIONS = {"preset": "amazon", "size": 1000}
+OPTIONS = parse_job({"preset": "amazon", "size": 1000})
 
 
 def on_white(

@@ -13,11 +13,12 @@ from PIL import Image
 
 from generation.engine.base import BackendConfig, EngineError
 from generation.engine.gemini import PROMPT, REQUEST_MAX_SIDE, GeminiBackend
+from generation.engine.spec import parse_job
 from tests.generation import scenes
 from tests.generation.fake_gemini import FakeGemini
 
 API_KEY = "test-key-123"
-OPTIONS = {"preset": "amazon", "size": 1000}
+OPTIONS = parse_job({"preset": "amazon", "size": 1000})
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from generation.engine.compose import ink_layers, normalise_matte, render_canvas
 from generation.engine.decode import load_rgb_alpha
 from generation.engine.local import LocalBackend
 from generation.engine.noop import NoopBackend
-from generation.engine.presets import PRESETS, validate_options
+from generation.engine.presets import PRESETS
+from generation.engine.spec import parse_job
 from generation.engine.segment import segment_product
 
 from . import scenes
@@ -42,7 +43,7 @@ def decoded(result: GenerationResult) -> np.ndarray:
 
 
 def generate(backend: LocalBackend, data: bytes, options: dict[str, Any] | None = None) -> GenerationResult:
-    return backend.generate(data, options if options is not None else {}, lambda pct: None)
+    return backend.generate(data, parse_job(options), lambda pct: None)
 
 
 def assert_white_frame(out: np.ndarray) -> None:
@@ -225,7 +226,7 @@ def test_it_never_repaints_the_products_own_pixels() -> None:
     long_side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     size = 1000
     # A margin that makes the product exactly its own size on the canvas: no resampling.
-    opts = validate_options({"size": size, "margin": (1 - long_side / size) * 100, "format": "png"})
+    opts = parse_job({"size": size, "margin": (1 - long_side / size) * 100, "format": "png"}).outputs[0]
     out = render_canvas(scene.rgb, matte, opts)
     y0 = (size - (rows[-1] - rows[0] + 1)) // 2 - rows[0]
     x0 = (size - (cols[-1] - cols[0] + 1)) // 2 - cols[0]
@@ -254,7 +255,7 @@ def test_it_normalises_an_empty_options_dict_itself(backend: LocalBackend) -> No
 
 def test_it_reports_progress_in_increasing_steps(backend: LocalBackend) -> None:
     seen: list[int] = []
-    backend.generate(scenes.shadowed().encode(), {"size": 1000}, seen.append)
+    backend.generate(scenes.shadowed().encode(), parse_job({"size": 1000}), seen.append)
     assert seen == [10, 40, 70, 90, 100]
 
 
@@ -272,14 +273,14 @@ def test_it_lets_an_exception_from_progress_propagate(backend: LocalBackend, at:
             raise Canceled
 
     with pytest.raises(Canceled):
-        backend.generate(scenes.shadowed().encode(), {"size": 1000}, progress)
+        backend.generate(scenes.shadowed().encode(), parse_job({"size": 1000}), progress)
     assert seen[-1] == at
 
 
 def test_it_fails_fast_with_no_product_found_through_the_backend(backend: LocalBackend) -> None:
     seen: list[int] = []
     with pytest.raises(EngineError) as exc:
-        backend.generate(scenes.low_contrast().encode(), {}, seen.append)
+        backend.generate(scenes.low_contrast().encode(), parse_job({}), seen.append)
     assert exc.value.code == "no_product_found"
     assert seen == [10]
 
@@ -350,7 +351,7 @@ def test_it_is_loadable_by_name() -> None:
 
 def test_the_noop_backend_returns_a_white_jpeg_at_once() -> None:
     seen: list[int] = []
-    result = NoopBackend(BackendConfig()).generate(b"ignored", {}, seen.append)
+    result = NoopBackend(BackendConfig()).generate(b"ignored", parse_job({}), seen.append)
     assert seen == [100] and result.content_type == "image/jpeg"
     im = Image.open(io.BytesIO(result.data))
     assert im.format == "JPEG" and im.size == (result.width, result.height)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
 
 from generation.engine.base import BackendConfig, GenerationResult, ProgressCallback
+from generation.engine.spec import JobSpec
 from tests.generation.backends import white_jpeg
 
 
@@ -19,7 +19,7 @@ class ChattyBackend:
     def __init__(self, config: BackendConfig) -> None:
         pass
 
-    def generate(self, image: bytes, options: Mapping[str, Any], progress: ProgressCallback) -> GenerationResult:
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         cls = type(self)
         deadline = time.monotonic() + cls.seconds
         step = 1

@@ -1,0 +1,146 @@
+"""Task options parsed once at the boundary: defaults, aliases, one clear error per bad field, the stored form."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from generation.engine.base import InvalidOptions
+from generation.engine.presets import PRESETS, validate_options
+from generation.engine.spec import JobSpec, RenderSpec, parse_job
+
+
+def only(job: JobSpec) -> RenderSpec:
+    assert len(job.outputs) == 1
+    return job.outputs[0]
+
+
+def test_it_fills_every_default_from_an_empty_dict() -> None:
+    job = parse_job({})
+    assert job.hint_box is None
+    assert only(job) == RenderSpec(name="amazon", preset="amazon", size=2000, format="jpeg", margin=14.0,
+                                   background="white", fit="preset", shadow="remove")
+    assert parse_job(None) == job
+    assert job.to_options() == {"preset": "amazon", "size": 2000, "format": "jpeg", "margin": 14.0,
+                                "background": "white", "fit": "preset", "shadow": "remove", "hint_box": None}
+
+
+def test_it_normalises_multipart_strings_and_aliases() -> None:
+    raw = {"preset": " Walmart ", "size": "1600px", "format": "JPG", "margin": "12.5%",
+           "background": " White", "fit": "CANVAS", "shadow": "none", "hint_box": " 10, 20 ,300,400 "}
+    job = parse_job(raw)
+    assert only(job) == RenderSpec(name="walmart", preset="walmart", size=1600, format="jpeg", margin=12.5,
+                                   background="white", fit="preset", shadow="remove")
+    assert job.hint_box == (10, 20, 300, 400)
+    assert only(parse_job({"preset": "shopify", "format": "webp", "background": "alpha"})).background == "transparent"
+    assert only(parse_job({"shadow": "Keep", "fit": "original"})).shadow == "keep"
+    assert only(parse_job({"shadow": "soft"})).shadow == "soft"
+    assert only(parse_job({"fit": "Original"})).fit == "original"
+
+
+def test_it_treats_empty_form_fields_as_not_given() -> None:
+    blank = {"preset": "", "size": " ", "format": "", "margin": None, "background": "", "fit": " ",
+             "shadow": None, "hint_box": ""}
+    assert parse_job(blank) == parse_job({})
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_it_round_trips_the_stored_form_for_every_preset(name: str) -> None:
+    job = parse_job({"preset": name, "shadow": "soft", "hint_box": "0,0,64,64"})
+    stored = job.to_options()
+    assert JobSpec.from_options(stored) == job
+    assert JobSpec.from_options(stored).to_options() == stored
+    assert only(job).size == PRESETS[name].default_size
+    assert only(job).format == PRESETS[name].formats[0]
+
+
+def test_it_loads_options_stored_before_the_new_fields_existed() -> None:
+    old = {"preset": "walmart", "size": 2200, "format": "png", "margin": 15.0}
+    spec = only(JobSpec.from_options(old))
+    assert (spec.preset, spec.size, spec.format, spec.margin) == ("walmart", 2200, "png", 15.0)
+    assert (spec.background, spec.fit, spec.shadow) == ("white", "preset", "remove")
+    assert JobSpec.from_options({}) == parse_job({})
+
+
+def test_it_keeps_the_transition_wrapper_equal_to_the_stored_form() -> None:
+    raw = {"preset": "etsy", "shadow": "keep"}
+    assert validate_options(raw) == parse_job(raw).to_options()
+
+
+def test_it_allows_webp_only_where_the_preset_does() -> None:
+    assert only(parse_job({"preset": "shopify", "format": "webp"})).format == "webp"
+    with pytest.raises(InvalidOptions, match="format webp is not accepted by the amazon preset") as exc:
+        parse_job({"format": "webp"})
+    assert exc.value.field == "format"
+
+
+def test_it_refuses_jpeg_with_a_transparent_background_naming_format() -> None:
+    with pytest.raises(InvalidOptions) as exc:
+        parse_job({"format": "jpeg", "background": "transparent"})
+    assert exc.value.field == "format"
+    assert "transparen" in str(exc.value) and str(exc.value).endswith(".")
+
+
+def test_it_picks_the_presets_alpha_format_when_transparent_comes_without_a_format() -> None:
+    assert only(parse_job({"background": "transparent"})).format == "png"
+    with pytest.raises(InvalidOptions) as exc:
+        parse_job({"preset": "ebay", "background": "transparent"})
+    assert exc.value.field == "background"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"preset": "etsyy"}, "preset"),
+        ({"preset": 3}, "preset"),
+        ({"size": "big"}, "size"),
+        ({"size": 999}, "size"),
+        ({"size": 4001}, "size"),
+        ({"size": "1500.5"}, "size"),
+        ({"size": True}, "size"),
+        ({"preset": "taobao", "size": 801}, "size"),
+        ({"format": "gif"}, "format"),
+        ({"preset": "ebay", "format": "png"}, "format"),
+        ({"margin": "-1"}, "margin"),
+        ({"margin": 40.5}, "margin"),
+        ({"margin": "nan"}, "margin"),
+        ({"margin": "wide"}, "margin"),
+        ({"margin": False}, "margin"),
+        ({"background": "black"}, "background"),
+        ({"background": 1}, "background"),
+        ({"fit": "stretch"}, "fit"),
+        ({"shadow": "hard"}, "shadow"),
+        ({"shadow": True}, "shadow"),
+        ({"hint_box": "1,2,3"}, "hint_box"),
+        ({"hint_box": "a,b,c,d"}, "hint_box"),
+        ({"hint_box": "10,10,5,50"}, "hint_box"),
+        ({"hint_box": "10,10,50,12"}, "hint_box"),
+        ({"hint_box": "-1,0,50,50"}, "hint_box"),
+        ({"hint_box": "1.5,0,50,50"}, "hint_box"),
+        ({"hint_box": {"x0": 1}}, "hint_box"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_it_rejects_a_bad_value_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidOptions) as exc:
+        parse_job(raw)
+    assert exc.value.field == field
+    assert field in str(exc.value)
+    assert str(exc.value)[0].isalpha() and str(exc.value).endswith(".")
+
+
+def test_it_bounds_the_hint_box_by_the_photo_when_its_size_is_known() -> None:
+    assert parse_job({"hint_box": "0,0,640,480"}, image_size=(640, 480)).hint_box == (0, 0, 640, 480)
+    assert parse_job({"hint_box": [5, 5, 100, 90]}, image_size=(640, 480)).hint_box == (5, 5, 100, 90)
+    for box in ("0,0,641,480", "0,0,640,481"):
+        with pytest.raises(InvalidOptions, match="outside the 640x480 photo") as exc:
+            parse_job({"hint_box": box}, image_size=(640, 480))
+        assert exc.value.field == "hint_box"
+    # Without the photo's size only the box's own shape is judged.
+    assert parse_job({"hint_box": "0,0,5000,5000"}).hint_box == (0, 0, 5000, 5000)
+
+
+def test_it_is_frozen() -> None:
+    job = parse_job({})
+    with pytest.raises(AttributeError):
+        job.outputs[0].size = 10  # type: ignore[misc]
