@@ -34,10 +34,10 @@ _IMAGE_HEADERS = {
 @admin.register(GenerationTask)
 class GenerationTaskAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "user", "status", "progress_bar", "attempts", "error_code", "worker_name",
+        "id", "user", "status", "needs_review", "progress_bar", "attempts", "error_code", "worker_name",
         "created_at", "started_at", "finished_at", "duration", "input_thumb", "result_thumb",
     )
-    list_filter = ("status", "error_code", "created_at", "finished_at", ("user", admin.RelatedOnlyFieldListFilter))
+    list_filter = ("status", "needs_review", "error_code", "created_at", "finished_at", ("user", admin.RelatedOnlyFieldListFilter))
     search_fields = ("=id", "user__username")
     search_help_text = "Task id, or the owner's username"
     date_hierarchy = "created_at"
@@ -49,14 +49,15 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "user", "status", "progress_bar", "attempts", "max_attempts",
                            "error_code", "error_message")}),
-        ("Images", {"fields": ("input_preview", "result_preview", "options", "compliance")}),
+        ("Images", {"fields": ("input_preview", "result_preview", "mask_preview", "options", "compliance")}),
+        ("Review and provenance", {"fields": ("needs_review", "review_reasons", "engine")}),
         ("Timing", {"fields": ("created_at", "run_after", "started_at", "finished_at", "updated_at", "duration")}),
         ("Claim", {"fields": ("worker", "claim_token", "priority", "idempotency_key")}),
         ("Event timeline", {"fields": ("timeline",)}),
     )
     readonly_fields = [
         *(f.name for f in GenerationTask._meta.fields),
-        "progress_bar", "duration", "input_preview", "result_preview", "timeline",
+        "progress_bar", "duration", "input_preview", "result_preview", "mask_preview", "review_reasons", "timeline",
     ]
 
     # --- permissions ---------------------------------------------------------------
@@ -117,6 +118,20 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     @admin.display(description="result image")
     def result_preview(self, task: GenerationTask) -> str:
         return self._thumb(task, "result", thumbnails.THUMB_SIDE)
+
+    @admin.display(description="product mask")
+    def mask_preview(self, task: GenerationTask) -> str:
+        return self._thumb(task, "mask", thumbnails.THUMB_SIDE)
+
+    @admin.display(description="why a look is needed")
+    def review_reasons(self, task: GenerationTask) -> str:
+        reasons = (task.compliance or {}).get("review_reasons") or []
+        if not reasons:
+            return "-"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", "<li><code>{}</code> {}</li>", ((r.get("code", ""), r.get("message", "")) for r in reasons)),
+        )
 
     @admin.display(description="events (oldest first)")
     def timeline(self, task: GenerationTask) -> str:
@@ -205,11 +220,11 @@ class GenerationTaskAdmin(admin.ModelAdmin):
         ]
 
     def image_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
-        """A task's input or result image (``?thumb=1``: a small preview), for staff with view permission."""
+        """A task's input, result or mask image (``?thumb=1``: a small preview), for staff with view permission."""
         task = self.get_object(request, unquote(object_id))
-        if task is None or kind not in ("input", "result") or not self.has_view_permission(request, task):
+        if task is None or kind not in ("input", "result", "mask") or not self.has_view_permission(request, task):
             raise Http404("No such image.")
-        field = task.input_image if kind == "input" else task.result_image
+        field = getattr(task, f"{kind}_image")
         if not field:
             raise Http404("No such image.")
         try:
@@ -217,7 +232,8 @@ class GenerationTaskAdmin(admin.ModelAdmin):
                 data, content_type = thumbnails.thumbnail(field)
                 response: HttpResponse = HttpResponse(data, content_type=content_type)
             else:
-                content_type = task.input_content_type if kind == "input" else task.result_content_type
+                content_type = {"input": task.input_content_type, "result": task.result_content_type,
+                                "mask": "image/png"}[kind]
                 response = FileResponse(field.open("rb"), content_type=content_type)
         except (OSError, ValueError, SyntaxError):  # missing file or undecodable image
             raise Http404("The image is no longer stored or cannot be read.") from None

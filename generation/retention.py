@@ -79,7 +79,7 @@ def _delete_locked(candidates: Any, *, limit: int | None, skip_locked: bool) -> 
             candidates.filter(status__in=FINISHED)
             .select_for_update(skip_locked=skip_locked)
             .order_by("id")
-            .values_list("id", "input_image", "result_image")
+            .values_list("id", "input_image", "result_image", "mask_image")
         )
         batch = list(rows[:limit] if limit else rows)
         if not batch:
@@ -130,9 +130,10 @@ def purge_tasks(
     batch_size = batch_size or settings.IMAGEGEN_RETENTION_BATCH_SIZE
     if dry_run:
         found = candidates.aggregate(
-            tasks=Count("id"), inputs=Count("id", filter=~Q(input_image="")), results=Count("id", filter=~Q(result_image=""))
+            tasks=Count("id"), inputs=Count("id", filter=~Q(input_image="")), results=Count("id", filter=~Q(result_image="")),
+            masks=Count("id", filter=~Q(mask_image="")),
         )
-        return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"], dry_run=True)
+        return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"] + found["masks"], dry_run=True)
     result = PurgeResult()
     while True:
         # skip_locked: a row someone holds right now (a retry in flight) waits for the next run.

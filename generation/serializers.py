@@ -9,11 +9,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .engine import InvalidOptions
-from .engine.presets import validate_options
+from .engine.spec import JobSpec, parse_job
 from .engine.upload import CheckedUpload, UploadRejected, check_upload
 from .models import GenerationTask
 
-OPTION_FIELDS = ("preset", "size", "format", "margin")
+OPTION_FIELDS = ("preset", "size", "format", "margin", "background", "fit", "shadow", "hint_box")
 
 
 class TaskCreateSerializer(serializers.Serializer):
@@ -22,6 +22,22 @@ class TaskCreateSerializer(serializers.Serializer):
     size = serializers.CharField(required=False, help_text="canvas side in pixels, within the preset's range")
     format = serializers.CharField(required=False, help_text="jpeg, png or webp (where the preset allows)")
     margin = serializers.CharField(required=False, help_text="margin override in percent of the canvas")
+    background = serializers.CharField(
+        required=False, help_text="white (default) or transparent (PNG or WebP with an alpha channel)"
+    )
+    fit = serializers.CharField(
+        required=False,
+        help_text="preset (default): centred on the preset's canvas; original: the photo's own size, product in place",
+    )
+    shadow = serializers.CharField(
+        required=False,
+        help_text="remove (default): cast shadows removed, the product's own shading kept; "
+        "keep: the photo's contact shadow kept on white; soft: a soft synthetic shadow",
+    )
+    hint_box = serializers.CharField(
+        required=False,
+        help_text="x0,y0,x1,y1: a box around the product, in pixels of the photo as displayed (after EXIF rotation)",
+    )
 
     def validate_image(self, image: UploadedFile) -> UploadedFile:
         limit = settings.IMAGEGEN_MAX_UPLOAD_BYTES
@@ -41,13 +57,17 @@ class TaskCreateSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         raw = {key: attrs[key] for key in OPTION_FIELDS if key in attrs}
-        unknown = set(self.initial_data) - set(self.fields)
+        unknown = sorted(set(self.initial_data) - set(self.fields))
         if unknown:
-            raise serializers.ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+            allowed = ", ".join(self.fields)
+            raise serializers.ValidationError({name: [f"Unknown field {name!r}; the fields are {allowed}."] for name in unknown})
+        checked: CheckedUpload = attrs["image"].checked
         try:
-            attrs["options"] = validate_options(raw)
+            # hint_box is bounded by the photo as displayed, which only the upload check knows.
+            job: JobSpec = parse_job(raw, image_size=(checked.width, checked.height))
         except InvalidOptions as exc:
-            raise serializers.ValidationError(str(exc)) from None
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
+        attrs["options"] = job.to_options()
         return attrs
 
     @property
@@ -55,7 +75,21 @@ class TaskCreateSerializer(serializers.Serializer):
         return self.validated_data["image"].checked
 
 
+class EngineSerializer(serializers.Serializer):
+    """Provenance of a completed task's result: which engine and model made it."""
+
+    backend = serializers.CharField(help_text="local, gemini, or the operator's backend")
+    segmenter = serializers.CharField(allow_null=True, help_text="u2netp, classical, or the operator's model file")
+    model = serializers.CharField(allow_null=True, help_text="model file name (null for the classical segmenter)")
+    model_sha256 = serializers.CharField(allow_null=True, help_text="SHA-256 of the model file")
+    version = serializers.CharField(help_text="engine version")
+
+
 class TaskSerializer(serializers.ModelSerializer):
+    needs_review = serializers.BooleanField(
+        read_only=True, help_text="the engine judged that a person should look at the cut-out"
+    )
+    engine = EngineSerializer(read_only=True, allow_null=True, help_text="null until completed")
     queue_position = serializers.SerializerMethodField()
     estimated_remaining_seconds = serializers.SerializerMethodField()
     elapsed_time = serializers.FloatField(read_only=True, allow_null=True)
@@ -67,7 +101,7 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = [
             "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
             "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
-            "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance",
+            "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
         ]
         read_only_fields = fields
 

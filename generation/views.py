@@ -25,6 +25,7 @@ from .ops_views import intake_paused_response
 from .serializers import TaskCreateSerializer, TaskSerializer
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+_BOOLEANS = {"true": True, "false": False}
 
 
 class DownloadNegotiation(BaseContentNegotiation):
@@ -50,7 +51,11 @@ class SubmitThrottle(ScopedThrottle):
 @extend_schema_view(
     list=extend_schema(
         summary="The caller's tasks, newest first",
-        parameters=[OpenApiParameter("status", str, enum=GenerationTask.Status.values)],
+        parameters=[
+            OpenApiParameter("status", str, enum=GenerationTask.Status.values),
+            OpenApiParameter("needs_review", str, enum=list(_BOOLEANS),
+                             description="only tasks the engine flagged for a person's look (true) or not (false)"),
+        ],
     ),
     retrieve=extend_schema(summary="One of the caller's tasks"),
 )
@@ -66,6 +71,11 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 if wanted not in GenerationTask.Status.values:
                     raise ValidationError({"status": f"Unknown status {wanted!r}; one of {', '.join(GenerationTask.Status.values)}."})
                 tasks = tasks.filter(status=wanted)
+            review = self.request.query_params.get("needs_review")
+            if review is not None:
+                if review not in _BOOLEANS:
+                    raise ValidationError({"needs_review": f"Expected true or false, not {review!r}."})
+                tasks = tasks.filter(needs_review=_BOOLEANS[review])
         return tasks
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -149,6 +159,22 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         if task.status != GenerationTask.Status.COMPLETED or not task.result_image:
             raise NotFound(f"The result is not ready: the task is {task.status}.")
         return self._file(task.result_image, task.result_content_type, f"task-{task.pk}-result")
+
+    @extend_schema(
+        summary="The product mask of a completed task",
+        description="An 8-bit greyscale PNG at the input photo's resolution (after EXIF rotation): "
+        "255 is product, 0 is background, values between are the soft edge.",
+        responses={(200, "image/png"): OpenApiTypes.BINARY,
+                   404: OpenApiResponse(description="not completed, no mask, or not the caller's task")},
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
+    def mask(self, request: Request, pk: str | None = None) -> FileResponse:
+        task = self.get_object()
+        if task.status != GenerationTask.Status.COMPLETED:
+            raise NotFound(f"The mask is not ready: the task is {task.status}.")
+        if not task.mask_image:
+            raise NotFound("This task's engine made no product mask.")
+        return self._file(task.mask_image, "image/png", f"task-{task.pk}-mask")
 
     @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"], url_path="input", renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)

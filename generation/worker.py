@@ -26,7 +26,8 @@ from imagegen_site import metrics
 
 from . import retention, wakeup
 from .engine import EngineError, GenerationResult, get_backend
-from .models import GenerationTask, InvalidTransition, LostClaim, result_upload_to
+from .engine.spec import JobSpec
+from .models import Completion, GenerationTask, InvalidTransition, LostClaim, mask_upload_to, result_upload_to
 from .models import Worker as WorkerRow
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,20 @@ class Produced:
     task: GenerationTask
     token: uuid.UUID
     name: str
+    mask_name: str
     result: GenerationResult
     started: float
+
+    @property
+    def files(self) -> list[str]:
+        return [n for n in (self.name, self.mask_name) if n]
+
+    def completion(self) -> Completion:
+        result = self.result
+        return Completion(
+            result_name=self.name, content_type=result.content_type, compliance=result.compliance,
+            mask_name=self.mask_name, engine=result.engine or None, needs_review=result.needs_review,
+        )
 
 
 class ProgressReporter:
@@ -233,10 +246,14 @@ class Worker:
             except FileNotFoundError:
                 raise EngineError("input_missing", "The uploaded image is no longer stored.") from None
             progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
-            result = get_backend().generate(data, task.options, progress)
+            # The options were parsed at submit; the stored form reads back without re-validation.
+            result = get_backend().generate(data, JobSpec.from_options(task.options), progress)
             # Written outside any transaction; removed again if the claim is lost meanwhile.
             name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
-            return Produced(task, token, name, result, started)
+            mask_name = ""
+            if result.mask:
+                mask_name = default_storage.save(mask_upload_to(task, "mask.png"), ContentFile(result.mask))
+            return Produced(task, token, name, mask_name, result, started)
         except LostClaim:
             self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
         except EngineError as exc:
@@ -257,29 +274,34 @@ class Worker:
         try:
             if len(produced) == 1:
                 item = produced[0]
+                done = item.completion()
                 try:
-                    item.task.complete(item.token, result_name=item.name, content_type=item.result.content_type,
-                                       compliance=item.result.compliance)
+                    item.task.complete(item.token, result_name=done.result_name, content_type=done.content_type,
+                                       compliance=done.compliance, mask_name=done.mask_name, engine=done.engine,
+                                       needs_review=done.needs_review)
                     lost: set[int] = set()
                 except LostClaim:
                     lost = {item.task.pk}
             else:
-                lost = GenerationTask.complete_batch(
-                    [(i.task, i.token, i.name, i.result.content_type, i.result.compliance) for i in produced]
-                )
+                lost = GenerationTask.complete_batch([(i.task, i.token, i.completion()) for i in produced])
         except Exception:
             logger.exception("Could not record %d finished task(s); retrying them", len(produced))
             for item in produced:
-                default_storage.delete(item.name)
+                self._delete_files(item)
                 outcome = self._fail(item.task, item.token, "internal_error", "Internal error: the result could not be recorded.", True)
                 self._finish(item.task, item.token, item.started, outcome, "internal_error", "error internal_error")
             return
         for item in produced:
             if item.task.pk in lost:
-                default_storage.delete(item.name)
+                self._delete_files(item)
                 self._finish(item.task, item.token, item.started, "discarded", None, "discarded (canceled or taken back)")
             else:
                 self._finish(item.task, item.token, item.started, "completed", None, "completed")
+
+    @staticmethod
+    def _delete_files(item: Produced) -> None:
+        for name in item.files:
+            default_storage.delete(name)
 
     def _finish(self, task: GenerationTask, token: uuid.UUID, started: float, result: str,
                 error_code: str | None, outcome: str) -> None:

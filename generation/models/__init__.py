@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from .queue import QueueControl
 from .task import (
+    Completion,
     GenerationTask,
     InvalidTransition,
     LostClaim,
     TaskQuerySet,
     backoff_seconds,
     input_upload_to,
+    mask_upload_to,
     result_upload_to,
 )
 from .worker import Worker
 
 __all__ = [
-    "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet", "Worker",
-    "backoff_seconds", "input_upload_to", "result_upload_to",
+    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet", "Worker",
+    "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

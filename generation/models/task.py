@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,24 @@ def input_upload_to(instance: GenerationTask, filename: str) -> str:
 
 def result_upload_to(instance: GenerationTask, filename: str) -> str:
     return _image_path("results", filename.rsplit(".", 1)[-1].lower())
+
+
+def mask_upload_to(instance: GenerationTask, filename: str) -> str:
+    return _image_path("masks", filename.rsplit(".", 1)[-1].lower())
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a finished run stored and what the completing transition records with it."""
+
+    result_name: str
+    content_type: str
+    compliance: dict | None = None
+    #: Stored name of the product mask (8-bit greyscale PNG at input resolution), "" when the backend gave none.
+    mask_name: str = ""
+    #: Provenance: {"backend", "segmenter", "model", "model_sha256", "version"}, or None when the backend gave none.
+    engine: dict[str, Any] | None = None
+    needs_review: bool = False
 
 
 class TaskQuerySet(models.QuerySet["GenerationTask"]):
@@ -102,6 +121,12 @@ class GenerationTask(models.Model):
     result_image = models.FileField(upload_to=result_upload_to, max_length=255, blank=True)
     result_content_type = models.CharField(max_length=50, blank=True)
     compliance = models.JSONField(null=True, blank=True)
+    mask_image = models.FileField(upload_to=mask_upload_to, max_length=255, blank=True)
+    # The engine's own verdict that a person should look at the cut-out (copied from the
+    # compliance report so the list can filter on it with an index).
+    needs_review = models.BooleanField(default=False, db_index=True)
+    # Which backend, segmenter, model file (and its checksum) and engine version made the result.
+    engine = models.JSONField(null=True, blank=True)
     error_code = models.CharField(max_length=64, null=True, blank=True)
     error_message = models.TextField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -177,6 +202,11 @@ class GenerationTask(models.Model):
         if self.status != self.Status.COMPLETED or not self.result_image:
             return None
         return reverse("task-result", args=[self.pk])
+
+    def get_mask_url(self) -> str | None:
+        if self.status != self.Status.COMPLETED or not self.mask_image:
+            return None
+        return reverse("task-mask", args=[self.pk])
 
     def get_input_url(self) -> str:
         return reverse("task-input", args=[self.pk])
@@ -277,43 +307,57 @@ class GenerationTask(models.Model):
         """Cheap unlocked check between stages, for cooperative cancel."""
         return GenerationTask.objects.filter(pk=self.pk, status=self.Status.PROCESSING, claim_token=token).exists()
 
-    def complete(self, token: uuid.UUID, *, result_name: str, content_type: str, compliance: dict | None) -> None:
-        """Record the result file (already written by the worker). Raises LostClaim if
-        the task was canceled or taken back meanwhile: the caller deletes its file."""
+    def complete(
+        self,
+        token: uuid.UUID,
+        *,
+        result_name: str,
+        content_type: str,
+        compliance: dict | None,
+        mask_name: str = "",
+        engine: dict[str, Any] | None = None,
+        needs_review: bool = False,
+    ) -> None:
+        """Record the result (and mask) files, already written by the worker. Raises LostClaim
+        if the task was canceled or taken back meanwhile: the caller deletes its files."""
+        done = Completion(result_name, content_type, compliance, mask_name, engine, needs_review)
         with transaction.atomic():
             self._lock()
             self._check_claim(token)
-            self._record_result(result_name, content_type, compliance)
+            self._record_result(done)
 
     @classmethod
-    def complete_batch(cls, results: list[tuple[GenerationTask, uuid.UUID, str, str, dict | None]]) -> set[int]:
+    def complete_batch(cls, results: list[tuple[GenerationTask, uuid.UUID, Completion]]) -> set[int]:
         """Record several results in one transaction (one commit for the batch): each
-        ``(task, token, result_name, content_type, compliance)`` whose claim still holds
-        is completed. Returns the ids whose claim was lost (their files are the caller's
-        to delete)."""
+        ``(task, token, completion)`` whose claim still holds is completed. Returns the
+        ids whose claim was lost (their files are the caller's to delete)."""
         lost: set[int] = set()
         with transaction.atomic():
             # One locking read for the batch, in id order so two batches cannot deadlock.
             fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
-            for task, token, result_name, content_type, compliance in results:
+            for task, token, done in results:
                 row = fresh.get(task.pk)
                 if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
                     lost.add(task.pk)
                     continue
-                row._record_result(result_name, content_type, compliance)
+                row._record_result(done)
         return lost
 
-    def _record_result(self, result_name: str, content_type: str, compliance: dict | None) -> None:
+    def _record_result(self, done: Completion) -> None:
         self.status = self.Status.COMPLETED
         self.progress = 100
-        self.result_image.name = result_name
-        self.result_content_type = content_type
-        self.compliance = compliance
+        self.result_image.name = done.result_name
+        self.result_content_type = done.content_type
+        self.compliance = done.compliance
+        self.mask_image.name = done.mask_name
+        self.engine = done.engine
+        self.needs_review = done.needs_review
         self.error_code = self.error_message = None
         self.finished_at = timezone.now()
         self.claim_token = None
         self._save(
             "status", "progress", "result_image", "result_content_type", "compliance",
+            "mask_image", "engine", "needs_review",
             "error_code", "error_message", "finished_at", "claim_token",
         )
 

@@ -9,6 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from generation.engine.spec import parse_job
 from generation.models import GenerationTask
 from notifications.models import Event
 from tests.conftest import bearer, product_photo
@@ -35,12 +36,14 @@ def test_it_creates_a_pending_task_with_location_and_contract_shape(auth_client,
     assert set(body) == {
         "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code", "options",
         "input_image_url", "result_image_url", "created_at", "started_at", "finished_at", "updated_at",
-        "elapsed_time", "estimated_remaining_seconds", "compliance",
+        "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
     }
     assert body["status"] == "pending" and body["progress"] == 0 and body["attempts"] == 0
+    assert body["needs_review"] is False and body["engine"] is None
     assert body["queue_position"] == 1
     assert body["result_image_url"] is None and body["error_code"] is None
-    assert body["options"]["preset"] == "amazon"
+    assert body["options"] == task.options == parse_job({}).to_options()
+    assert body["options"]["preset"] == "amazon" and body["options"]["hint_box"] is None
     assert body["input_image_url"] == f"/api/tasks/{task.pk}/input/"
     # stored under an unguessable name, never the client's
     assert "photo" not in task.input_image.name and task.input_image.name.endswith(".jpg")
@@ -255,3 +258,179 @@ def test_a_task_deleted_between_read_and_lock_is_a_404_not_a_500(auth_client, ma
 
     monkeypatch.setattr(GenerationTask, "_lock", vanish_then_lock)
     assert auth_client.post(f"/api/tasks/{task.pk}/cancel/").status_code == 404
+
+
+# --- Engine v2 options, review, mask and provenance -------------------------------------
+
+def exif_rotated_photo(width: int, height: int) -> bytes:
+    """A JPEG stored ``width`` x ``height`` with EXIF orientation 6: displayed as height x width."""
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(io.BytesIO(product_photo(width, height))).save(buf, "JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fields, stored",
+    [
+        ({"background": "transparent", "format": "png"}, {"background": "transparent", "format": "png"}),
+        ({"background": "transparent"}, {"background": "transparent", "format": "png"}),
+        ({"fit": "original"}, {"fit": "original"}),
+        ({"shadow": "keep"}, {"shadow": "keep"}),
+        ({"shadow": "soft"}, {"shadow": "soft"}),
+        ({"hint_box": "100,80,540,400"}, {"hint_box": [100, 80, 540, 400]}),
+        ({"hint_box": "0,0,640,480"}, {"hint_box": [0, 0, 640, 480]}),
+    ],
+    ids=["transparent-png", "transparent-default-format", "fit-original", "shadow-keep", "shadow-soft",
+         "hint-box", "hint-box-whole-photo"],
+)
+def test_it_accepts_and_stores_each_new_option(auth_client, fields, stored):
+    response = auth_client.post("/api/tasks/", upload(product_photo(), **fields), format="multipart")
+    assert response.status_code == 201, response.json()
+    task = GenerationTask.objects.get(pk=response.json()["id"])
+    expected = {**parse_job({}).to_options(), **stored}
+    assert task.options == response.json()["options"] == expected
+
+
+def test_a_hint_box_is_checked_against_the_photo_as_displayed_after_exif_rotation(auth_client):
+    photo = exif_rotated_photo(640, 480)  # displayed 480 wide, 640 tall
+    tall = auth_client.post("/api/tasks/", upload(photo, hint_box="10,10,470,630"), format="multipart")
+    assert tall.status_code == 201, tall.json()
+    wide = auth_client.post("/api/tasks/", upload(photo, hint_box="10,10,630,470"), format="multipart")
+    assert wide.status_code == 400 and list(wide.json()["errors"]) == ["hint_box"]
+    assert "480x640" in wide.json()["errors"]["hint_box"][0]
+    assert GenerationTask.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"background": "blue"}, "background"),
+        ({"fit": "stretch"}, "fit"),
+        ({"shadow": "dark"}, "shadow"),
+        ({"background": "transparent", "format": "jpeg"}, "format"),
+        ({"hint_box": "1,2,3"}, "hint_box"),
+        ({"hint_box": "a,b,c,d"}, "hint_box"),
+        ({"hint_box": "300,200,100,400"}, "hint_box"),
+        ({"hint_box": "-5,10,200,300"}, "hint_box"),
+        ({"hint_box": "100,100,700,400"}, "hint_box"),  # wider than the 640 px photo
+        ({"hint_box": "100,100,500,481"}, "hint_box"),  # taller than the 480 px photo
+        ({"preset": "nowhere"}, "preset"),
+        ({"colour": "blue"}, "colour"),
+    ],
+    ids=["background", "fit", "shadow", "jpeg-transparent", "hint-3-numbers", "hint-words", "hint-reversed",
+         "hint-negative", "hint-too-wide", "hint-too-tall", "preset", "unknown-field"],
+)
+def test_a_bad_option_is_a_400_naming_its_field_that_creates_nothing(auth_client, settings, fields, field):
+    response = auth_client.post("/api/tasks/", upload(product_photo(), **fields), format="multipart")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body["errors"]) == [field], body
+    assert isinstance(body["errors"][field], list) and body["errors"][field][0]
+    assert body["detail"].startswith(f"{field}: ")
+    assert GenerationTask.objects.count() == 0
+    assert Event.objects.count() == 0
+    assert stored_files(settings) == []
+
+
+def flat_photo() -> bytes:
+    """Nothing but background: the review backend refuses it, as the engine refuses an empty shot."""
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 160), (120, 120, 120)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def run_worker_once(settings: Any, backend: str) -> None:
+    from generation.worker import Worker
+
+    settings.IMAGEGEN_BACKEND = backend
+    assert Worker(worker_id="api-test").run_once() is True
+
+
+REVIEW = "tests.generation.backends.ReviewBackend"
+QUICK = "tests.generation.backends.QuickBackend"
+
+
+def test_the_mask_is_a_greyscale_png_of_the_inputs_size_for_its_owner_once_completed(
+    auth_client, other_client, api_client, make_task, settings
+):
+    task = make_task(image=exif_rotated_photo(320, 200))
+    assert auth_client.get(f"/api/tasks/{task.pk}/mask/").status_code == 404  # pending
+    run_worker_once(settings, REVIEW)
+    response = auth_client.get(f"/api/tasks/{task.pk}/mask/", HTTP_ACCEPT="image/*")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    mask = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    assert mask.format == "PNG" and mask.mode == "L"
+    assert mask.size == (200, 320)  # the input as displayed, after EXIF rotation
+    assert mask.getextrema() == (0, 255)
+    assert other_client.get(f"/api/tasks/{task.pk}/mask/").status_code == 404
+    assert api_client.get(f"/api/tasks/{task.pk}/mask/").status_code == 401
+
+
+def test_the_mask_is_a_404_while_processing_and_after_a_failure(auth_client, make_task, settings):
+    from generation.models import Worker
+
+    task = make_task()
+    GenerationTask.claim_next(Worker.objects.create(name="w"))
+    processing = auth_client.get(f"/api/tasks/{task.pk}/mask/")
+    assert processing.status_code == 404 and "processing" in processing.json()["detail"]
+    flat = make_task(image=flat_photo())
+    GenerationTask.objects.filter(pk=flat.pk).update(priority=1)
+    run_worker_once(settings, REVIEW)
+    flat.refresh_from_db()
+    assert flat.status == "failed" and flat.error_code == "no_product_found"
+    assert auth_client.get(f"/api/tasks/{flat.pk}/mask/").status_code == 404
+
+
+def test_a_completed_task_without_a_mask_answers_404_for_the_mask(auth_client, make_task, settings):
+    task = make_task()
+    run_worker_once(settings, QUICK)
+    body = auth_client.get(f"/api/tasks/{task.pk}/").json()
+    assert body["status"] == "completed"
+    response = auth_client.get(f"/api/tasks/{task.pk}/mask/")
+    assert response.status_code == 404 and "mask" in response.json()["detail"]
+
+
+def test_a_task_that_needs_review_says_so_and_the_list_filters_on_it(auth_client, make_task, settings):
+    doubtful = make_task()
+    run_worker_once(settings, REVIEW)
+    clean = make_task()
+    run_worker_once(settings, QUICK)
+    waiting = make_task()
+    body = auth_client.get(f"/api/tasks/{doubtful.pk}/").json()
+    assert body["needs_review"] is True
+    assert body["compliance"]["needs_review"] is True
+    assert [r["code"] for r in body["compliance"]["review_reasons"]] == ["touches_frame", "low_confidence"]
+    assert body["engine"] == {"backend": "review", "segmenter": "classical", "model": None,
+                              "model_sha256": None, "version": "test"}
+    flagged = auth_client.get("/api/tasks/?needs_review=true").json()
+    assert [t["id"] for t in flagged["results"]] == [doubtful.pk] and flagged["count"] == 1
+    fine = auth_client.get("/api/tasks/?needs_review=false").json()
+    assert [t["id"] for t in fine["results"]] == [waiting.pk, clean.pk]
+    both = auth_client.get("/api/tasks/?needs_review=true&status=pending").json()
+    assert both["count"] == 0
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "True", ""])
+def test_a_bad_needs_review_filter_is_a_400_naming_it(auth_client, make_task, value):
+    make_task()
+    response = auth_client.get("/api/tasks/", {"needs_review": value})
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["needs_review"]
+
+
+def test_the_openapi_schema_describes_the_review_fields_the_filter_and_the_mask(api_client):
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    mask = schema["paths"]["/api/tasks/{id}/mask/"]["get"]
+    assert "image/png" in mask["responses"]["200"]["content"] and "404" in mask["responses"]
+    listing = {p["name"]: p for p in schema["paths"]["/api/tasks/"]["get"]["parameters"]}
+    assert sorted(listing["needs_review"]["schema"]["enum"]) == ["false", "true"]
+    task = schema["components"]["schemas"]["Task"]["properties"]
+    assert task["needs_review"]["type"] == "boolean"
+    assert task["engine"]["nullable"] is True or "oneOf" in task["engine"] or "allOf" in task["engine"]
+    engine = schema["components"]["schemas"]["Engine"]["properties"]
+    assert set(engine) == {"backend", "segmenter", "model", "model_sha256", "version"}
+    submit = schema["paths"]["/api/tasks/"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    fields = schema["components"]["schemas"][submit["$ref"].rsplit("/", 1)[-1]]["properties"]
+    assert {"background", "fit", "shadow", "hint_box"} <= set(fields)

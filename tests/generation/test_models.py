@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from generation.models import GenerationTask, InvalidTransition, LostClaim, Worker, backoff_seconds
+from generation.models import Completion, GenerationTask, InvalidTransition, LostClaim, Worker, backoff_seconds
 from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -200,10 +200,59 @@ def test_complete_batch_records_the_held_claims_and_reports_the_lost_ones(make_t
     (a, ta), (b, tb), (c, tc) = claimed
     GenerationTask.objects.get(pk=b.pk).cancel()
     lost = GenerationTask.complete_batch(
-        [(a, ta, "results/a.jpg", "image/jpeg", None), (b, tb, "results/b.jpg", "image/jpeg", None),
-         (c, uuid.uuid4(), "results/c.jpg", "image/jpeg", None)]
+        [(a, ta, Completion("results/a.jpg", "image/jpeg", None, "masks/a.png", ENGINE, True)),
+         (b, tb, Completion("results/b.jpg", "image/jpeg")),
+         (c, uuid.uuid4(), Completion("results/c.jpg", "image/jpeg"))]
     )
     assert lost == {b.pk, c.pk}
     statuses = dict(GenerationTask.objects.values_list("pk", "status"))
     assert statuses == {a.pk: "completed", b.pk: "canceled", c.pk: "processing"}
     assert Event.objects.filter(type="task_complete").count() == 1
+    a.refresh_from_db()
+    assert (a.mask_image.name, a.engine, a.needs_review) == ("masks/a.png", ENGINE, True)
+
+
+ENGINE = {"backend": "local", "segmenter": "u2netp", "model": "u2netp.onnx", "model_sha256": "ab" * 32, "version": "2.0"}
+
+
+def test_completing_records_mask_engine_and_review_flag_with_the_result_in_one_change(make_task, worker_row):
+    make_task()
+    task, token = claim(worker_row)
+    before = Event.objects.count()
+    task.complete(token, result_name="results/x.png", content_type="image/png",
+                  compliance={"passed": True, "needs_review": True}, mask_name="masks/x.png",
+                  engine=ENGINE, needs_review=True)
+    task.refresh_from_db()
+    assert (task.status, task.result_image.name, task.mask_image.name) == ("completed", "results/x.png", "masks/x.png")
+    assert task.engine == ENGINE and task.needs_review is True
+    assert task.get_mask_url() == f"/api/tasks/{task.pk}/mask/"
+    assert list(Event.objects.filter(seq__gt=before).values_list("type", flat=True)) == ["task_complete"]
+
+
+def test_a_lost_claim_records_no_mask_engine_or_review_flag(make_task, worker_row):
+    make_task()
+    task, token = claim(worker_row)
+    GenerationTask.objects.get(pk=task.pk).cancel()
+    with pytest.raises(LostClaim):
+        task.complete(token, result_name="results/x.png", content_type="image/png", compliance=None,
+                      mask_name="masks/x.png", engine=ENGINE, needs_review=True)
+    task.refresh_from_db()
+    assert (task.status, task.mask_image.name, task.engine, task.needs_review) == ("canceled", "", None, False)
+
+
+def test_deleting_a_finished_task_removes_its_mask_file_with_the_others(make_task, worker_row, settings):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from django.test import TestCase
+
+    from generation import retention
+
+    make_task()
+    task, token = claim(worker_row)
+    result = default_storage.save("results/r.jpg", ContentFile(b"r"))
+    mask = default_storage.save("masks/m.png", ContentFile(b"m"))
+    task.complete(token, result_name=result, content_type="image/jpeg", compliance=None, mask_name=mask)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        assert retention.delete_tasks([task.pk]) == [task.pk]
+    assert not default_storage.exists(mask) and not default_storage.exists(result)
+    assert not default_storage.exists(task.input_image.name)

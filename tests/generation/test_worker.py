@@ -416,3 +416,76 @@ def test_a_failure_that_cannot_be_written_is_retried_by_the_heartbeat(make_task,
     worker._retry_unrecorded()  # what the heartbeat thread does on its next beat
     task.refresh_from_db()
     assert (task.status, task.error_code) == ("pending", "internal_error") and worker._unrecorded == []
+
+
+def stored(settings: Any, folder: str) -> list[Path]:
+    root = Path(settings.MEDIA_ROOT) / folder
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+@pytest.mark.django_db
+def test_a_result_with_mask_engine_and_review_flag_completes_in_the_same_pinned_queries(
+    make_task, settings, django_assert_num_queries
+):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.ReviewBackend"
+    task = make_task()
+    worker = Worker(worker_id="review")
+    worker.register()
+    # The same 11 as a plain result: the mask, provenance and flag are columns of the completing update.
+    with django_assert_num_queries(11):
+        assert worker.run_once() is True
+    task.refresh_from_db()
+    assert task.status == "completed" and task.needs_review is True
+    assert task.engine["backend"] == "review"
+    assert [p.name for p in stored(settings, "masks")] == [Path(task.mask_image.name).name]
+    complete = Event.objects.get(task_id=task.pk, type="task_complete")
+    assert complete.data["status"] == "completed"
+
+
+@pytest.mark.django_db
+def test_the_backend_gets_the_parsed_job_with_the_hint_box(make_task, settings):
+    from generation.engine.spec import parse_job
+
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.ReviewBackend"
+    task = make_task(options=parse_job({"hint_box": "10,20,300,400", "shadow": "soft"}).to_options())
+    assert Worker(worker_id="hint").run_once() is True
+    task.refresh_from_db()
+    # The review backend trusts a hint: a clean report and a mask that is exactly the box.
+    assert task.status == "completed" and task.needs_review is False
+    from PIL import Image
+
+    with task.mask_image.open("rb") as fh:
+        mask = Image.open(fh)
+        mask.load()
+    assert mask.getbbox() == (10, 20, 300, 400)
+
+
+@pytest.mark.django_db
+def test_a_batch_records_each_tasks_mask_engine_and_review_flag(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.ReviewBackend"
+    tasks = [make_task(), make_task()]
+    worker = Worker(worker_id="batch-review")
+    worker._typical_run = 0.001  # fast enough to be claimed together
+    assert worker.run_once() is True
+    for task in tasks:
+        task.refresh_from_db()
+        assert (task.status, task.needs_review, task.engine["segmenter"]) == ("completed", True, "classical")
+        assert task.mask_image.name.startswith("masks/")
+    assert len({t.mask_image.name for t in tasks}) == 2 == len(stored(settings, "masks"))
+
+
+@pytest.mark.django_db
+def test_a_result_whose_claim_was_lost_leaves_no_result_or_mask_file(make_task, settings, monkeypatch):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.ReviewBackend"
+    task = make_task()
+    real_complete = GenerationTask.complete
+
+    def canceled_just_before(self: GenerationTask, *args: Any, **kwargs: Any) -> None:
+        GenerationTask.objects.get(pk=self.pk).cancel()  # the seller got there first
+        real_complete(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationTask, "complete", canceled_just_before)
+    assert Worker(worker_id="lost").run_once() is True
+    task.refresh_from_db()
+    assert task.status == "canceled" and not task.mask_image and task.engine is None
+    assert stored(settings, "results") == [] and stored(settings, "masks") == []
