@@ -243,13 +243,35 @@ class Product:
 
 def _from_stamp(rgba: np.ndarray, solid: bool = True) -> Product:
     a = rgba[..., 3]
-    truth = a if solid else _filled(a > 0.02)
+    truth = a if solid else _glass_truth(a)
     return Product(rgba[..., :3] * a[..., None], a, truth)
+
+
+def _glass_truth(alpha: np.ndarray) -> np.ndarray:
+    """The glass's silhouette: its faint outline filled, without the pale glow drawn around its foot.
+
+    Down to the row where the visible extent grows wider than the body, the closed outline; below it (the
+    foot, inside the glow) the rows' span of clearly opaque pixels.
+    """
+    h = alpha.shape[0]
+    outline = _filled(alpha > 0)
+    width = outline.sum(axis=1)
+    body = float(np.median(width[int(0.2 * h):int(0.6 * h)]))
+    wide = np.nonzero((width > 1.05 * body) & (np.arange(h) > h // 2))[0]
+    if wide.size:
+        y0 = int(wide[0])
+        outline[y0:] = 0
+        for y in range(y0, h):
+            xs = np.nonzero(alpha[y] > 0.2)[0]
+            if xs.size:
+                outline[y, xs[0]:xs[-1] + 1] = 1
+    return outline
 
 
 def _filled(binary: np.ndarray) -> np.ndarray:
     """The silhouette with holes filled (a glass counts as product even where it is see-through)."""
-    m = binary.astype(np.uint8)
+    # A glass's rim is faint and a pixel or two wide: close its gaps before taking the outline.
+    m = cv2.morphologyEx(binary.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     out = np.zeros_like(m)
     cv2.drawContours(out, contours, -1, 1, -1)
