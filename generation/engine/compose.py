@@ -1,47 +1,89 @@
-"""Put a matted product on the preset's white canvas and encode it.
+"""Render a cut-out per its :class:`~generation.engine.spec.RenderSpec`, encode it, check it.
 
 ``finish`` is shared by every backend that ends with a cut-out (local, and
 Gemini after its own segmentation). It never repaints the product: pixels
 with full coverage keep their colour (resampled only when the preset's size
 demands); only partially covered edge pixels are recomputed, so that their
-backdrop share becomes white instead of the original backdrop colour.
+backdrop share becomes white (or transparent) instead of the original
+backdrop colour.
+
+What it renders:
+
+- ``fit``: ``preset`` scales the product so its long side takes the preset's
+  fill and centres its box on the square canvas; ``original`` keeps the
+  photo's own width, height and the product where it was (a cut-out).
+- ``background``: ``white`` composes on exactly #FFFFFF; ``transparent``
+  writes straight (non-premultiplied) alpha whose colour channels are the
+  decontaminated product colour, and exactly white where alpha is 0.
+- ``shadow``: ``remove`` draws none; ``keep`` draws the photo's own cast
+  shadow (``Cut.shadow``), smoothed so no backdrop texture survives in it;
+  ``soft`` draws a blurred ellipse under the product's base. Either is a
+  darkening of the white (semi-transparent black in the alpha of a
+  transparent file) that fades to exactly nothing before the frame the
+  compliance checker inspects.
+
+The product's position and size come from its box as defined in
+:mod:`generation.engine.coverage`, and the same box goes to the checker as a
+claim it verifies against the written pixels.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from . import compliance
 from .base import EngineError, GenerationResult, ProgressCallback
-from .encode import CONTENT_TYPES, encode_canvas
+from .coverage import COVERAGE_EPS_BYTE, MATTE_EPS, Box, coverage_bytes, normalise_matte, product_box
+from .encode import CONTENT_TYPES, encode_image
 from .spec import RenderSpec
 
 if TYPE_CHECKING:
     from .cut import Cut
 
+__all__ = ["MATTE_EPS", "Rendering", "finish", "ink_layers", "normalise_matte", "render", "render_canvas"]
+
 logger = logging.getLogger(__name__)
 
-#: Coverage below this is backdrop noise (a faint veil left by a matte or an
-#: exporter), above ``1 - MATTE_EPS`` it is solid product.
-MATTE_EPS = 0.02
 #: Radius (px, on the side-limited copy) over which the local backdrop colour is averaged.
 BACKDROP_RADIUS = 4
 #: The backdrop colour is estimated on a copy no larger than this.
 BACKDROP_SIDE = 512
 
+#: Shadows are smoothed on a copy no larger than this (they have no detail worth more).
+SHADOW_SIDE = 512
+#: Blur (share of the product's long side) that wipes backdrop texture out of a kept shadow.
+KEEP_SHADOW_BLUR = 0.006
+#: A kept shadow is never darker than this (a black cast shadow reads as a hole).
+KEEP_SHADOW_MAX = 0.8
+#: The synthetic contact shadow: peak opacity, ellipse height and blur (shares of the product's long side).
+SOFT_SHADOW_OPACITY = 0.45
+SOFT_SHADOW_HEIGHT = 0.025
+SOFT_SHADOW_BLUR = 0.015
+#: Rows (share of the product's height) whose covered columns make the product's base.
+BASE_BAND = 0.04
+#: Shadows fade out over this share of the canvas side, ending this many px before the checked frame.
+SHADOW_FADE = 0.02
+SHADOW_FRAME_GUARD_PX = 2
+
+#: Ink (255 minus the darkest channel) at or below this is "faint": a white
+#: canvas pixel the checker cannot tell from off-white background.
+FAINT_INK = 255 - compliance.PRODUCT_LEVEL
+
 WHITE = 255.0
 
 
-def normalise_matte(matte: np.ndarray) -> np.ndarray:
-    """float32 0..1 from a uint8 (0..255) or float (0..1) matte, with noise snapped to 0/1."""
-    m = matte.astype(np.float32) / 255.0 if matte.dtype == np.uint8 else matte.astype(np.float32)
-    m = np.clip(m, 0.0, 1.0)
-    m[m < MATTE_EPS] = 0.0
-    m[m > 1.0 - MATTE_EPS] = 1.0
-    return m
+@dataclass(frozen=True)
+class Rendering:
+    """The rendered output before encoding."""
+
+    pixels: np.ndarray  # HxWx3 RGB (white background) or HxWx4 straight RGBA (transparent) uint8
+    product_box: Box  # the product's box in output pixels (coverage.product_box)
+    shadow_box: Box | None  # where a drawn shadow lies, or None
 
 
 def _local_backdrop(crop: np.ndarray, matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -86,19 +128,15 @@ def ink_layers(crop: np.ndarray, matte: np.ndarray, straight_alpha: bool) -> np.
             # No backdrop sample nearby (an edge deep inside a hole): keep a*(255-I).
             edge_ink = np.where((weight[sy, sx] > 0.5)[:, None], spill_free, edge_ink)
         ink[ys, xs] = np.clip(edge_ink + 0.5, 0, 255).astype(np.uint8)
-    coverage = cv2.convertScaleAbs(matte, alpha=WHITE)  # round(255*a), uint8
-    return cv2.merge([ink, coverage])
+    return cv2.merge([ink, coverage_bytes(matte)])
 
 
-def _product_box(matte: np.ndarray) -> tuple[int, int, int, int]:
-    x, y, w, h = cv2.boundingRect(matte.view(np.uint8))
-    if w == 0:
-        raise EngineError(
-            "no_product_found",
-            "No product was found in the photo. Upload a photo where the whole product is "
-            "inside the frame, on a plain background that contrasts with it.",
-        )
-    return y, y + h, x, x + w
+def _no_product() -> EngineError:
+    return EngineError(
+        "no_product_found",
+        "No product was found in the photo. Upload a photo where the whole product is "
+        "inside the frame, on a plain background that contrasts with it.",
+    )
 
 
 def _steepen(ink: np.ndarray, coverage: np.ndarray, scale: float) -> None:
@@ -117,71 +155,249 @@ def _steepen(ink: np.ndarray, coverage: np.ndarray, scale: float) -> None:
     coverage[ys, xs] = (new + 0.5).astype(np.uint8)
 
 
-def render_canvas(rgb: np.ndarray, matte: np.ndarray, spec: RenderSpec, *,
-                  straight_alpha: bool = False) -> np.ndarray:
-    """The white square canvas (HxWx3 uint8) with the product scaled and centred per ``spec``."""
-    size = spec.size
-    matte = normalise_matte(matte)
-    top, bottom, left, right = _product_box(matte > 0)
-    crop_m = np.ascontiguousarray(matte[top:bottom, left:right])
-    layers = ink_layers(np.ascontiguousarray(rgb[top:bottom, left:right]), crop_m, straight_alpha)
+def _drop_faint_rim(ink: np.ndarray, coverage: np.ndarray) -> None:
+    """Zero the partially covered pixels too faint to see and away from any visible product, in place.
 
-    target = max(1, round(spec.fill * size))
-    scale = target / max(bottom - top, right - left)
-    if abs(scale - 1.0) > 1e-9:
-        new_w = min(size, max(1, round((right - left) * scale)))
-        new_h = min(size, max(1, round((bottom - top) * scale)))
-        # Area averaging when shrinking (no ringing); bicubic when enlarging,
-        # whose overshoot saturates at 0/255 and is clamped below.
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        layers = cv2.resize(layers, (new_w, new_h), interpolation=interp)
+    A soft matte (a model's, or one widened by resampling) leaves a rim of
+    pixels 1-5 levels below white several px out from the visible edge: on a
+    white canvas they are indistinguishable from an off-white background and
+    fail ``background_white``. Only partially covered pixels go, and only
+    those not next to a visibly dark one, so solid product (a white label,
+    a white product's own shading) is never touched and the 1 px antialiased
+    edge stays.
+    """
+    c0, c1, c2 = cv2.split(ink)
+    darkest_ink = cv2.max(cv2.max(c0, c1), c2)
+    strong = (darkest_ink > FAINT_INK).view(np.uint8)
+    k = 2 * compliance.PRODUCT_CLEARANCE_PX + 1
+    near = cv2.dilate(strong, np.ones((k, k), np.uint8))
+    drop = (coverage < 255) & (near == 0)
+    ink[drop] = 0
+    coverage[drop] = 0
+
+
+def _shadow_weight(shape: tuple[int, int], box: Box) -> np.ndarray:
+    """Per-pixel factor (0..1) over ``box`` that takes a shadow to exactly 0 before the checked frame."""
+    h, w = shape
+    side = max(h, w)
+    frame = compliance.frame_px(side)
+    start = frame + SHADOW_FRAME_GUARD_PX
+    ramp = max(4.0, SHADOW_FADE * side)
+    ys = np.arange(box.top, box.bottom, dtype=np.float32)
+    xs = np.arange(box.left, box.right, dtype=np.float32)
+    wy = np.clip((np.minimum(ys, h - 1 - ys) - start) / ramp, 0.0, 1.0)
+    wx = np.clip((np.minimum(xs, w - 1 - xs) - start) / ramp, 0.0, 1.0)
+    return np.minimum.outer(wy, wx)
+
+
+def _smooth(opacity: np.ndarray, out_size: tuple[int, int], sigma_share: float, long_side: float) -> np.ndarray:
+    """``opacity`` (float 0..1) smoothed on a small copy and resized to ``out_size`` (w, h)."""
+    h, w = opacity.shape
+    step = max(1.0, max(h, w) / SHADOW_SIDE)
+    small = cv2.resize(opacity, (max(1, round(w / step)), max(1, round(h / step))), interpolation=cv2.INTER_AREA)
+    sigma = max(1.0, sigma_share * long_side / step)
+    small = cv2.GaussianBlur(small, (0, 0), sigma)
+    return cv2.resize(small, out_size, interpolation=cv2.INTER_LINEAR)
+
+
+def _soft_shadow(coverage: np.ndarray, box: Box) -> tuple[np.ndarray, Box] | None:
+    """A blurred ellipse under the product's base: (float opacity patch, where it goes)."""
+    h, w = coverage.shape
+    band = max(1, round(BASE_BAND * box.height))
+    base_rows = coverage[box.bottom - band:box.bottom, box.left:box.right] >= 128
+    cols = np.flatnonzero(base_rows.any(axis=0))
+    x0, x1 = (box.left + cols[0], box.left + cols[-1] + 1) if cols.size else (box.left, box.right)
+    rx = max(2.0, (x1 - x0) / 2)
+    ry = max(2.0, SOFT_SHADOW_HEIGHT * box.long_side)
+    sigma = max(1.5, SOFT_SHADOW_BLUR * box.long_side)
+    cx, cy = (x0 + x1) / 2, box.bottom - ry / 2
+    reach = 3 * sigma
+    patch = Box(max(0, int(cx - rx - reach)), max(0, int(cy - ry - reach)),
+                min(w, int(np.ceil(cx + rx + reach)) + 1), min(h, int(np.ceil(cy + ry + reach)) + 1))
+    if patch.width <= 0 or patch.height <= 0:
+        return None
+    canvas = np.zeros((patch.height, patch.width), np.uint8)
+    cv2.ellipse(canvas, (round(cx - patch.left), round(cy - patch.top)), (round(rx), round(ry)),
+                0, 0, 360, 255, thickness=-1, lineType=cv2.LINE_AA)
+    opacity = cv2.GaussianBlur(canvas.astype(np.float32) * (SOFT_SHADOW_OPACITY / 255.0), (0, 0), sigma)
+    return opacity, patch
+
+
+def _place_shadow(shadow: np.ndarray, coverage: np.ndarray, opacity: np.ndarray, at: Box) -> None:
+    """Max-combine ``opacity`` (float, ``at``-sized) into the uint8 ``shadow`` layer, faded before the frame."""
+    faded = opacity * _shadow_weight(coverage.shape, at)
+    region = shadow[at.top:at.bottom, at.left:at.right]
+    np.maximum(region, np.clip(faded * WHITE + 0.5, 0, 255).astype(np.uint8), out=region)
+
+
+def _kept_shadow(cut: Cut, matte: np.ndarray) -> tuple[np.ndarray, Box] | None:
+    """The photo's own cast shadow outside the product (float 0..1) and its box at input resolution."""
+    if cut.shadow is None:
+        return None
+    if cut.shadow.shape != matte.shape:
+        raise ValueError(f"shadow {cut.shadow.shape} does not match matte {matte.shape}")
+    opacity = np.clip(cut.shadow.astype(np.float32), 0.0, KEEP_SHADOW_MAX) * (1.0 - matte)
+    opacity[opacity < MATTE_EPS] = 0.0
+    box = product_box(opacity > 0)
+    return (opacity, box) if box is not None else None
+
+
+def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: RenderSpec,
+                      straight_alpha: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ink HxWx3, coverage HxW, shadow HxW or None) uint8 layers at the output's geometry."""
+    box = product_box(matte > 0)
+    if box is None:
+        raise _no_product()
+    kept = _kept_shadow(cut, matte) if spec.shadow == "keep" else None
+    region = box.union(kept[1] if kept else None)
+
+    crop = np.ascontiguousarray(rgb[region.top:region.bottom, region.left:region.right])
+    crop_m = np.ascontiguousarray(matte[region.top:region.bottom, region.left:region.right])
+    layers = ink_layers(crop, crop_m, straight_alpha)
+
+    if spec.fit == "original":
+        out_h, out_w = matte.shape
+        scale = 1.0
+        ox, oy = region.left, region.top
+    else:
+        out_h = out_w = spec.size
+        target = max(1, round(spec.fill * spec.size))
+        scale = target / box.long_side
+        if abs(scale - 1.0) > 1e-9:
+            new_w = max(1, round(region.width * scale))
+            new_h = max(1, round(region.height * scale))
+            # Area averaging when shrinking (no ringing); bicubic when enlarging,
+            # whose overshoot saturates at 0/255 and is clamped below.
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+            layers = cv2.resize(layers, (new_w, new_h), interpolation=interp)
+        # Centre the product's box (not the region, which may hold a shadow).
+        ox = (out_w - min(out_w, round(box.width * scale))) // 2 - round((box.left - region.left) * scale)
+        oy = (out_h - min(out_h, round(box.height * scale))) // 2 - round((box.top - region.top) * scale)
+
     *channels, coverage = cv2.split(layers)
     ink = cv2.merge(channels)
     if scale > 1.0:
         _steepen(ink, coverage, scale)
     # Resampling smears a faint edge into a wider faint veil (253-254 around a
     # dark product after a 3x enlargement); coverage this low is invisible as
-    # product but measurable as off-white background, so it becomes white.
-    coverage = cv2.threshold(coverage, int(MATTE_EPS * WHITE), 255, cv2.THRESH_TOZERO)[1]
+    # product but measurable as off-white background, so it becomes exactly 0.
+    coverage = cv2.threshold(coverage, COVERAGE_EPS_BYTE, 255, cv2.THRESH_TOZERO)[1]
     # Ink can never exceed its coverage's worth (255 * a, i.e. the coverage byte).
     ink = cv2.min(ink, cv2.merge([coverage] * 3))
-    product = cv2.bitwise_not(ink)
+    if not spec.transparent:
+        _drop_faint_rim(ink, coverage)
 
-    canvas = np.full((size, size, 3), 255, np.uint8)
-    h, w = product.shape[:2]
-    y0, x0 = (size - h) // 2, (size - w) // 2
-    canvas[y0:y0 + h, x0:x0 + w] = product
-    return canvas
+    canvas_ink = np.zeros((out_h, out_w, 3), np.uint8)
+    canvas_cov = np.zeros((out_h, out_w), np.uint8)
+    lh, lw = coverage.shape
+    # The placed layers clipped to the canvas (a shadow may reach past it).
+    dst = Box(max(0, ox), max(0, oy), min(out_w, ox + lw), min(out_h, oy + lh))
+    src = dst.shifted(-ox, -oy)
+    canvas_ink[dst.top:dst.bottom, dst.left:dst.right] = ink[src.top:src.bottom, src.left:src.right]
+    canvas_cov[dst.top:dst.bottom, dst.left:dst.right] = coverage[src.top:src.bottom, src.left:src.right]
+
+    shadow: np.ndarray | None = None
+    if spec.shadow == "keep" and kept is not None:
+        opacity = kept[0][region.top:region.bottom, region.left:region.right]
+        smooth = _smooth(opacity, (lw, lh), KEEP_SHADOW_BLUR, box.long_side)
+        shadow = np.zeros((out_h, out_w), np.uint8)
+        _place_shadow(shadow, canvas_cov, smooth[src.top:src.bottom, src.left:src.right], dst)
+    elif spec.shadow == "soft":
+        placed = product_box(canvas_cov > 0)
+        soft = _soft_shadow(canvas_cov, placed) if placed is not None else None
+        if soft is not None:
+            shadow = np.zeros((out_h, out_w), np.uint8)
+            _place_shadow(shadow, canvas_cov, *soft)
+    return canvas_ink, canvas_cov, shadow
+
+
+def _white(ink: np.ndarray, coverage: np.ndarray, shadow: np.ndarray | None) -> np.ndarray:
+    """The product over its shadow over exactly white, HxWx3 uint8."""
+    if shadow is not None:
+        # A shadow darkens only the floor the product leaves visible: (1 - a) * s.
+        floor = cv2.multiply(cv2.bitwise_not(coverage), shadow, scale=1 / 255.0)
+        ink = cv2.add(ink, cv2.merge([floor] * 3))
+    return cv2.bitwise_not(ink)
+
+
+def _rgba(ink: np.ndarray, coverage: np.ndarray, shadow: np.ndarray | None) -> np.ndarray:
+    """Straight RGBA: the product over a semi-transparent black shadow; zero alpha is white."""
+    a = coverage.astype(np.float32)
+    alpha = a if shadow is None else a + (WHITE - a) * shadow.astype(np.float32) / WHITE
+    # Premultiplied colour is a*F = coverage - ink; the shadow adds black (no colour).
+    premult = a[..., None] - ink.astype(np.float32)
+    visible = alpha > 0
+    colour = np.full(ink.shape, 255, np.uint8)
+    colour[visible] = np.clip(premult[visible] * WHITE / alpha[visible][:, None] + 0.5, 0, 255).astype(np.uint8)
+    alpha_u8 = np.clip(alpha + 0.5, 0, 255).astype(np.uint8)
+    if shadow is None:
+        alpha_u8 = coverage  # exactly the product's coverage: the transparent cut-out's alpha is its mask
+    return np.dstack([colour, alpha_u8])
+
+
+def render(rgb: np.ndarray, cut: Cut, spec: RenderSpec, *, straight_alpha: bool = False) -> Rendering:
+    """Render ``cut`` of ``rgb`` (HxWx3 uint8 sRGB) per ``spec``; see the module docstring."""
+    matte = normalise_matte(cut.matte)
+    if matte.shape != rgb.shape[:2]:
+        raise ValueError(f"matte {matte.shape} does not match image {rgb.shape[:2]}")
+    ink, coverage, shadow = _layers_on_canvas(rgb, matte, cut, spec, straight_alpha)
+    box = product_box(coverage > 0)
+    if box is None:
+        raise _no_product()
+    shadow_box = product_box(shadow > 0) if shadow is not None else None
+    if shadow_box is None:
+        shadow = None
+    pixels = _rgba(ink, coverage, shadow) if spec.transparent else _white(ink, coverage, shadow)
+    return Rendering(pixels=pixels, product_box=box, shadow_box=shadow_box)
+
+
+def render_canvas(rgb: np.ndarray, matte: np.ndarray, spec: RenderSpec, *,
+                  straight_alpha: bool = False) -> np.ndarray:
+    """The rendered pixels of ``matte`` over ``rgb`` with no shadow (HxWx3, or HxWx4 when transparent)."""
+    from .cut import Cut
+
+    cut = Cut(matte=matte, shadow=None, confidence=1.0, review_reasons=(),
+              segmenter="classical", model=None, model_sha256=None)
+    return render(rgb, cut, spec, straight_alpha=straight_alpha).pixels
+
+
+def _review(cut: Cut) -> dict[str, Any]:
+    return {
+        "needs_review": bool(cut.needs_review),
+        "cut_confidence": round(float(cut.confidence), 3),
+        "review_reasons": [{"code": r.code, "message": r.message} for r in cut.review_reasons],
+    }
 
 
 def finish(rgb: np.ndarray, cut: Cut, spec: RenderSpec,
            progress: ProgressCallback | None = None, *, straight_alpha: bool = False) -> GenerationResult:
-    """Composite the matted product on exactly #FFFFFF, fit it to the preset, encode, check.
+    """Render ``cut`` per ``spec``, encode, check the written bytes.
 
-    ``rgb`` is HxWx3 uint8 sRGB; ``matte`` HxW, float 0..1 or uint8 0..255.
-    Pass ``straight_alpha=True`` when ``rgb``/``matte`` come from a file's own
-    transparency (its edge colours are already the product's). Calls ``progress(70)`` once composed and ``progress(90)`` once
-    encoded and checked, letting any exception from it propagate; the caller
-    reports 100. ``result.compliance`` is the report on the written bytes.
+    ``rgb`` is HxWx3 uint8 sRGB; ``cut.matte`` HxW, float 0..1 or uint8 0..255.
+    Pass ``straight_alpha=True`` when ``rgb``/``cut.matte`` come from a file's
+    own transparency (its edge colours are already the product's). Calls
+    ``progress(70)`` once composed and ``progress(90)`` once encoded and
+    checked, letting any exception from it propagate; the caller reports 100.
+    ``result.compliance`` is the report on the written bytes plus the cut's
+    own review (``needs_review``, ``cut_confidence``, ``review_reasons``).
     """
     started = time.perf_counter()
-    preset = spec.preset_def
-    matte = cut.matte
-    if matte.shape != rgb.shape[:2]:
-        raise ValueError(f"matte {matte.shape} does not match image {rgb.shape[:2]}")
-    canvas = render_canvas(rgb, matte, spec, straight_alpha=straight_alpha)
+    rendering = render(rgb, cut, spec, straight_alpha=straight_alpha)
     if progress is not None:
         progress(70)
-    data, report = encode_canvas(canvas, preset, spec.format)
+    claim = compliance.Claim(product_box=rendering.product_box, shadow_box=rendering.shadow_box)
+    data, report = encode_image(rendering.pixels, spec, claim)
     if progress is not None:
         progress(90)
-    if not report["passed"]:
-        failed = sorted(k for k, v in report["checks"].items() if not v["passed"])
-        logger.warning("Output fails %s compliance: %s", preset.name, ", ".join(failed))
+    failed = compliance.failed_checks(report)
+    if failed:
+        logger.warning("Output fails %s compliance: %s", spec.preset, ", ".join(failed))
+    report = {**report, **_review(cut)}
     content_type, extension = CONTENT_TYPES[spec.format]
-    logger.debug("Composed %s %dpx %s, %d bytes (%dms)", preset.name, spec.size, spec.format,
-                len(data), (time.perf_counter() - started) * 1000)
+    height, width = rendering.pixels.shape[:2]
+    logger.debug("Composed %s %dx%d %s %s, %d bytes (%dms)", spec.preset, width, height, spec.format,
+                 spec.background, len(data), (time.perf_counter() - started) * 1000)
     return GenerationResult(
         data=data, content_type=content_type, extension=extension,
-        width=spec.size, height=spec.size, compliance=report,
+        width=width, height=height, compliance=report,
     )

@@ -1,4 +1,4 @@
-"""Encode the finished canvas to the preset's format, verified on the written bytes.
+"""Encode the rendered output to its format, verified on the written bytes.
 
 The first encoding is not trusted: the compliance checker reads it back, and
 if JPEG ringing left the background off-white (or the file is outside the
@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from . import compliance
+from .coverage import coverage_bytes, normalise_matte
 from .decode import srgb_profile
-from .presets import Preset
+from .spec import RenderSpec
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,11 @@ def encode_jpeg(im: Image.Image, quality: int) -> bytes:
 
 
 def _failing(report: dict[str, Any]) -> set[str]:
-    return {name for name, item in report["checks"].items() if not item["passed"]}
+    return set(compliance.failed_checks(report))
 
 
-def _jpeg(im: Image.Image, preset: Preset) -> tuple[bytes, dict[str, Any], int]:
+def _jpeg(im: Image.Image, spec: RenderSpec, claim: compliance.Claim | None) -> tuple[bytes, dict[str, Any], int]:
+    preset = spec.preset_def
     start = max(preset.jpeg_quality, preset.min_jpeg_quality)
     up = [q for q in QUALITY_LADDER_UP if q > start]
     down = [q for q in QUALITY_LADDER_DOWN if preset.min_jpeg_quality <= q < start]
@@ -62,7 +64,7 @@ def _jpeg(im: Image.Image, preset: Preset) -> tuple[bytes, dict[str, Any], int]:
     direction = 0
     while True:
         data = encode_jpeg(im, quality)
-        report = compliance.check(data, preset)
+        report = compliance.check(data, spec, claim=claim)
         failing = _failing(report)
         if best is None or len(failing) < len(_failing(best[1])):
             best = (data, report, quality)
@@ -82,23 +84,31 @@ def _jpeg(im: Image.Image, preset: Preset) -> tuple[bytes, dict[str, Any], int]:
 
 
 def encode_mask(matte: np.ndarray) -> bytes:
-    """An 8-bit greyscale PNG of ``matte`` (HxW, float 0..1 or uint8 0..255), 255 = product."""
-    m = matte if matte.dtype == np.uint8 else np.clip(matte.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """An 8-bit greyscale PNG of ``matte`` (HxW, float 0..1 or uint8 0..255), 255 = product.
+
+    The matte is normalised as the renderer does (faint coverage is 0, near
+    solid is 255), so the stored mask equals a transparent cut-out's alpha.
+    """
     buf = io.BytesIO()
     # Level 1: a mask is mostly flat runs, so it compresses well at once (and is not on a size budget).
-    Image.fromarray(np.ascontiguousarray(m), "L").save(buf, "PNG", compress_level=1)
+    Image.fromarray(coverage_bytes(normalise_matte(matte)), "L").save(buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 
-def encode_canvas(canvas: np.ndarray, preset: Preset, fmt: str) -> tuple[bytes, dict[str, Any]]:
-    """``(data, compliance report)`` for an HxWx3 uint8 canvas in ``fmt``.
+def encode_image(pixels: np.ndarray, spec: RenderSpec,
+                 claim: compliance.Claim | None = None) -> tuple[bytes, dict[str, Any]]:
+    """``(data, compliance report)`` for HxWx3 RGB or HxWx4 straight-RGBA uint8 ``pixels`` per ``spec``.
 
     Returns the best attempt even when no setting satisfies every check; the
     report then says which check failed and by how much.
     """
-    im = Image.fromarray(canvas, "RGB")
+    preset = spec.preset_def
+    fmt = spec.format
+    im = Image.fromarray(pixels, "RGBA" if pixels.shape[2] == 4 else "RGB")
     if fmt == "jpeg":
-        data, report, quality = _jpeg(im, preset)
+        if im.mode != "RGB":
+            raise ValueError("JPEG cannot carry transparency")
+        data, report, quality = _jpeg(im, spec, claim)
         logger.debug("Encoded JPEG q%d, %d bytes, compliance %s", quality, len(data), report["passed"])
         return data, report
     if fmt == "png":
@@ -107,11 +117,13 @@ def encode_canvas(canvas: np.ndarray, preset: Preset, fmt: str) -> tuple[bytes, 
         data = _save(im, "PNG", compress_level=3)
         if preset.max_bytes is not None and len(data) > preset.max_bytes:
             data = _save(im, "PNG", compress_level=9)
-        return data, compliance.check(data, preset)
+        return data, compliance.check(data, spec, claim=claim)
     if fmt == "webp":
         # Lossless: lossy WebP is always 4:2:0 and rings the backdrop off-white
         # beyond the edge's own block. Effort 0 (0.3 s at 2000 px) instead of
         # the default (1.2-4 s) trades ~50 % more bytes for staying in budget.
-        data = _save(im, "WEBP", lossless=True, method=0, quality=25)
-        return data, compliance.check(data, preset)
+        # ``exact`` keeps the colour under zero alpha (white) instead of
+        # letting the encoder replace it.
+        data = _save(im, "WEBP", lossless=True, method=0, quality=25, exact=True)
+        return data, compliance.check(data, spec, claim=claim)
     raise ValueError(f"unsupported output format {fmt!r}")

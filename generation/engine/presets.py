@@ -52,6 +52,8 @@ class Preset:
     check_jpeg_quality: bool = False
     min_bytes: int | None = None
     max_bytes: int | None = None
+    #: Whether a drawn shadow (``shadow=keep``/``soft``) is acceptable; ``compliance`` checks it when not.
+    allows_shadow: bool = True
     notes: str = ""
 
     @property
@@ -103,7 +105,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "taobao", "Taobao", 800, 800, 800, ("jpeg",),
             fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND,
-            min_bytes=38_000, max_bytes=300_000,
+            min_bytes=38_000, max_bytes=300_000, allows_shadow=False,
             notes="Exactly 800 x 800, whole product centred, JPEG between 38 and 300 KB, no shadow.",
         ),
         Preset(

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from generation.engine.compliance import check, estimate_jpeg_quality
+from generation.engine.spec import parse_job
 
 
 def canvas(side: int = 2000, *, fill: float = 0.86, colour: tuple[int, int, int] = (40, 70, 160),
@@ -59,9 +60,9 @@ def test_it_passes_a_compliant_jpeg_and_reports_json_with_measured_values() -> N
     json.dumps(report)
 
 
-def test_it_accepts_options_or_a_preset_name() -> None:
+def test_it_accepts_a_render_spec_or_a_preset_name() -> None:
     data = encode(canvas(1600, fill=0.85))
-    assert check(data, {"preset": "ebay", "size": 1600})["passed"] is True
+    assert check(data, parse_job({"preset": "ebay", "size": 1600}).outputs[0])["passed"] is True
     assert check(data, "ebay")["passed"] is True
 
 
