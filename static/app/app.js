@@ -4,6 +4,7 @@ import { ApiError, Auth, api } from "./api.js";
 import { EventFeed } from "./feed.js";
 import { ImageCache } from "./images.js";
 import { TaskQueue } from "./queue.js";
+import { CompareView, resubmission } from "./review.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -34,6 +35,7 @@ const queue = new TaskQueue({
   onNeedSnapshot: () => refreshMetadata(),
 });
 let feed = null;
+const compare = new CompareView({ dialog: $("#compare"), images, onSend: (entry, box) => sendWithBox(entry, box) });
 
 function setConnection(state, detail) {
   const indicator = $("#connection");
@@ -80,6 +82,7 @@ async function signedIn() {
 }
 
 function signedOut(message) {
+  if ($("#compare").open) $("#compare").close();
   if (feed) feed.stop();
   feed = null;
   queue.clear();
@@ -169,6 +172,10 @@ $("#queue").addEventListener("click", async (event) => {
     updateEmpty();
     return;
   }
+  if (action === "compare" || action === "hint") {
+    compare.open(entry).catch(() => {});
+    return;
+  }
   button.disabled = true;
   try {
     if (action === "download") {
@@ -183,6 +190,30 @@ $("#queue").addEventListener("click", async (event) => {
     button.disabled = false;
   }
 });
+
+// A box drawn on a doubtful or refused photo makes a new task from the same input
+// with the same options plus hint_box; the first task keeps its own history.
+async function sendWithBox(entry, box) {
+  const blob = await images.blob(entry.task.input_image_url);
+  const extension = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/heic": "heic" }[blob.type] || "jpg";
+  const name = entry.name || `photo-${entry.task.id}.${extension}`;
+  const file = new File([blob], name, { type: blob.type });
+  const fields = resubmission(entry.task, box);
+  const body = new FormData();
+  body.append("image", file, file.name);
+  for (const [key, value] of Object.entries(fields)) body.append(key, value);
+  const card = queue.addUpload(file, fields.preset);
+  updateEmpty();
+  try {
+    queue.uploaded(card, await api(auth, "/api/tasks/", { method: "POST", body }));
+  } catch (error) {
+    // The dialog shows why (a box the server refused); no rejected card is left behind.
+    queue.rejected(card, error instanceof ApiError ? error.detail : "The upload did not reach the server.");
+    queue.dismiss(card);
+    throw error;
+  }
+  announce(`${name}: sent again with a box around the product.`);
+}
 
 async function download(entry) {
   const blob = await images.blob(entry.task.result_image_url);

@@ -5,11 +5,14 @@
 // answer) can be older than what events already told us, so a snapshot only
 // overwrites a task whose updated_at is not newer than the snapshot's.
 
+import { canHint, describeChecks, reviewReasons } from "./review.js";
+
 const STATUS_TEXT = {
   uploading: "Uploading…",
   pending: "Waiting in line",
   processing: "Processing",
   completed: "Done",
+  review: "Needs a look",
   failed: "Failed",
   canceled: "Canceled",
   rejected: "Not accepted",
@@ -23,6 +26,7 @@ const ERROR_TEXT = {
   no_image_returned: "The image service returned no picture.",
   worker_lost: "The machine working on it stopped before finishing.",
   fidelity: "The result did not look enough like your product, so it was not used.",
+  no_product_found: "No product was found in this photo. Mark the product with a box and send it again.",
 };
 
 const DYNAMIC = [
@@ -41,6 +45,11 @@ function duration(seconds) {
   if (seconds == null) return "";
   if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
   return `${Math.round(seconds / 60)} min`;
+}
+
+// A completed task the engine doubts reads "Needs a look", never a green "Done".
+export function statusKey(task) {
+  return task.status === "completed" && task.needs_review ? "review" : task.status;
 }
 
 export function plainError(task) {
@@ -143,7 +152,7 @@ export class TaskQueue {
     entry.task = task;
     this.render(entry);
     if (before.status !== task.status && !entry.held) {
-      this.announce(`${this.label(entry)}: ${STATUS_TEXT[task.status] || task.status}.`);
+      this.announce(`${this.label(entry)}: ${STATUS_TEXT[statusKey(task)] || task.status}.`);
     }
   }
 
@@ -253,7 +262,10 @@ export class TaskQueue {
     const preset = task.options && task.options.preset;
     field("title").textContent = this.label(entry);
     field("subtitle").textContent = [task.id != null ? `#${task.id}` : "", preset || ""].filter(Boolean).join(" · ");
-    field("status").textContent = STATUS_TEXT[task.status] || task.status;
+    const review = statusKey(task) === "review";
+    if (review) el.dataset.review = "";
+    else delete el.dataset.review;
+    field("status").textContent = STATUS_TEXT[statusKey(task)] || task.status;
 
     const meta = [];
     if (task.status === "pending") {
@@ -264,7 +276,7 @@ export class TaskQueue {
       if (task.estimated_remaining_seconds != null) meta.push(`about ${duration(task.estimated_remaining_seconds)} left`);
     } else if (task.status === "completed") {
       if (task.elapsed_time != null) meta.push(`took ${duration(task.elapsed_time)}`);
-      if (task.compliance) meta.push(task.compliance.passed ? `meets ${task.compliance.preset} rules` : `check ${task.compliance.preset} rules`);
+      if (task.compliance) meta.push(task.compliance.passed ? `file meets ${task.compliance.preset} rules` : `file misses ${task.compliance.preset} rules`);
     }
     field("meta").textContent = meta.join(" · ");
 
@@ -280,7 +292,11 @@ export class TaskQueue {
     error.hidden = !failed;
     error.textContent = failed ? (task.status === "rejected" ? task.error_message : plainError(task)) : "";
 
+    this.renderReport(entry, review);
+
     const buttons = {
+      compare: task.status === "completed" && Boolean(task.result_image_url),
+      hint: canHint(task),
       download: task.status === "completed" && task.result_image_url,
       cancel: task.status === "pending" || task.status === "processing",
       retry: task.status === "failed" || task.status === "canceled",
@@ -294,6 +310,41 @@ export class TaskQueue {
 
     this.setImage(entry, "before", entry.localPreview || task.input_image_url, `Original photo: ${this.label(entry)}`);
     this.setImage(entry, "after", task.status === "completed" ? task.result_image_url : null, `White-background result: ${this.label(entry)}`);
+  }
+
+  // The review reasons and the compliance checks in words; rebuilt only when the report changes.
+  renderReport(entry, review) {
+    const { task, el } = entry;
+    const field = (name) => el.querySelector(`[data-field="${name}"]`);
+    field("review").hidden = !review;
+    const report = task.status === "completed" ? task.compliance : null;
+    if (entry.shown.report === report) return;
+    entry.shown.report = report;
+    field("reasons").replaceChildren(
+      ...reviewReasons(report).map((reason) => {
+        const item = document.createElement("li");
+        item.textContent = reason.message;
+        item.dataset.code = reason.code;
+        return item;
+      }),
+    );
+    const checks = describeChecks(report);
+    field("checks").hidden = !checks.length;
+    const failed = checks.filter((c) => c.state === "failed").length;
+    const passed = checks.filter((c) => c.state === "passed").length;
+    const skipped = checks.length - failed - passed;
+    field("checks-summary").textContent = [
+      `Marketplace checks: ${passed} passed`, failed ? `${failed} failed` : "", skipped ? `${skipped} skipped` : "",
+    ].filter(Boolean).join(", ");
+    field("checks-list").replaceChildren(
+      ...checks.map((check) => {
+        const item = document.createElement("li");
+        item.dataset.state = check.state;
+        item.dataset.check = check.name;
+        item.textContent = check.text;
+        return item;
+      }),
+    );
   }
 
   setImage(entry, slot, source, alt) {

@@ -420,6 +420,26 @@ def test_a_bad_needs_review_filter_is_a_400_naming_it(auth_client, make_task, va
     assert list(response.json()["errors"]) == ["needs_review"]
 
 
+def test_a_real_local_run_records_the_engine_that_made_it(auth_client, make_task, settings):
+    from generation.engine import ENGINE_VERSION
+
+    # A small photo on the smallest canvas keeps the real engine cheap here.
+    task = make_task(image=product_photo(160, 120), options=parse_job({"preset": "ebay", "size": "500"}).to_options())
+    run_worker_once(settings, "local")
+    body = auth_client.get(f"/api/tasks/{task.pk}/").json()
+    assert body["status"] == "completed", body
+    engine = body["engine"]
+    assert set(engine) == {"backend", "segmenter", "model", "model_sha256", "version"}
+    assert engine["backend"] == "local" and engine["version"] == ENGINE_VERSION
+    assert engine["segmenter"]
+    if engine["model"] is not None:  # a learned model: its file and checksum are named
+        assert len(engine["model_sha256"]) == 64
+    assert isinstance(body["needs_review"], bool)
+    assert body["needs_review"] == body["compliance"]["needs_review"]
+    mask = Image.open(io.BytesIO(b"".join(auth_client.get(f"/api/tasks/{task.pk}/mask/").streaming_content)))
+    assert (mask.mode, mask.size) == ("L", (160, 120))
+
+
 def test_the_openapi_schema_describes_the_review_fields_the_filter_and_the_mask(api_client):
     schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     mask = schema["paths"]["/api/tasks/{id}/mask/"]["get"]
