@@ -258,7 +258,7 @@ def contact_sheet(samples: list[Sample], results: dict[str, dict[str, Outcome]],
                 draw.text((x + 8, y + CELL // 2), _flags(o), fill=(200, 0, 0), font=small)
             text = f"{seg}: IoU {_f(o.iou, 3)}  BF {_f(o.bf, 2)}  {_flags(o)}"
             if o.reasons:
-                text += f" [{','.join(o.reasons)}]"
+                text += f"\n{','.join(o.reasons)}"
             draw.text((x + 4, y + CELL + 2), text, fill=(160, 0, 0) if (o.iou or 0) < BAD_IOU else (0, 0, 0),
                       font=tiny)
         draw.text((4, y + CELL + 2), f"{sample.name} ({','.join(sample.tags) or '-'})", fill=(0, 0, 0), font=tiny)
