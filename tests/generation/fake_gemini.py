@@ -9,6 +9,9 @@ case), records every request, and answers as ``scenario`` says:
 ``image``             the input re-rendered on an off-white (250) background
                       with a little noise, scaled by ``output_scale``: the
                       product kept, as a faithful model would return it
+``kept_shadow``       like ``image``, plus a soft contact shadow under the
+                      product and a slight relighting (faithful, and what
+                      real models often return)
 ``redrawn``           an ellipse of another colour where the product was
 ``recoloured``        the same product with its red and blue channels swapped
 ``bad_image``         an image part whose bytes are not an image
@@ -216,6 +219,17 @@ def render(source: np.ndarray, scenario: str, scale: float) -> np.ndarray:
         swapped = source + (1.0 - coverage) * (OFF_WHITE - backdrop_colour(source))
         near = coverage[..., 0] > 0.02
         out[near] = swapped[near] + rng.normal(0.0, 2.0, (int(near.sum()), 3))
+    elif scenario == "kept_shadow":
+        coverage = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)[..., None]
+        ys, xs = np.nonzero(mask)
+        shadow = np.zeros(mask.shape, np.float32)
+        half = int(0.6 * (xs.max() - xs.min()))
+        cv2.ellipse(shadow, (int(xs.mean()), int(ys.max())), (half, max(3, mask.shape[0] // 40)), 0, 0, 360, 0.5, -1)
+        shadow = cv2.GaussianBlur(shadow, (0, 0), mask.shape[0] / 80) * (1.0 - coverage[..., 0])
+        out *= (1.0 - shadow)[..., None]
+        relit = source * 1.06 + 4.0 + (1.0 - coverage) * (OFF_WHITE - backdrop_colour(source))
+        near = coverage[..., 0] > 0.02
+        out[near] = relit[near] + rng.normal(0.0, 2.0, (int(near.sum()), 3))
     elif scenario == "recoloured":
         out[mask] = source[mask][:, ::-1]
     elif scenario == "redrawn":

@@ -15,7 +15,7 @@ from generation.engine.spec import parse_job
 from tests.generation import scenes
 from tests.generation.fake_gemini import FakeGemini
 
-OPTIONS = parse_job({"preset": "amazon", "size": 1000})
+JOB = parse_job({"preset": "amazon", "size": 1000})
 
 
 def on_white(
@@ -99,10 +99,51 @@ def test_an_altered_product_fails_on_the_matching_measure(
     assert "altered the product" in report.describe()
 
 
+@pytest.fixture(scope="module")
+def generated_pairs() -> list:
+    from bench.fidelity_pairs import make_pairs
+
+    return make_pairs(seed=7, per_change=1)
+
+
+@pytest.mark.parametrize("change", ["kept_shadow", "soft_shadow", "relit", "warm_light", "rotated", "jpeg_soft"])
+def test_a_faithful_answer_with_a_shadow_or_new_light_passes(generated_pairs: list, change: str) -> None:
+    (pair,) = [p for p in generated_pairs if p.change == change]
+    report = compare_products(pair.in_rgb, pair.in_mask, pair.out_rgb, pair.out_mask)
+    assert report.passed, (pair.name, report.as_check())
+
+
+@pytest.mark.parametrize("change", ["reshaped", "stretched", "label_moved", "mirrored", "part_missing", "retextured"])
+def test_a_redrawn_answer_fails(generated_pairs: list, change: str) -> None:
+    (pair,) = [p for p in generated_pairs if p.change == change]
+    report = compare_products(pair.in_rgb, pair.in_mask, pair.out_rgb, pair.out_mask)
+    assert not report.passed, (pair.name, report.as_check())
+
+
+def test_a_garbled_label_is_caught_by_the_local_measure(scene: scenes.Scene, paint: np.ndarray) -> None:
+    # Same silhouette and colours on average; only a label-sized patch is redrawn.
+    h, w = scene.mask.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    label = (np.abs(yy - h // 2) < h // 14) & (np.abs(xx - w // 2) < w // 12)
+    text = np.where(((xx // 3 + yy // 5) % 3) == 0, 30.0, 235.0)
+    labelled = np.where(label[..., None], text[..., None], paint)
+    garbled = np.where(label[..., None], np.where(((xx // 5 + yy // 3) % 2) == 0, 30.0, 235.0)[..., None], paint)
+    photo = on_grey(labelled, scene.mask)
+    kept_rgb, kept_mask = on_white(labelled, scene.mask, scale=1.3)
+    garbled_rgb, garbled_mask = on_white(garbled, scene.mask, scale=1.3)
+
+    kept = compare_products(photo, scene.mask, kept_rgb, kept_mask)
+    redrawn = compare_products(photo, scene.mask, garbled_rgb, garbled_mask)
+
+    assert kept.passed, kept.as_check()
+    assert "altered_share" in redrawn.failed, redrawn.as_check()
+    assert redrawn.iou > 0.95  # the whole-product measures alone would have passed it
+
+
 def test_a_missing_product_fails_everything_and_stays_json_safe(scene: scenes.Scene) -> None:
     empty = np.zeros_like(scene.mask)
     report = compare_products(scene.rgb, scene.mask, scene.rgb, empty)
-    assert set(report.failed) == {"iou", "aspect_change", "ssim", "delta_e"}
+    assert set(report.failed) == {"iou", "aspect_change", "ssim", "delta_e", "altered_share"}
     json.dumps(report.as_check(), allow_nan=False)  # stored in a jsonb column
 
 
@@ -136,14 +177,14 @@ def backend_for(fake: FakeGemini, mode: str) -> GeminiBackend:
 def test_fail_mode_fails_the_task_when_the_model_alters_the_product(fake: FakeGemini, scenario: str) -> None:
     fake.scenario = scenario
     with pytest.raises(EngineError) as info:
-        backend_for(fake, "fail").generate(scenes.plain().encode("PNG"), OPTIONS, lambda pct: None)
+        backend_for(fake, "fail").generate(scenes.plain().encode("PNG"), JOB, lambda pct: None)
     assert (info.value.code, info.value.transient) == ("product_altered", False)
     assert "altered the product" in info.value.message
 
 
 def test_flag_mode_finishes_the_image_and_records_the_failed_check(fake: FakeGemini) -> None:
     fake.scenario = "recoloured"
-    result = backend_for(fake, "flag").generate(scenes.plain().encode("PNG"), OPTIONS, lambda pct: None)
+    result = backend_for(fake, "flag").generate(scenes.plain().encode("PNG"), JOB, lambda pct: None)
 
     compliance = result.compliance
     assert compliance is not None
@@ -155,9 +196,18 @@ def test_flag_mode_finishes_the_image_and_records_the_failed_check(fake: FakeGem
     json.dumps(compliance, allow_nan=False)
 
 
+def test_a_faithful_answer_that_keeps_a_shadow_and_relights_passes_in_fail_mode(fake: FakeGemini) -> None:
+    # Before registration replaced box alignment, this answer failed as
+    # product_altered: the shadow widened the answer's box (delta E 14.7).
+    fake.scenario = "kept_shadow"
+    result = backend_for(fake, "fail").generate(scenes.plain().encode("PNG"), JOB, lambda pct: None)
+    assert result.compliance is not None
+    assert result.compliance["checks"]["product_fidelity"]["passed"] is True
+
+
 def test_a_kept_product_records_its_measures_in_either_mode(fake: FakeGemini) -> None:
     for mode in ("fail", "flag"):
-        result = backend_for(fake, mode).generate(scenes.plain().encode("PNG"), OPTIONS, lambda pct: None)
+        result = backend_for(fake, mode).generate(scenes.plain().encode("PNG"), JOB, lambda pct: None)
         assert result.compliance is not None
         check = result.compliance["checks"]["product_fidelity"]
         assert check["passed"] is True
