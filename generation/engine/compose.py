@@ -57,7 +57,7 @@ BACKDROP_SIDE = 512
 #: Shadows are smoothed on a copy no larger than this (they have no detail worth more).
 SHADOW_SIDE = 512
 #: Blur (share of the product's long side) that wipes backdrop texture out of a kept shadow.
-KEEP_SHADOW_BLUR = 0.006
+KEEP_SHADOW_BLUR = 0.015
 #: A kept shadow is never darker than this (a black cast shadow reads as a hole).
 KEEP_SHADOW_MAX = 0.8
 #: The synthetic contact shadow: peak opacity, ellipse height and blur (shares of the product's long side).
@@ -66,13 +66,17 @@ SOFT_SHADOW_HEIGHT = 0.025
 SOFT_SHADOW_BLUR = 0.015
 #: Rows (share of the product's height) whose covered columns make the product's base.
 BASE_BAND = 0.04
-#: Shadows fade out over this share of the canvas side, ending this many px before the checked frame.
+#: Shadows fade out over this share of the canvas side, ending this many px
+#: before the checked frame (one JPEG block, so no ringing reaches it).
 SHADOW_FADE = 0.02
-SHADOW_FRAME_GUARD_PX = 2
+SHADOW_FRAME_GUARD_PX = compliance.JPEG_BLOCK + 2
 
 #: Ink (255 minus the darkest channel) at or below this is "faint": a white
 #: canvas pixel the checker cannot tell from off-white background.
 FAINT_INK = 255 - compliance.PRODUCT_LEVEL
+
+#: Resamples tried to bring the drawn product's long side to the preset's fill (1 px tolerance).
+SIZE_ATTEMPTS = 3
 
 WHITE = 255.0
 
@@ -168,12 +172,13 @@ def _drop_faint_rim(ink: np.ndarray, coverage: np.ndarray) -> None:
     """
     c0, c1, c2 = cv2.split(ink)
     darkest_ink = cv2.max(cv2.max(c0, c1), c2)
-    strong = (darkest_ink > FAINT_INK).view(np.uint8)
+    strong = cv2.compare(darkest_ink, FAINT_INK, cv2.CMP_GT)
     k = 2 * compliance.PRODUCT_CLEARANCE_PX + 1
     near = cv2.dilate(strong, np.ones((k, k), np.uint8))
-    drop = (coverage < 255) & (near == 0)
-    ink[drop] = 0
-    coverage[drop] = 0
+    # 255 where the pixel stays, 0 where it goes (OpenCV masks: ~10x numpy's boolean indexing).
+    keep = cv2.bitwise_or(near, cv2.compare(coverage, 255, cv2.CMP_EQ))
+    cv2.min(coverage, keep, dst=coverage)
+    cv2.min(ink, cv2.merge([keep] * 3), dst=ink)
 
 
 def _shadow_weight(shape: tuple[int, int], box: Box) -> np.ndarray:
@@ -242,6 +247,34 @@ def _kept_shadow(cut: Cut, matte: np.ndarray) -> tuple[np.ndarray, Box] | None:
     return (opacity, box) if box is not None else None
 
 
+def _resized(layers: np.ndarray, region: Box, scale: float) -> np.ndarray:
+    if abs(scale - 1.0) <= 1e-9:
+        return layers
+    new_w = max(1, round(region.width * scale))
+    new_h = max(1, round(region.height * scale))
+    # Area averaging when shrinking (no ringing); bicubic when enlarging,
+    # whose overshoot saturates at 0/255 and is clamped below.
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(layers, (new_w, new_h), interpolation=interp)
+
+
+def _finished(layers: np.ndarray, scale: float, transparent: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ink, coverage) of resampled layers, with every resample's faint residue set to exactly 0."""
+    *channels, coverage = cv2.split(layers)
+    ink = cv2.merge(channels)
+    if scale > 1.0:
+        _steepen(ink, coverage, scale)
+    # Resampling smears a faint edge into a wider faint veil (253-254 around a
+    # dark product after a 3x enlargement); coverage this low is invisible as
+    # product but measurable as off-white background, so it becomes exactly 0.
+    coverage = cv2.threshold(coverage, COVERAGE_EPS_BYTE, 255, cv2.THRESH_TOZERO)[1]
+    # Ink can never exceed its coverage's worth (255 * a, i.e. the coverage byte).
+    ink = cv2.min(ink, cv2.merge([coverage] * 3))
+    if not transparent:
+        _drop_faint_rim(ink, coverage)
+    return ink, coverage
+
+
 def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: RenderSpec,
                       straight_alpha: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ink HxWx3, coverage HxW, shadow HxW or None) uint8 layers at the output's geometry."""
@@ -258,34 +291,28 @@ def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: Render
     if spec.fit == "original":
         out_h, out_w = matte.shape
         scale = 1.0
+        ink, coverage = _finished(layers, 1.0, spec.transparent)
         ox, oy = region.left, region.top
     else:
         out_h = out_w = spec.size
         target = max(1, round(spec.fill * spec.size))
         scale = target / box.long_side
-        if abs(scale - 1.0) > 1e-9:
-            new_w = max(1, round(region.width * scale))
-            new_h = max(1, round(region.height * scale))
-            # Area averaging when shrinking (no ringing); bicubic when enlarging,
-            # whose overshoot saturates at 0/255 and is clamped below.
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-            layers = cv2.resize(layers, (new_w, new_h), interpolation=interp)
-        # Centre the product's box (not the region, which may hold a shadow).
-        ox = (out_w - min(out_w, round(box.width * scale))) // 2 - round((box.left - region.left) * scale)
-        oy = (out_h - min(out_h, round(box.height * scale))) // 2 - round((box.top - region.top) * scale)
-
-    *channels, coverage = cv2.split(layers)
-    ink = cv2.merge(channels)
-    if scale > 1.0:
-        _steepen(ink, coverage, scale)
-    # Resampling smears a faint edge into a wider faint veil (253-254 around a
-    # dark product after a 3x enlargement); coverage this low is invisible as
-    # product but measurable as off-white background, so it becomes exactly 0.
-    coverage = cv2.threshold(coverage, COVERAGE_EPS_BYTE, 255, cv2.THRESH_TOZERO)[1]
-    # Ink can never exceed its coverage's worth (255 * a, i.e. the coverage byte).
-    ink = cv2.min(ink, cv2.merge([coverage] * 3))
-    if not spec.transparent:
-        _drop_faint_rim(ink, coverage)
+        for _ in range(SIZE_ATTEMPTS):
+            ink, coverage = _finished(_resized(layers, region, scale), scale, spec.transparent)
+            drawn = product_box(coverage > 0)
+            if drawn is None:
+                raise _no_product()
+            # A soft matte (a seller's feathered alpha, a model's soft edge)
+            # loses its faint outer part to the clean-up, so the drawn box can
+            # be smaller than the matte's: size by the box as drawn, which is
+            # the box the checker measures.
+            if abs(drawn.long_side - target) <= 1:
+                break
+            scale *= target / drawn.long_side
+        # Centre the product's box as it is drawn (not the region, which may
+        # hold a shadow): the box the checker is told about is the one centred.
+        ox = (out_w - drawn.width) // 2 - drawn.left
+        oy = (out_h - drawn.height) // 2 - drawn.top
 
     canvas_ink = np.zeros((out_h, out_w, 3), np.uint8)
     canvas_cov = np.zeros((out_h, out_w), np.uint8)
