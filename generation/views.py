@@ -61,6 +61,8 @@ class SubmitThrottle(ScopedThrottle):
 )
 class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TaskSerializer
+    # Only for the schema generator (the id's type); requests always go through get_queryset.
+    queryset = GenerationTask.objects.none()
     throttle_classes = [*viewsets.GenericViewSet.throttle_classes, SubmitThrottle]
 
     def get_queryset(self) -> Any:

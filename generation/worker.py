@@ -25,7 +25,7 @@ from django.db import close_old_connections, connection, transaction
 from imagegen_site import metrics
 
 from . import retention, wakeup
-from .engine import EngineError, GenerationResult, get_backend
+from .engine import EngineError, GenerationResult, InvalidOptions, get_backend
 from .engine.spec import JobSpec
 from .models import Completion, GenerationTask, InvalidTransition, LostClaim, mask_upload_to, result_upload_to
 from .models import Worker as WorkerRow
@@ -246,8 +246,7 @@ class Worker:
             except FileNotFoundError:
                 raise EngineError("input_missing", "The uploaded image is no longer stored.") from None
             progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
-            # The options were parsed at submit; the stored form reads back without re-validation.
-            result = get_backend().generate(data, JobSpec.from_options(task.options), progress)
+            result = get_backend().generate(data, self._job(task), progress)
             # Written outside any transaction; removed again if the claim is lost meanwhile.
             name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
             mask_name = ""
@@ -264,6 +263,15 @@ class Worker:
             outcome = self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
             self._finish(task, token, started, outcome, "internal_error", "error internal_error")
         return None
+
+    @staticmethod
+    def _job(task: GenerationTask) -> JobSpec:
+        """The task's options as parsed at submit. A stored form that no longer parses (a row
+        written by hand or by an older release) fails the task at once: retrying cannot help."""
+        try:
+            return JobSpec.from_options(task.options)
+        except InvalidOptions as exc:
+            raise EngineError("invalid_options", f"The task's stored options are not valid: {exc}") from None
 
     def _record(self, produced: list[Produced]) -> None:
         """Complete the produced tasks, all in one transaction: one commit for the batch.

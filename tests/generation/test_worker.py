@@ -489,3 +489,13 @@ def test_a_result_whose_claim_was_lost_leaves_no_result_or_mask_file(make_task, 
     task.refresh_from_db()
     assert task.status == "canceled" and not task.mask_image and task.engine is None
     assert stored(settings, "results") == [] and stored(settings, "masks") == []
+
+
+@pytest.mark.django_db
+def test_stored_options_that_no_longer_parse_fail_the_task_at_once(make_task, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    task = make_task(options={"preset": "amazon", "shadow": "sideways"})
+    assert Worker(worker_id="bad-options").run_once() is True
+    task.refresh_from_db()
+    assert (task.status, task.error_code, task.attempts) == ("failed", "invalid_options", 1)
+    assert "shadow" in task.error_message
