@@ -260,6 +260,14 @@ IMAGEGEN_PROGRESS_INTERVAL = env_float("IMAGEGEN_PROGRESS_INTERVAL", 0.25, minim
 # Fast tasks are claimed in batches worth at most this many seconds of work (0 = one at a time).
 IMAGEGEN_PREFETCH_WINDOW = env_float("IMAGEGEN_PREFETCH_WINDOW", 0.25, minimum=0)
 IMAGEGEN_FIDELITY_MODE = env_str("IMAGEGEN_FIDELITY_MODE", "fail")
+# The local engine's segmenter: "auto" (the shipped U²-Net-P model), "classical" (no model), or the path of
+# an ONNX model with the U²-Net input/output convention. A missing file stops start-up here; the model's
+# checksum and I/O are checked when the backend loads it.
+IMAGEGEN_SEGMENTER = env_str("IMAGEGEN_SEGMENTER", "auto")
+if IMAGEGEN_SEGMENTER not in ("auto", "classical") and not Path(IMAGEGEN_SEGMENTER).expanduser().is_file():
+    raise ImproperlyConfigured(
+        f"IMAGEGEN_SEGMENTER must be auto, classical or the path of an ONNX model file, got {IMAGEGEN_SEGMENTER!r}"
+    )
 
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_MODEL = env_str("GEMINI_MODEL", "gemini-2.5-flash-image")

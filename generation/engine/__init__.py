@@ -13,7 +13,11 @@ from django.utils.module_loading import import_string
 
 from .base import Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions
 
-__all__ = ["Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions", "get_backend"]
+__all__ = ["ENGINE_VERSION", "Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions",
+           "get_backend"]
+
+#: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs.
+ENGINE_VERSION = "2.0"
 
 BUILTIN_BACKENDS = {
     "local": "generation.engine.local.LocalBackend",
@@ -36,6 +40,7 @@ def config_from_settings() -> BackendConfig:
         gemini_api_version=settings.GEMINI_API_VERSION,
         gemini_timeout_ms=settings.GEMINI_TIMEOUT_MS,
         fidelity_mode=settings.IMAGEGEN_FIDELITY_MODE,
+        segmenter=settings.IMAGEGEN_SEGMENTER,
     )
 
 

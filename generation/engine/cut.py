@@ -1,23 +1,60 @@
 """The cut-out: the product's matte, its cast shadow, and how sure we are of both.
 
-:func:`cut_product` is the one entry point the backends use. It returns a
-:class:`Cut`; the renderer decides what to do with the shadow and the
-report decides what to tell the seller.
+:func:`cut_product` is the one entry point the backends use:
+
+1. A seller's own transparency is the cut-out as is.
+2. With a ``hint_box`` the work is confined to the box plus a margin (the
+   model sees a small product at a better resolution) and everything
+   outside the box is background.
+3. The salient-object model (:mod:`generation.engine.saliency`) gives a
+   soft map at 320x320; it is upsampled to the guide resolution, the
+   product's parts are picked from it, and the edge is refined at full
+   resolution (:mod:`generation.engine.refine`).
+4. The classical border model of the backdrop checks the result (where the
+   backdrop is plain enough for it to be right) and finds the cast shadow
+   (:mod:`generation.engine.shadow`).
+5. The review signals (:mod:`generation.engine.review`) give the
+   confidence and the reasons a person should look.
+
+With ``IMAGEGEN_SEGMENTER=classical`` step 3 is the border-model/GrabCut
+pipeline of :mod:`generation.engine.segment`. A product is refused
+(``no_product_found``) only when neither finds anything; when in doubt the
+cut is made and flagged.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from .review import ReviewReason
+from .base import EngineError
+from .refine import guide_size, refine
+from .review import Assessment, ReviewReason, assess, measure
 from .saliency import Segmenter
-from .segment import segment_product
+from .segment import (
+    MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, coarse_mask,
+    model_background, no_product, refine_matte,
+)
+from .shadow import cast_shadow
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Cut", "ReviewReason", "cut_product"]
 
-#: A cut whose calibrated confidence is below this is flagged for review.
-REVIEW_CONFIDENCE = 0.5
+#: The model's probability at which a pixel is product.
+THRESHOLD = 0.5
+#: A model whose raw output spans less than this saw nothing salient.
+MIN_MODEL_RANGE = 0.2
+#: Separate parts are kept when at least this share of the main part, or
+#: when the model is sure of them (a coin next to a wallet, earrings).
+MIN_PART_SHARE = 0.02
+SURE_PART_SHARE, SURE_PART_PROB = 0.002, 0.95
+#: Margin around a hint box, as a share of the box's larger side.
+HINT_MARGIN = 0.08
+#: Enclosed background specks below this share of the product are filled.
+MAX_SPECK_SHARE = 0.001
 
 
 @dataclass(frozen=True)
@@ -29,14 +66,146 @@ class Cut:
     #: 0..1, calibrated: the estimated chance that the cut is good.
     confidence: float
     review_reasons: tuple[ReviewReason, ...]
-    #: "u2netp", "classical", or the operator's model file name.
+    #: "u2netp", "classical", the operator's model file name, or "alpha" (the file's own transparency).
     segmenter: str
     model: str | None
     model_sha256: str | None
 
     @property
     def needs_review(self) -> bool:
-        return bool(self.review_reasons) or self.confidence < REVIEW_CONFIDENCE
+        return bool(self.review_reasons)
+
+
+def _region(shape: tuple[int, ...], hint_box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    if hint_box is None:
+        return 0, 0, w, h
+    x0, y0, x1, y1 = (int(v) for v in hint_box)
+    x0, x1 = sorted((min(max(x0, 0), w), min(max(x1, 0), w)))
+    y0, y1 = sorted((min(max(y0, 0), h), min(max(y1, 0), h)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0, 0, w, h
+    m = round(HINT_MARGIN * max(x1 - x0, y1 - y0)) + 2
+    return max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
+
+
+def _pick_parts(fg: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, int]:
+    """The product's part(s) of the model's mask: the largest, and the others big or sure enough."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8)
+    if count <= 1:
+        return fg, 0
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    main = int(np.argmax(areas)) + 1
+    keep = [main]
+    peak = np.zeros(count, np.float32)
+    np.maximum.at(peak, labels.ravel(), prob.ravel())
+    for i in range(1, count):
+        if i == main:
+            continue
+        share = stats[i, cv2.CC_STAT_AREA] / stats[main, cv2.CC_STAT_AREA]
+        if share >= MIN_PART_SHARE or (share >= SURE_PART_SHARE and peak[i] >= SURE_PART_PROB):
+            keep.append(i)
+    return np.isin(labels, keep), len(keep)
+
+
+def _fill_specks(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed pinholes (a highlight the model missed), keep real holes (a mug's handle)."""
+    inverse = (~mask).view(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(inverse, connectivity=4)
+    h, w = mask.shape
+    limit = MAX_SPECK_SHARE * max(np.count_nonzero(mask), 1)
+    small = [
+        i for i in range(1, count)
+        if stats[i, cv2.CC_STAT_AREA] <= limit
+        and stats[i, cv2.CC_STAT_LEFT] > 0 and stats[i, cv2.CC_STAT_TOP] > 0
+        and stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] < w
+        and stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] < h
+    ]
+    return mask | np.isin(labels, small) if small else mask
+
+
+def _classical_check(small: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The border model's own product mask on ``small`` (when the backdrop is plain enough to
+    trust it, else None) and its per-pixel distance to the backdrop."""
+    if min(small.shape[:2]) < 16:
+        return None, None
+    model = model_background(small)
+    if not model.plain:
+        return None, model.score
+    fg = (model.score >= (SURE_BG_SCORE + SEED_SCORE) / 2) & ~model.shadow
+    fg = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    return fg, model.score
+
+
+def _place(full_shape: tuple[int, int], region: tuple[int, int, int, int], part: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = region
+    if (y1 - y0, x1 - x0) == full_shape:
+        return part
+    out = np.zeros(full_shape, np.float32)
+    out[y0:y1, x0:x1] = part
+    return out
+
+
+def _clip_to_box(matte: np.ndarray, hint_box: tuple[int, int, int, int] | None) -> None:
+    if hint_box is None:
+        return
+    h, w = matte.shape
+    x0, y0, x1, y1 = (int(v) for v in hint_box)
+    keep = np.zeros_like(matte, dtype=bool)
+    keep[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = True
+    matte[~keep] = 0.0
+
+
+def _shadow(region_rgb: np.ndarray, product: np.ndarray, matte: np.ndarray) -> np.ndarray | None:
+    """Cast shadow opacity at the region's full resolution (None when there is none)."""
+    work = _downscale(region_rgb)
+    wh, ww = work.rgb.shape[:2]
+    small_product = cv2.resize(product.view(np.uint8), (ww, wh), interpolation=cv2.INTER_NEAREST) > 0
+    opacity = cast_shadow(work.rgb, small_product)
+    if opacity is None:
+        return None
+    h, w = matte.shape
+    full = cv2.resize(opacity, (w, h), interpolation=cv2.INTER_LINEAR)
+    full *= 1.0 - matte
+    # Where the cut says product, nothing is shadow (the renderer draws the shadow under it).
+    full[(full < 0.02) | (matte >= 0.5)] = 0.0
+    return full
+
+
+def _learned(rgb: np.ndarray, segmenter: Segmenter, box_in_region: tuple[int, int, int, int] | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None:
+    """Matte, product mask and guide-size copy from the model, or None when it saw nothing."""
+    h, w = rgb.shape[:2]
+    raw, spread = segmenter.saliency(rgb)
+    gw, gh = guide_size(h, w)
+    prob = cv2.resize(raw, (gw, gh), interpolation=cv2.INTER_LINEAR)
+    if box_in_region is not None:
+        bx0, by0, bx1, by1 = box_in_region
+        sx, sy = gw / w, gh / h
+        inside = np.zeros_like(prob, dtype=bool)
+        inside[int(by0 * sy):int(np.ceil(by1 * sy)), int(bx0 * sx):int(np.ceil(bx1 * sx))] = True
+        prob[~inside] = 0.0
+    fg = prob >= THRESHOLD
+    if spread < MIN_MODEL_RANGE or np.count_nonzero(fg) < MIN_PRODUCT_SHARE * 0.25 * fg.size:
+        return None
+    product, parts = _pick_parts(fg, prob)
+    product = _fill_specks(product)
+    small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
+    matte = refine(rgb, prob, product, segmenter.side)
+    classical, score = _classical_check(_downscale(rgb).rgb)
+    if classical is not None:
+        classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
+    signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score)
+    signals["model_range"] = spread
+    return matte, product, small, assess(signals)
+
+
+def _classical(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment]:
+    """Matte, product mask (at the working size) and the working copy from the classical pipeline."""
+    product, work, _ = coarse_mask(rgb)
+    matte = refine_matte(rgb, product, work)
+    signals = measure(work.rgb, product, prob=None, parts=1, classical=None)
+    return matte, product, work.rgb, assess(signals)
 
 
 def cut_product(
@@ -49,10 +218,52 @@ def cut_product(
     """Cut the product out of ``rgb`` (HxWx3 uint8).
 
     ``alpha`` (HxW uint8) is the input's own transparency: the seller's
-    cut-out, used as is. ``hint_box`` (x0, y0, x1, y1) says where the product
-    lies: everything outside it is background. Raises
+    cut-out, used as is. ``hint_box`` (x0, y0, x1, y1, input pixels) says
+    where the product lies: everything outside it is background. Raises
     ``EngineError("no_product_found")`` only when there is really nothing to cut.
     """
-    matte = segment_product(rgb, alpha)
-    return Cut(matte=matte, shadow=None, confidence=1.0, review_reasons=(),
-               segmenter=segmenter.name, model=segmenter.model, model_sha256=segmenter.model_sha256)
+    if alpha is not None:
+        return Cut(matte=_matte_from_alpha(alpha), shadow=None, confidence=1.0, review_reasons=(),
+                   segmenter="alpha", model=None, model_sha256=None)
+    h, w = rgb.shape[:2]
+    region = _region(rgb.shape, hint_box)
+    x0, y0, x1, y1 = region
+    sub = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    box_in_region = None
+    if hint_box is not None:
+        bx0, by0, bx1, by1 = (int(v) for v in hint_box)
+        box_in_region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
+
+    found = None
+    if segmenter.learned:
+        found = _learned(sub, segmenter, box_in_region)
+    if found is None:
+        try:
+            found = _classical(sub)
+        except EngineError:
+            if not segmenter.learned:
+                raise
+            raise no_product("No product stands out from the background.") from None
+        except cv2.error as exc:
+            # A photo too odd for GrabCut (a thin strip): nothing found rather than a crash.
+            logger.warning("Classical segmentation failed on a %dx%d region: %s", x1 - x0, y1 - y0, exc)
+            raise no_product("No product stands out from the background.") from None
+        if segmenter.learned:
+            matte, product, small, assessment = found
+            found = (matte, product, small, assess(assessment.signals, (ReviewReason(
+                "model_found_nothing",
+                "The product model found nothing; this cut comes from the backdrop model alone."),)))
+    matte_r, product, small, assessment = found
+    shadow_r = _shadow(sub, product, matte_r) if min(small.shape[:2]) >= 8 else None
+    matte = _place((h, w), region, matte_r)
+    _clip_to_box(matte, hint_box)
+    if not (matte > 0).any():
+        raise no_product("No product stands out from the background.")
+    shadow = _place((h, w), region, shadow_r) if shadow_r is not None else None
+    if shadow is not None:
+        _clip_to_box(shadow, hint_box)
+    logger.debug("Cut with %s: confidence %.2f, signals %s", segmenter.name, assessment.confidence,
+                 {k: round(v, 3) for k, v in assessment.signals.items()})
+    return Cut(matte=matte, shadow=shadow, confidence=assessment.confidence,
+               review_reasons=assessment.reasons, segmenter=segmenter.name, model=segmenter.model,
+               model_sha256=segmenter.model_sha256)

@@ -1,12 +1,19 @@
-"""Why a cut-out may be wrong: the reasons a person should look at it.
+"""Whether a person should look at a cut-out: signals that predict a wrong cut, and a confidence.
 
-A :class:`ReviewReason` is a short machine code and one sentence for the
-seller. The signals behind them and their thresholds are measured in
-:mod:`generation.engine.cut` and documented in docs/engine.md.
+Each signal is measured on the product mask at the guide resolution (see
+:mod:`generation.engine.refine`) and mapped to a "badness" between 0 (a good
+cut looks like this) and 1 (a wrong cut looks like this) by a linear ramp
+between two thresholds. The confidence is ``1 - max(badness)``; a signal at
+or above half way gives a :class:`ReviewReason`, and a cut with any reason
+needs review. The thresholds were calibrated on composites with a known
+mask (docs/engine.md, "Review signals", has the figures).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import cv2
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -16,3 +23,144 @@ class ReviewReason:
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """Badness 0 at ``good``, 1 at ``bad`` (either direction), and the reason given past half way."""
+
+    good: float
+    bad: float
+    code: str
+    message: str
+
+    def badness(self, value: float) -> float:
+        if self.good == self.bad:
+            return float(value >= self.bad)
+        return float(np.clip((value - self.good) / (self.bad - self.good), 0.0, 1.0))
+
+
+#: Calibrated thresholds (docs/engine.md, "Review signals").
+RAMPS: dict[str, Ramp] = {
+    "edge_uncertainty": Ramp(1.6, 2.4, "uncertain_outline",
+                             "The product's outline is uncertain (a busy or similar-coloured backdrop)."),
+    "uncertainty": Ramp(0.5, 1.0, "uncertain_product",
+                        "The product model is unsure about much of the product."),
+    "frame_contact": Ramp(0.01, 0.05, "touches_frame",
+                          "The product runs off the edge of the photo, so part of it may be missing."),
+    "tiny": Ramp(0.01, 0.002, "tiny_product", "The product found is very small in the photo."),
+    "huge": Ramp(0.75, 0.92, "fills_frame",
+                 "The product found fills almost the whole photo, so some backdrop may be left in."),
+    "parts": Ramp(2.0, 4.0, "many_parts", "The cut-out is in several separate pieces."),
+    "holes": Ramp(2.0, 5.0, "holes", "The cut-out has several holes through it."),
+    "fill": Ramp(0.12, 0.05, "unusual_shape", "The cut-out is unusually thin or scattered for a product."),
+    "edge_contrast": Ramp(8.0, 4.0, "low_contrast",
+                          "The product barely differs from its backdrop along its outline."),
+}
+#: Measured and logged but not judged: on the calibration set they did not
+#: separate good cuts from wrong ones (see docs/engine.md).
+UNJUDGED = ("disagreement", "backdrop_like", "model_range")
+
+
+@dataclass(frozen=True)
+class Assessment:
+    confidence: float
+    reasons: tuple[ReviewReason, ...]
+    signals: dict[str, float]
+
+
+def assess(signals: dict[str, float], extra: tuple[ReviewReason, ...] = ()) -> Assessment:
+    """Confidence and reasons from measured ``signals`` (keys of :data:`RAMPS`; missing ones are not judged)."""
+    worst = 0.0
+    reasons: list[ReviewReason] = list(extra)
+    for key, value in signals.items():
+        ramp = RAMPS.get(key)
+        if ramp is None or not np.isfinite(value):
+            continue
+        bad = ramp.badness(value)
+        worst = max(worst, bad)
+        if bad >= 0.5:
+            reasons.append(ReviewReason(ramp.code, ramp.message))
+    confidence = 1.0 - worst
+    if extra:
+        confidence = min(confidence, 0.4)
+    return Assessment(round(confidence, 3), tuple(reasons), signals)
+
+
+def _frame_contact(mask: np.ndarray) -> float:
+    edge = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]]) if mask.shape[0] > 1 else mask[0]
+    return float(np.count_nonzero(edge)) / max(edge.size, 1)
+
+
+def _edge_contrast(lab: np.ndarray, mask: np.ndarray) -> float:
+    """Median Lab distance between the local product and backdrop colours along the outline."""
+    m = mask.view(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    inside = (m & ~cv2.erode(m, k) & 1).astype(np.float32)
+    outside = ((cv2.dilate(m, k) & ~m) & 1).astype(np.float32)
+    size = (11, 11)
+    w_in = cv2.boxFilter(inside, -1, size, normalize=False)
+    w_out = cv2.boxFilter(outside, -1, size, normalize=False)
+    both = (inside > 0) & (w_out > 0)
+    if not both.any():
+        return float("nan")
+    mean_in = cv2.boxFilter(lab * inside[..., None], -1, size, normalize=False)[both] / w_in[both][:, None]
+    mean_out = cv2.boxFilter(lab * outside[..., None], -1, size, normalize=False)[both] / w_out[both][:, None]
+    return float(np.median(np.linalg.norm(mean_in - mean_out, axis=1)))
+
+
+def _holes(mask: np.ndarray) -> int:
+    """Enclosed background regions bigger than 0.5 % of the product."""
+    inverse = (~mask).view(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(inverse, connectivity=4)
+    h, w = mask.shape
+    area = max(int(np.count_nonzero(mask)), 1)
+    n = 0
+    for i in range(1, count):
+        x, y, bw, bh, a = stats[i]
+        if x > 0 and y > 0 and x + bw < w and y + bh < h and a >= 0.005 * area:
+            n += 1
+    return n
+
+
+def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts: int,
+            classical: np.ndarray | None, backdrop_score: np.ndarray | None = None,
+            frame: np.ndarray | None = None) -> dict[str, float]:
+    """The review signals of a product ``mask`` (bool) on ``rgb`` (both at the guide resolution).
+
+    ``prob`` is the model's map (None for the classical pipeline),
+    ``classical`` the backdrop model's own product mask when it is
+    trustworthy enough to compare with (None otherwise), ``backdrop_score``
+    the border model's distance to the backdrop per pixel, ``frame`` the
+    region whose edge counts as the photo's edge (default: all of it).
+    """
+    area = int(np.count_nonzero(mask))
+    signals: dict[str, float] = {"parts": float(parts)}
+    if area == 0:
+        return signals
+    signals["tiny"] = area / mask.size
+    signals["huge"] = area / mask.size
+    signals["frame_contact"] = _frame_contact(mask if frame is None else mask & frame)
+    x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    signals["fill"] = area / max(bw * bh, 1)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    signals["edge_contrast"] = _edge_contrast(lab, mask)
+    signals["holes"] = float(_holes(mask))
+    if prob is not None:
+        near = cv2.dilate(mask.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        mid = (prob > 0.2) & (prob < 0.8) & near
+        signals["uncertainty"] = np.count_nonzero(mid) / area
+        # Per unit of outline: a thin product (a thermometer) has much outline for its area.
+        m = mask.view(np.uint8)
+        outline = np.count_nonzero(m & ~cv2.erode(m, np.ones((3, 3), np.uint8)) & 1)
+        scale = max(mask.shape) / 320.0  # guide px per model px
+        signals["edge_uncertainty"] = np.count_nonzero(mid) / max(outline * scale, 1.0)
+    if backdrop_score is not None:
+        small = cv2.resize(m if prob is not None else mask.view(np.uint8),
+                           backdrop_score.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        if small.any():
+            signals["backdrop_like"] = float(np.count_nonzero(backdrop_score[small] < 1.5)) / np.count_nonzero(small)
+    if classical is not None:
+        union = np.count_nonzero(mask | classical)
+        signals["disagreement"] = 1.0 - np.count_nonzero(mask & classical) / max(union, 1)
+    return signals

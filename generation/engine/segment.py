@@ -69,9 +69,13 @@ class _Work:
     scale: float  # full-res px per work px
 
 
+#: A strip (4000x120) keeps at least this many working px across its short side.
+MIN_WORK_SHORT = 48
+
+
 def _downscale(rgb: np.ndarray) -> _Work:
     h, w = rgb.shape[:2]
-    scale = max(h, w) / WORK_SIDE
+    scale = min(max(h, w) / WORK_SIDE, min(h, w) / MIN_WORK_SHORT)
     if scale <= 1.0:
         return _Work(rgb, 1.0)
     size = (max(1, round(w / scale)), max(1, round(h / scale)))
@@ -97,6 +101,7 @@ class BackgroundModel:
     sure_background: np.ndarray  # bool: border pixels that match the backdrop
     border: np.ndarray  # bool: the border strip the model was fitted on
     plain: bool  # a smooth surface explains the border (studio sweep, gradient)
+    surface: np.ndarray  # float32 HxWx3: the backdrop's Lab colour at each pixel (the border's smooth fit)
 
 
 def _border_mask(h: int, w: int, width: int) -> np.ndarray:
@@ -157,7 +162,9 @@ def _cluster_score(lab: np.ndarray, border: np.ndarray) -> np.ndarray:
 def model_background(rgb: np.ndarray) -> BackgroundModel:
     h, w = rgb.shape[:2]
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    border = _border_mask(h, w, max(3, round(BORDER_SHARE * max(h, w))))
+    # The strip is thin enough to leave the middle of a thin photo (a 4000x120 strip) unmodelled.
+    width = max(1, min(max(3, round(BORDER_SHARE * max(h, w))), min(h, w) // 6))
+    border = _border_mask(h, w, width)
     surface, spread = _fit_surface(lab, border)
     diff = lab - surface
     surface_score = np.linalg.norm(diff, axis=2) / spread
@@ -179,6 +186,7 @@ def model_background(rgb: np.ndarray) -> BackgroundModel:
         sure_background=border & (score < SURE_BG_SCORE),
         border=border,
         plain=spread <= 2 * MIN_SPREAD,
+        surface=np.broadcast_to(surface, lab.shape),
     )
 
 
@@ -203,6 +211,11 @@ def _grabcut(work: np.ndarray, model: BackgroundModel, seeds: np.ndarray | None)
         mask = np.full(seeds.shape, cv2.GC_PR_BGD, np.uint8)
         mask[seeds] = cv2.GC_PR_FGD
         mask[model.sure_background] = cv2.GC_BGD
+    fg_seeds = np.count_nonzero((mask == cv2.GC_PR_FGD) | (mask == cv2.GC_FGD))
+    bg_seeds = np.count_nonzero((mask == cv2.GC_BGD) | (mask == cv2.GC_PR_BGD))
+    if fg_seeds < 16 or bg_seeds < 16:
+        # GrabCut needs samples of both to fit its colour models (it asserts otherwise).
+        return (mask == cv2.GC_PR_FGD) | (mask == cv2.GC_FGD)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut's GMM initialisation draws from OpenCV's RNG: pin it so the same
     # photo always gives the same cut-out.

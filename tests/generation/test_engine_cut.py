@@ -1,0 +1,210 @@
+"""The cut-out on real photos and composites with a known mask: what a seller would notice.
+
+The shipped model costs about a second a call on the CI machine, so each test
+makes one or two calls.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from generation.engine.base import BackendConfig, EngineError
+from generation.engine.cut import Cut, cut_product
+from generation.engine.decode import load_rgb_alpha
+from generation.engine.local import LocalBackend
+from generation.engine.saliency import CLASSICAL, Segmenter, get_segmenter
+from generation.engine.spec import parse_job
+
+from . import scenes
+
+
+@pytest.fixture(scope="module")
+def model() -> Segmenter:
+    return get_segmenter("auto")
+
+
+def iou(cut: Cut, truth: np.ndarray) -> float:
+    p, t = cut.matte >= 0.5, truth >= 0.5
+    return float((p & t).sum() / max((p | t).sum(), 1))
+
+
+def _backdrop(texture: np.ndarray, w: int, h: int, tint: tuple[float, float, float]) -> np.ndarray:
+    grey = cv2.resize(texture, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return grey[..., None] * np.float32(tint)[None, None, :] / 255.0
+
+
+def _ball(size: int, colour: tuple[float, float, float], light: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A shaded sphere (paint, antialiased mask): lit from ``light``, its far side dark."""
+    s = 4
+    yy, xx = np.mgrid[0:size * s, 0:size * s].astype(np.float32)
+    r = size * s / 2
+    nx, ny = (xx - r) / r, (yy - r) / r
+    inside = nx**2 + ny**2 <= 1
+    nz = np.sqrt(np.clip(1 - nx**2 - ny**2, 0, 1))
+    lx, ly = light
+    lz = np.sqrt(max(0.0, 1 - lx * lx - ly * ly))
+    shade = np.clip(nx * lx + ny * ly + nz * lz, 0, 1) * 0.9 + 0.06
+    paint = cv2.resize(shade, (size, size), interpolation=cv2.INTER_AREA)[..., None] * np.float32(colour)
+    mask = cv2.resize(inside.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return paint, mask
+
+
+def _place(backdrop: np.ndarray, paint: np.ndarray, mask: np.ndarray, x: int, y: int,
+           shadow: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Composite with a soft cast shadow below-right of the object; returns (photo, true mask)."""
+    h, w = backdrop.shape[:2]
+    truth = np.zeros((h, w), np.float32)
+    ph, pw = mask.shape
+    truth[y:y + ph, x:x + pw] = mask
+    out = backdrop.copy()
+    if shadow:
+        cast = np.zeros_like(truth)
+        sh = max(2, ph // 5)
+        cv2.ellipse(cast, (x + pw // 2 + pw // 6, y + ph - sh // 3), (int(pw * 0.55), sh), 0, 0, 360, 1.0, -1)
+        cast = cv2.GaussianBlur(cast, (0, 0), max(1.0, ph / 25))
+        out *= (1 - shadow * cast)[..., None]
+    full_paint = np.zeros_like(out)
+    full_paint[y:y + ph, x:x + pw] = paint
+    out = truth[..., None] * full_paint + (1 - truth[..., None]) * out
+    out += np.random.default_rng(seed).normal(0, 2.0, out.shape).astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), truth
+
+
+def jpeg(rgb: np.ndarray, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buf, "JPEG" if mode != "LA" else "PNG", quality=92)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def apple() -> tuple[np.ndarray, np.ndarray]:
+    """A red apple lit from the upper left (its lower-right half in deep shade) on grass, with a cast shadow."""
+    backdrop = _backdrop(skimage.data.grass(), 900, 700, (190, 215, 150))
+    paint, mask = _ball(360, (205, 40, 35), (-0.7, -0.5))
+    return _place(backdrop, paint, mask, 270, 150, shadow=0.55, seed=1)
+
+
+def test_it_cuts_a_shaded_apple_on_grass_keeping_its_dark_half(model: Segmenter, apple: Any) -> None:
+    photo, truth = apple
+    cut = cut_product(photo, None, segmenter=model)
+    assert cut.segmenter == "u2netp" and cut.model == "u2netp.onnx" and cut.model_sha256
+    assert iou(cut, truth) >= 0.95
+    # The product's own shade (lower-right quarter of the ball) is product, not shadow.
+    dark = np.zeros_like(truth, dtype=bool)
+    dark[150 + 220:150 + 340, 270 + 220:270 + 340] = True
+    dark &= truth >= 0.99
+    assert (cut.matte[dark] >= 0.5).mean() >= 0.98
+    assert not cut.needs_review, cut.review_reasons
+
+
+def test_its_edges_have_no_faint_veil_and_no_stair_steps(model: Segmenter, apple: Any) -> None:
+    photo, truth = apple
+    matte = cut_product(photo, None, segmenter=model).matte
+    assert matte.dtype == np.float32 and matte.shape == truth.shape
+    # A few px off the product's edge coverage is exactly zero (no off-white rim on the canvas).
+    far = cv2.dilate((truth > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    assert (matte[far] == 0).all()
+    # The refined edge follows the photo to about a pixel, not the model's 320 px grid (a ~3 px step here).
+    edge = (matte > 0.05) & (matte < 0.95)
+    err = np.abs(matte[edge] - truth[edge])
+    assert np.median(err) < 0.35
+    boundary = np.count_nonzero(cv2.morphologyEx((truth >= 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3))))
+    mismatch = np.count_nonzero((matte >= 0.5) != (truth >= 0.5))
+    assert mismatch / boundary < 1.0  # on average less than one pixel off along the outline
+
+
+def test_it_finds_the_cast_shadow_outside_the_product(model: Segmenter, apple: Any) -> None:
+    photo, truth = apple
+    cut = cut_product(photo, None, segmenter=model)
+    assert cut.shadow is not None and cut.shadow.shape == truth.shape
+    core = cv2.erode((truth >= 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert cut.shadow[cut.matte >= 0.5].max() == 0.0 and cut.shadow[core].max() == 0.0
+    ys, xs = np.nonzero(cut.shadow > 0.1)
+    assert ys.size > 500
+    # It lies on the floor at the product's base, not beside its top.
+    assert np.median(ys) > 150 + 0.7 * 360
+
+
+def test_it_keeps_a_white_ball_on_a_near_white_sweep(model: Segmenter) -> None:
+    backdrop = np.full((600, 800, 3), 238.0, np.float32)
+    paint, mask = _ball(300, (255, 255, 252), (-0.4, -0.6))
+    photo, truth = _place(backdrop, paint, mask, 250, 130, shadow=0.3, seed=2)
+    cut = cut_product(photo, None, segmenter=model)
+    assert iou(cut, truth) >= 0.9
+
+
+def test_it_reads_a_greyscale_photo(model: Segmenter) -> None:
+    backdrop = _backdrop(skimage.data.brick(), 800, 600, (255, 255, 255)) * 0.6 + 60
+    paint, mask = _ball(280, (250, 250, 250), (-0.5, -0.5))
+    photo, truth = _place(backdrop, paint, mask, 260, 150, seed=3)
+    rgb, alpha = load_rgb_alpha(jpeg(photo, "L"))
+    assert rgb.shape == (600, 800, 3) and alpha is None
+    assert iou(cut_product(rgb, alpha, segmenter=model), truth) >= 0.9
+
+
+def test_a_hint_box_fixes_a_cut_that_picks_the_wrong_object(model: Segmenter) -> None:
+    # A big bright ball dominates the frame; the product is the small blue one on the right.
+    backdrop = _backdrop(skimage.data.gravel(), 1000, 700, (200, 190, 170))
+    big_paint, big_mask = _ball(420, (240, 200, 40), (-0.5, -0.5))
+    photo, _ = _place(backdrop, big_paint, big_mask, 60, 140, seed=4)
+    small_paint, small_mask = _ball(150, (40, 70, 200), (-0.5, -0.5))
+    photo, truth = _place(photo.astype(np.float32), small_paint, small_mask, 760, 420, seed=5)
+    plain = cut_product(photo, None, segmenter=model)
+    hinted = cut_product(photo, None, hint_box=(730, 390, 940, 600), segmenter=model)
+    assert iou(plain, truth) < 0.5
+    assert iou(hinted, truth) >= 0.9
+    assert (hinted.matte[:, :730] == 0).all() and (hinted.matte[:390] == 0).all()
+
+
+def test_it_flags_a_cut_running_off_the_frame_and_not_a_clean_one(model: Segmenter, apple: Any) -> None:
+    photo, _ = apple
+    cropped = np.ascontiguousarray(photo[:, 400:])  # the apple's left half is off the frame
+    cut = cut_product(cropped, None, segmenter=model)
+    assert cut.needs_review and "touches_frame" in {r.code for r in cut.review_reasons}
+    assert cut.confidence < 0.5
+
+
+def test_it_refuses_a_photo_with_nothing_in_it(model: Segmenter) -> None:
+    flat = np.clip(np.random.default_rng(1).normal(180, 3, (300, 400, 3)), 0, 255).astype(np.uint8)
+    with pytest.raises(EngineError) as exc:
+        cut_product(flat, None, segmenter=model)
+    assert exc.value.code == "no_product_found" and not exc.value.transient
+
+
+@pytest.mark.parametrize("size", [(4000, 120), (2000, 100), (64, 2000)])
+def test_classical_cuts_thin_strips_without_crashing(size: tuple[int, int]) -> None:
+    w, h = size
+    rgb = np.full((h, w, 3), (205, 195, 175), np.uint8)
+    cv2.ellipse(rgb, (w // 2, h // 2), (max(4, w // 8), max(4, h // 8)) if w > h else (w // 4, h // 8),
+                0, 0, 360, (30, 60, 160), -1)
+    cut = cut_product(rgb, None, segmenter=CLASSICAL)
+    assert cut.matte.shape == (h, w) and (cut.matte > 0.5).any()
+
+
+def test_the_backend_renders_the_coffee_photo_with_its_provenance() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(skimage.data.coffee()).save(buf, "JPEG", quality=92)
+    result = LocalBackend(BackendConfig()).generate(buf.getvalue(), parse_job({"format": "png"}), lambda pct: None)
+    assert result.compliance["passed"], result.compliance
+    assert result.engine == {"backend": "local", "segmenter": "u2netp", "model": "u2netp.onnx",
+                             "model_sha256": get_segmenter("auto").model_sha256, "version": "2.0"}
+    mask = np.asarray(Image.open(io.BytesIO(result.mask)))
+    assert mask.shape == (400, 600) and mask.dtype == np.uint8
+    assert mask[200, 300] == 255 and mask[5, 5] == 0
+
+
+def test_the_backend_turns_a_4000x120_strip_into_a_result() -> None:
+    rgb = np.full((120, 4000, 3), (205, 195, 175), np.uint8)
+    cv2.ellipse(rgb, (2000, 60), (500, 40), 0, 0, 360, (30, 60, 160), -1)
+    backend = LocalBackend(BackendConfig())
+    result = backend.generate(jpeg(rgb), parse_job({}), lambda pct: None)
+    assert result.data and result.mask is not None
+    mask = np.asarray(Image.open(io.BytesIO(result.mask)))
+    assert mask.shape == (120, 4000) and mask[60, 2000] == 255 and mask[60, 100] == 0
+    assert result.engine["segmenter"] == "u2netp" and result.engine["version"]
