@@ -84,4 +84,5 @@ class BackendConfig:
     gemini_api_version: str = ""
     gemini_timeout_ms: int = 60_000
     fidelity_mode: str = "fail"  # "fail" or "flag"
+    segmenter: str = "auto"  # IMAGEGEN_SEGMENTER: "auto", "classical" or an ONNX model's path
     extra: dict[str, Any] = field(default_factory=dict)
