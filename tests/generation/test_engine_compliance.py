@@ -5,6 +5,7 @@ import io
 import json
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
@@ -179,3 +180,78 @@ def test_it_reports_undecodable_bytes_as_a_failed_check() -> None:
     report = check(b"\xff\xd8\xff not really a jpeg", "amazon")
     assert report["passed"] is False
     assert failing(report) == {"decodable"}
+
+
+def _rgba(img: np.ndarray, alpha: np.ndarray) -> bytes:
+    return encode(Image.fromarray(np.dstack([img, alpha]), "RGBA"), "PNG")
+
+
+def test_it_skips_what_a_transparent_file_cannot_pass_and_checks_its_alpha_instead() -> None:
+    img = canvas(1000)
+    alpha = np.where(img.min(axis=2) < 255, 255, 0).astype(np.uint8)
+    img[alpha == 0] = 255
+    transparent = parse_job({"format": "png", "background": "transparent", "size": 1000}).outputs[0]
+    report = check(_rgba(img, alpha), transparent)
+    for name in ("no_alpha", "frame_white", "background_white"):
+        assert report["checks"][name]["status"] == "skipped" and report["checks"][name]["passed"] is None
+    assert report["checks"]["frame_transparent"]["status"] == "passed"
+    assert report["passed"] is True
+    # A faint alpha veil far from the product, and alpha at the frame, fail their transparent checks.
+    veiled = alpha.copy()
+    veiled[5:995, 5:60] = 3
+    failed = failing(check(_rgba(img, veiled), transparent))
+    assert {"frame_transparent", "background_transparent"} <= failed
+    # The same transparent file checked as a white-background output fails as before.
+    assert {"mode", "no_alpha"} <= failing(check(_rgba(img, alpha), "amazon"))
+
+
+def test_it_skips_the_canvas_checks_for_a_cut_out_at_the_photos_geometry() -> None:
+    original = parse_job({"format": "png", "fit": "original"}).outputs[0]
+    report = check(encode(canvas(1200, height=700, fill=0.5), "PNG"), original)
+    for name in ("square", "dimensions", "fill", "centred", "not_touching_edge"):
+        assert report["checks"][name]["status"] == "skipped", name
+    assert report["checks"]["background_white"]["status"] == "passed"
+    assert report["passed"] is True
+
+
+def test_it_uses_a_claimed_box_only_where_the_pixels_bear_it_out() -> None:
+    from generation.engine.compliance import Claim
+    from generation.engine.coverage import Box
+
+    img = canvas(1000, fill=0.86)
+    # A near-white rim (252) 4 px wide around the product, as a white product's edge looks.
+    dark = (img.min(axis=2) < 255).astype(np.uint8)
+    rim = cv2.dilate(dark, np.ones((9, 9), np.uint8)) > dark
+    img[rim] = 252
+    data = encode(img)
+    measured = check(data, "amazon")
+    cols, rows = np.flatnonzero((dark | rim).any(axis=0)), np.flatnonzero((dark | rim).any(axis=1))
+    true = Box(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    claimed = check(data, "amazon", claim=Claim(true))
+    assert claimed["product_box"] == {"box": true.as_list(), "source": "renderer, verified against the pixels"}
+    assert claimed["checks"]["fill"]["value"] == round(true.long_side / 1000, 4)
+    assert measured["product_box"]["source"] == "measured"
+    # A claim wider than anything in the file, or narrower than its dark pixels, is not used.
+    for wrong in (Box(true.left - 30, true.top, true.right, true.bottom),
+                  Box(true.left + 30, true.top, true.right, true.bottom)):
+        assert check(data, "amazon", claim=Claim(wrong))["product_box"]["source"] == "measured"
+
+
+def test_it_exempts_a_claimed_shadow_from_the_white_background_but_not_the_frame() -> None:
+    from generation.engine.compliance import Claim
+    from generation.engine.coverage import Box
+
+    img = canvas(1000, fill=0.86)
+    dark = img.min(axis=2) < 255
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    product = Box(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    # A faint grey floor shadow under the product, fading from 200 to 254.
+    shade = np.linspace(200, 254, 40).astype(np.uint8)
+    img[product.bottom:product.bottom + 40, product.left:product.right] = shade[:, None, None]
+    shadow = Box(product.left, product.bottom, product.right, product.bottom + 40)
+    data = encode(img, "PNG")
+    assert "background_white" in failing(check(data, "amazon"))
+    assert failing(check(data, "amazon", claim=Claim(product, shadow))) == set()
+    # Reaching the frame is never exempt.
+    img[-15:, product.left:product.right] = 250
+    assert "frame_white" in failing(check(encode(img, "PNG"), "amazon", claim=Claim(product, shadow)))
