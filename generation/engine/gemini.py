@@ -34,12 +34,14 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from PIL import Image
 
+from . import ENGINE_VERSION
 from .base import BackendConfig, EngineError, GenerationResult, ProgressCallback
 from .compose import finish
 from .decode import load_rgb_alpha
 from .fidelity import FidelityReport, FidelityThresholds, compare_products
-from .cut import Cut
-from .segment import segment_product
+from .cut import cut_product
+from .encode import encode_mask
+from .saliency import get_segmenter
 from .spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class GeminiBackend:
             raise ValueError(f"gemini_timeout_ms must be positive, not {config.gemini_timeout_ms!r}")
         self.config = config
         self.fidelity_thresholds = FidelityThresholds(**config.extra.get("fidelity_thresholds", {}))
+        self.segmenter = get_segmenter(config.segmenter)
         self._client: genai.Client | None = None
         if config.gemini_api_key:
             # One long-lived client per backend (and so per worker thread): a
@@ -112,6 +115,17 @@ class GeminiBackend:
                     timeout=config.gemini_timeout_ms,  # milliseconds
                 ),
             )
+
+    def engine_info(self) -> dict[str, str | None]:
+        """Provenance: the segmenter that made the mask and judged fidelity, and the image model."""
+        return {
+            "backend": self.name,
+            "segmenter": self.segmenter.name,
+            "model": self.segmenter.model,
+            "model_sha256": self.segmenter.model_sha256,
+            "version": ENGINE_VERSION,
+            "upstream_model": self.config.gemini_model,
+        }
 
     def close(self) -> None:
         if self._client is not None:
@@ -134,7 +148,9 @@ class GeminiBackend:
             )
         spec = job.outputs[0]
         rgb, alpha = load_rgb_alpha(image)
-        in_matte = segment_product(rgb, alpha)
+        # The input's cut is made before paying for a call: a photo with no
+        # product fails here, free. It is also the task's mask.
+        in_cut = cut_product(rgb, alpha, hint_box=job.hint_box, segmenter=self.segmenter)
 
         request_image = _request_jpeg(rgb, alpha)
         progress(10)
@@ -147,7 +163,9 @@ class GeminiBackend:
 
         out_rgb, out_alpha = _decode_answer(_image_bytes(response))
         try:
-            out_matte = segment_product(out_rgb, out_alpha)
+            # The same segmenter on the answer: a shadow the model drew is told
+            # apart from the product, so `shadow` applies to it like to a photo's.
+            out_cut = cut_product(out_rgb, out_alpha, segmenter=self.segmenter)
         except EngineError as exc:
             if exc.code != "no_product_found":
                 raise
@@ -156,17 +174,19 @@ class GeminiBackend:
                 "product_altered", "The generated image does not show the product any more.", transient=False
             ) from exc
 
-        report = compare_products(rgb, in_matte, out_rgb, out_matte, self.fidelity_thresholds)
+        report = compare_products(rgb, in_cut.matte, out_rgb, out_cut.matte, self.fidelity_thresholds)
         if not report.passed:
             logger.warning("Gemini altered the product (%s): %s", self.config.fidelity_mode, report.as_check())
             if self.config.fidelity_mode == "fail":
                 raise EngineError("product_altered", report.describe(), transient=False)
 
         # The same finishing as the local backend; it reports 70 (composed) and 90 (encoded, checked).
-        cut = Cut(matte=out_matte, shadow=None, confidence=1.0, review_reasons=(),
-                  segmenter="classical", model=None, model_sha256=None)
-        result = finish(out_rgb, cut, spec, progress, straight_alpha=out_alpha is not None)
-        result = dataclasses.replace(result, compliance=_with_fidelity(result.compliance, report, spec.preset))
+        # The answer's own geometry: with fit=original the cut-out has the answer's size.
+        result = finish(out_rgb, out_cut, spec, progress, straight_alpha=out_alpha is not None)
+        result = dataclasses.replace(
+            result, compliance=_with_fidelity(result.compliance, report, spec.preset),
+            mask=encode_mask(in_cut.matte), engine=self.engine_info(),
+        )
         progress(100)
         return result
 

@@ -166,10 +166,10 @@ def fake() -> Iterator[FakeGemini]:
         yield server
 
 
-def backend_for(fake: FakeGemini, mode: str) -> GeminiBackend:
+def backend_for(fake: FakeGemini, mode: str, segmenter: str = "classical") -> GeminiBackend:
     return GeminiBackend(
         BackendConfig(gemini_api_key="k", gemini_base_url=fake.base_url, gemini_api_version="v1beta",
-                      fidelity_mode=mode)
+                      fidelity_mode=mode, segmenter=segmenter)
     )
 
 
@@ -200,9 +200,12 @@ def test_a_faithful_answer_that_keeps_a_shadow_and_relights_passes_in_fail_mode(
     # Before registration replaced box alignment, this answer failed as
     # product_altered: the shadow widened the answer's box (delta E 14.7).
     fake.scenario = "kept_shadow"
-    result = backend_for(fake, "fail").generate(scenes.plain().encode("PNG"), JOB, lambda pct: None)
+    result = backend_for(fake, "fail", segmenter="auto").generate(scenes.plain().encode("PNG"), JOB, lambda pct: None)
     assert result.compliance is not None
     assert result.compliance["checks"]["product_fidelity"]["passed"] is True
+    assert result.engine["backend"] == "gemini" and result.engine["segmenter"] == "u2netp"
+    assert result.engine["upstream_model"] == "gemini-2.5-flash-image"
+    assert result.mask is not None
 
 
 def test_a_kept_product_records_its_measures_in_either_mode(fake: FakeGemini) -> None:
