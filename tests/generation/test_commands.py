@@ -1,4 +1,5 @@
-"""queue_stats, rescue_tasks, purge_tasks, cancel_tasks, worker_health on known data sets."""
+"""The management commands: queue_stats, rescue_tasks, purge_tasks, cancel_tasks, worker_health on known data sets,
+and ensure_user."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import socket
 from typing import Any, Callable
 
 import pytest
+from django.contrib.auth import authenticate, get_user_model
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -205,3 +207,19 @@ def test_it_reports_a_silent_stopped_or_missing_worker_as_unhealthy() -> None:
         with pytest.raises(CommandError, match=message) as caught:
             call_command("worker_health", "--max-age", "30", "--name", name)
         assert caught.value.returncode == 1
+
+
+# --- ensure_user -------------------------------------------------------------------------
+def test_it_creates_then_updates_a_user_idempotently_with_ensure_user() -> None:
+    call_command("ensure_user", "demo", "--password", "first-pass-1", "--superuser")
+    call_command("ensure_user", "demo", "--password", "second-pass-2")
+    user = get_user_model().objects.get(username="demo")
+    assert user.is_superuser and user.is_staff
+    assert authenticate(username="demo", password="second-pass-2") == user
+    assert get_user_model().objects.count() == 1
+
+
+def test_it_refuses_a_short_password_with_ensure_user() -> None:
+    with pytest.raises(CommandError):
+        call_command("ensure_user", "demo", "--password", "short")
+    assert not get_user_model().objects.exists()
