@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from generation.ops_views import QueueStatsView
+from generation.staff_api import QueueStatsView
 
 from . import health
 from .notfound import api_not_found

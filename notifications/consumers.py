@@ -23,11 +23,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from imagegen_site.metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, WS_CONNECTS, WS_RESUMES
-
 from .auth import query_param
 from .backlog import send_backlog
 from .events import group_name
+from .metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, WS_CONNECTS, WS_RESUMES
 from .admission import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE, admit
 from .presence import presence
 from .replay import SEQ_RANGE, alast_seq, aread_page, parse_seq

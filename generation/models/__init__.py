@@ -11,9 +11,9 @@ from .task import (
     input_upload_to,
     result_upload_to,
 )
-from .worker import Worker
+from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet", "Worker",
-    "backoff_seconds", "input_upload_to", "result_upload_to",
+    "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet", "WorkerProcess",
+    "WorkerQuerySet", "backoff_seconds", "input_upload_to", "result_upload_to",
 ]

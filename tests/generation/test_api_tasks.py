@@ -117,10 +117,10 @@ def test_cancel_and_retry_follow_the_state_rules(auth_client, make_task):
 
 
 def test_a_completed_task_cannot_be_canceled_and_serves_its_result(auth_client, make_task, settings):
-    from generation.models import Worker
+    from generation.models import WorkerProcess
 
     task = make_task()
-    token = GenerationTask.claim_next(Worker.objects.create(name="w"))[0][1]
+    token = GenerationTask.claim_next(WorkerProcess.objects.create(name="w"))[0][1]
     assert auth_client.get(f"/api/tasks/{task.pk}/result/").status_code == 404
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage

@@ -106,9 +106,9 @@ def test_each_task_is_claimed_once_by_separate_processes(make_task, subprocess_e
         assert proc.returncode == 0, out
     assert set(GenerationTask.objects.values_list("status", flat=True)) == {"completed"}
     assert claims_per_task() == Counter({t.pk: 1 for t in tasks})
-    from generation.models import Worker as WorkerRow
+    from generation.models import WorkerProcess
 
-    assert sum(WorkerRow.objects.values_list("tasks_done", flat=True)) == 60
+    assert sum(WorkerProcess.objects.values_list("tasks_done", flat=True)) == 60
 
 
 @pytest.mark.django_db(transaction=True)
@@ -335,7 +335,7 @@ def test_fast_tasks_are_claimed_in_batches_and_each_runs_once(make_task, setting
 def test_a_real_image_task_is_never_batched(settings):
     settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
     worker = Worker(worker_id="slow")
-    worker._typical_run = 0.8  # seconds: the local engine's order of magnitude
+    worker._seconds_per_task = 0.8  # seconds: the local engine's order of magnitude
     assert worker.batch_size() == 1
 
 
@@ -347,7 +347,7 @@ def test_a_task_canceled_while_waiting_in_its_batch_is_discarded(make_task, sett
     CancelLastBackend.calls = 0
     first, second = make_task(), make_task()
     worker = Worker(worker_id="batch-cancel")
-    worker._typical_run = 0.001
+    worker._seconds_per_task = 0.001
     assert worker.run_once() is True
     first.refresh_from_db()
     second.refresh_from_db()
@@ -366,7 +366,7 @@ def test_a_batch_is_recorded_together_and_a_task_canceled_meanwhile_is_discarded
     CancelFirstOnSecondCallBackend.calls = 0
     first, second = make_task(), make_task()
     worker = Worker(worker_id="batch-record")
-    worker._typical_run = 0.001
+    worker._seconds_per_task = 0.001
     assert worker.run_once() is True
     first.refresh_from_db()
     second.refresh_from_db()

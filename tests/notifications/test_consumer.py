@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from imagegen_site.metrics import GAP_FILLS
+from notifications.metrics import GAP_FILLS
 from notifications import events
 from notifications.models import Event, EventCounter
 

@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from generation.models import GenerationTask
-from generation.models import Worker as WorkerRow
+from generation.models import WorkerProcess
 from generation.worker import Worker
 from notifications.events import publisher
 from notifications.models import Event
@@ -31,7 +31,7 @@ def log_of(user: Any) -> list[tuple[int, str, int, str]]:
 def test_every_transition_appends_exactly_one_event_with_the_next_seq(user: Any, make_task: Any,
                                                                         settings: Any) -> None:
     settings.IMAGEGEN_MAX_ATTEMPTS = 2
-    row = WorkerRow.objects.create(name="t")
+    row = WorkerProcess.objects.create(name="t")
     task = make_task()
     expected = [(1, "task_created", task.pk, "pending")]
 
@@ -63,9 +63,9 @@ def test_every_transition_appends_exactly_one_event_with_the_next_seq(user: Any,
     step(lambda: task.release(token), "task_update", "pending")
     token = claim()
     expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
-    WorkerRow.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    WorkerProcess.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
     step(lambda: GenerationTask.rescue_orphans(30), "task_update", "pending")
-    WorkerRow.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now())
+    WorkerProcess.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now())
     token = claim()
     expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
     step(lambda: task.complete(token, result_name="results/x.jpg", content_type="image/jpeg", compliance=None),
@@ -168,7 +168,7 @@ async def test_state_rebuilt_from_replayed_events_equals_the_task_list(user: Any
         canceled.cancel()
         retried.cancel()
         retried.retry()
-        row = WorkerRow.objects.create(name="f")
+        row = WorkerProcess.objects.create(name="f")
         for claimed, token in GenerationTask.claim_next(row, limit=2):
             if claimed.pk == failing.pk:
                 claimed.fail(token, code="safety_block", message="Blocked.", transient=False)

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from generation.management.arguments import positive_seconds
-from generation.models import Worker
+from generation.models import WorkerProcess
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, max_age: float, name: str | None, host: str | None, **options: Any) -> None:
         host = host or socket.gethostname()
-        workers = Worker.objects.filter(host=host, stopped_at__isnull=True)
+        workers = WorkerProcess.objects.filter(host=host, stopped_at__isnull=True)
         if name is not None:
             workers = workers.filter(name=name)
         latest = workers.order_by("-last_heartbeat").first()
