@@ -5,13 +5,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .engine import InvalidOptions
 from .engine.presets import validate_options
 from .engine.upload import CheckedUpload, UploadRejected, check_upload
-from .errors import ErrorCode
 from .models import GenerationTask
 
 OPTION_FIELDS = ("preset", "size", "format", "margin")
@@ -57,41 +55,21 @@ class TaskCreateSerializer(serializers.Serializer):
 
 
 class TaskSerializer(serializers.ModelSerializer):
-    queue_position = serializers.SerializerMethodField()
-    estimated_remaining_seconds = serializers.SerializerMethodField()
+    """The task JSON: ``GenerationTask.live_state()``, which events carry too. The fields
+    declared here only describe it in the OpenAPI schema."""
+
+    queue_position = serializers.IntegerField(read_only=True, allow_null=True)
+    estimated_remaining_seconds = serializers.IntegerField(read_only=True, allow_null=True)
     elapsed_time = serializers.FloatField(read_only=True, allow_null=True)
-    input_image_url = serializers.SerializerMethodField()
-    result_image_url = serializers.SerializerMethodField()
-    # The enum, so the schema lists every code a client may meet.
-    error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_null=True, read_only=True)
+    input_image_url = serializers.CharField(read_only=True, help_text="path of the owner-only download")
+    result_image_url = serializers.CharField(
+        read_only=True, allow_null=True, help_text="path of the owner-only download, once completed"
+    )
 
     class Meta:
         model = GenerationTask
-        fields = [
-            "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
-            "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
-            "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance",
-        ]
+        fields = list(GenerationTask.LIVE_FIELDS)
         read_only_fields = fields
 
-    def _position(self, task: GenerationTask) -> int | None:
-        cache = self.context.setdefault("_positions", {})
-        if task.pk not in cache:
-            cache[task.pk] = task.queue_position()
-        return cache[task.pk]
-
-    @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_queue_position(self, task: GenerationTask) -> int | None:
-        return self._position(task)
-
-    @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_estimated_remaining_seconds(self, task: GenerationTask) -> int | None:
-        return task.estimated_remaining_seconds(self._position(task))
-
-    @extend_schema_field(serializers.CharField(help_text="path of the owner-only download"))
-    def get_input_image_url(self, task: GenerationTask) -> str | None:
-        return task.get_input_url()
-
-    @extend_schema_field(serializers.CharField(allow_null=True, help_text="path of the owner-only download, once completed"))
-    def get_result_image_url(self, task: GenerationTask) -> str | None:
-        return task.get_result_url()
+    def to_representation(self, task: GenerationTask) -> dict[str, Any]:
+        return task.live_state()
