@@ -10,6 +10,7 @@ from rest_framework import serializers
 from .engine import InvalidOptions
 from .engine.presets import validate_options
 from .engine.upload import CheckedUpload, UploadRejected, check_upload
+from .errors import ErrorCode
 from .models import GenerationTask
 
 OPTION_FIELDS = ("preset", "size", "format", "margin")
@@ -65,6 +66,8 @@ class TaskSerializer(serializers.ModelSerializer):
     result_image_url = serializers.CharField(
         read_only=True, allow_null=True, help_text="path of the owner-only download, once completed"
     )
+    # The enum, so the schema lists every code a client may meet.
+    error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_null=True, read_only=True)
 
     class Meta:
         model = GenerationTask

@@ -19,8 +19,8 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from generation.models import GenerationTask
-from imagegen_site.metrics import PUBLISHES
 
+from .metrics import PUBLISHES
 from .models import Event
 
 logger = logging.getLogger(__name__)

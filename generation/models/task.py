@@ -1,4 +1,4 @@
-"""The generation queue: ``GenerationTask`` rows and the ``Worker`` processes that run them.
+"""The generation queue: ``GenerationTask`` rows and the ``WorkerProcess`` rows that run them.
 
 The row is the single source of truth for a task's state. Every state change
 is a method here that opens its own short transaction, re-reads the row under
@@ -23,9 +23,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import wakeup
-from .estimates import live_worker_capacity, recent_run_seconds
+from ..errors import ErrorCode
+from .memo import memoized
 from .transition_log import log_transition
-from .worker import Worker
+from .worker import WorkerProcess
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -67,6 +68,9 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
     def claimable(self) -> TaskQuerySet:
         return self.pending().filter(run_after__lte=timezone.now())
 
+    def finished(self) -> TaskQuerySet:
+        return self.filter(status__in=GenerationTask.FINISHED)
+
     def in_claim_order(self) -> TaskQuerySet:
         return self.order_by("-priority", "id")
 
@@ -74,6 +78,17 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         """Lock up to ``limit`` claimable rows, skipping rows other workers hold.
         Call inside a transaction and keep it short: the rows stay locked until commit."""
         return list(self.claimable().in_claim_order().select_for_update(skip_locked=True)[:limit])
+
+    def typical_run_seconds(self, sample: int = 50) -> float | None:
+        """The typical run time of a task, claim to finish: the median over the ``sample``
+        most recently completed (None before any). The one definition ETAs use."""
+        rows = list(
+            self.filter(status=GenerationTask.Status.COMPLETED, started_at__isnull=False)
+            .order_by("-finished_at")
+            .values_list("started_at", "finished_at")[:sample]
+        )
+        durations = sorted((end - start).total_seconds() for start, end in rows if end)
+        return durations[len(durations) // 2] if durations else None
 
     def orphaned(self, timeout: float) -> TaskQuerySet:
         """Processing tasks whose worker has been silent for ``timeout`` seconds (or is gone)."""
@@ -91,6 +106,7 @@ class GenerationTask(models.Model):
         FAILED = "failed"
         CANCELED = "canceled"
 
+    #: The end states: no worker will touch the task again (only ``retry`` revives it).
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELED)
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_tasks")
@@ -110,7 +126,7 @@ class GenerationTask(models.Model):
     run_after = models.DateTimeField(default=timezone.now)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     # The claim: which worker holds the task and the token every later write must present.
-    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    worker = models.ForeignKey(WorkerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -162,7 +178,8 @@ class GenerationTask(models.Model):
         return ahead + 1
 
     def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
-        typical = recent_run_seconds()
+        # Both figures are read for every task event and listing: a 10 s old value will do.
+        typical = memoized("typical_run_seconds", 10.0, GenerationTask.objects.typical_run_seconds)
         if typical is None or self.is_finished:
             return None
         if self.status == self.Status.PROCESSING:
@@ -170,7 +187,7 @@ class GenerationTask(models.Model):
         position = position if position is not None else self.queue_position()
         if position is None:
             return None
-        workers = max(live_worker_capacity(), 1)
+        workers = max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
         return int(round(typical * (1 + (position - 1) / workers)))
 
     def get_result_url(self) -> str | None:
@@ -275,7 +292,7 @@ class GenerationTask(models.Model):
         if self.status != self.Status.PROCESSING or self.claim_token != token:
             raise LostClaim(f"task {self.pk} is {self.status}; claim {token} no longer holds")
 
-    def claim(self, worker: Worker) -> uuid.UUID:
+    def claim(self, worker: WorkerProcess) -> uuid.UUID:
         """Take a pending row this transaction has locked (see ``lock_claimable``)."""
         if self.status != self.Status.PENDING:
             raise InvalidTransition(f"cannot claim a {self.status} task")
@@ -291,7 +308,7 @@ class GenerationTask(models.Model):
         return self.claim_token
 
     @classmethod
-    def claim_next(cls, worker: Worker, limit: int = 1) -> list[tuple[GenerationTask, uuid.UUID]]:
+    def claim_next(cls, worker: WorkerProcess, limit: int = 1) -> list[tuple[GenerationTask, uuid.UUID]]:
         """Claim up to ``limit`` tasks in one short transaction; generation runs after it commits."""
         with transaction.atomic():
             tasks = cls.objects.lock_claimable(limit)
@@ -395,6 +412,15 @@ class GenerationTask(models.Model):
             self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
             _announce_work()
 
+    def requeue(self) -> None:
+        """An operator gives a stuck processing task back to the queue. It is a ``release``
+        under the claim as last read: if the worker finishes first, that claim no longer
+        holds and this raises ``LostClaim`` instead of undoing its result; the stuck
+        worker is fenced out the same way when it wakes up."""
+        if self.status != self.Status.PROCESSING or self.claim_token is None:
+            raise InvalidTransition(f"only a processing task can be requeued, this one is {self.status}")
+        self.release(self.claim_token)
+
     def cancel(self) -> None:
         with transaction.atomic():
             self._lock()
@@ -438,7 +464,7 @@ class GenerationTask(models.Model):
                     continue
                 logger.warning("Taking back task %d from silent worker %s", task.pk, task.worker_id)
                 task._record_failure(
-                    code="worker_lost",
+                    code=ErrorCode.WORKER_LOST,
                     message="The worker processing this task stopped responding.",
                     transient=True,
                 )
