@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from .auth import query_param
 from .backlog import send_backlog
+from .closing import prepare_socket
 from .events import group_name
 from .metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, WS_CONNECTS, WS_RESUMES
 from .admission import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE, admit
@@ -67,6 +68,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- connection lifecycle ----------------------------------------------------------
     async def websocket_connect(self, message: dict) -> None:
         # Accept first, so a refused client gets our close code, not an HTTP 403.
+        prepare_socket(self.base_send)  # 1009 / 1001 close frames under daphne
         await self.accept()
         code, result, self.user_id = await admit(self.scope)
         WS_CONNECTS.labels(result).inc()
