@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from generation.errors import ErrorCode
+
 _NULLABLE_STR = {"type": "string", "nullable": True}
 
 EVENT = {
@@ -27,7 +29,7 @@ EVENT = {
                 "result_image_url": _NULLABLE_STR,
                 "elapsed_time": {"type": "number", "nullable": True},
                 "estimated_remaining_seconds": {"type": "integer", "nullable": True},
-                "error_code": _NULLABLE_STR,
+                "error_code": {"type": "string", "nullable": True, "enum": [*ErrorCode.values, None]},
                 "error_message": _NULLABLE_STR,
                 "updated_at": {"type": "string", "format": "date-time"},
             },
