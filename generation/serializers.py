@@ -1,4 +1,4 @@
-"""Task input validation and output shape (the contract's task JSON)."""
+"""Task input validation and output shape (the task JSON of docs/api.md)."""
 from __future__ import annotations
 
 from typing import Any

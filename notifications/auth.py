@@ -3,7 +3,7 @@
 Browsers cannot set headers on a WebSocket, so the access token travels in the
 query string (``?token=``). The middleware is stateless: it validates the JWT,
 puts the user (or AnonymousUser) and the token's expiry in the scope, and
-leaves the accept-then-close with the contract's codes to the consumer, so a
+leaves the accept-then-close with the close codes of docs/api.md to the consumer, so a
 client always sees 4001/4003 rather than a bare HTTP 403.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 
 from .models import Event, EventCounter
 
-PAGE_SIZE = 500  # the contract's maximum per /api/events/ page; also bounds one replay step
+PAGE_SIZE = 500  # the most events per /api/events/ page (docs/api.md); also bounds one replay step
 
 # Seqs are signed 64-bit (bigint): every seq a log can hold is a valid cursor;
 # a larger "after" could not be compared in SQL, so it is a 4xx (SEQ_RANGE).

@@ -2,7 +2,7 @@
 
 The long-poll view is a plain async Django view (a DRF view would hold the
 sync thread while it waits), so drf-spectacular cannot see it; this
-post-processing hook describes it by hand, following the contract.
+post-processing hook describes it by hand, as docs/api.md does.
 """
 from __future__ import annotations
 

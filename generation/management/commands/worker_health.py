@@ -18,7 +18,7 @@ class Command(BaseCommand):
         "Exit 0 if a worker on this host (--host, default this machine's hostname) and, with --name, "
         "with that --worker-id, has sent a heartbeat within --max-age seconds and has not stopped; "
         "exit 1 otherwise. Use it as a Kubernetes/Docker liveness probe next to `runworker`. "
-        "It reads the Worker table, so it also fails while the database is unreachable."
+        "It reads the worker-process table, so it also fails while the database is unreachable."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
