@@ -20,3 +20,8 @@ def memoized(key: str, ttl: float, compute: Callable[[], T]) -> T:
     value = compute()
     _memo[key] = (now, value)
     return value
+
+
+def forget() -> None:
+    """Drop every memoized figure (tests: a figure must not outlive the data it came from)."""
+    _memo.clear()

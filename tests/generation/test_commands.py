@@ -31,6 +31,14 @@ def snapshot() -> list[tuple[int, str, int]]:
     return list(GenerationTask.objects.order_by("id").values_list("id", "status", "attempts"))
 
 
+def dry_run(name: str, *args: str, capsys: Any) -> str:
+    """``name *args --dry-run``'s output, once it is checked to have changed no task and written no event."""
+    before, events = snapshot(), Event.objects.count()
+    out = run(name, *args, "--dry-run", capsys=capsys)
+    assert snapshot() == before and Event.objects.count() == events
+    return out
+
+
 # --- rescue_tasks ------------------------------------------------------------------------
 @pytest.fixture
 def orphans(make_task: Callable[..., GenerationTask]) -> dict[str, GenerationTask]:
@@ -49,11 +57,8 @@ def orphans(make_task: Callable[..., GenerationTask]) -> dict[str, GenerationTas
 
 
 def test_it_lists_orphaned_tasks_on_a_dry_run_and_changes_nothing(orphans: dict[str, GenerationTask], capsys: Any) -> None:
-    before, events = snapshot(), Event.objects.count()
+    out = dry_run("rescue_tasks", "--timeout", "30", capsys=capsys)
 
-    out = run("rescue_tasks", "--dry-run", "--timeout", "30", capsys=capsys)
-
-    assert snapshot() == before and Event.objects.count() == events
     assert f"Would take back task {orphans['retry'].pk} from silent (attempt 1/3: retry)" in out
     assert f"Would take back task {orphans['spent'].pk} from silent (attempt 3/3: fail)" in out
     assert f"task {orphans['healthy'].pk} " not in out
@@ -99,12 +104,9 @@ def files_of(task: GenerationTask) -> list[str]:
 
 
 def test_it_counts_what_a_purge_would_delete_on_a_dry_run(aged: dict[str, GenerationTask], capsys: Any) -> None:
-    before, events = snapshot(), Event.objects.count()
-
-    data = json.loads(run("purge_tasks", "--older-than", "30d", "--dry-run", "--json", capsys=capsys))
+    data = json.loads(dry_run("purge_tasks", "--older-than", "30d", "--json", capsys=capsys))
 
     assert (data["tasks"], data["files"], data["events"], data["dry_run"]) == (3, 4, 3, True)
-    assert snapshot() == before and Event.objects.count() == events
     assert all(default_storage.exists(name) for task in aged.values() for name in files_of(task))
 
 
@@ -156,11 +158,8 @@ def mixed(make_task: Callable[..., GenerationTask], other_user: Any) -> dict[str
 
 
 def test_it_lists_what_it_would_cancel_on_a_dry_run(mixed: dict[str, GenerationTask], capsys: Any) -> None:
-    before, events = snapshot(), Event.objects.count()
+    out = dry_run("cancel_tasks", "--user", "alice", capsys=capsys)
 
-    out = run("cancel_tasks", "--user", "alice", "--dry-run", capsys=capsys)
-
-    assert snapshot() == before and Event.objects.count() == events
     assert f"Would cancel task {mixed['pending'].pk} (pending" in out
     assert f"Would cancel task {mixed['processing'].pk} (processing" in out
     assert "Would cancel 2 task(s)." in out

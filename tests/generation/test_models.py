@@ -87,8 +87,13 @@ def test_only_failed_or_canceled_tasks_can_be_retried(make_task, worker_row, sta
         task, token = claim(worker_row)
         if status == "completed":
             task.complete(token, result_name="r.jpg", content_type="image/jpeg", compliance=None)
+    task.refresh_from_db()
+    row_before = GenerationTask.objects.filter(pk=task.pk).values().get()
+    events_before = Event.objects.count()
     with pytest.raises(InvalidTransition):
         task.retry()
+    assert GenerationTask.objects.filter(pk=task.pk).values().get() == row_before
+    assert Event.objects.count() == events_before
 
 
 def test_a_permanent_error_fails_at_once_with_its_code(make_task, worker_row):

@@ -5,10 +5,11 @@ import logging
 from typing import Any, Callable
 
 import pytest
+from django.db import transaction
 
 from generation.models import GenerationTask
 
-from .builders import advance, claim, worker_row
+from .builders import claim, worker_row
 
 FIELDS = ("task_id", "user_id", "status", "progress", "attempt", "worker", "error_code", "elapsed_ms", "run_ms")
 
@@ -40,8 +41,24 @@ def test_it_logs_one_structured_line_per_state_change_once_committed(
     assert f"Task {task.pk} failed" in failed.getMessage()
 
 
+class RolledBack(Exception):
+    pass
+
+
 @pytest.mark.django_db
-def test_it_logs_nothing_for_a_change_that_rolled_back(make_task: Callable[..., GenerationTask], caplog: Any) -> None:
+def test_it_logs_nothing_for_a_change_that_rolled_back(
+    make_task: Callable[..., GenerationTask], caplog: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    task = make_task()
     caplog.set_level(logging.INFO, logger="generation.models")
-    task = advance(make_task(), "canceled", worker_row())  # the test transaction never commits
-    assert task.status == "canceled" and transitions(caplog) == []
+    # Commit callbacks run here (as at a real commit): only the change's own rollback may stop its line.
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RolledBack), transaction.atomic():
+            task.cancel()
+            raise RolledBack
+    task.refresh_from_db()
+    assert task.status == "pending" and transitions(caplog) == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        task.cancel()  # the same change, kept: one line
+    assert [r.status for r in transitions(caplog)] == ["canceled"]

@@ -130,24 +130,3 @@ async def test_sockets_over_the_per_user_cap_are_closed_with_4029(user: Any, oth
     for ws in (second, third, bobs):
         await ws.disconnect()
     assert presence.by_user[user.pk] == 0
-
-
-async def test_the_two_middlewares_stacked_decide_like_the_combined_one(user: Any, settings: Any) -> None:
-    from channels.routing import URLRouter
-    from channels.testing import WebsocketCommunicator
-
-    from notifications.auth import JWTAuthMiddleware, OriginCheckMiddleware
-    from notifications.routing import websocket_urlpatterns
-
-    settings.WS_ALLOWED_ORIGINS = ["https://app.example.com"]
-    app = OriginCheckMiddleware(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))
-    for origin, token, expected in [("https://evil.example.org", token_for(user), 4003), (None, "bad", 4001),
-                                    ("https://app.example.com", token_for(user), None)]:
-        headers = [(b"origin", origin.encode())] if origin else []
-        ws = WebsocketCommunicator(app, f"/ws/notifications?token={token}", headers=headers)
-        assert (await ws.connect(timeout=10))[0]
-        if expected is None:
-            assert (await ws.receive_json_from(10))["type"] == "sync_complete"
-            await ws.disconnect()
-        else:
-            assert await close_code(ws) == expected
