@@ -90,11 +90,11 @@ def make_fixture(users: int, tasks_per_user: int) -> list[dict[str, Any]]:
     from rest_framework_simplejwt.tokens import AccessToken
 
     from generation.models import GenerationTask
-    from generation.models import Worker as WorkerRow
+    from generation.models import WorkerProcess
 
     User = get_user_model()
     created = User.objects.bulk_create(User(username=f"rt{uuid.uuid4().hex[:12]}", password="!") for _ in range(users))
-    row = WorkerRow.objects.create(name="bench-realtime")
+    row = WorkerProcess.objects.create(name="bench-realtime")
     now = tz.now()
     tasks = GenerationTask.objects.bulk_create(
         GenerationTask(user=u, status="processing", claim_token=uuid.uuid4(), worker=row, attempts=1, started_at=now,

@@ -6,12 +6,11 @@ history. Images are served by a staff-checked view here, never from public media
 """
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, Callable
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -19,8 +18,8 @@ from django.utils.html import format_html, format_html_join
 
 from notifications.models import Event
 
-from . import ops_views, retention, thumbnails
-from .models import GenerationTask, InvalidTransition, QueueControl, Worker
+from . import dashboard, retention, thumbnails
+from .models import GenerationTask, InvalidTransition, QueueControl, WorkerProcess
 
 TIMELINE_LIMIT = 500
 _IMAGE_HEADERS = {
@@ -175,15 +174,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
 
     @admin.action(description="Requeue selected stuck processing tasks", permissions=["change"])
     def requeue_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        def requeue(task: GenerationTask) -> None:
-            if task.status != GenerationTask.Status.PROCESSING or task.claim_token is None:
-                raise InvalidTransition(f"only a processing task can be requeued, this one is {task.status}")
-            # Release under the claim just read: if the worker finishes first, the token
-            # no longer holds and this raises LostClaim instead of undoing its result.
-            # The stuck worker is fenced out the same way when it wakes up.
-            task.release(task.claim_token)
-
-        self._apply(request, queryset, requeue, "Requeued {} task(s).", "Requeued (admin action)")
+        self._apply(request, queryset, GenerationTask.requeue, "Requeued {} task(s).", "Requeued (admin action)")
 
     def get_actions(self, request: HttpRequest) -> dict:
         actions = super().get_actions(request)
@@ -213,8 +204,8 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
-            path("dashboard/", wrap(lambda r: ops_views.dashboard(r, self)), name="generation_dashboard"),
-            path("dashboard/intake/", wrap(lambda r: ops_views.set_intake(r, self)), name="generation_intake"),
+            path("dashboard/", wrap(lambda r: dashboard.dashboard(r, self)), name="generation_dashboard"),
+            path("dashboard/intake/", wrap(lambda r: dashboard.set_intake(r, self)), name="generation_intake"),
             path("<path:object_id>/image/<str:kind>/", wrap(self.image_view), name="generation_generationtask_image"),
             *super().get_urls(),
         ]
@@ -250,7 +241,7 @@ class AliveFilter(admin.SimpleListFilter):
         return [("yes", "Alive"), ("no", "Stopped or silent")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        live = Worker.live().values("pk")
+        live = WorkerProcess.objects.live().values("pk")
         if self.value() == "yes":
             return queryset.filter(pk__in=live)
         if self.value() == "no":
@@ -258,48 +249,52 @@ class AliveFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+@admin.register(WorkerProcess)
+class WorkerProcessAdmin(admin.ModelAdmin):
     list_display = (
         "name", "host", "pid", "started_at", "last_heartbeat", "heartbeat_age", "concurrency",
         "tasks_done", "alive", "current_tasks", "embedded",
     )
     list_filter = (AliveFilter, "embedded", "host")
     search_fields = ("name", "host")
-    readonly_fields = [f.name for f in Worker._meta.fields]
+    readonly_fields = [f.name for f in WorkerProcess._meta.fields]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         processing = GenerationTask.objects.filter(status=GenerationTask.Status.PROCESSING).only("id", "worker_id")
-        return super().get_queryset(request).prefetch_related(Prefetch("tasks", processing, to_attr="processing"))
+        live = WorkerProcess.objects.live().filter(pk=OuterRef("pk"))
+        return (
+            super().get_queryset(request)
+            .annotate(is_live=Exists(live))
+            .prefetch_related(Prefetch("tasks", processing, to_attr="processing"))
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: WorkerProcess | None = None) -> bool:
         return False  # rows are written by the workers themselves
 
-    def has_delete_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: WorkerProcess | None = None) -> bool:
         if obj is not None and self._is_alive(obj):
             return False
         return super().has_delete_permission(request, obj)
 
     @staticmethod
-    def _is_alive(worker: Worker) -> bool:
-        from django.conf import settings
-
-        horizon = timezone.now() - timedelta(seconds=settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
-        return worker.stopped_at is None and worker.last_heartbeat >= horizon
+    def _is_alive(worker: WorkerProcess) -> bool:
+        # Rows of this admin's queryset carry the answer of WorkerProcess.objects.live().
+        live = getattr(worker, "is_live", None)
+        return WorkerProcess.objects.live().filter(pk=worker.pk).exists() if live is None else live
 
     @admin.display(boolean=True, description="alive?")
-    def alive(self, worker: Worker) -> bool:
+    def alive(self, worker: WorkerProcess) -> bool:
         return self._is_alive(worker)
 
     @admin.display(description="heartbeat age", ordering="-last_heartbeat")
-    def heartbeat_age(self, worker: Worker) -> str:
+    def heartbeat_age(self, worker: WorkerProcess) -> str:
         return f"{(timezone.now() - worker.last_heartbeat).total_seconds():.1f} s"
 
     @admin.display(description="current tasks")
-    def current_tasks(self, worker: Worker) -> str:
+    def current_tasks(self, worker: WorkerProcess) -> str:
         tasks = getattr(worker, "processing", [])
         if not tasks:
             return "-"

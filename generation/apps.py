@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class GenerationConfig(AppConfig):
     name = "generation"
     verbose_name = "Generation queue"
+
+    def ready(self) -> None:
+        from . import metrics  # noqa: F401  (defines this app's series and registers the scrape-time collector)

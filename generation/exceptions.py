@@ -1,4 +1,4 @@
-"""API errors as the contract wants them: ``{"detail": "..."}`` with a 4xx, never a 500 for bad input."""
+"""API errors as docs/api.md describes them: ``{"detail": "..."}`` with a 4xx, never a 500 for bad input."""
 from __future__ import annotations
 
 from typing import Any

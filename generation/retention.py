@@ -28,11 +28,11 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Q
+from django.dispatch import Signal
 from django.utils import timezone
 
-from imagegen_site.metrics import RETENTION_DELETED
-
-from .models import GenerationTask, QueueControl, Worker
+from .metrics import RETENTION_DELETED
+from .models import GenerationTask, QueueControl, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 LOCK_KEY = int.from_bytes(b"imgretn", "big")
 _local_lock = threading.Lock()  # SQLite (no advisory locks): one process, so a process lock suffices
 
-FINISHED = tuple(str(s) for s in GenerationTask.FINISHED)
+#: Sent when events older than ``older_than`` (at ``now``) are due to go, or with
+#: ``dry_run`` to be counted; ``batch_size`` rows per statement. Each receiver returns
+#: how many it deleted (or would delete). The event log is the realtime side's, so it
+#: connects its purge here (``notifications.apps``); this module never imports it.
+events_expired = Signal()
 
 
 @dataclass
@@ -76,7 +80,7 @@ def _delete_locked(candidates: Any, *, limit: int | None, skip_locked: bool) -> 
     transaction; their files go once it commits. Returns (deleted ids, file count)."""
     with transaction.atomic():
         rows = (
-            candidates.filter(status__in=FINISHED)
+            candidates.finished()
             .select_for_update(skip_locked=skip_locked)
             .order_by("id")
             .values_list("id", "input_image", "result_image", "mask_image")
@@ -106,10 +110,11 @@ def delete_tasks(ids: Iterable[int]) -> list[int]:
 
 def expired_tasks(older_than: timedelta, statuses: Iterable[str] | None = None, now: datetime | None = None) -> Any:
     """Finished tasks (of ``statuses``) that finished more than ``older_than`` ago."""
-    statuses = list(statuses or FINISHED)
-    bad = sorted(set(statuses) - set(FINISHED))
+    finished = GenerationTask.FINISHED
+    statuses = list(statuses or finished)
+    bad = sorted(set(statuses) - set(finished))
     if bad:
-        raise ValueError(f"only finished tasks can be purged ({', '.join(FINISHED)}), not {', '.join(bad)}")
+        raise ValueError(f"only finished tasks can be purged ({', '.join(finished)}), not {', '.join(bad)}")
     cutoff = (now or timezone.now()) - older_than
     return GenerationTask.objects.filter(status__in=statuses).filter(
         Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, updated_at__lt=cutoff)
@@ -147,29 +152,26 @@ def purge_tasks(
 
 
 def purge_events(*, older_than: timedelta, dry_run: bool = False, now: datetime | None = None) -> int:
-    """Delete (or count) events older than ``older_than``, through the realtime side's own
-    purge. Events are removed by age only, never by task: each user's log stays a gapless
-    suffix, which clients detect as ``recovered: false`` when they asked for older ones."""
-    from notifications.models import Event
-
-    if dry_run:
-        return Event.objects.filter(created_at__lt=(now or timezone.now()) - older_than).count()
-    try:
-        from notifications.retention import purge_events as purge
-    except ImportError:
-        logger.warning("notifications.retention is not available; old events are kept")
-        return 0
-    deleted = int(purge(older_than, batch_size=settings.IMAGEGEN_RETENTION_BATCH_SIZE))
-    RETENTION_DELETED.labels("events").inc(deleted)
+    """Delete (or count) events older than ``older_than``, through the receivers of
+    ``events_expired`` (the realtime side's own purge). Events are removed by age only,
+    never by task: each user's log stays a gapless suffix, which clients detect as
+    ``recovered: false`` when they asked for older ones."""
+    answers = events_expired.send(
+        sender=None, older_than=older_than, dry_run=dry_run, now=now or timezone.now(),
+        batch_size=settings.IMAGEGEN_RETENTION_BATCH_SIZE,
+    )
+    deleted = sum(int(count) for _, count in answers)
+    if not dry_run:
+        RETENTION_DELETED.labels("events").inc(deleted)
     return deleted
 
 
 def purge_workers(*, older_than: timedelta, dry_run: bool = False, now: datetime | None = None) -> int:
     """Worker rows (one per process start) silent for ``older_than`` that no task still names."""
-    stale = Worker.objects.filter(last_heartbeat__lt=(now or timezone.now()) - older_than, tasks__isnull=True)
+    stale = WorkerProcess.objects.filter(last_heartbeat__lt=(now or timezone.now()) - older_than, tasks__isnull=True)
     if dry_run:
         return stale.count()
-    deleted, _ = Worker.objects.filter(pk__in=list(stale.values_list("pk", flat=True)[:1000])).delete()
+    deleted, _ = WorkerProcess.objects.filter(pk__in=list(stale.values_list("pk", flat=True)[:1000])).delete()
     return deleted
 
 

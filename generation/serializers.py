@@ -1,16 +1,16 @@
-"""Task input validation and output shape (the contract's task JSON)."""
+"""Task input validation and output shape (the task JSON of docs/api.md)."""
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .engine import InvalidOptions
 from .engine.spec import JobSpec, parse_job
 from .engine.upload import CheckedUpload, UploadRejected, check_upload
+from .errors import ErrorCode
 from .models import GenerationTask
 
 OPTION_FIELDS = ("preset", "size", "format", "margin", "background", "fit", "shadow", "hint_box")
@@ -86,43 +86,27 @@ class EngineSerializer(serializers.Serializer):
 
 
 class TaskSerializer(serializers.ModelSerializer):
+    """The task JSON: ``GenerationTask.live_state()``, which events carry too. The fields
+    declared here only describe it in the OpenAPI schema."""
+
+    queue_position = serializers.IntegerField(read_only=True, allow_null=True)
+    estimated_remaining_seconds = serializers.IntegerField(read_only=True, allow_null=True)
     needs_review = serializers.BooleanField(
         read_only=True, help_text="the engine judged that a person should look at the cut-out"
     )
     engine = EngineSerializer(read_only=True, allow_null=True, help_text="null until completed")
-    queue_position = serializers.SerializerMethodField()
-    estimated_remaining_seconds = serializers.SerializerMethodField()
     elapsed_time = serializers.FloatField(read_only=True, allow_null=True)
-    input_image_url = serializers.SerializerMethodField()
-    result_image_url = serializers.SerializerMethodField()
+    input_image_url = serializers.CharField(read_only=True, help_text="path of the owner-only download")
+    result_image_url = serializers.CharField(
+        read_only=True, allow_null=True, help_text="path of the owner-only download, once completed"
+    )
+    # The enum, so the schema lists every code a client may meet.
+    error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_null=True, read_only=True)
 
     class Meta:
         model = GenerationTask
-        fields = [
-            "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
-            "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
-            "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
-        ]
+        fields = list(GenerationTask.LIVE_FIELDS)
         read_only_fields = fields
 
-    def _position(self, task: GenerationTask) -> int | None:
-        cache = self.context.setdefault("_positions", {})
-        if task.pk not in cache:
-            cache[task.pk] = task.queue_position()
-        return cache[task.pk]
-
-    @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_queue_position(self, task: GenerationTask) -> int | None:
-        return self._position(task)
-
-    @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_estimated_remaining_seconds(self, task: GenerationTask) -> int | None:
-        return task.estimated_remaining_seconds(self._position(task))
-
-    @extend_schema_field(serializers.CharField(help_text="path of the owner-only download"))
-    def get_input_image_url(self, task: GenerationTask) -> str | None:
-        return task.get_input_url()
-
-    @extend_schema_field(serializers.CharField(allow_null=True, help_text="path of the owner-only download, once completed"))
-    def get_result_image_url(self, task: GenerationTask) -> str | None:
-        return task.get_result_url()
+    def to_representation(self, task: GenerationTask) -> dict[str, Any]:
+        return task.live_state()

@@ -8,6 +8,7 @@ from the database, so any process reports the same truth.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.db import connection
 from django.db.models import Aggregate, Count, DurationField, F, Q
 from django.utils import timezone
 
-from .models import GenerationTask, QueueControl, Worker
+from .models import GenerationTask, QueueControl, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def last_hour(now: datetime | None = None, window: timedelta = WINDOW) -> dict[s
 def live_workers(now: datetime | None = None) -> list[dict[str, Any]]:
     """Workers with a recent heartbeat, each with the tasks it is processing now."""
     now = now or timezone.now()
-    workers = list(Worker.live().order_by("started_at"))
+    workers = list(WorkerProcess.objects.live().order_by("started_at"))
     current: dict[Any, list[int]] = {}
     rows = (
         GenerationTask.objects.filter(status=Status.PROCESSING, worker__in=[w.pk for w in workers])
@@ -136,17 +137,25 @@ def live_workers(now: datetime | None = None) -> list[dict[str, Any]]:
     ]
 
 
+# The realtime side owns the sockets and registers how to count them
+# (``notifications.apps``): this package never imports it.
+_connection_counter: Callable[[], int] | None = None
+
+
+def count_connections_with(counter: Callable[[], int] | None) -> None:
+    """Register the function that counts open WebSocket connections across all web processes."""
+    global _connection_counter
+    _connection_counter = counter
+
+
 def open_websocket_connections() -> int | None:
-    """Open WebSocket connections across all web processes, or None if unknown."""
+    """Open WebSocket connections across all web processes, or None if unknown
+    (no counter registered, or the counter failed)."""
+    counter = _connection_counter
+    if counter is None:
+        return None
     try:
-        from notifications.presence import open_connections
-    except ImportError:
-        try:
-            from notifications.consumers import open_connections  # where it was first planned
-        except ImportError:
-            return None  # the realtime side does not report connections
-    try:
-        return int(open_connections())
+        return int(counter())
     except Exception:
         logger.warning("Could not count open WebSocket connections", exc_info=True)
         return None

@@ -17,11 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from imagegen_site.throttling import ScopedThrottle
-from notifications.models import EventCounter
 
 from .exceptions import Conflict
 from .models import GenerationTask, InvalidTransition
-from .ops_views import intake_paused_response
+from .intake import intake_paused_response
 from .serializers import TaskCreateSerializer, TaskSerializer
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -81,19 +80,15 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return tasks
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        # last_seq must describe the same snapshot as the page: on PostgreSQL read
-        # both in one REPEATABLE READ transaction; elsewhere read last_seq first, so
-        # a change racing the page is at worst replayed again, never missed.
+        # What the paginator adds to the page (the caller's last_seq, see the default
+        # pagination class) must describe the same snapshot as the page: on PostgreSQL
+        # read both in one REPEATABLE READ transaction.
         if connection.vendor == "postgresql" and not connection.in_atomic_block:
             with transaction.atomic():
                 with connection.cursor() as cursor:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return self._snapshot(request)
-        return self._snapshot(request)
-
-    def _snapshot(self, request: Request) -> Response:
-        self.paginator.last_seq = EventCounter.last_seq_for(request.user.pk)  # type: ignore[union-attr]
-        return super().list(request)
+                return super().list(request, *args, **kwargs)
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(
         summary="Submit a product photo",

@@ -22,13 +22,11 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
 
-from imagegen_site import metrics
-
-from . import retention, wakeup
+from . import metrics, retention, wakeup
 from .engine import EngineError, GenerationResult, InvalidOptions, get_backend
 from .engine.spec import JobSpec
-from .models import Completion, GenerationTask, InvalidTransition, LostClaim, mask_upload_to, result_upload_to
-from .models import Worker as WorkerRow
+from .errors import ErrorCode
+from .models import Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, mask_upload_to, result_upload_to
 
 logger = logging.getLogger(__name__)
 
@@ -100,21 +98,21 @@ class Worker:
         self._is_postgres = connection.vendor == "postgresql"
         default_poll = 1.0 if self._is_postgres else 0.2  # PostgreSQL has NOTIFY; SQLite only polls
         self.poll_interval = poll_interval or settings.IMAGEGEN_POLL_INTERVAL or default_poll
-        self.row: WorkerRow | None = None
+        self.row: WorkerProcess | None = None
         self.tasks_done = 0
         self._stopping = threading.Event()
         self._halted = threading.Event()  # stops heartbeat and listener threads
         self._inflight: dict[uuid.UUID, GenerationTask] = {}
-        self._typical_run: float | None = None
+        self._seconds_per_task: float | None = None
         self._unrecorded: list[tuple[GenerationTask, uuid.UUID, str, str]] = []
         self._lock = threading.Lock()
         self._runners: list[threading.Thread] = []
         self._services: list[threading.Thread] = []
 
     # --- lifecycle ----------------------------------------------------------------------
-    def register(self) -> WorkerRow:
+    def register(self) -> WorkerProcess:
         if self.row is None:
-            self.row = WorkerRow.objects.create(name=self.name, concurrency=self.concurrency, embedded=self.embedded)
+            self.row = WorkerProcess.objects.create(name=self.name, concurrency=self.concurrency, embedded=self.embedded)
             logger.info("Worker %s started (concurrency %d, burst %s)", self.name, self.concurrency, self.burst)
         return self.row
 
@@ -219,9 +217,11 @@ class Worker:
                 produced.append(outcome)
         self._record(produced)
         if produced:
-            # A moving average of this worker's run time per task sizes its claim batches.
+            # A moving average of this worker's wall time per claimed task (its own
+            # throughput, not the queue's typical run time) sizes its claim batches.
             per_task = (time.monotonic() - started) / len(claimed)
-            self._typical_run = per_task if self._typical_run is None else 0.8 * self._typical_run + 0.2 * per_task
+            previous = self._seconds_per_task
+            self._seconds_per_task = per_task if previous is None else 0.8 * previous + 0.2 * per_task
         return True
 
     def batch_size(self) -> int:
@@ -230,10 +230,10 @@ class Worker:
         so the claim's commit (and the finish's) is shared. A batch is held by this
         worker (processing, covered by its heartbeat) for at most about that window."""
         window = settings.IMAGEGEN_PREFETCH_WINDOW
-        typical = self._typical_run
-        if window <= 0 or typical is None:
+        per_task = self._seconds_per_task
+        if window <= 0 or per_task is None:
             return 1
-        return max(1, min(MAX_BATCH, int(window / max(typical, 1e-4))))
+        return max(1, min(MAX_BATCH, int(window / max(per_task, 1e-4))))
 
     def _produce(self, task: GenerationTask, token: uuid.UUID) -> Produced | None:
         """Generate one task's image and store the file (no transaction open).
@@ -244,7 +244,7 @@ class Worker:
                 with task.input_image.open("rb") as fh:
                     data = fh.read()
             except FileNotFoundError:
-                raise EngineError("input_missing", "The uploaded image is no longer stored.") from None
+                raise EngineError(ErrorCode.INPUT_MISSING, "The uploaded image is no longer stored.") from None
             progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
             result = get_backend().generate(data, self._job(task), progress)
             # Written outside any transaction; removed again if the claim is lost meanwhile.
@@ -260,8 +260,8 @@ class Worker:
             self._finish(task, token, started, outcome, exc.code, f"error {exc.code}")
         except Exception as exc:  # a bug or an infrastructure blip: retry, then fail
             logger.exception("Task %d crashed", task.pk)
-            outcome = self._fail(task, token, "internal_error", f"Internal error: {type(exc).__name__}", True)
-            self._finish(task, token, started, outcome, "internal_error", "error internal_error")
+            outcome = self._fail(task, token, ErrorCode.INTERNAL_ERROR, f"Internal error: {type(exc).__name__}", True)
+            self._finish(task, token, started, outcome, ErrorCode.INTERNAL_ERROR, "error internal_error")
         return None
 
     @staticmethod
@@ -271,7 +271,7 @@ class Worker:
         try:
             return JobSpec.from_options(task.options)
         except InvalidOptions as exc:
-            raise EngineError("invalid_options", f"The task's stored options are not valid: {exc}") from None
+            raise EngineError(ErrorCode.INVALID_OPTIONS, f"The task's stored options are not valid: {exc}") from None
 
     def _record(self, produced: list[Produced]) -> None:
         """Complete the produced tasks, all in one transaction: one commit for the batch.
@@ -296,8 +296,8 @@ class Worker:
             logger.exception("Could not record %d finished task(s); retrying them", len(produced))
             for item in produced:
                 self._delete_files(item)
-                outcome = self._fail(item.task, item.token, "internal_error", "Internal error: the result could not be recorded.", True)
-                self._finish(item.task, item.token, item.started, outcome, "internal_error", "error internal_error")
+                outcome = self._fail(item.task, item.token, ErrorCode.INTERNAL_ERROR, "Internal error: the result could not be recorded.", True)
+                self._finish(item.task, item.token, item.started, outcome, ErrorCode.INTERNAL_ERROR, "error internal_error")
             return
         for item in produced:
             if item.task.pk in lost:
@@ -362,7 +362,7 @@ class Worker:
                     self._retry_unrecorded()
                     rescued = GenerationTask.rescue_orphans(self.heartbeat_timeout)
                     if rescued:
-                        metrics.TASK_OUTCOMES.labels("lost", "worker_lost").inc(len(rescued))
+                        metrics.TASK_OUTCOMES.labels("lost", ErrorCode.WORKER_LOST).inc(len(rescued))
                 except Exception:
                     logger.exception("Heartbeat failed; retrying")
         finally:

@@ -21,8 +21,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import metrics as _metrics  # noqa: F401  (defines the series and registers the collector)
-
 logger = logging.getLogger(__name__)
 
 

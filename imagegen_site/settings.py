@@ -70,7 +70,9 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 DEFAULT_SECRET_KEY = "django-insecure-imagegen-development-key-change-me"
-SECRET_KEY = env_str("SECRET_KEY", DEFAULT_SECRET_KEY)
+# Unset: the embedded default generates its own key beside its database (below);
+# the public development key is left only for DEBUG runs on another database.
+SECRET_KEY = env_str("SECRET_KEY").strip() or DEFAULT_SECRET_KEY
 DEBUG = env_bool("DEBUG", True)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 # Browser origins allowed to open the WebSocket; by default the ALLOWED_HOSTS
@@ -144,6 +146,13 @@ if IS_SQLITE:
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
     }
 
+if IS_SQLITE and SECRET_KEY == DEFAULT_SECRET_KEY and not env_str("SECRET_KEY").strip():
+    _sqlite_file = str(DATABASES["default"]["NAME"])
+    if _sqlite_file and _sqlite_file != ":memory:" and not _sqlite_file.startswith("file:"):
+        from .secret_key import install_secret_key, key_file_for
+
+        SECRET_KEY = install_secret_key(key_file_for(Path(_sqlite_file)))
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer and cache ----------------------------------------------------
@@ -190,7 +199,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "generation.pagination.TaskPagination",
+    "DEFAULT_PAGINATION_CLASS": "notifications.pagination.SnapshotPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
@@ -317,7 +326,8 @@ LOGGING = {
 }
 
 if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
-    raise ImproperlyConfigured("Set SECRET_KEY: DEBUG is off and the development key is in use.")
+    raise ImproperlyConfigured("Set SECRET_KEY: DEBUG is off and the public development key is in use "
+                               "(only the SQLite default generates a key of its own).")
 
 # --- Operations (retention, intake switch, health, metrics, log format) ------------------
 # Finished tasks (rows and image files) older than this are purged by the workers; 0 = keep forever.

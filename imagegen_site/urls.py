@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from generation.ops_views import QueueStatsView
+from generation.staff_api import QueueStatsView
 
 from . import health
+from .notfound import api_not_found
 from .throttling import ScopedThrottle
 
 
@@ -32,5 +33,6 @@ urlpatterns = [
     path("api/queue/stats/", QueueStatsView.as_view(), name="queue-stats"),
     path("api/", include("generation.urls")),
     path("api/", include("notifications.urls")),
+    re_path(r"^api/(?P<unmatched>.*)$", api_not_found),  # last under api/: JSON 404, not Django's HTML page
     path("", include("imagegen_site.pages")),
 ]

@@ -23,14 +23,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from imagegen_site.metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, WS_CONNECTS, WS_RESUMES
-
 from .auth import query_param
 from .backlog import send_backlog
+from .closing import prepare_socket
 from .events import group_name
+from .metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, WS_CONNECTS, WS_RESUMES
 from .admission import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE, admit
 from .presence import presence
-from .replay import alast_seq, aread_page, parse_seq
+from .replay import SEQ_RANGE, alast_seq, aread_page, parse_seq
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- connection lifecycle ----------------------------------------------------------
     async def websocket_connect(self, message: dict) -> None:
         # Accept first, so a refused client gets our close code, not an HTTP 403.
+        prepare_socket(self.base_send)  # 1009 / 1001 close frames under daphne
         await self.accept()
         code, result, self.user_id = await admit(self.scope)
         WS_CONNECTS.labels(result).inc()
@@ -87,7 +88,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         raw_after = query_param(self.scope, "after")
         after = parse_seq(raw_after) if raw_after else None
         if raw_after and after is None:
-            await self._error("after must be a non-negative integer; sending live events only.")
+            await self._error(f"after must be {SEQ_RANGE}; sending live events only.")
         await self._send_sync(after)
 
     def _on_token_expired(self) -> None:
@@ -197,7 +198,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "resume":
             after = parse_seq(content.get("after"))
             if after is None:
-                return await self._error("resume needs after: a non-negative integer.")
+                return await self._error(f"resume needs after: {SEQ_RANGE}.")
             await self._send_sync(after)
         else:
             await self._error(f"Unknown message type {kind!r}; expected ping or resume.")

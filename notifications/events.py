@@ -19,8 +19,8 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from generation.models import GenerationTask
-from imagegen_site.metrics import PUBLISHES
 
+from .metrics import PUBLISHES
 from .models import Event
 
 logger = logging.getLogger(__name__)
@@ -35,31 +35,16 @@ SLOW_FAILURE = 0.25
 RETRY_AFTER_SLOW_FAILURE = 2.0
 
 
-class EventData(TypedDict):
-    status: str
-    progress: int
-    result_image_url: str | None
-    elapsed_time: float | None
-    estimated_remaining_seconds: int | None
-    error_code: str | None
-    error_message: str | None
-    updated_at: str
-
-
 class EventMessage(TypedDict):
     type: str
     seq: int
     task_id: int
     timestamp: str
-    data: EventData
+    data: dict[str, Any]  # the task's live_state(): the REST body of the task at this event
 
 
 def group_name(user_id: int) -> str:
     return f"user.{user_id}"
-
-
-def iso(value: Any) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def event_type(task: GenerationTask, created: bool) -> str:
@@ -72,26 +57,13 @@ def event_type(task: GenerationTask, created: bool) -> str:
     }.get(task.status, Event.Type.UPDATE)
 
 
-def event_data(task: GenerationTask) -> EventData:
-    return {
-        "status": task.status,
-        "progress": task.progress,
-        "result_image_url": task.get_result_url(),
-        "elapsed_time": task.elapsed_time,
-        "estimated_remaining_seconds": task.estimated_remaining_seconds(),
-        "error_code": task.error_code,
-        "error_message": task.error_message,
-        "updated_at": iso(task.updated_at),
-    }
-
-
 def record(task: GenerationTask, created: bool) -> Event:
     """Append the task's current state as the owner's next event (inside its transaction)."""
     return Event.append(
         user_id=task.user_id,
         task_id=task.pk,
         type=event_type(task, created),
-        data=dict(event_data(task)),
+        data=task.live_state(),
         created_at=timezone.now(),
     )
 

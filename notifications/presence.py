@@ -25,7 +25,8 @@ from collections import Counter
 from asgiref.sync import sync_to_async
 
 from imagegen_site.cache import process_cache
-from imagegen_site.metrics import WS_CONNECTIONS
+
+from .metrics import WS_CONNECTIONS
 
 logger = logging.getLogger(__name__)
 

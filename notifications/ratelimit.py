@@ -2,7 +2,8 @@
 
 Fixed windows in the Django cache (Redis in production, so every daphne
 process counts into the same window). A reconnect storm after a deploy is the
-case this guards against (the seed's risk 2); a window boundary may let up to
+case this guards against (every client of a restarted fleet reconnecting at
+once); a window boundary may let up to
 twice the limit through, which is fine for that purpose.
 
 Everything here fails open: when the cache is unreachable, connections are

@@ -14,9 +14,12 @@ from channels.db import database_sync_to_async
 
 from .models import Event, EventCounter
 
-PAGE_SIZE = 500  # the contract's maximum per /api/events/ page; also bounds one replay step
+PAGE_SIZE = 500  # the most events per /api/events/ page (docs/api.md); also bounds one replay step
 
-MAX_SEQ = 2**62  # seqs are bigint: a larger "after" would be a database error, not a 4xx
+# Seqs are signed 64-bit (bigint): every seq a log can hold is a valid cursor;
+# a larger "after" could not be compared in SQL, so it is a 4xx (SEQ_RANGE).
+MAX_SEQ = 2**63 - 1
+SEQ_RANGE = f"a non-negative integer, at most {MAX_SEQ}"
 
 
 def parse_seq(value: Any) -> int | None:

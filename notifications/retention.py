@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -19,11 +20,11 @@ from .models import Event
 logger = logging.getLogger(__name__)
 
 
-def purge_events(older_than: timedelta, batch_size: int = 1000) -> int:
-    """Delete events created more than ``older_than`` ago; returns how many."""
+def purge_events(older_than: timedelta, batch_size: int = 1000, now: datetime | None = None) -> int:
+    """Delete events created more than ``older_than`` before ``now``; returns how many."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    cutoff = timezone.now() - older_than
+    cutoff = (now or timezone.now()) - older_than
     started = time.monotonic()
     total = 0
     while True:
@@ -43,3 +44,13 @@ def purge_events(older_than: timedelta, batch_size: int = 1000) -> int:
 def purge_expired_events(batch_size: int = 1000) -> int:
     """``purge_events`` with the configured retention."""
     return purge_events(timedelta(seconds=settings.IMAGEGEN_EVENT_RETENTION_SECONDS), batch_size)
+
+
+def purge_when_expired(
+    sender: Any, *, older_than: timedelta, dry_run: bool, now: datetime, batch_size: int, **kwargs: Any
+) -> int:
+    """The receiver of ``generation.retention.events_expired``: the queue's retention run
+    (a worker's thread, or ``purge_tasks``) purges the event log through it."""
+    if dry_run:
+        return Event.objects.filter(created_at__lt=now - older_than).count()
+    return purge_events(older_than, batch_size=batch_size, now=now)

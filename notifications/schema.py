@@ -2,11 +2,13 @@
 
 The long-poll view is a plain async Django view (a DRF view would hold the
 sync thread while it waits), so drf-spectacular cannot see it; this
-post-processing hook describes it by hand, following the contract.
+post-processing hook describes it by hand, as docs/api.md does.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from generation.errors import ErrorCode
 
 _NULLABLE_STR = {"type": "string", "nullable": True}
 
@@ -27,7 +29,7 @@ EVENT = {
                 "result_image_url": _NULLABLE_STR,
                 "elapsed_time": {"type": "number", "nullable": True},
                 "estimated_remaining_seconds": {"type": "integer", "nullable": True},
-                "error_code": _NULLABLE_STR,
+                "error_code": {"type": "string", "nullable": True, "enum": [*ErrorCode.values, None]},
                 "error_message": _NULLABLE_STR,
                 "updated_at": {"type": "string", "format": "date-time"},
             },

@@ -31,7 +31,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from imagegen_site.throttling import ScopedThrottle
 
 from .events import group_name
-from .replay import Page, aread_page, parse_seq
+from .replay import SEQ_RANGE, Page, aread_page, parse_seq
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ async def events(request: HttpRequest) -> JsonResponse:
     raw_after = request.GET.get("after", "0")
     after = parse_seq(raw_after or "0")
     if after is None:
-        return error(400, "after must be a non-negative integer.")
+        return error(400, f"after must be {SEQ_RANGE}.")
     wait = parse_wait(request.GET.get("wait"))
     if wait is None:
         return error(400, f"wait must be a number of seconds from 0 to {MAX_WAIT:.0f}.")

@@ -46,7 +46,10 @@ def _fast_and_isolated(settings: Any, tmp_path: Any) -> None:
 def _clear_cache() -> None:
     from django.core.cache import cache
 
+    from generation.models import memo
+
     cache.clear()
+    memo.forget()  # ETAs read memoized figures: one test's queue must not leak into the next
 
 
 def product_photo(width: int = 640, height: int = 480, fmt: str = "JPEG", background: int = 235) -> bytes:

@@ -50,9 +50,63 @@ def test_database_and_redis_urls_switch_to_postgres_and_channels_redis():
 
 
 def test_production_mode_refuses_the_development_secret_key():
-    result = probe(DEBUG="0")
+    postgres = "postgres://postgres@127.0.0.1:5432/test"
+    result = probe(DEBUG="0", DATABASE_URL=postgres)  # no key of its own outside the SQLite default
     assert result.returncode != 0 and "SECRET_KEY" in result.stderr
-    assert probe(DEBUG="0", SECRET_KEY="a-real-secret-key-for-production-0123456789").returncode == 0
+    result = probe(DEBUG="0", SECRET_KEY=site_settings.DEFAULT_SECRET_KEY)
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    assert probe(DEBUG="0", DATABASE_URL=postgres, SECRET_KEY="a-real-secret-key-for-production-0123456789").returncode == 0
+
+
+KEY_PROBE = "from django.conf import settings as s; print(s.SECRET_KEY)"
+
+
+def key_probe(**env: str) -> subprocess.Popen:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG")}
+    return subprocess.Popen([sys.executable, "-c", KEY_PROBE], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**clean, "DJANGO_SETTINGS_MODULE": "imagegen_site.settings", **env})
+
+
+def started_key(**env: str) -> str:
+    out, err = key_probe(**env).communicate(timeout=60)
+    assert not err.strip() or "Traceback" not in err, err
+    return out.strip()
+
+
+def test_the_embedded_default_makes_its_own_key_once_and_keeps_it(tmp_path: Path):
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    key_file = tmp_path / "db.sqlite3.secret_key"
+    first = started_key(DATABASE_URL=database)
+    assert first and first != site_settings.DEFAULT_SECRET_KEY and len(first) >= 50
+    assert key_file.read_text().strip() == first
+    assert key_file.stat().st_mode & 0o777 == 0o600  # readable by the owner only
+    assert started_key(DATABASE_URL=database) == first  # a restart keeps tokens and sessions valid
+    assert started_key(DATABASE_URL=f"sqlite:///{tmp_path / 'other' / 'db.sqlite3'}") != first  # per install
+
+
+def test_the_generated_key_lets_production_mode_run(tmp_path: Path):
+    assert started_key(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", DEBUG="0") == (
+        (tmp_path / "db.sqlite3.secret_key").read_text().strip())
+
+
+def test_a_configured_secret_key_wins_and_no_file_is_written(tmp_path: Path):
+    key = "a-real-secret-key-for-production-0123456789"
+    assert started_key(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", SECRET_KEY=key) == key
+    assert not (tmp_path / "db.sqlite3.secret_key").exists()
+
+
+def test_processes_starting_together_agree_on_one_key(tmp_path: Path):
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    procs = [key_probe(DATABASE_URL=database) for _ in range(4)]
+    keys = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert keys == {(tmp_path / "db.sqlite3.secret_key").read_text().strip()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db.sqlite3.secret_key"]  # no leftovers
+
+
+def test_an_unusable_key_file_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "db.sqlite3.secret_key").write_text("short\n")
+    out, err = key_probe(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}").communicate(timeout=60)
+    assert "db.sqlite3.secret_key does not hold a usable SECRET_KEY" in err
 
 
 def test_a_malformed_value_is_a_clear_error():

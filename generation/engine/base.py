@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 if TYPE_CHECKING:
     from .spec import JobSpec
 
+from ..errors import ErrorCode
+
 #: Called by a backend at real stage boundaries with a percentage (0-100).
 #: It may raise (for example when the task was canceled meanwhile): backends
 #: must let any exception from it propagate and must not catch it broadly.
@@ -45,11 +47,13 @@ class EngineError(Exception):
 
     ``transient`` errors (network, timeouts, HTTP 429/5xx, no image returned)
     are retried by the worker with backoff; permanent ones fail the task at once.
+    ``code`` is an :class:`~generation.errors.ErrorCode` (or its value): a code outside
+    the enum raises ValueError here, where the bug is, not in a client that meets it.
     """
 
-    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
+    def __init__(self, code: ErrorCode | str, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.message = message
         self.transient = transient
 

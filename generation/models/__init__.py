@@ -13,9 +13,9 @@ from .task import (
     mask_upload_to,
     result_upload_to,
 )
-from .worker import Worker
+from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet", "Worker",
-    "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
+    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

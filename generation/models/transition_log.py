@@ -1,4 +1,4 @@
-"""One structured log line per committed task transition (the seed document's log points)."""
+"""One structured log line per committed task transition (what operators read in the log, docs/operations.md)."""
 from __future__ import annotations
 
 import logging

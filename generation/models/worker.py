@@ -1,4 +1,8 @@
-"""Worker processes: one row per running ``runworker`` (or embedded worker), kept alive by heartbeats."""
+"""Worker processes: one row per running ``runworker`` (or embedded worker), kept alive by heartbeats.
+
+The model is ``WorkerProcess`` so that ``Worker`` names one thing only: the
+claim-run-heartbeat loop in ``generation.worker`` that writes these rows.
+"""
 from __future__ import annotations
 
 import os
@@ -11,7 +15,19 @@ from django.db import models
 from django.utils import timezone
 
 
-class Worker(models.Model):
+class WorkerQuerySet(models.QuerySet["WorkerProcess"]):
+    def live(self, timeout: float | None = None) -> WorkerQuerySet:
+        """Workers that have not stopped and sent a heartbeat within ``timeout`` seconds
+        (default ``IMAGEGEN_HEARTBEAT_TIMEOUT``)."""
+        horizon = timezone.now() - timedelta(seconds=timeout or settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
+        return self.filter(stopped_at__isnull=True, last_heartbeat__gte=horizon)
+
+    def live_capacity(self) -> int:
+        """Runner threads of the live workers: how many tasks the fleet runs at once."""
+        return int(self.live().aggregate(n=models.Sum("concurrency"))["n"] or 0)
+
+
+class WorkerProcess(models.Model):
     """One row per running worker process (a fresh row each start), kept alive by heartbeats."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -25,8 +41,12 @@ class Worker(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     tasks_done = models.PositiveIntegerField(default=0)
 
+    objects = WorkerQuerySet.as_manager()
+
     class Meta:
+        db_table = "generation_worker"  # the table keeps the name it was created with
         ordering = ["-started_at"]
+        verbose_name = "worker process"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.host}:{self.pid})"
@@ -34,12 +54,7 @@ class Worker(models.Model):
     def beat(self, tasks_done: int) -> None:
         # Not task state: a plain UPDATE, no event.
         self.last_heartbeat = timezone.now()
-        Worker.objects.filter(pk=self.pk).update(last_heartbeat=self.last_heartbeat, tasks_done=tasks_done)
+        WorkerProcess.objects.filter(pk=self.pk).update(last_heartbeat=self.last_heartbeat, tasks_done=tasks_done)
 
     def mark_stopped(self, tasks_done: int) -> None:
-        Worker.objects.filter(pk=self.pk).update(stopped_at=timezone.now(), tasks_done=tasks_done)
-
-    @classmethod
-    def live(cls, timeout: float | None = None) -> models.QuerySet[Worker]:
-        horizon = timezone.now() - timedelta(seconds=timeout or settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
-        return cls.objects.filter(stopped_at__isnull=True, last_heartbeat__gte=horizon)
+        WorkerProcess.objects.filter(pk=self.pk).update(stopped_at=timezone.now(), tasks_done=tasks_done)

@@ -18,15 +18,21 @@ const STATUS_TEXT = {
   rejected: "Not accepted",
 };
 
+// One line per error code of the server's ErrorCode enum (generation/errors.py);
+// tests/generation/test_errors.py fails when a code has no text here.
 const ERROR_TEXT = {
   invalid_image: "We could not read this file as a photo.",
+  image_too_large: "This photo is too large to process: upload a smaller one.",
+  no_product_found: "No product was found in this photo. Mark the product with a box and send it again.",
+  product_altered: "The result did not look enough like your product, so it was not used.",
   upstream_timeout: "The image service took too long to answer.",
   upstream_error: "The image service had a problem.",
   safety_block: "The image service declined this photo.",
   no_image_returned: "The image service returned no picture.",
+  input_missing: "The uploaded photo is no longer stored: upload it again.",
   worker_lost: "The machine working on it stopped before finishing.",
-  fidelity: "The result did not look enough like your product, so it was not used.",
-  no_product_found: "No product was found in this photo. Mark the product with a box and send it again.",
+  invalid_options: "The task's settings are no longer valid: send the photo again.",
+  internal_error: "Something went wrong on our side.",
 };
 
 const DYNAMIC = [

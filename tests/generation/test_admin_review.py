@@ -7,7 +7,7 @@ from typing import Any, Callable
 import pytest
 from django.urls import reverse
 
-from generation.models import GenerationTask, Worker
+from generation.models import GenerationTask, WorkerProcess
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +17,7 @@ ENGINE = {"backend": "local", "segmenter": "u2netp", "model": "u2netp.onnx", "mo
 
 def completed(make_task: Callable[..., GenerationTask], *, needs_review: bool) -> GenerationTask:
     task = make_task()
-    [(task, token)] = GenerationTask.claim_next(Worker.objects.create(name=f"w-{task.pk}"))
+    [(task, token)] = GenerationTask.claim_next(WorkerProcess.objects.create(name=f"w-{task.pk}"))
     reasons = [{"code": "touches_frame", "message": "The cut-out touches the edge of the photo."}] if needs_review else []
     task.complete(token, result_name="results/r.jpg", content_type="image/jpeg",
                   compliance={"passed": True, "needs_review": needs_review, "review_reasons": reasons},

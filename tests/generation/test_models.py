@@ -7,18 +7,18 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from generation.models import Completion, GenerationTask, InvalidTransition, LostClaim, Worker, backoff_seconds
+from generation.models import Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, backoff_seconds
 from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def worker_row() -> Worker:
-    return Worker.objects.create(name="w1")
+def worker_row() -> WorkerProcess:
+    return WorkerProcess.objects.create(name="w1")
 
 
-def claim(worker: Worker):
+def claim(worker: WorkerProcess):
     [(task, token)] = GenerationTask.claim_next(worker)
     return task, token
 
@@ -87,8 +87,13 @@ def test_only_failed_or_canceled_tasks_can_be_retried(make_task, worker_row, sta
         task, token = claim(worker_row)
         if status == "completed":
             task.complete(token, result_name="r.jpg", content_type="image/jpeg", compliance=None)
+    task.refresh_from_db()
+    row_before = GenerationTask.objects.filter(pk=task.pk).values().get()
+    events_before = Event.objects.count()
     with pytest.raises(InvalidTransition):
         task.retry()
+    assert GenerationTask.objects.filter(pk=task.pk).values().get() == row_before
+    assert Event.objects.count() == events_before
 
 
 def test_a_permanent_error_fails_at_once_with_its_code(make_task, worker_row):
@@ -125,9 +130,9 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings):
 def test_a_stale_claim_cannot_write_after_the_task_was_taken_back(make_task, worker_row):
     make_task()
     task, old_token = claim(worker_row)
-    Worker.objects.filter(pk=worker_row.pk).update(last_heartbeat=timezone.now() - timedelta(seconds=120))
+    WorkerProcess.objects.filter(pk=worker_row.pk).update(last_heartbeat=timezone.now() - timedelta(seconds=120))
     assert GenerationTask.rescue_orphans(timeout=30) == [task.pk]
-    new_worker = Worker.objects.create(name="w2")
+    new_worker = WorkerProcess.objects.create(name="w2")
     task2, new_token = claim(new_worker)
     assert task2.pk == task.pk and new_token != old_token
     # the presumed-dead worker wakes up and tries to write
@@ -147,7 +152,7 @@ def test_rescue_fails_with_worker_lost_when_attempts_are_spent(make_task, worker
     settings.IMAGEGEN_MAX_ATTEMPTS = 1
     make_task()
     task, _ = claim(worker_row)
-    Worker.objects.filter(pk=worker_row.pk).update(last_heartbeat=timezone.now() - timedelta(seconds=120))
+    WorkerProcess.objects.filter(pk=worker_row.pk).update(last_heartbeat=timezone.now() - timedelta(seconds=120))
     GenerationTask.rescue_orphans(timeout=30)
     task.refresh_from_db()
     assert (task.status, task.error_code) == ("failed", "worker_lost")

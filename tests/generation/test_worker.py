@@ -20,6 +20,7 @@ from generation.models import GenerationTask
 from generation.worker import Worker
 from notifications.models import Event
 from tests.conftest import wait_until
+from tests.generation import backends
 from tests.generation.backends import FlakyBackend, GatedBackend
 
 BACKENDS = "tests.generation.backends"
@@ -106,9 +107,9 @@ def test_each_task_is_claimed_once_by_separate_processes(make_task, subprocess_e
         assert proc.returncode == 0, out
     assert set(GenerationTask.objects.values_list("status", flat=True)) == {"completed"}
     assert claims_per_task() == Counter({t.pk: 1 for t in tasks})
-    from generation.models import Worker as WorkerRow
+    from generation.models import WorkerProcess
 
-    assert sum(WorkerRow.objects.values_list("tasks_done", flat=True)) == 60
+    assert sum(WorkerProcess.objects.values_list("tasks_done", flat=True)) == 60
 
 
 @pytest.mark.django_db(transaction=True)
@@ -201,30 +202,22 @@ def test_sigterm_lets_a_short_task_finish_within_the_grace_period(make_task, sub
 
 
 @pytest.mark.django_db
-def test_transient_errors_are_retried_then_fail(make_task, settings):
+@pytest.mark.parametrize("failures, outcome, statuses", [
+    (99, ("failed", 3, "upstream_timeout"), ["pending", "processing"] * 3 + ["failed"]),
+    (1, ("completed", 2, None), ["pending", "processing"] * 2 + ["completed"]),
+], ids=["then-fail", "then-succeed"])
+def test_transient_errors_are_retried_until_success_or_the_last_attempt(make_task, settings, failures, outcome,
+                                                                         statuses):
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.FlakyBackend"
     settings.IMAGEGEN_MAX_ATTEMPTS = 3
-    FlakyBackend.calls, FlakyBackend.failures = 0, 99
+    FlakyBackend.calls, FlakyBackend.failures = 0, failures
     task = make_task()
     worker = Worker(worker_id="flaky")
     while worker.run_once():
         pass
     task.refresh_from_db()
-    assert (task.status, task.attempts, task.error_code) == ("failed", 3, "upstream_timeout")
-    statuses = [e.data["status"] for e in Event.objects.filter(task_id=task.pk).order_by("seq")]
-    assert statuses == ["pending", "processing", "pending", "processing", "pending", "processing", "failed"]
-
-
-@pytest.mark.django_db
-def test_a_transient_error_then_success_completes(make_task, settings):
-    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.FlakyBackend"
-    FlakyBackend.calls, FlakyBackend.failures = 0, 1
-    task = make_task()
-    worker = Worker(worker_id="flaky")
-    while worker.run_once():
-        pass
-    task.refresh_from_db()
-    assert (task.status, task.attempts, task.error_code) == ("completed", 2, None)
+    assert (task.status, task.attempts, task.error_code) == outcome
+    assert [e.data["status"] for e in Event.objects.filter(task_id=task.pk).order_by("seq")] == statuses
 
 
 @pytest.mark.django_db
@@ -331,49 +324,58 @@ def test_fast_tasks_are_claimed_in_batches_and_each_runs_once(make_task, setting
     assert claims_per_task() == Counter({t.pk: 1 for t in tasks})
 
 
-@pytest.mark.django_db
-def test_a_real_image_task_is_never_batched(settings):
+def fast_worker(worker_id: str, make_task: Any, settings: Any) -> Worker:
+    """A worker that has measured itself on a millisecond task, so it claims in batches."""
+    backend = settings.IMAGEGEN_BACKEND
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
     settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
+    make_task()
+    worker = Worker(worker_id=worker_id)
+    assert worker.run_once() is True and worker.batch_size() > 1
+    settings.IMAGEGEN_BACKEND = backend
+    return worker
+
+
+def stored_results(settings: Any) -> set[str]:
+    return {p.name for p in (Path(settings.MEDIA_ROOT) / "results").rglob("*") if p.is_file()}
+
+
+@pytest.mark.django_db
+def test_a_real_image_task_is_never_batched(make_task, settings, monkeypatch):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.SlowBackend"
+    settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
+    monkeypatch.setenv("TEST_BACKEND_SECONDS", "0.3")  # already longer than the window; real images take ~1 s
+    make_task()
     worker = Worker(worker_id="slow")
-    worker._typical_run = 0.8  # seconds: the local engine's order of magnitude
-    assert worker.batch_size() == 1
+    assert worker.run_once() is True
+    waiting = [make_task() for _ in range(2)]
+    assert worker.run_once() is True  # after measuring a slow task: one claimed, the other still waits
+    assert sorted(GenerationTask.objects.filter(pk__in=[t.pk for t in waiting]).values_list("status", flat=True)) == [
+        "completed", "pending",
+    ]
 
 
 @pytest.mark.django_db
-def test_a_task_canceled_while_waiting_in_its_batch_is_discarded(make_task, settings):
-    from tests.generation.backends import CancelLastBackend
-
-    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CancelLastBackend"
-    CancelLastBackend.calls = 0
-    first, second = make_task(), make_task()
-    worker = Worker(worker_id="batch-cancel")
-    worker._typical_run = 0.001
+@pytest.mark.parametrize("backend, canceled", [
+    ("CancelLastBackend", "second"),  # canceled while it waits in the batch for the first
+    ("CancelFirstOnSecondCallBackend", "first"),  # canceled once produced, before the batch is recorded
+], ids=["while-waiting", "before-recording"])
+def test_a_task_canceled_during_its_batch_is_discarded_and_the_rest_recorded_together(
+    make_task, settings, backend, canceled
+):
+    getattr(backends, backend).calls = 0
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.{backend}"
+    worker = fast_worker(f"batch-{canceled}", make_task, settings)
+    earlier = stored_results(settings)
+    tasks = {"first": make_task(), "second": make_task()}
     assert worker.run_once() is True
-    first.refresh_from_db()
-    second.refresh_from_db()
-    assert (first.status, second.status) == ("completed", "canceled")
-    assert not second.result_image
-    stored = [p for p in (Path(settings.MEDIA_ROOT) / "results").rglob("*") if p.is_file()]
-    assert [p.name for p in stored] == [Path(first.result_image.name).name]
-    assert Event.objects.filter(task_id=second.pk, type="task_complete").count() == 0
-
-
-@pytest.mark.django_db
-def test_a_batch_is_recorded_together_and_a_task_canceled_meanwhile_is_discarded(make_task, settings):
-    from tests.generation.backends import CancelFirstOnSecondCallBackend
-
-    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.CancelFirstOnSecondCallBackend"
-    CancelFirstOnSecondCallBackend.calls = 0
-    first, second = make_task(), make_task()
-    worker = Worker(worker_id="batch-record")
-    worker._typical_run = 0.001
-    assert worker.run_once() is True
-    first.refresh_from_db()
-    second.refresh_from_db()
-    assert (first.status, second.status) == ("canceled", "completed")
-    assert not first.result_image
-    stored = [p for p in (Path(settings.MEDIA_ROOT) / "results").rglob("*") if p.is_file()]
-    assert [p.name for p in stored] == [Path(second.result_image.name).name]  # the canceled one's file is gone
+    gone, kept = tasks[canceled], tasks["second" if canceled == "first" else "first"]
+    gone.refresh_from_db()
+    kept.refresh_from_db()
+    assert (gone.status, kept.status) == ("canceled", "completed")
+    assert not gone.result_image
+    assert stored_results(settings) - earlier == {Path(kept.result_image.name).name}  # the canceled one's is gone
+    assert Event.objects.filter(task_id=gone.pk, type="task_complete").count() == 0
 
 
 @pytest.mark.django_db
@@ -465,7 +467,7 @@ def test_a_batch_records_each_tasks_mask_engine_and_review_flag(make_task, setti
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.ReviewBackend"
     tasks = [make_task(), make_task()]
     worker = Worker(worker_id="batch-review")
-    worker._typical_run = 0.001  # fast enough to be claimed together
+    worker._seconds_per_task = 0.001  # fast enough to be claimed together
     assert worker.run_once() is True
     for task in tasks:
         task.refresh_from_db()

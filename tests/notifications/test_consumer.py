@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from imagegen_site.metrics import GAP_FILLS
+from notifications.metrics import GAP_FILLS
 from notifications import events
 from notifications.models import Event, EventCounter
 
@@ -182,8 +182,9 @@ async def test_resume_frame_replays_and_resyncs_on_an_open_socket(user: Any, ama
         ("{not json", "Malformed JSON."),
         ('{"type": "dance"}', "Unknown message type 'dance'; expected ping or resume."),
         ("[1, 2]", "Unknown message type None; expected ping or resume."),
-        ('{"type": "resume", "after": -1}', "resume needs after: a non-negative integer."),
-        ('{"type": "resume", "after": true}', "resume needs after: a non-negative integer."),
+        ('{"type": "resume", "after": -1}', "resume needs after: a non-negative integer, at most 9223372036854775807."),
+        ('{"type": "resume", "after": true}', "resume needs after: a non-negative integer, at most 9223372036854775807."),
+        ('{"type": "resume", "after": 9223372036854775808}', "resume needs after: a non-negative integer, at most 9223372036854775807."),
         ('{"type": "ping", "pad": "' + "x" * 5000 + '"}', "Frame too large (at most 4096 bytes)."),
         (b"\x00binary", "Send JSON text frames."),
     ],
@@ -205,7 +206,7 @@ async def test_a_bad_after_gets_an_error_then_live_only(user: Any, amake_task: A
     await amake_task()
     ws = await open_socket(token_for(user), after="abc")
     assert await ws.receive_json_from(10) == {
-        "type": "error", "detail": "after must be a non-negative integer; sending live events only."}
+        "type": "error", "detail": "after must be a non-negative integer, at most 9223372036854775807; sending live events only."}
     assert await ws.receive_json_from(10) == {"type": "sync_complete", "last_seq": 1, "recovered": True}
     await ws.disconnect()
 

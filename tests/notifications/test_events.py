@@ -13,10 +13,11 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from generation.models import GenerationTask
-from generation.models import Worker as WorkerRow
+from generation.models import WorkerProcess
 from generation.worker import Worker
 from notifications.events import publisher
 from notifications.models import Event
+from tests.generation.backends import QuickBackend
 
 from .backends import ChattyBackend
 from .support import open_socket, read_until_sync, token_for
@@ -31,7 +32,7 @@ def log_of(user: Any) -> list[tuple[int, str, int, str]]:
 def test_every_transition_appends_exactly_one_event_with_the_next_seq(user: Any, make_task: Any,
                                                                         settings: Any) -> None:
     settings.IMAGEGEN_MAX_ATTEMPTS = 2
-    row = WorkerRow.objects.create(name="t")
+    row = WorkerProcess.objects.create(name="t")
     task = make_task()
     expected = [(1, "task_created", task.pk, "pending")]
 
@@ -63,9 +64,9 @@ def test_every_transition_appends_exactly_one_event_with_the_next_seq(user: Any,
     step(lambda: task.release(token), "task_update", "pending")
     token = claim()
     expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
-    WorkerRow.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    WorkerProcess.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
     step(lambda: GenerationTask.rescue_orphans(30), "task_update", "pending")
-    WorkerRow.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now())
+    WorkerProcess.objects.filter(pk=row.pk).update(last_heartbeat=timezone.now())
     token = claim()
     expected.append((len(expected) + 1, "task_update", task.pk, "processing"))
     step(lambda: task.complete(token, result_name="results/x.jpg", content_type="image/jpeg", compliance=None),
@@ -161,26 +162,40 @@ def test_pushes_pause_briefly_when_they_fail_slowly(user: Any, make_task: Any, m
 
 
 async def test_state_rebuilt_from_replayed_events_equals_the_task_list(user: Any, make_task: Any,
-                                                                      async_client: Any) -> None:
+                                                                      async_client: Any, monkeypatch: Any) -> None:
+    # Every field is compared, the clock-dependent ones (elapsed time, ETA, queue position)
+    # too, so the clock is the test's: it moves only where the test moves it, and no event
+    # follows the last move. ETA figures are read fresh instead of from the 10 s memo.
+    clock = [timezone.now() + timedelta(hours=1)]  # after every row's real-time default run_after
+    monkeypatch.setattr(timezone, "now", lambda: clock[0])
+    monkeypatch.setattr("generation.models.task.memoized", lambda key, ttl, compute: compute())
+    quick_generate = QuickBackend.generate
+
+    def four_seconds_of_work(self: QuickBackend, *args: Any, **kwargs: Any) -> Any:
+        clock[0] += timedelta(seconds=4)  # gives the typical run time, hence the ETAs, a value
+        return quick_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuickBackend, "generate", four_seconds_of_work)
+
     def work() -> None:
         done, canceled, retried, failing = (make_task() for _ in range(4))
         Worker(concurrency=1, burst=True, worker_id="equiv").run_once()  # completes the oldest
         canceled.cancel()
         retried.cancel()
         retried.retry()
-        row = WorkerRow.objects.create(name="f")
-        for claimed, token in GenerationTask.claim_next(row, limit=2):
-            if claimed.pk == failing.pk:
-                claimed.fail(token, code="safety_block", message="Blocked.", transient=False)
-            else:
-                claimed.set_progress(token, 55)
+        row = WorkerProcess.objects.create(name="f")
+        claimed = {task.pk: (task, token) for task, token in GenerationTask.claim_next(row, limit=2)}
+        task, token = claimed.pop(failing.pk)
+        task.fail(token, code="safety_block", message="Blocked.", transient=False)
         make_task()  # still pending
+        [(task, token)] = claimed.values()
+        clock[0] += timedelta(seconds=1.5)
+        task.set_progress(token, 55)  # the last event: the clock stands still from here on
 
     await sync_to_async(work)()
     headers = {"Authorization": f"Bearer {token_for(user)}"}
     listing = (await async_client.get("/api/tasks/", headers=headers)).json()
-    fields = ("status", "progress", "result_image_url", "error_code", "error_message", "updated_at")
-    expected = {t["id"]: {f: t[f] for f in fields} for t in listing["results"]}
+    expected = {t["id"]: t for t in listing["results"]}
 
     ws = await open_socket(token_for(user), after=0)
     replayed, sync = await read_until_sync(ws)
@@ -197,6 +212,13 @@ async def test_state_rebuilt_from_replayed_events_equals_the_task_list(user: Any
     assert sync["last_seq"] == listing["last_seq"] == len(replayed)
     state: dict[int, dict] = {}
     for event in replayed:
-        state[event["task_id"]] = {f: event["data"][f] for f in fields}
-    assert state == expected
+        state[event["task_id"]] = event["data"]
+    assert set(state) == set(expected)
+    for task_id, body in expected.items():
+        assert set(body) <= set(state[task_id]), "an event lacks a field of the REST body"
+        assert {f: state[task_id][f] for f in body} == body
     assert {s["status"] for s in state.values()} == {"completed", "canceled", "pending", "failed", "processing"}
+    processing = next(s for s in state.values() if s["status"] == "processing")
+    pending = next(s for s in state.values() if s["status"] == "pending")
+    assert (processing["elapsed_time"], processing["estimated_remaining_seconds"]) == (1.5, 2)  # round(4 - 1.5)
+    assert (pending["queue_position"], pending["estimated_remaining_seconds"]) == (1, 4)

@@ -64,9 +64,10 @@ async def test_it_needs_a_valid_bearer_token(async_client: Any, headers: dict, d
 
 
 @pytest.mark.parametrize("query, detail", [
-    ("after=-1", "after must be a non-negative integer."),
-    ("after=abc", "after must be a non-negative integer."),
-    ("after=99999999999999999999999", "after must be a non-negative integer."),
+    ("after=-1", "after must be a non-negative integer, at most 9223372036854775807."),
+    ("after=abc", "after must be a non-negative integer, at most 9223372036854775807."),
+    ("after=9223372036854775808", "after must be a non-negative integer, at most 9223372036854775807."),
+    ("after=99999999999999999999999", "after must be a non-negative integer, at most 9223372036854775807."),
     ("wait=31", "wait must be a number of seconds from 0 to 30."),
     ("wait=-1", "wait must be a number of seconds from 0 to 30."),
     ("wait=nan", "wait must be a number of seconds from 0 to 30."),
@@ -76,6 +77,13 @@ async def test_bad_parameters_are_a_400_with_detail(async_client: Any, auth: dic
     response = await async_client.get(f"/api/events/?{query}", headers=auth)
     assert response.status_code == 400
     assert response.json() == {"detail": detail}
+
+
+async def test_it_accepts_the_largest_64_bit_seq_as_after(async_client: Any, auth: dict) -> None:
+    # A cursor ahead of the log is valid input: nothing newer, and "reload" (recovered false).
+    response = await async_client.get("/api/events/?after=9223372036854775807", headers=auth)
+    assert response.status_code == 200
+    assert response.json() == {"events": [], "last_seq": 0, "has_more": False, "recovered": False}
 
 
 async def test_only_get_is_allowed(async_client: Any, auth: dict) -> None:

@@ -11,7 +11,7 @@ from generation import retention
 from generation.management.arguments import duration, format_duration, status_list, write_json
 from generation.models import GenerationTask
 
-FINISHED = [str(s) for s in GenerationTask.FINISHED]
+FINISHED = GenerationTask.FINISHED
 
 
 class Command(BaseCommand):
@@ -37,7 +37,7 @@ class Command(BaseCommand):
                batch_size: int | None, dry_run: bool, json: bool, **options: Any) -> None:
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        statuses = sorted(set(status)) if status else FINISHED
+        statuses = sorted(set(status)) if status else list(FINISHED)
         result = retention.purge_tasks(older_than=older_than, statuses=statuses, batch_size=batch_size, dry_run=dry_run)
         if not keep_events:
             result.events = retention.purge_events(older_than=older_than, dry_run=dry_run)

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from generation.management.arguments import positive_seconds
-from generation.models import Worker
+from generation.models import WorkerProcess
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         "Exit 0 if a worker on this host (--host, default this machine's hostname) and, with --name, "
         "with that --worker-id, has sent a heartbeat within --max-age seconds and has not stopped; "
         "exit 1 otherwise. Use it as a Kubernetes/Docker liveness probe next to `runworker`. "
-        "It reads the Worker table, so it also fails while the database is unreachable."
+        "It reads the worker-process table, so it also fails while the database is unreachable."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, max_age: float, name: str | None, host: str | None, **options: Any) -> None:
         host = host or socket.gethostname()
-        workers = Worker.objects.filter(host=host, stopped_at__isnull=True)
+        workers = WorkerProcess.objects.filter(host=host, stopped_at__isnull=True)
         if name is not None:
             workers = workers.filter(name=name)
         latest = workers.order_by("-last_heartbeat").first()

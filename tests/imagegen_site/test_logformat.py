@@ -1,4 +1,4 @@
-"""One structured log line per task transition, and the JSON log format."""
+"""The JSON log format and the LOG_FORMAT switch."""
 from __future__ import annotations
 
 import json
@@ -6,51 +6,10 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
-import pytest
 from django.conf import settings as django_settings
 
-from generation.models import GenerationTask
 from imagegen_site.logformat import JsonFormatter
-
-from .builders import advance, claim, worker_row
-
-FIELDS = ("task_id", "user_id", "status", "progress", "attempt", "worker", "error_code", "elapsed_ms", "run_ms")
-
-
-def transitions(caplog: Any) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == "task_transition"]
-
-
-@pytest.mark.django_db
-def test_it_logs_one_structured_line_per_state_change_once_committed(
-    make_task: Callable[..., GenerationTask], caplog: Any, django_capture_on_commit_callbacks: Any
-) -> None:
-    caplog.set_level(logging.INFO, logger="generation.models")
-    worker = worker_row("logger-1")
-    with django_capture_on_commit_callbacks(execute=True):
-        task = make_task()
-        token = claim(task, worker)
-        task.set_progress(token, 40)  # progress steps: DEBUG only
-        task.fail(token, code="upstream_error", message="boom", transient=False)
-
-    records = transitions(caplog)
-    assert [(r.status, r.levelname) for r in records] == [("pending", "INFO"), ("processing", "INFO"), ("failed", "INFO")]
-    for record in records:
-        assert all(hasattr(record, field) for field in FIELDS)
-        assert (record.task_id, record.user_id) == (task.pk, task.user_id)
-    claimed, failed = records[1], records[2]
-    assert claimed.worker == "logger-1" and claimed.attempt == 1 and claimed.run_ms is not None
-    assert failed.error_code == "upstream_error" and failed.elapsed_ms >= 0
-    assert f"Task {task.pk} failed" in failed.getMessage()
-
-
-@pytest.mark.django_db
-def test_it_logs_nothing_for_a_change_that_rolled_back(make_task: Callable[..., GenerationTask], caplog: Any) -> None:
-    caplog.set_level(logging.INFO, logger="generation.models")
-    task = advance(make_task(), "canceled", worker_row())  # the test transaction never commits
-    assert task.status == "canceled" and transitions(caplog) == []
 
 
 def test_it_formats_records_as_one_json_object_with_the_extra_fields() -> None:

@@ -94,7 +94,7 @@ def test_it_denies_admin_pages_to_users_who_are_not_staff(
         reverse("admin:generation_generationtask_change", args=[task.pk]),
         reverse("admin:generation_dashboard"),
         reverse("admin:generation_generationtask_image", args=[task.pk, "input"]),
-        reverse("admin:generation_worker_changelist"),
+        reverse("admin:generation_workerprocess_changelist"),
     ):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/admin/login/"), url
@@ -259,7 +259,7 @@ def test_it_lists_workers_with_liveness_heartbeat_age_and_current_task(
     worker_row("gone-1", stopped=True)
     running = advance(make_task(), S.PROCESSING, live)
 
-    response = admin_client.get(reverse("admin:generation_worker_changelist"))
+    response = admin_client.get(reverse("admin:generation_workerprocess_changelist"))
 
     page = response.content.decode()
     assert response.status_code == 200
@@ -269,7 +269,7 @@ def test_it_lists_workers_with_liveness_heartbeat_age_and_current_task(
     assert re.search(r'<td class="field-heartbeat_age">(\d+\.\d) s</td>', page)
     assert reverse("admin:generation_generationtask_change", args=[running.pk]) in page
     assert 'alt="True"' in page and 'alt="False"' in page  # the alive? column
-    alive_only = admin_client.get(reverse("admin:generation_worker_changelist"), {"alive": "yes"})
+    alive_only = admin_client.get(reverse("admin:generation_workerprocess_changelist"), {"alive": "yes"})
     assert [w.name for w in alive_only.context["cl"].result_list] == ["alive-1"]
 
 

@@ -9,8 +9,8 @@ from django.core.files.storage import default_storage
 from django.db import connections
 
 from generation import retention
-from generation.models import GenerationTask, QueueControl, Worker
-from generation.worker import Worker as QueueWorker
+from generation.models import GenerationTask, QueueControl, WorkerProcess
+from generation.worker import Worker
 from notifications.models import Event
 from tests.conftest import wait_until
 
@@ -111,7 +111,7 @@ def test_it_purges_old_events_and_stale_worker_rows(
 
     assert result.events == 3 and not Event.objects.filter(task_id=old_and_new["old_failed"].pk).exists()
     assert Event.objects.filter(task_id=old_and_new["recent"].pk).exists()
-    assert result.workers == 1 and not Worker.objects.filter(pk=stale.pk).exists()
+    assert result.workers == 1 and not WorkerProcess.objects.filter(pk=stale.pk).exists()
 
 
 @pytest.mark.django_db
@@ -162,12 +162,16 @@ def test_it_purges_from_a_running_worker(
     settings.IMAGEGEN_RETENTION_CHECK_SECONDS = 0.05
     settings.IMAGEGEN_BACKEND = "tests.generation.backends.QuickBackend"
     expired = old_and_new["old_completed"]
-    worker = QueueWorker(concurrency=1, worker_id="retention-test")
+    worker = Worker(concurrency=1, worker_id="retention-test")
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
         wait_until(lambda: not GenerationTask.objects.filter(pk=expired.pk).exists(), timeout=20)
         wait_until(lambda: not any(default_storage.exists(n) for n in names(expired)), timeout=20)
+        # The runner may claim the pending task only after the purge (one retention pass
+        # is quick): stopping before it finished would release it back to pending.
+        pending = old_and_new["old_pending"].pk
+        wait_until(lambda: GenerationTask.objects.get(pk=pending).status == S.COMPLETED, timeout=20)
     finally:
         worker.stop()
         thread.join(30)

@@ -16,12 +16,12 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
-from generation.models import GenerationTask, Worker
+from generation.models import GenerationTask, WorkerProcess
 
 
-def worker_row(name: str = "w1", *, heartbeat_age: float = 1.0, stopped: bool = False, **fields: Any) -> Worker:
+def worker_row(name: str = "w1", *, heartbeat_age: float = 1.0, stopped: bool = False, **fields: Any) -> WorkerProcess:
     now = timezone.now()
-    return Worker.objects.create(
+    return WorkerProcess.objects.create(
         name=name,
         last_heartbeat=now - timedelta(seconds=heartbeat_age),
         stopped_at=now if stopped else None,
@@ -29,7 +29,7 @@ def worker_row(name: str = "w1", *, heartbeat_age: float = 1.0, stopped: bool = 
     )
 
 
-def claim(task: GenerationTask, worker: Worker) -> Any:
+def claim(task: GenerationTask, worker: WorkerProcess) -> Any:
     with transaction.atomic():
         locked = GenerationTask.objects.select_for_update().get(pk=task.pk)
         token = locked.claim(worker)
@@ -43,7 +43,7 @@ def result_file() -> str:
     return default_storage.save("results/test/result.jpg", ContentFile(buf.getvalue()))
 
 
-def advance(task: GenerationTask, status: str, worker: Worker, *, error_code: str = "upstream_error") -> GenerationTask:
+def advance(task: GenerationTask, status: str, worker: WorkerProcess, *, error_code: str = "upstream_error") -> GenerationTask:
     """Take a pending task to ``status`` through the model's transitions."""
     if status == GenerationTask.Status.CANCELED:
         task.cancel()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
@@ -21,7 +22,17 @@ S = GenerationTask.Status
 
 
 @pytest.fixture
-def known_queue(make_task: Callable[..., GenerationTask], user: Any) -> dict[str, Any]:
+def three_open_sockets() -> Iterator[None]:
+    """The realtime side registers the socket count; here it is a known one."""
+    stats.count_connections_with(lambda: 3)
+    yield
+    from notifications.presence import open_connections
+
+    stats.count_connections_with(open_connections)  # as notifications registers it at start-up
+
+
+@pytest.fixture
+def known_queue(make_task: Callable[..., GenerationTask], user: Any, three_open_sockets: None) -> dict[str, Any]:
     """4 pending (one in backoff), 2 processing, 4 completed (one two hours ago), 1 failed, 1 canceled;
     one live worker running the two processing tasks, one stopped and one silent worker."""
     live = worker_row("live-1", heartbeat_age=2.0, concurrency=2)
@@ -54,6 +65,7 @@ def expected_numbers(queue: dict[str, Any]) -> dict[str, Any]:
     return {
         "counts": {"pending": 4, "processing": 2, "completed": 4, "failed": 1, "canceled": 1},
         "oldest_pending_task_id": queue["oldest"].pk,
+        "open_websocket_connections": 3,
         "last_hour": {
             "window_seconds": 3600, "completed": 3, "failed": 1, "canceled": 1,
             "throughput_per_minute": 0.05, "failure_rate": 0.25,
@@ -76,7 +88,7 @@ def assert_matches(data: dict[str, Any], queue: dict[str, Any]) -> None:
     assert 2 <= data["live_workers"][0]["heartbeat_age_seconds"] < 30
     assert data["worker_capacity"] == expected["worker_capacity"]
     assert data["intake_paused"] is expected["intake_paused"]
-    assert data["open_websocket_connections"] == stats.open_websocket_connections()
+    assert data["open_websocket_connections"] == expected["open_websocket_connections"]
 
 
 def test_it_computes_the_numbers_of_a_known_queue(known_queue: dict[str, Any]) -> None:

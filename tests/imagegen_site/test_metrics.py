@@ -16,7 +16,7 @@ from generation.worker import Worker
 from imagegen_site.metrics import start_metrics_server
 from tests.conftest import free_port, wait_until
 
-from .builders import advance, worker_row
+from tests.generation.builders import advance, worker_row
 
 pytestmark = pytest.mark.django_db
 BACKENDS = "tests.generation.backends"
