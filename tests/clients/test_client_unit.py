@@ -13,7 +13,7 @@ import pytest
 from imagegen_client import Client, ImagegenError
 from imagegen_client.batch import discover, existing_result, idempotency_key
 from imagegen_client.cli import build_parser
-from imagegen_client.client import refresh_due
+from imagegen_client.auth import refresh_due
 
 from .conftest import BASE_DIR
 

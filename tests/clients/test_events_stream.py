@@ -5,9 +5,10 @@ import asyncio
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
+import httpx
 import pytest
 
-from imagegen_client import Backoff, Client
+from imagegen_client import Backoff, Client, TokenAuth
 from imagegen_client.events import EventStream
 
 from .fake_server import FakeServer
@@ -140,8 +141,10 @@ async def test_it_long_polls_when_the_server_has_no_websocket(server: FakeServer
 async def test_it_falls_back_after_repeated_failures_and_returns_to_websocket(server: FakeServer, client: Client) -> None:
     port = server.port
     await server.stop()  # nothing listens: every WebSocket connect fails
-    events = EventStream(client, 0, fallback_after=2, retry_websocket_after=0.5, poll_wait=1,
-                         backoff=Backoff(base=0.01, cap=0.02))
+    auth = TokenAuth(server.base_url, token="token-1", refresh_token="refresh-1")
+    http = httpx.AsyncClient(base_url=server.base_url, transport=server.async_transport(), auth=auth)
+    events = EventStream(http, auth.source(http), 0, close_http=True, fallback_after=2, retry_websocket_after=0.5,
+                         poll_wait=1, backoff=Backoff(base=0.01, cap=0.02))
     async with aclosing(aiter(events)) as stream:
         await server.add(1)
         assert seqs(await take(stream, 1)) == [1]
