@@ -1,6 +1,6 @@
 """A tiny in-test imagegen event server for the client's unit tests.
 
-It speaks the contract's WebSocket protocol (replay after ``after``, then
+It speaks the server's WebSocket protocol (replay after ``after``, then
 ``sync_complete``, then live; ping/pong; 4001 for a bad token) on a real port
 with ``websockets``, and the ``/api/events/`` + token endpoints through an
 ``httpx.MockTransport``. Knobs let a test lose a push, cut every connection,
