@@ -1,10 +1,17 @@
 """Python client for imagegen: submit product photos, follow their tasks live, download results.
 
-Imports no Django. See ``docs/clients.md`` and ``python -m imagegen_client --help``.
+Imports no Django; installs on its own (``pip install ./imagegen_client``). See
+``docs/clients.md`` and ``imagegen --help`` (or ``python -m imagegen_client --help``).
 """
 from __future__ import annotations
 
-from .client import Client, ImagegenError, Task
-from .events import Backoff, Event, EventStream, StreamError
+from .auth import TokenAuth, TokenSource
+from .backoff import Backoff
+from .client import Client, Task
+from .errors import ErrorCode, ImagegenError, StreamError
+from .events import Event, EventStream
 
-__all__ = ["Backoff", "Client", "Event", "EventStream", "ImagegenError", "StreamError", "Task"]
+__all__ = [
+    "Backoff", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task", "TokenAuth",
+    "TokenSource",
+]

@@ -21,8 +21,9 @@ import httpx
 from rich.console import Console
 
 from .batch import run_batch, summary
-from .client import Client, ImagegenError
-from .events import StreamError
+from .client import Client
+from .errors import ImagegenError
+from .errors import StreamError
 
 PRESETS = ("amazon", "walmart", "shopify", "etsy", "ebay", "taobao", "jd", "pinduoduo")
 

@@ -1,35 +1,31 @@
 """A small typed client for the imagegen REST API (httpx) and its event stream.
 
-Imports no Django: it speaks the public contract only, so it works against any
-imagegen server from any Python 3.11+ with httpx and websockets installed.
+Imports no Django: it speaks the public HTTP and WebSocket interface only, so it
+works against any imagegen server from any Python 3.11+ with httpx and websockets.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
-import json
 import mimetypes
 import os
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any, TypedDict
 
 import httpx
 
+from .auth import TokenAuth
+from .errors import ImagegenError
 from .events import TERMINAL_STATUSES, EventStream
 
-#: Refresh the access token this long before it expires, so a request (or a
-#: WebSocket connect) never goes out with a token about to lapse in flight.
-REFRESH_MARGIN_SECONDS = 60.0
+__all__ = ["Client", "ImagegenError", "Task"]
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
 
 class Task(TypedDict):
-    """A task as the server returns it (see CONTRACT.md, "Task JSON")."""
+    """A task as the REST API returns it (``error_code``: see :class:`~imagegen_client.errors.ErrorCode`)."""
 
     id: int
     status: str
@@ -48,48 +44,6 @@ class Task(TypedDict):
     elapsed_time: float | None
     estimated_remaining_seconds: int | None
     compliance: dict[str, Any] | None
-
-
-class ImagegenError(Exception):
-    """The server answered with an error: ``status_code`` and its ``detail`` message."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"{status_code}: {detail}")
-        self.status_code = status_code
-        self.detail = detail
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:200]
-
-
-def token_claims(token: str) -> dict[str, Any]:
-    """A JWT's claims, read without verifying it (the server does that); {} if unreadable."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, TypeError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-def refresh_due(token: str, now: float) -> bool:
-    """True when the token expires within the margin (half its lifetime if that is shorter)."""
-    claims = token_claims(token)
-    try:
-        expires = float(claims["exp"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    margin = REFRESH_MARGIN_SECONDS
-    if "iat" in claims:
-        margin = min(margin, (expires - float(claims["iat"])) / 2)
-    return expires - now < margin
 
 
 class Client:
@@ -118,17 +72,13 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if token is None and (username is None or password is None):
-            raise ValueError("Give username and password, or token.")
         self.base_url = base_url.rstrip("/")
-        self.username = username
-        self.password = password
-        self._access = token
-        self._refresh = refresh_token
-        self._lock = threading.Lock()
+        #: Signs every request (sync and async) and renews the token pair; see :class:`TokenAuth`.
+        self.auth = TokenAuth(self.base_url, username=username, password=password, token=token,
+                              refresh_token=refresh_token)
         self._timeout = timeout
         self._async_transport = async_transport
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, auth=self.auth)
 
     # --- Lifecycle and auth ----------------------------------------------------------------
     def close(self) -> None:
@@ -140,76 +90,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def login(self) -> None:
-        """Fetch a fresh token pair with the username and password."""
-        if self.username is None or self.password is None:
-            raise ImagegenError(401, "The access token expired and no password was given to renew it.")
-        response = self._http.post("/api/auth/token/", json={"username": self.username, "password": self.password})
-        if response.status_code != 200:
-            raise ImagegenError(response.status_code, _detail(response))
-        pair = response.json()
-        self._access, self._refresh = pair["access"], pair["refresh"]
-
-    def refresh(self, stale: str | None = None) -> None:
-        """Renew the access token (refresh token first, else log in again).
-
-        ``stale`` is the token a caller saw rejected: if another thread has
-        already replaced it, nothing is done, so a burst of 401s refreshes once.
-        """
-        with self._lock:
-            if stale is not None and self._access != stale:
-                return
-            if self._refresh is not None:
-                response = self._http.post("/api/auth/token/refresh/", json={"refresh": self._refresh})
-                if response.status_code == 200:
-                    pair = response.json()
-                    self._access = pair["access"]
-                    self._refresh = pair.get("refresh", self._refresh)
-                    return
-            self.login()
-
     def access_token(self) -> str:
-        """A usable access token, renewed first when it is about to expire."""
-        token = self._access
-        if token is None:
-            with self._lock:
-                if self._access is None:
-                    self.login()
-            token = self._access
-        if token and refresh_due(token, time.time()):
-            self.refresh(stale=token)
-        assert self._access is not None
-        return self._access
+        """A usable access token (renewed first when it is about to expire), e.g. for a WebSocket of your own."""
+        return self.auth.sync_token(self._http)
 
-    # --- HTTP plumbing -----------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send with the bearer token; on 401 renew it once and resend. Raises ImagegenError on 4xx/5xx."""
-        extra = kwargs.pop("headers", {})
-        for attempt in (1, 2):
-            token = self.access_token()
-            response = self._http.request(method, path, headers={**extra, "Authorization": f"Bearer {token}"}, **kwargs)
-            if response.status_code == 401 and attempt == 1:
-                self.refresh(stale=token)
-                continue
-            if response.status_code >= 400:
-                raise ImagegenError(response.status_code, _detail(response))
-            return response
-        raise AssertionError("unreachable")
-
-    def _async_http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._async_transport)
-
-    async def _async_request(self, http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in (1, 2):
-            token = await asyncio.to_thread(self.access_token)
-            response = await http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
-            if response.status_code == 401 and attempt == 1:
-                await asyncio.to_thread(self.refresh, token)
-                continue
-            if response.status_code >= 400:
-                raise ImagegenError(response.status_code, _detail(response))
-            return response
-        raise AssertionError("unreachable")
+        """Send (signed and renewed by :attr:`auth`); raises ImagegenError on 4xx/5xx."""
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ImagegenError.from_response(response)
+        return response
 
     # --- Tasks ---------------------------------------------------------------------------------
     def submit(
@@ -273,7 +163,7 @@ class Client:
         task: Task = self._request("POST", f"/api/tasks/{task_id}/retry/").json()
         return task
 
-    def download(self, task_id: int, path: str | os.PathLike[str], *, _retried: bool = False) -> Path:
+    def download(self, task_id: int, path: str | os.PathLike[str]) -> Path:
         """Save the result image; returns where it went.
 
         ``path`` may be an existing directory (the file is named
@@ -283,16 +173,10 @@ class Client:
         leaves a half image that looks finished.
         """
         target = Path(path)
-        token = self.access_token()
-        with self._http.stream("GET", f"/api/tasks/{task_id}/result/",
-                               headers={"Authorization": f"Bearer {token}"}) as response:
-            if response.status_code == 401 and not _retried:
-                response.close()
-                self.refresh(stale=token)
-                return self.download(task_id, path, _retried=True)
+        with self._http.stream("GET", f"/api/tasks/{task_id}/result/") as response:
             if response.status_code >= 400:
                 response.read()
-                raise ImagegenError(response.status_code, _detail(response))
+                raise ImagegenError.from_response(response)
             extension = _EXTENSIONS.get(response.headers.get("content-type", "").split(";")[0].strip(), ".bin")
             if target.is_dir():
                 target = target / f"task-{task_id}{extension}"
@@ -314,12 +198,15 @@ class Client:
     def events(self, after: int | None = None, **options: Any) -> EventStream:
         """Async iterator over the caller's events with ``seq > after`` (None: from now on).
 
-        Reconnects with backoff, resumes where it stopped, drops duplicates,
-        fills gaps from ``/api/events/`` and long-polls when the WebSocket is
-        unavailable; see :mod:`imagegen_client.events`. ``options`` tune it
+        Reconnects with backoff (also after a 5xx or 429, honouring
+        ``Retry-After``), resumes where it stopped, drops duplicates, fills gaps
+        from ``/api/events/`` and long-polls when the WebSocket is unavailable;
+        see :mod:`imagegen_client.events`. ``options`` tune it
         (``ping_interval``, ``fallback_after``, ...).
         """
-        return EventStream(self, after, **options)
+        http = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._async_transport,
+                                 auth=self.auth)
+        return EventStream(http, self.auth.source(http), after, close_http=True, **options)
 
     async def wait_async(self, task_id: int, timeout: float | None = None) -> Task:
         """Wait until the task is completed, failed or canceled; returns it then."""

@@ -1,46 +1,39 @@
 """Following a user's task events without losing or repeating one.
 
-The server numbers each user's events 1, 2, 3, ... (``seq``) with no gaps, so
-the client only has to remember the last seq it handed out:
+:class:`EventStream` ties three parts together:
 
-* it connects to ``/ws/notifications?after=<last>`` and the server replays
-  what was missed, then sends ``sync_complete``, then live events;
-* an event with ``seq <= last`` is a duplicate (replay racing a push) and is
-  dropped; one with ``seq > last + 1`` means a push was lost, and the missing
-  range is fetched from ``GET /api/events/?after=<last>`` before going on;
-* a dropped connection is retried with exponential backoff and full jitter;
-  a connection that stays silent past a ping round trip is presumed dead
-  (a half-open TCP connection never reports an error on its own);
-* when the WebSocket cannot be had (no route, a proxy that strips Upgrade, or
-  repeated failures) it long-polls ``/api/events/?wait=25`` instead and tries
-  the WebSocket again later.
+* :mod:`~imagegen_client.sequencing` decides what to hand out (resume cursor,
+  duplicates, gaps, resets) and does no I/O;
+* :mod:`~imagegen_client.websocket` connects to ``/ws/notifications?after=<cursor>``:
+  the server replays what was missed, sends ``sync_complete``, then live events;
+* :mod:`~imagegen_client.eventlog` reads ``GET /api/events/`` to fill a gap, and
+  long-polls it (``wait=25``) when the WebSocket cannot be had (no route, a
+  proxy that strips Upgrade, or repeated failures), trying the WebSocket again later.
 
-The seed's old client lost updates exactly here: it reconnected without a
-resume point and never noticed missing messages.
+A dropped connection, a server answering 5xx or 429, or one not answering at
+all is retried with exponential backoff and full jitter (never sooner than
+its ``Retry-After``), resuming from the cursor, so nothing is lost or repeated.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import random
 import time
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Literal, TypedDict
-from urllib.parse import urlencode
+from contextlib import aclosing
+from typing import AsyncGenerator, Awaitable, Callable, Literal, TypedDict
 
 import httpx
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-if TYPE_CHECKING:
-    from .client import Client
+from .auth import TokenSource
+from .backoff import Backoff
+from .errors import Disconnected, ImagegenError, StreamError
+from .eventlog import EventLog
+from .sequencing import Item, Sequencer, Step
+from .websocket import events_url, messages, open_connection
+
+__all__ = ["Backoff", "Event", "EventData", "EventStream", "StreamError", "TERMINAL_STATUSES"]
 
 logger = logging.getLogger(__name__)
-
-# WebSocket close codes of the contract.
-CLOSE_AUTH = 4001
-CLOSE_ORIGIN = 4003
-CLOSE_RATE = 4029
 
 
 class EventData(TypedDict):
@@ -72,301 +65,183 @@ class Event(TypedDict):
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 
-class StreamError(Exception):
-    """The stream cannot continue (for example the server refused our Origin)."""
-
-
-class _Reconnect(Exception):
-    """Internal: the current transport ended; ``auth`` says a token refresh is due."""
-
-    def __init__(self, reason: str, *, auth: bool = False, fallback: bool = False) -> None:
-        super().__init__(reason)
-        self.auth = auth
-        self.fallback = fallback
-
-
-class Backoff:
-    """Exponential backoff with full jitter: sleep ``U(0, min(cap, base * 2**n))``.
-
-    Full jitter spreads a thundering herd of clients reconnecting after a server
-    restart (the seed's risk 2) far better than a fixed delay plus a little noise.
-    The attempt count resets only once a connection has stayed up ``stable_after``
-    seconds, so a server that accepts and at once drops us is still backed off.
-    """
-
-    def __init__(
-        self,
-        base: float = 0.5,
-        cap: float = 30.0,
-        stable_after: float = 60.0,
-        rng: Callable[[], float] = random.random,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.stable_after = stable_after
-        self.attempts = 0
-        self._rng = rng
-        self._clock = clock
-        self._opened_at: float | None = None
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempts, 30))
-        self.attempts += 1
-        return self._rng() * ceiling
-
-    def opened(self) -> None:
-        self._opened_at = self._clock()
-
-    def closed(self) -> None:
-        if self._opened_at is not None and self._clock() - self._opened_at >= self.stable_after:
-            self.attempts = 0
-        self._opened_at = None
-
-
-class SeqTracker:
-    """Remembers the last seq handed out and classifies what arrives next."""
-
-    def __init__(self, last: int) -> None:
-        self.last = last
-
-    def classify(self, seq: int) -> Literal["duplicate", "next", "gap"]:
-        if seq <= self.last:
-            return "duplicate"
-        return "next" if seq == self.last + 1 else "gap"
-
-
 class EventStream:
-    """Async iterator over one user's events after ``after``; see the module docstring.
+    """Async iterator over one user's events with ``seq > after``; see the module docstring.
 
-    Create it through :meth:`Client.events`. It never ends on its own: stop
-    iterating (``break``) to close it.
+    ``http`` is an ``httpx.AsyncClient`` whose ``base_url`` is the server and
+    whose auth signs its requests; ``tokens`` gives the WebSocket its access
+    token. :meth:`Client.events <imagegen_client.Client.events>` builds both.
+    ``after=None`` means "from the moment iteration starts". It never ends on
+    its own: stop iterating (``break``) to close it; with ``close_http`` the
+    stream then closes ``http`` too.
     """
 
     def __init__(
         self,
-        client: Client,
+        http: httpx.AsyncClient,
+        tokens: TokenSource,
         after: int | None = None,
         *,
+        close_http: bool = False,
         ping_interval: float = 25.0,
         pong_grace: float = 10.0,
         fallback_after: int = 4,
         retry_websocket_after: float = 300.0,
         poll_wait: int = 25,
         backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.client = client
+        self.http = http
+        self.tokens = tokens
         self.after = after
+        self.close_http = close_http
         self.ping_interval = ping_interval
         self.pong_grace = pong_grace
         self.fallback_after = fallback_after
         self.retry_websocket_after = retry_websocket_after
         self.poll_wait = poll_wait
         self.backoff = backoff or Backoff()
-        self.tracker = SeqTracker(0)
+        self.sequencer = Sequencer()
+        self.log = EventLog(http)
         #: "websocket" or "poll": which transport delivered the last batch (for tests and logs).
         self.mode: Literal["websocket", "poll"] = "websocket"
         self.connects = 0
+        self._sleep = sleep
         self._synced = False
-        self._http: httpx.AsyncClient | None = None
+        self._token = ""  # the one the last WebSocket connect used
 
     @property
     def last_seq(self) -> int:
-        return self.tracker.last
+        return self.sequencer.cursor
 
-    def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
+    def __aiter__(self) -> AsyncGenerator[Item, None]:
         return self._run()
 
-    async def _run(self) -> AsyncGenerator[dict[str, Any], None]:
-        self._http = self.client._async_http()
+    async def _run(self) -> AsyncGenerator[Item, None]:
         try:
-            if self.after is None:
-                # "From now on": the snapshot's last_seq, so nothing after it can be missed.
-                self.tracker.last = await asyncio.to_thread(self.client.last_seq)
-            else:
-                self.tracker.last = self.after
+            self.sequencer.cursor = self.after if self.after is not None else await self._now()
             failures = 0
             while True:
                 if self.mode == "poll":
-                    async for item in self._poll_for(self.retry_websocket_after):
-                        yield item
+                    async with aclosing(self._poll_for(self.retry_websocket_after)) as polled:
+                        async for item in polled:
+                            yield item
                     self.mode = "websocket"
                     failures = 0
                     continue
                 try:
-                    async for item in self._websocket():
-                        yield item
-                    raise _Reconnect("server closed the connection")
-                except _Reconnect as exc:
+                    async with aclosing(self._websocket()) as pushed:
+                        async for item in pushed:
+                            yield item
+                    raise Disconnected("server closed the connection")
+                except Disconnected as exc:
+                    self.sequencer.reset_transport()  # what was held is replayed on resume
                     self.backoff.closed()
                     if self._synced:
                         failures = 0  # that connection worked; count failures afresh
                     self._synced = False
                     if exc.auth:
-                        # Expired access token (4001): refresh and come straight back.
-                        await asyncio.to_thread(self.client.refresh)
+                        # Expired access token (4001): renew it and come straight back.
+                        await self._renew()
                         continue
                     failures += 1
                     if exc.fallback or failures >= self.fallback_after:
                         logger.info("WebSocket unavailable (%s); long-polling /api/events/", exc)
                         self.mode = "poll"
                         continue
-                    delay = self.backoff.next_delay()
+                    delay = self.backoff.next_delay(exc.retry_after)
                     logger.info("WebSocket lost (%s); reconnecting in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
         finally:
-            await self._http.aclose()
+            if self.close_http:
+                await self.http.aclose()
 
-    # --- WebSocket transport -----------------------------------------------------------
-    def _ws_url(self) -> str:
-        base = self.client.base_url.rstrip("/")
-        scheme, rest = base.split("://", 1)
-        query = urlencode({"token": self.client.access_token(), "after": self.tracker.last})
-        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/notifications?{query}"
+    async def _now(self) -> int:
+        """The resume point for "from now on": the snapshot's last_seq, so nothing after it is missed."""
+        while True:
+            try:
+                last = await self.log.last_seq()
+            except Disconnected as exc:
+                delay = self.backoff.next_delay(exc.retry_after)
+                logger.info("Cannot read the newest seq (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                continue
+            self.backoff.succeeded()
+            return last
 
-    async def _websocket(self) -> AsyncIterator[dict[str, Any]]:
+    async def _renew(self) -> None:
         try:
-            # Protocol-level pings off: the contract's app-level ping proves the
-            # consumer (not just the TCP peer) is alive.
-            ws = await connect(self._ws_url(), ping_interval=None, open_timeout=10, max_size=4 * 2**20)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            # 404/400/426: nothing speaks WebSocket there; long-poll right away.
-            raise _Reconnect(f"handshake refused with HTTP {status}", fallback=status in (400, 404, 426)) from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise _Reconnect(f"cannot connect: {exc!r}") from None
+            await self.tokens.renew(self._token)
+        except httpx.TransportError as error:
+            delay = self.backoff.next_delay()
+            logger.info("Cannot renew the access token (%r); retrying in %.1fs", error, delay)
+            await self._sleep(delay)
+        except ImagegenError as error:
+            if not error.temporary:
+                raise
+            delay = self.backoff.next_delay(error.retry_after)
+            logger.info("Cannot renew the access token (%s); retrying in %.1fs", error, delay)
+            await self._sleep(delay)
+
+    # --- WebSocket ---------------------------------------------------------------------
+    async def _websocket(self) -> AsyncGenerator[Item, None]:
+        try:
+            self._token = await self.tokens.token()
+        except httpx.TransportError as exc:
+            raise Disconnected(f"cannot renew the access token: {exc!r}") from None
+        except ImagegenError as exc:
+            if not exc.temporary:
+                raise
+            raise Disconnected(f"token renewal answered {exc.status_code}", retry_after=exc.retry_after) from None
+        url = events_url(self.http.base_url, token=self._token, after=self.sequencer.cursor)
+        ws = await open_connection(url)
         self.connects += 1
         self.backoff.opened()
-        pinger = asyncio.create_task(self._ping(ws))
-        replay: list[dict[str, Any]] = []
-        synced = False
+        replay: list[Item] = []
         try:
-            while True:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), self.ping_interval + self.pong_grace)
-                except TimeoutError:
-                    # Dead-man timer: not even a pong within a ping round trip.
-                    raise _Reconnect("no message or pong within the dead-man timeout") from None
-                message = _parse(raw)
-                if message is None:
-                    continue
-                kind = message.get("type")
-                if kind == "sync_complete":
-                    synced = self._synced = True
-                    # Replay is held until sync_complete so that a reset (recovered:
-                    # false) reaches the caller before the events that follow it.
-                    async for item in self._accept_batch(replay, message):
-                        yield item
-                    replay = []
-                elif kind in ("pong", "error"):
-                    if kind == "error":
-                        logger.warning("Server reported: %s", message.get("detail"))
-                elif "seq" in message:
-                    if not synced:
-                        replay.append(message)
-                        continue
-                    async for item in self._accept_live(message):
-                        yield item
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            if code == CLOSE_AUTH:
-                raise _Reconnect("access token rejected (4001)", auth=True) from None
-            if code == CLOSE_ORIGIN:
-                raise StreamError("The server refused this client's Origin (4003).") from None
-            raise _Reconnect(f"connection closed (code {code})") from None
+            async with aclosing(messages(ws, ping_interval=self.ping_interval,
+                                         pong_grace=self.pong_grace)) as incoming:
+                async for message in incoming:
+                    if message.get("type") == "sync_complete":
+                        self._synced = True
+                        async with aclosing(self._steps(self.sequencer.synced(replay, message))) as out:
+                            async for item in out:
+                                yield item
+                        replay = []
+                    elif "seq" in message:
+                        if not self._synced:
+                            replay.append(message)
+                            continue
+                        async with aclosing(self._steps(self.sequencer.live(message))) as out:
+                            async for item in out:
+                                yield item
         finally:
-            pinger.cancel()
             await ws.close()
 
-    async def _ping(self, ws: Any) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self.ping_interval)
-                await ws.send(json.dumps({"type": "ping"}))
-        except (ConnectionClosed, asyncio.CancelledError):
-            return
-
-    async def _accept_batch(self, replay: list[dict[str, Any]], sync: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        if sync.get("recovered") is False:
-            yield {"type": "reset", "last_seq": int(sync.get("last_seq", 0))}
-            if replay:
-                # Events before the first retained one are gone for good.
-                self.tracker.last = max(self.tracker.last, int(replay[0]["seq"]) - 1)
-        for event in replay:
-            async for item in self._accept_live(event):
-                yield item
-        # Nothing was replayed past last_seq: catch up if the server is ahead of us.
-        if int(sync.get("last_seq", 0)) > self.tracker.last and sync.get("recovered") is not False:
-            async for item in self._fill_gap():
-                yield item
-        elif sync.get("recovered") is False:
-            self.tracker.last = max(self.tracker.last, int(sync.get("last_seq", 0)))
-
-    async def _accept_live(self, event: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        verdict = self.tracker.classify(int(event["seq"]))
-        if verdict == "duplicate":
-            return
-        if verdict == "gap":
-            # A push was lost between server and us: fetch the hole from the log first.
-            async for item in self._fill_gap():
-                yield item
-            if int(event["seq"]) <= self.tracker.last:
-                return
-        self.tracker.last = int(event["seq"])
-        yield event
-
-    async def _fill_gap(self) -> AsyncIterator[dict[str, Any]]:
+    async def _steps(self, step: Step) -> AsyncGenerator[Item, None]:
+        """Hand out a step's items and do the fetches it asks for (a 5xx here reconnects)."""
         while True:
-            page = await self._fetch(after=self.tracker.last, wait=0)
-            async for item in self._accept_page(page):
+            for item in step.items:
                 yield item
-            if not page.get("has_more"):
+            if not step.fetch:
                 return
+            # A push was lost (or the server is ahead of its replay): read the hole from the log.
+            step = self.sequencer.page(await self.log.page(after=self.sequencer.cursor, wait=0))
 
-    # --- Long-poll transport ---------------------------------------------------------------
-    async def _poll_for(self, seconds: float) -> AsyncIterator[dict[str, Any]]:
+    # --- Long-poll -----------------------------------------------------------------------
+    async def _poll_for(self, seconds: float) -> AsyncGenerator[Item, None]:
         """Long-poll ``/api/events/`` for about ``seconds``, then let the caller retry the WebSocket."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.mode = "poll"
             try:
-                page = await self._fetch(after=self.tracker.last, wait=self.poll_wait)
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                delay = self.backoff.next_delay()
-                logger.info("Long-poll failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                page = await self.log.page(after=self.sequencer.cursor, wait=self.poll_wait)
+            except Disconnected as exc:
+                delay = self.backoff.next_delay(exc.retry_after)
+                logger.info("Long-poll failed (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
                 continue
-            self.backoff.attempts = 0
-            async for item in self._accept_page(page):
+            self.backoff.succeeded()
+            # A page with has_more is followed at once: the next poll returns without waiting.
+            for item in self.sequencer.page(page).items:
                 yield item
-
-    async def _accept_page(self, page: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        events: list[dict[str, Any]] = page.get("events", [])
-        if page.get("recovered") is False:
-            yield {"type": "reset", "last_seq": int(page.get("last_seq", 0))}
-            floor = int(events[0]["seq"]) - 1 if events else int(page.get("last_seq", 0))
-            self.tracker.last = max(self.tracker.last, floor)
-        for event in events:
-            seq = int(event["seq"])
-            if seq <= self.tracker.last:
-                continue
-            # Within one page the server returns a contiguous run; accept it in order.
-            self.tracker.last = seq
-            yield event
-
-    async def _fetch(self, *, after: int, wait: int) -> dict[str, Any]:
-        assert self._http is not None
-        response = await self.client._async_request(
-            self._http, "GET", "/api/events/", params={"after": after, "wait": wait}, timeout=wait + 15.0
-        )
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def _parse(raw: str | bytes) -> dict[str, Any] | None:
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        logger.warning("Ignoring a malformed frame from the server")
-        return None
-    return message if isinstance(message, dict) else None

@@ -1,7 +1,9 @@
 """A real server for the client tests: ``daphne`` plus ``manage.py runworker``
-as subprocesses on the test PostgreSQL database and the local Redis."""
+as subprocesses on the test PostgreSQL database and the Redis of ``REDIS_URL``
+(its database number too, so runs from several checkouts keep apart)."""
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -10,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings as django_settings
@@ -19,14 +22,14 @@ from django.db import connection
 from tests.conftest import accepts, free_port, product_photo, wait_until
 
 BASE_DIR = Path(django_settings.BASE_DIR)
-REDIS_URL = "redis://127.0.0.1:6379/0"
 QUICK = "tests.generation.backends.QuickBackend"
 SLOW = "tests.generation.backends.SlowBackend"
 
 
-def redis_up() -> bool:
+def redis_up(url: str) -> bool:
+    parts = urlsplit(url)
     try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=0.5):
             return True
     except OSError:
         return False
@@ -92,14 +95,15 @@ def live_server_factory(transactional_db: Any, subprocess_env: dict[str, str], t
     if connection.vendor != "postgresql":
         pytest.skip("live-server tests share the test database with subprocesses: run them with "
                     "DATABASE_URL=postgres://... (an in-memory SQLite test database cannot be shared)")
-    if not redis_up():
-        pytest.skip("live-server tests need Redis on 127.0.0.1:6379 for the cross-process channel layer")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url or not redis_up(redis_url):
+        pytest.skip("live-server tests need REDIS_URL (a reachable Redis) for the cross-process channel layer")
     servers: list[LiveServer] = []
 
     def start(backend: str = QUICK, **extra: str) -> LiveServer:
         env = {
             **subprocess_env,
-            "REDIS_URL": REDIS_URL,
+            "REDIS_URL": redis_url,
             "IMAGEGEN_BACKEND": backend,
             "IMAGEGEN_EMBEDDED_WORKER": "0",
             "IMAGEGEN_POLL_INTERVAL": "0.2",

@@ -1,10 +1,10 @@
 """A tiny in-test imagegen event server for the client's unit tests.
 
-It speaks the contract's WebSocket protocol (replay after ``after``, then
+It speaks the server's WebSocket protocol (replay after ``after``, then
 ``sync_complete``, then live; ping/pong; 4001 for a bad token) on a real port
 with ``websockets``, and the ``/api/events/`` + token endpoints through an
 ``httpx.MockTransport``. Knobs let a test lose a push, cut every connection,
-stop answering, purge old events or refuse the upgrade.
+stop answering, purge old events, refuse the upgrade, or answer the event log with errors.
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class FakeServer:
         self.page_size = 500
         self.extra_replay = 0  # replay this many already-seen events again (a racing replay)
         self.double_pushes = False  # push every live event twice
+        # Answers /api/events/ gives before it works again: (status, headers), e.g. (503, {"Retry-After": "7"}).
+        self.events_failures: list[tuple[int, dict[str, str]]] = []
         self.connections: set[ServerConnection] = set()
         self.handshakes: list[dict[str, list[str]]] = []
         self.http_requests: list[str] = []
@@ -132,7 +134,7 @@ class FakeServer:
 
     async def _http_async(self, request: httpx.Request) -> httpx.Response:
         wait = float(request.url.params.get("wait", "0"))
-        if request.url.path == "/api/events/" and wait > 0:
+        if request.url.path == "/api/events/" and wait > 0 and not self.events_failures:
             after = int(request.url.params.get("after", "0"))
             async with self._changed:
                 try:
@@ -152,6 +154,9 @@ class FakeServer:
         if request.url.path == "/api/tasks/":
             return httpx.Response(200, json={"count": 0, "next": None, "previous": None, "results": [],
                                              "last_seq": len(self.log)})
+        if request.url.path == "/api/events/" and self.events_failures:
+            status, headers = self.events_failures.pop(0)
+            return httpx.Response(status, headers=headers, json={"detail": "Service unavailable, try again."})
         if request.url.path == "/api/events/":
             events, recovered = self._after(int(request.url.params.get("after", "0")))
             page = events[: self.page_size]

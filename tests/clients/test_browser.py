@@ -175,9 +175,10 @@ def test_a_bad_file_shows_the_servers_error(live_server_factory: Any, seller: An
     server = live_server_factory()
     bad = tmp_path / "notes.jpg"
     bad.write_bytes(b"these are my notes, not a photo\n" * 10)
-    token = httpx.post(f"{server.url}/api/auth/token/",
+    # httpx's 5 s default is too short for a freshly started daphne's first request on a loaded machine.
+    token = httpx.post(f"{server.url}/api/auth/token/", timeout=60,
                        json={"username": seller.username, "password": "seller-pass-123"}).json()["access"]
-    said = httpx.post(f"{server.url}/api/tasks/", headers={"Authorization": f"Bearer {token}"},
+    said = httpx.post(f"{server.url}/api/tasks/", headers={"Authorization": f"Bearer {token}"}, timeout=60,
                       files={"image": ("notes.jpg", bad.read_bytes(), "image/jpeg")}).json()["detail"]
     app = App(browser, server, seller)
     app.sign_in()

@@ -43,7 +43,8 @@ def embedded(tmp_path: Path) -> Iterator[str]:
 
 
 def test_the_page_and_its_static_files_are_served_by_plain_daphne_with_debug_off(embedded: str) -> None:
-    page = httpx.get(embedded + "/")
+    # httpx's 5 s default is too short for a freshly started daphne's first request on a loaded machine.
+    page = httpx.get(embedded + "/", timeout=60)
     assert page.status_code == 200 and 'type="module"' in page.text
     for asset in ("app/app.js", "app/feed.js", "app/app.css"):
         response = httpx.get(f"{embedded}/static/{asset}")

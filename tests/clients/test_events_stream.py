@@ -5,9 +5,10 @@ import asyncio
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
+import httpx
 import pytest
 
-from imagegen_client import Backoff, Client
+from imagegen_client import Backoff, Client, ImagegenError, TokenAuth
 from imagegen_client.events import EventStream
 
 from .fake_server import FakeServer
@@ -140,8 +141,10 @@ async def test_it_long_polls_when_the_server_has_no_websocket(server: FakeServer
 async def test_it_falls_back_after_repeated_failures_and_returns_to_websocket(server: FakeServer, client: Client) -> None:
     port = server.port
     await server.stop()  # nothing listens: every WebSocket connect fails
-    events = EventStream(client, 0, fallback_after=2, retry_websocket_after=0.5, poll_wait=1,
-                         backoff=Backoff(base=0.01, cap=0.02))
+    auth = TokenAuth(server.base_url, token="token-1", refresh_token="refresh-1")
+    http = httpx.AsyncClient(base_url=server.base_url, transport=server.async_transport(), auth=auth)
+    events = EventStream(http, auth.source(http), 0, close_http=True, fallback_after=2, retry_websocket_after=0.5,
+                         poll_wait=1, backoff=Backoff(base=0.01, cap=0.02))
     async with aclosing(aiter(events)) as stream:
         await server.add(1)
         assert seqs(await take(stream, 1)) == [1]
@@ -186,3 +189,67 @@ def test_backoff_uses_full_jitter_capped_and_resets_after_a_stable_minute() -> N
     backoff.closed()
     assert backoff.next_delay() == 0.5
     assert Backoff(rng=lambda: 0.25).next_delay() == 0.125  # a uniform draw below the ceiling
+
+
+class Sleeps(list[float]):
+    """Records the stream's waits instead of waiting them (the order of events stays real)."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        await asyncio.sleep(0)
+
+
+async def test_a_503_or_429_while_long_polling_waits_its_retry_after_and_goes_on(server: FakeServer,
+                                                                                 client: Client) -> None:
+    server.refuse_upgrade = True
+    server.events_failures = [(503, {"Retry-After": "7"}), (429, {"Retry-After": "3"}), (502, {})]
+    sleeps = Sleeps()
+    async with aclosing(aiter(client.events(after=0, **fast(poll_wait=5, sleep=sleeps)))) as stream:
+        await server.add(2)
+        assert seqs(await take(stream, 2)) == [1, 2]
+        await server.add(1)
+        assert seqs(await take(stream, 1)) == [3]
+    assert server.events_failures == []
+    assert sleeps[:2] == [7.0, 3.0]  # the server's word, not a shorter backoff
+    assert 0 <= sleeps[2] <= 0.05  # no Retry-After: plain backoff
+
+
+async def test_a_503_while_filling_a_gap_reconnects_and_the_replay_fills_it(server: FakeServer,
+                                                                           client: Client) -> None:
+    sleeps = Sleeps()
+    events = client.events(after=0, **fast(sleep=sleeps))
+    async with aclosing(aiter(events)) as stream:
+        await server.add(1)
+        assert seqs(await take(stream, 1)) == [1]
+        server.drop_pushes = {2, 3}
+        server.events_failures = [(503, {"Retry-After": "4"})]
+        await server.add(3)
+        assert seqs(await take(stream, 3)) == [2, 3, 4]
+        await server.add(1)
+        assert seqs(await take(stream, 1)) == [5]
+    assert sleeps == [4.0]
+    assert events.connects == 2
+    assert server.handshakes[-1]["after"] == ["1"]  # resumed from the last seq handed out
+
+
+async def test_a_client_error_from_the_event_log_ends_the_stream_with_its_detail(server: FakeServer,
+                                                                                 client: Client) -> None:
+    server.refuse_upgrade = True
+    server.events_failures = [(403, {})]
+    async with aclosing(aiter(client.events(after=0, **fast(poll_wait=1)))) as stream:
+        with pytest.raises(ImagegenError) as caught:
+            await take(stream, 1)
+    assert caught.value.status_code == 403
+
+
+async def test_an_expired_token_on_the_event_log_is_renewed_once_and_the_poll_resent(server: FakeServer,
+                                                                                    client: Client) -> None:
+    server.refuse_upgrade = True
+    async with aclosing(aiter(client.events(after=0, **fast(poll_wait=1)))) as stream:
+        await server.add(1)
+        assert seqs(await take(stream, 1)) == [1]
+        server.expire_tokens()
+        await server.add(1)
+        assert seqs(await take(stream, 1)) == [2]
+    refreshes = [r for r in server.http_requests if r.startswith("POST /api/auth/token/refresh/")]
+    assert len(refreshes) == 1
