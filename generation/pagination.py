@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
 
 
 class TaskPagination(PageNumberPagination):
@@ -9,3 +13,21 @@ class TaskPagination(PageNumberPagination):
 
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def get_page_size(self, request: Request) -> int | None:
+        # DRF quietly falls back to the default for a bad page_size: a client asking
+        # for 500 or "ten" should learn that it did not get what it asked for.
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= self.max_page_size):
+            raise ValidationError({self.page_size_query_param: f"An integer from 1 to {self.max_page_size}."})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=self.page_size)
+                parameter["description"] = f"Results per page, 1-{self.max_page_size}; outside that, a 400."
+        return parameters

@@ -17,7 +17,8 @@ OPTION_FIELDS = ("preset", "size", "format", "margin", "background", "fit", "sha
 
 
 class TaskCreateSerializer(serializers.Serializer):
-    image = serializers.FileField(allow_empty_file=True, help_text="JPEG, PNG, WebP or HEIC product photo")
+    image = serializers.FileField(allow_empty_file=True, help_text="JPEG, PNG, WebP or HEIC product photo: each side at least 64 pixels "
+                                   "(IMAGEGEN_MIN_SIDE), at most 20 MiB and 40 megapixels by default")
     preset = serializers.CharField(required=False, help_text="amazon (default), walmart, shopify, etsy, ebay, taobao, jd, pinduoduo")
     size = serializers.CharField(required=False, help_text="canvas side in pixels, within the preset's range")
     format = serializers.CharField(required=False, help_text="jpeg, png or webp (where the preset allows)")

@@ -10,8 +10,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 
 
+# CSRF-exempt like the API views: a POST to an unknown path is a 404, not an HTML 403.
+@csrf_exempt
 def api_not_found(request: HttpRequest, unmatched: str = "") -> HttpResponse:
     path = request.path_info
     if settings.APPEND_SLASH and not path.endswith("/"):

@@ -310,8 +310,10 @@ IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES = env_int("IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES
 # A client ping also checks the log for events whose push was lost; at most this often.
 IMAGEGEN_WS_PING_CHECK_SECONDS = env_float("IMAGEGEN_WS_PING_CHECK_SECONDS", 1.0, minimum=0)
 # GET /api/events/ is a plain async view: describe it in the schema by hand.
+# Then every operation's error answers (401/429 everywhere, 400/404/415 by what it takes).
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums", "notifications.schema.add_events_path",
+    "imagegen_site.schema.add_error_responses",
 ]
 
 # --- Logging -------------------------------------------------------------------------

@@ -58,10 +58,12 @@ EVENTS_PATH = {
         "tags": ["events"],
         "security": [{"jwtAuth": []}],
         "parameters": [
-            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
-             "description": "Return events with seq greater than this."},
+            {"name": "after", "in": "query",
+             "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0},
+             "description": "Return events with seq greater than this: any 64-bit seq (a cursor ahead of the log "
+                            "answers no events and recovered false); a larger or negative value is a 400."},
             {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30, "default": 0},
-             "description": "Seconds to wait for a new event when there is none yet."},
+             "description": "Seconds (0-30) to wait for a new event when there is none yet; outside that, a 400."},
         ],
         "responses": {
             "200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsPage"}}},

@@ -247,9 +247,10 @@ class GenerationTask(models.Model):
         task's event in a batch such as ``rescue_orphans``), so the queue
         position and the ETA built on it describe the very state recorded. Only a change
         into ``pending`` pays for the position, one COUNT over the pending index reused by
-        the ETA. Measured with bench/bench_snapshot.py on a busy 2-core machine, medians:
-        the COUNT takes 2 ms with 1,000 tasks ahead, 6 ms with 10,000 and 19 ms with
-        50,000, against 13-16 ms for a cancel + retry round without it. Kept inside: after
+        the ETA. Measured (bench/bench_snapshot.py, docs/benchmarks/snapshot.md; medians on
+        a shared 2-core machine): the COUNT takes 2 ms with 1,000 tasks ahead, 6 ms with
+        10,000 and 19 ms with 50,000, against 13-16 ms for a cancel + retry round without
+        it (about three times all of these at a load average of 11). Kept inside: after
         commit it could only reach the stored event through a second write of the row,
         and replayed events would otherwise lack what the REST body has.
         """

@@ -38,3 +38,12 @@ def test_it_leaves_paths_outside_the_api_alone(client: Any) -> None:
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")
+
+
+def test_a_post_without_csrf_token_to_an_unknown_path_is_a_json_404(user: Any) -> None:
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)  # a session, as the page has: Django would answer an HTML 403 for CSRF
+    response = client.post("/api/tasks/x.y/cancel/")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found: no API endpoint at /api/tasks/x.y/cancel/."})
