@@ -299,9 +299,10 @@ def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: Render
         scale = target / box.long_side
         for _ in range(SIZE_ATTEMPTS):
             ink, coverage = _finished(_resized(layers, region, scale), scale, spec.transparent)
-            drawn = product_box(coverage > 0)
-            if drawn is None:
+            found = product_box(coverage > 0)
+            if found is None:
                 raise _no_product()
+            drawn = found
             # A soft matte (a seller's feathered alpha, a model's soft edge)
             # loses its faint outer part to the clean-up, so the drawn box can
             # be smaller than the matte's: size by the box as drawn, which is
