@@ -108,12 +108,12 @@ def other_client(other_user: Any) -> APIClient:
 
 @pytest.fixture
 def make_task(user: Any) -> Callable[..., Any]:
-    from generation.engine.presets import validate_options
+    from generation.engine.spec import parse_job
     from generation.models import GenerationTask
 
     def make(**overrides: Any) -> GenerationTask:
         owner = overrides.pop("user", user)
-        options = overrides.pop("options", validate_options({}))
+        options = overrides.pop("options", parse_job({}).to_options())
         task, _ = GenerationTask.submit(
             user=owner,
             image=SimpleUploadedFile("input.jpg", overrides.pop("image", product_photo())),

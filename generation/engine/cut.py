@@ -156,23 +156,38 @@ def _clip_to_box(matte: np.ndarray, hint_box: tuple[int, int, int, int] | None) 
     matte[~keep] = 0.0
 
 
-def _shadow(region_rgb: np.ndarray, product: np.ndarray, matte: np.ndarray) -> np.ndarray | None:
-    """Cast shadow opacity at the region's full resolution (None when there is none)."""
-    work = _downscale(region_rgb)
-    wh, ww = work.rgb.shape[:2]
+def _shadow(work: np.ndarray, product: np.ndarray, matte: np.ndarray) -> np.ndarray | None:
+    """Cast shadow opacity at the region's full resolution (None when there is none); ``work`` is
+    the region's working copy."""
+    wh, ww = work.shape[:2]
     small_product = cv2.resize(product.view(np.uint8), (ww, wh), interpolation=cv2.INTER_NEAREST) > 0
-    opacity = cast_shadow(work.rgb, small_product)
+    opacity = cast_shadow(work, small_product)
     if opacity is None:
         return None
     h, w = matte.shape
-    full = cv2.resize(opacity, (w, h), interpolation=cv2.INTER_LINEAR)
-    full *= 1.0 - matte
+    # Only the shadow's own box is brought to full resolution.
+    bx, by, bw, bh = cv2.boundingRect((opacity >= 0.02).view(np.uint8) if opacity.dtype == bool
+                                      else (opacity >= 0.02).astype(np.uint8))
+    full = np.zeros((h, w), np.float32)
+    if bw == 0:
+        return None
+    sx, sy = w / ww, h / wh
+    x0, y0 = max(0, int((bx - 1) * sx)), max(0, int((by - 1) * sy))
+    x1, y1 = min(w, int(np.ceil((bx + bw + 1) * sx))), min(h, int(np.ceil((by + bh + 1) * sy)))
+    # Sample the small map at the box's full-resolution pixel centres.
+    map_x = ((np.arange(x0, x1, dtype=np.float32) + 0.5) / sx - 0.5)[None, :].repeat(y1 - y0, 0)
+    map_y = ((np.arange(y0, y1, dtype=np.float32) + 0.5) / sy - 0.5)[:, None].repeat(x1 - x0, 1)
+    part = cv2.remap(opacity, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    m = matte[y0:y1, x0:x1]
+    part *= 1.0 - m
     # Where the cut says product, nothing is shadow (the renderer draws the shadow under it).
-    full[(full < 0.02) | (matte >= 0.5)] = 0.0
+    part[(part < 0.02) | (m >= 0.5)] = 0.0
+    full[y0:y1, x0:x1] = part
     return full
 
 
-def _learned(rgb: np.ndarray, segmenter: Segmenter, box_in_region: tuple[int, int, int, int] | None
+def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
+             box_in_region: tuple[int, int, int, int] | None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None:
     """Matte, product mask and guide-size copy from the model, or None when it saw nothing."""
     h, w = rgb.shape[:2]
@@ -192,7 +207,7 @@ def _learned(rgb: np.ndarray, segmenter: Segmenter, box_in_region: tuple[int, in
     product = _fill_specks(product)
     small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
     matte = refine(rgb, prob, product, segmenter.side)
-    classical, score = _classical_check(_downscale(rgb).rgb)
+    classical, score = _classical_check(work)
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
     signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score)
@@ -234,9 +249,10 @@ def cut_product(
         bx0, by0, bx1, by1 = (int(v) for v in hint_box)
         box_in_region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
 
+    work = _downscale(sub).rgb
     found = None
     if segmenter.learned:
-        found = _learned(sub, segmenter, box_in_region)
+        found = _learned(sub, work, segmenter, box_in_region)
     if found is None:
         try:
             found = _classical(sub)
@@ -254,7 +270,7 @@ def cut_product(
                 "model_found_nothing",
                 "The product model found nothing; this cut comes from the backdrop model alone."),)))
     matte_r, product, small, assessment = found
-    shadow_r = _shadow(sub, product, matte_r) if min(small.shape[:2]) >= 8 else None
+    shadow_r = _shadow(work, product, matte_r) if min(small.shape[:2]) >= 8 else None
     matte = _place((h, w), region, matte_r)
     _clip_to_box(matte, hint_box)
     if not (matte > 0).any():

@@ -301,6 +301,7 @@ def _with_fidelity(
     """
     out = dict(compliance or {"preset": preset, "passed": True, "checks": {}})
     check = report.as_check()
+    check["status"] = "passed" if check["passed"] else "failed"
     out["checks"] = {**(out.get("checks") or {}), "product_fidelity": check}
     if not report.passed:
         out["fidelity"] = check

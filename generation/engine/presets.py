@@ -13,8 +13,6 @@ A task's options are parsed against this table once, at submit time, by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
-
 from .base import InvalidOptions
 
 #: Largest canvas any preset renders. Marketplaces accept more (Amazon up to
@@ -130,21 +128,9 @@ def fill_from_margin(margin: float) -> float:
     return 1.0 - margin / 100.0
 
 
-def validate_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The stored form of ``raw`` (transition wrapper around :func:`spec.parse_job`).
-
-    Kept for one transition, for callers that still store the dict themselves;
-    new code parses with ``parse_job`` and hands the engine the ``JobSpec``.
-    """
-    from .spec import parse_job  # spec imports this table; a late import avoids the cycle
-
-    return parse_job(raw).to_options()
-
-
-def preset_for(options: Mapping[str, Any] | str) -> Preset:
-    """The preset named by a preset name or a (normalised) options dict."""
-    name = options if isinstance(options, str) else options.get("preset", DEFAULT_PRESET)
+def preset_for(name: str) -> Preset:
+    """The preset called ``name`` (case-insensitive)."""
     try:
-        return PRESETS[str(name).lower()]
+        return PRESETS[name.strip().lower()]
     except KeyError:
         raise InvalidOptions("preset", f"preset must be one of {', '.join(PRESETS)}, not {name!r}.") from None

@@ -68,8 +68,9 @@ def cast_shadow(work: np.ndarray, product: np.ndarray) -> np.ndarray | None:
         return None
     shadow = np.isin(labels, touching)
     reach = max(3, int(MAX_REACH * side))
-    near = cv2.dilate(product.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
-    shadow &= near > 0
+    # Distance to the product (a distance transform is far cheaper than a dilation this wide).
+    dist = cv2.distanceTransform((~product).view(np.uint8), cv2.DIST_L2, 3)
+    shadow &= dist <= reach
     if np.count_nonzero(shadow) < MIN_SHADOW_SHARE * len(ys):
         return None
 

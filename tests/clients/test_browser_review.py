@@ -116,7 +116,7 @@ def test_a_refused_photo_can_be_marked_and_sent_again(
     live_server_factory: Any, seller: Any, browser: Any, tmp_path: Path  # noqa: F811
 ) -> None:
     server = live_server_factory(REVIEW)
-    app = App(browser, server, seller)
+    app = App(browser, server, seller, width=390)  # phone width: the dialog stacks photo and form
     app.sign_in()
     app.live()
     flat = tmp_path / "plain.png"
@@ -139,6 +139,8 @@ def test_a_refused_photo_can_be_marked_and_sent_again(
     app.page.locator("#hint-box").fill("30,20,270,180")
     expect(dialog.locator("[data-field=box]")).to_be_visible()
     expect(send).to_be_enabled()
+    save_screenshot(app, tmp_path, "review-phone.png")
+    print("screenshot:", tmp_path / "review-phone.png")
     send.click()
     expect(app.cards("completed")).to_have_count(1, timeout=60_000)
     refused, retried = tasks_of(seller)

@@ -90,9 +90,14 @@ def apple() -> tuple[np.ndarray, np.ndarray]:
     return _place(backdrop, paint, mask, 270, 150, shadow=0.55, seed=1)
 
 
-def test_it_cuts_a_shaded_apple_on_grass_keeping_its_dark_half(model: Segmenter, apple: Any) -> None:
+@pytest.fixture(scope="module")
+def apple_cut(model: Segmenter, apple: Any) -> Cut:
+    return cut_product(apple[0], None, segmenter=model)
+
+
+def test_it_cuts_a_shaded_apple_on_grass_keeping_its_dark_half(apple: Any, apple_cut: Cut) -> None:
     photo, truth = apple
-    cut = cut_product(photo, None, segmenter=model)
+    cut = apple_cut
     assert cut.segmenter == "u2netp" and cut.model == "u2netp.onnx" and cut.model_sha256
     assert iou(cut, truth) >= 0.95
     # The product's own shade (lower-right quarter of the ball) is product, not shadow.
@@ -103,9 +108,9 @@ def test_it_cuts_a_shaded_apple_on_grass_keeping_its_dark_half(model: Segmenter,
     assert not cut.needs_review, cut.review_reasons
 
 
-def test_its_edges_have_no_faint_veil_and_no_stair_steps(model: Segmenter, apple: Any) -> None:
+def test_its_edges_have_no_faint_veil_and_no_stair_steps(apple: Any, apple_cut: Cut) -> None:
     photo, truth = apple
-    matte = cut_product(photo, None, segmenter=model).matte
+    matte = apple_cut.matte
     assert matte.dtype == np.float32 and matte.shape == truth.shape
     # A few px off the product's edge coverage is exactly zero (no off-white rim on the canvas).
     far = cv2.dilate((truth > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
@@ -119,9 +124,9 @@ def test_its_edges_have_no_faint_veil_and_no_stair_steps(model: Segmenter, apple
     assert mismatch / boundary < 1.0  # on average less than one pixel off along the outline
 
 
-def test_it_finds_the_cast_shadow_outside_the_product(model: Segmenter, apple: Any) -> None:
+def test_it_finds_the_cast_shadow_outside_the_product(apple: Any, apple_cut: Cut) -> None:
     photo, truth = apple
-    cut = cut_product(photo, None, segmenter=model)
+    cut = apple_cut
     assert cut.shadow is not None and cut.shadow.shape == truth.shape
     core = cv2.erode((truth >= 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert cut.shadow[cut.matte >= 0.5].max() == 0.0 and cut.shadow[core].max() == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -104,3 +105,14 @@ def test_it_ships_u2netp_with_the_checksum_it_records() -> None:
 def test_classical_has_no_model() -> None:
     seg = get_segmenter("classical")
     assert seg is CLASSICAL and seg.model is None and seg.model_sha256 is None and not seg.learned
+
+
+def test_the_worker_refuses_to_start_with_a_bad_model(tmp_path: Path, settings: Any) -> None:
+    from django.core.management import call_command
+
+    junk = tmp_path / "broken.onnx"
+    junk.write_bytes(b"\x00" * 64)
+    settings.IMAGEGEN_BACKEND = "local"
+    settings.IMAGEGEN_SEGMENTER = str(junk)
+    with pytest.raises(ImproperlyConfigured, match="broken.onnx"):
+        call_command("runworker", "--burst")

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from generation.engine.base import InvalidOptions
-from generation.engine.presets import PRESETS, validate_options
+from generation.engine.presets import PRESETS
 from generation.engine.spec import JobSpec, RenderSpec, parse_job
 
 
@@ -60,11 +60,6 @@ def test_it_loads_options_stored_before_the_new_fields_existed() -> None:
     assert (spec.preset, spec.size, spec.format, spec.margin) == ("walmart", 2200, "png", 15.0)
     assert (spec.background, spec.fit, spec.shadow) == ("white", "preset", "remove")
     assert JobSpec.from_options({}) == parse_job({})
-
-
-def test_it_keeps_the_transition_wrapper_equal_to_the_stored_form() -> None:
-    raw = {"preset": "etsy", "shadow": "keep"}
-    assert validate_options(raw) == parse_job(raw).to_options()
 
 
 def test_it_allows_webp_only_where_the_preset_does() -> None:

@@ -8,8 +8,10 @@ import signal
 from types import FrameType
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from generation.engine.saliency import get_segmenter
 from generation.worker import Worker
 from imagegen_site.metrics import start_metrics_server
 
@@ -61,6 +63,9 @@ class Command(BaseCommand):
                 metrics_server = start_metrics_server(options["metrics_port"], options["metrics_addr"])
             except OSError as exc:
                 raise CommandError(f"Cannot serve metrics on {options['metrics_addr']}:{options['metrics_port']}: {exc}")
+        if settings.IMAGEGEN_BACKEND == "local":
+            # Load and check the segmenter's model now: a bad IMAGEGEN_SEGMENTER stops the worker at start-up.
+            get_segmenter(settings.IMAGEGEN_SEGMENTER)
         worker = Worker(concurrency=concurrency, burst=burst, worker_id=worker_id)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
