@@ -120,6 +120,11 @@ export class BoxPicker {
     stage.addEventListener("pointerup", (event) => this.up(event));
     stage.addEventListener("pointercancel", () => (this.start = null));
     field.addEventListener("input", () => this.typed());
+    // A box typed (or kept) before the photo finished loading is judged against the
+    // photo's real size once it has loaded.
+    image.addEventListener("load", () => {
+      if (this.field.value) this.typed();
+    });
     // The drawn rectangle is in screen pixels: redraw it when the image is resized.
     new ResizeObserver(() => this.draw()).observe(image);
   }
