@@ -110,6 +110,10 @@ class Client:
         size: int | None = None,
         format: str | None = None,
         margin: float | None = None,
+        background: str | None = None,
+        fit: str | None = None,
+        shadow: str | None = None,
+        hint_box: tuple[int, int, int, int] | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
     ) -> Task:
@@ -117,7 +121,9 @@ class Client:
 
         With ``idempotency_key``, a repeat returns the task the first call
         created (the server answers 200 instead of 201), so a retried or
-        re-run submission never queues the same work twice.
+        re-run submission never queues the same work twice. ``background``,
+        ``fit``, ``shadow`` and ``hint_box`` (x0, y0, x1, y1 in the photo's
+        pixels) are the engine's options, described in docs/api.md.
         """
         if isinstance(image, bytes):
             data, name = image, filename or "photo"
@@ -125,8 +131,12 @@ class Client:
             path = Path(image)
             data, name = path.read_bytes(), filename or path.name
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        fields = {k: str(v) for k, v in {"preset": preset, "size": size, "format": format, "margin": margin}.items()
-                  if v is not None}
+        options: dict[str, object] = {
+            "preset": preset, "size": size, "format": format, "margin": margin,
+            "background": background, "fit": fit, "shadow": shadow,
+            "hint_box": ",".join(str(int(v)) for v in hint_box) if hint_box is not None else None,
+        }
+        fields = {k: str(v) for k, v in options.items() if v is not None}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._request("POST", "/api/tasks/", files={"image": (name, data, content_type)},
                                  data=fields, headers=headers)

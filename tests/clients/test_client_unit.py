@@ -52,3 +52,20 @@ def test_the_cli_reads_its_connection_from_the_environment(monkeypatch: pytest.M
         "http://example:9000", "alice", "secret", 2, "amazon")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["batch", "photos", "--out", "done", "--concurrency", "0"])
+
+
+def test_submit_sends_the_engine_options_as_form_fields() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.read())
+        return httpx.Response(201, json={"id": 1, "status": "pending"})
+
+    client = Client("http://server", token="t", transport=httpx.MockTransport(handler))
+    client.submit(b"PHOTO", filename="a.png", background="transparent", fit="original", shadow="keep",
+                  hint_box=(10, 20, 300, 400))
+    (body,) = seen
+    for name, value in (("background", b"transparent"), ("fit", b"original"), ("shadow", b"keep"),
+                        ("hint_box", b"10,20,300,400")):
+        assert f'name="{name}"'.encode() + b"\r\n\r\n" + value in body
+    assert b'name="preset"' not in body  # unset options are not sent: the server's defaults apply
