@@ -39,7 +39,8 @@ def exec_args(name: str, instance: str) -> list[str]:
     return shlex.split(line)
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian: apt-get install systemd)")
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None,
+                    reason="systemd-analyze is not installed (Debian: apt-get install systemd)")
 def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # The shipped paths (/srv/imagegen, /etc/imagegen) point at this checkout and its venv, since
     # verify also checks that ExecStart's program exists and is executable.

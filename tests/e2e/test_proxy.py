@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,9 +38,10 @@ from notifications.models import EventCounter
 from tests.conftest import accepts, free_port, product_photo, wait_until
 from tests.notifications.support import token_for
 
-from .client import frame, until_sync
+from .client import frame, open_ws, until_sync
 from .conftest import BASE_DIR, Cluster
 
+logger = logging.getLogger(__name__)
 SHIPPED = BASE_DIR / "deploy" / "nginx" / "imagegen.conf"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 needs_nginx = pytest.mark.skipif(
@@ -73,7 +75,8 @@ def render_site(upstreams: list[int], port: int, static_root: Path, ws_read_time
 
 def main_config(home: Path, site: Path) -> str:
     """What /etc/nginx/nginx.conf gives the site, with every path under ``home``."""
-    temp = "\n".join(f"    {kind}_temp_path {home / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = "\n".join(f"    {kind}_temp_path {home / kind};" for kind in kinds)
     # As root the workers would drop to "nobody", which cannot read pytest's private tmp dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
     return (f"{user}daemon off;\nworker_processes 1;\npid {home / 'nginx.pid'};\nerror_log {home / 'error.log'} info;\n"
@@ -115,12 +118,6 @@ def start_nginx(cluster: Cluster, name: str, upstreams: list[int], **render: Any
 
 def proc_named(cluster: Cluster, name: str) -> subprocess.Popen[bytes]:
     return next(proc for proc_name, proc in reversed(cluster.procs) if proc_name == name)
-
-
-async def ws_through(port: int, token: str, after: int | None = None, **kwargs: Any) -> Any:
-    from .client import open_ws
-
-    return await open_ws(port, token, after=after, **kwargs)
 
 
 async def submit(client: httpx.AsyncClient, base: str, token: str) -> httpx.Response:
@@ -183,6 +180,13 @@ def fleet(cluster: Cluster) -> tuple[Cluster, int, int, Proxy]:
     return cluster, first, second, start_nginx(cluster, "nginx", [first, second])
 
 
+@pytest.fixture
+def single(cluster: Cluster) -> tuple[int, Proxy]:
+    """One daphne behind the shipped site, for what needs no second upstream (and so starts faster)."""
+    port = cluster.daphne(options=("--proxy-headers",))
+    return port, start_nginx(cluster, "nginx", [port])
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_it_submits_through_nginx_and_pushes_every_event_live_over_the_proxied_websocket(
         fleet: Any, make_user: Any) -> None:
@@ -190,7 +194,7 @@ async def test_it_submits_through_nginx_and_pushes_every_event_live_over_the_pro
     cluster.worker()
     user = await sync_to_async(make_user)()
     token = token_for(user)
-    ws = await ws_through(proxy.port, token, after=0)
+    ws = await open_ws(proxy.port, token, after=0)
     assert (await until_sync(ws))[1]["type"] == "sync_complete"
     async with httpx.AsyncClient(timeout=30) as client:
         created = await submit(client, proxy.http(), token)
@@ -216,13 +220,14 @@ async def test_it_keeps_a_quiet_websocket_open_as_long_as_the_ws_location_says(
     shipped = start_nginx(cluster, "nginx", [port])
     short = start_nginx(cluster, "nginx-2s", [port], ws_read_timeout="2s")
     token = token_for(await sync_to_async(make_user)())
-    kept, cut = await ws_through(shipped.port, token), await ws_through(short.port, token)
+    kept = await open_ws(shipped.port, token)
     await until_sync(kept)
+    started = time.monotonic()  # nginx's idle clock starts after this, with the last frame it relays
+    cut = await open_ws(short.port, token)
     await until_sync(cut)
-    started = time.monotonic()
     with pytest.raises(ConnectionClosed):
         await frame(cut, timeout=10)
-    assert 1.5 < time.monotonic() - started < 5
+    assert 2 <= time.monotonic() - started < 8
     await kept.send(json.dumps({"type": "ping"}))
     assert await frame(kept, 5) == {"type": "pong"}
     await kept.close()
@@ -230,11 +235,11 @@ async def test_it_keeps_a_quiet_websocket_open_as_long_as_the_ws_location_says(
 
 @pytest.mark.django_db(transaction=True)
 async def test_it_delivers_a_push_through_nginx_within_50ms_of_the_direct_path(
-        fleet: Any, make_user: Any, make_task: Any) -> None:
-    _, first, _, proxy = fleet
+        single: Any, make_user: Any, make_task: Any) -> None:
+    first, proxy = single
     user = await sync_to_async(make_user)()
     token = token_for(user)
-    direct_ws, proxied_ws = await ws_through(first, token, after=0), await ws_through(proxy.port, token, after=0)
+    direct_ws, proxied_ws = await open_ws(first, token, after=0), await open_ws(proxy.port, token, after=0)
     await until_sync(direct_ws)
     await until_sync(proxied_ws)
     ws_gaps, poll_gaps = [], []
@@ -262,6 +267,8 @@ async def test_it_delivers_a_push_through_nginx_within_50ms_of_the_direct_path(
             assert max(ws_direct, ws_proxied, poll_direct, poll_proxied) - committed < 2  # a push, not a timeout
             ws_gaps.append(ws_proxied - ws_direct)
             poll_gaps.append(poll_proxied - poll_direct)
+    logger.info("through nginx minus direct, ms: websocket %s, long-poll %s",
+                [round(g * 1000, 1) for g in ws_gaps], [round(g * 1000, 1) for g in poll_gaps])
     assert statistics.median(ws_gaps) < 0.05, ws_gaps
     assert statistics.median(poll_gaps) < 0.05, poll_gaps
     for ws in (direct_ws, proxied_ws):
@@ -269,8 +276,9 @@ async def test_it_delivers_a_push_through_nginx_within_50ms_of_the_direct_path(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_it_answers_a_too_large_upload_with_json_and_creates_nothing(fleet: Any, make_user: Any) -> None:
-    _, _, _, proxy = fleet
+async def test_it_refuses_a_too_large_upload_with_json_and_foreign_origins_or_hosts_behind_the_proxy(
+        single: Any, make_user: Any) -> None:
+    first, proxy = single
     token = token_for(await sync_to_async(make_user)())
     limit = settings.IMAGEGEN_MAX_UPLOAD_BYTES
     headers = {"Authorization": f"Bearer {token}"}
@@ -279,30 +287,25 @@ async def test_it_answers_a_too_large_upload_with_json_and_creates_nothing(fleet
                                              files={"image": ("big.jpg", b"\xff" * (limit + 2 * 1024 * 1024))})
         refused_by_api = await client.post(f"{proxy.http()}/api/tasks/", headers=headers,
                                            files={"image": ("big.jpg", b"\xff" * (limit + 1))})
+        foreign_host = await client.get(f"{proxy.http()}/healthz", headers={"Host": "evil.example"})
+        own_host = await client.get(f"{proxy.http()}/healthz")
     assert refused_by_nginx.status_code == 413
     assert refused_by_nginx.headers["content-type"].startswith("application/json")
     assert "larger than this server accepts" in refused_by_nginx.json()["detail"]
     assert refused_by_api.status_code == 400
     assert f"the limit is {limit} bytes" in refused_by_api.json()["detail"]
     assert await sync_to_async(GenerationTask.objects.count)() == 0
+    assert (foreign_host.status_code, own_host.status_code) == (400, 200)
 
-
-@pytest.mark.django_db(transaction=True)
-async def test_it_checks_the_websocket_origin_against_the_host_the_browser_used(fleet: Any, make_user: Any) -> None:
-    _, first, _, proxy = fleet
-    token = token_for(await sync_to_async(make_user)())
-    page = await ws_through(proxy.port, token, origin=proxy.http())
+    # The Origin check sees the host and port the browser used, through the proxy.
+    page = await open_ws(proxy.port, token, origin=proxy.http())
     assert (await until_sync(page))[1]["type"] == "sync_complete"
     await page.close()
     for foreign in (f"http://127.0.0.1:{first}", "http://evil.example"):
-        refused = await ws_through(proxy.port, token, origin=foreign)
+        refused = await open_ws(proxy.port, token, origin=foreign)
         with pytest.raises(ConnectionClosed) as closed:
             await frame(refused, 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
-    async with httpx.AsyncClient(timeout=30) as client:
-        spoofed = await client.get(f"{proxy.http()}/healthz", headers={"Host": "evil.example"})
-        real = await client.get(f"{proxy.http()}/healthz")
-    assert (spoofed.status_code, real.status_code) == (400, 200)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -320,7 +323,7 @@ async def test_a_restart_of_one_daphne_loses_no_event_for_clients_that_reconnect
         """A client as docs/realtime.md asks: on any close, reconnect with after=<last seq seen>."""
         while not done.is_set():
             try:
-                ws = await ws_through(proxy.port, token, after=seen[index][-1] if seen[index] else 0)
+                ws = await open_ws(proxy.port, token, after=seen[index][-1] if seen[index] else 0)
                 while not done.is_set():
                     message = json.loads(await ws.recv())
                     if "seq" in message:
