@@ -1,7 +1,7 @@
 """The shipped nginx config (deploy/nginx/imagegen.conf), run for real in front of two daphne processes.
 
 The config is rendered, not rewritten: only the lines a machine decides (upstream ports, the listen
-address instead of TLS, the static root) are substituted, each substitution must match exactly as
+address, the certificate or plain HTTP, the static root) are substituted, each substitution must match exactly as
 often as expected, and every location block, timeout and header reaches nginx as shipped.
 
 Idle sockets: nginx closes a proxied connection that has been silent for ``proxy_read_timeout``
@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import time
@@ -31,6 +32,8 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from generation.models import GenerationTask
@@ -58,15 +61,22 @@ def substitute(text: str, pattern: str, replacement: str | Callable[[re.Match[st
     return new
 
 
-def render_site(upstreams: list[int], port: int, static_root: Path, ws_read_timeout: str | None = None) -> str:
-    """The shipped site, listening on plain HTTP at 127.0.0.1:``port`` in front of ``upstreams``."""
+def render_site(upstreams: list[int], port: int, static_root: Path, ws_read_timeout: str | None = None,
+                tls: tuple[Path, Path] | None = None) -> str:
+    """The shipped site at 127.0.0.1:``port`` in front of ``upstreams``: plain HTTP, or its own TLS
+    lines with the ``tls`` (certificate, key) pair."""
     text = SHIPPED.read_text()
     text = substitute(text, r"^    server 127\.0\.0\.1:\d+ ([^;\n]*);\n(?:    server 127\.0\.0\.1:\d+ [^;\n]*;\n)*",
                       lambda m: "".join(f"    server 127.0.0.1:{p} {m.group(1)};\n" for p in upstreams), 1)
     text = substitute(text, r"^server \{\n    listen 80;.*?^\}\n", "", 1)  # the redirect to HTTPS
-    text = substitute(text, r"^    listen 443 ssl http2;\n", f"    listen 127.0.0.1:{port};\n", 1)
+    text = substitute(text, r"^    listen 443 (ssl http2);\n",
+                      lambda m: f"    listen 127.0.0.1:{port}{' ' + m.group(1) if tls else ''};\n", 1)
     text = substitute(text, r"^    listen \[::\]:443 ssl http2;\n", "", 1)
-    text = substitute(text, r"^    ssl_[a-z_]+ [^\n]*;\n", "", 3)
+    if tls:
+        text = substitute(text, r"^(    ssl_certificate +)\S+;", rf"\g<1>{tls[0]};", 1)
+        text = substitute(text, r"^(    ssl_certificate_key +)\S+;", rf"\g<1>{tls[1]};", 1)
+    else:
+        text = substitute(text, r"^    ssl_[a-z_]+ [^\n]*;\n", "", 3)
     text = substitute(text, r"alias /srv/imagegen/staticfiles/;", f"alias {static_root}/;", 1)
     if ws_read_timeout is not None:
         text = substitute(text, r"(location /ws/ \{[^}]*proxy_read_timeout )3600s;", rf"\g<1>{ws_read_timeout};", 1)
@@ -361,3 +371,41 @@ async def test_a_restart_of_one_daphne_loses_no_event_for_clients_that_reconnect
     for received in seen:
         assert received == list(range(1, final + 1))
     assert any(reconnects), reconnects  # the sockets on daphne-a were closed and came back
+
+
+OPENSSL = shutil.which("openssl")
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed (Debian: apt-get install openssl)")
+@pytest.mark.django_db(transaction=True)
+async def test_behind_the_shipped_tls_server_an_admin_logs_in_and_a_page_opens_its_websocket(
+        cluster: Cluster, django_user_model: Any, tmp_path: Path) -> None:
+    assert OPENSSL is not None
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    port = cluster.daphne(options=("--proxy-headers",), BEHIND_TLS_PROXY="1")
+    proxy = start_nginx(cluster, "nginx-tls", [port], tls=(cert, key))
+    site = f"https://127.0.0.1:{proxy.port}"
+    # Hashed as daphne's own PASSWORD_HASHERS can check (this process is set to a fast one it lacks).
+    hasher = PBKDF2PasswordHasher()
+    admin = await sync_to_async(django_user_model.objects.create)(
+        username="ops", password=hasher.encode("ops-pass-123", hasher.salt(), iterations=1000),
+        is_staff=True, is_superuser=True)
+    tls = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(verify=tls, timeout=30) as client:
+        form = await client.get(f"{site}/admin/login/")
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+        login = await client.post(f"{site}/admin/login/?next=/admin/", headers={"Origin": site, "Referer": str(form.url)},
+                                  data={"username": "ops", "password": "ops-pass-123", "csrfmiddlewaretoken": csrf,
+                                        "next": "/admin/"})
+    # Django saw HTTPS: CSRF's Origin check passed (a 403 otherwise; daphne --proxy-headers takes the scheme
+    # from X-Forwarded-Proto, and BEHIND_TLS_PROXY trusts it as well) and the cookies are marked secure
+    # (BEHIND_TLS_PROXY alone).
+    assert (login.status_code, login.headers.get("location")) == (302, "/admin/"), login.text[:500]
+    assert "secure" in login.headers["set-cookie"].lower()
+    ws = await connect(f"wss://127.0.0.1:{proxy.port}/ws/notifications?token={token_for(admin)}", ssl=tls,
+                       origin=site, open_timeout=30)  # type: ignore[arg-type]
+    assert (await until_sync(ws))[1]["type"] == "sync_complete"
+    await ws.close()

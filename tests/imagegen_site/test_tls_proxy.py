@@ -40,5 +40,5 @@ def test_behind_a_tls_proxy_a_login_from_the_https_page_passes_the_csrf_check_an
     assert probe(BEHIND_TLS_PROXY="1") == {"secure": True, "csrf_ok": True, "cookies_secure": [True, True]}
 
 
-def test_without_it_the_forwarded_scheme_is_ignored_so_a_direct_client_cannot_claim_https() -> None:
+def test_without_it_django_ignores_the_forwarded_scheme_and_cookies_are_not_secure() -> None:
     assert probe() == {"secure": False, "csrf_ok": False, "cookies_secure": [False, False]}
