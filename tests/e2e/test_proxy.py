@@ -1,8 +1,8 @@
 """The shipped nginx config (deploy/nginx/imagegen.conf), run for real in front of two daphne processes.
 
 The config is rendered, not rewritten: only the lines a machine decides (upstream ports, the listen
-address, the certificate or plain HTTP, the static root) are substituted, each substitution must match exactly as
-often as expected, and every location block, timeout and header reaches nginx as shipped.
+address, the certificate or plain HTTP, the static root) are substituted, each substitution must match
+exactly as often as expected, and every location block, timeout and header reaches nginx as shipped.
 
 Idle sockets: nginx closes a proxied connection that has been silent for ``proxy_read_timeout``
 (60 s by default). Idling 65 s live would cost most of this module's time budget, so the shipped
@@ -397,7 +397,8 @@ async def test_behind_the_shipped_tls_server_an_admin_logs_in_and_a_page_opens_i
     async with httpx.AsyncClient(verify=tls, timeout=30) as client:
         form = await client.get(f"{site}/admin/login/")
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-        login = await client.post(f"{site}/admin/login/?next=/admin/", headers={"Origin": site, "Referer": str(form.url)},
+        login = await client.post(f"{site}/admin/login/?next=/admin/",
+                                  headers={"Origin": site, "Referer": str(form.url)},
                                   data={"username": "ops", "password": "ops-pass-123", "csrfmiddlewaretoken": csrf,
                                         "next": "/admin/"})
     # Django saw HTTPS: CSRF's Origin check passed (a 403 otherwise; daphne --proxy-headers takes the scheme
