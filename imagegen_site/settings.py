@@ -78,6 +78,13 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "t
 # Browser origins allowed to open the WebSocket; by default the ALLOWED_HOSTS
 # (Channels' AllowedHostsOriginValidator semantics). Non-browser clients send no Origin.
 WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (overwriting any a client sent):
+# request.is_secure() follows it, so CSRF's Origin check on admin and session POSTs expects
+# https://..., and the session and CSRF cookies travel over HTTPS only.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     # daphne first: its runserver replaces Django's. "channels" is deliberately

@@ -36,9 +36,11 @@ class Cluster:
         self.procs.append((name, proc))
         return proc
 
-    def daphne(self, name: str = "daphne", **extra: str) -> int:
-        port = free_port()
-        proc = self.spawn(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+    def daphne(self, name: str = "daphne", *, port: int | None = None, options: tuple[str, ...] = (),
+               **extra: str) -> int:
+        """Start daphne (on ``port`` again for a restart) with extra command-line ``options``."""
+        port = port or free_port()
+        proc = self.spawn(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *options,
                                  "imagegen_site.asgi:application"], **extra)
         wait_until(lambda: accepts(port) or proc.poll() is not None, timeout=30)
         if proc.poll() is not None:
