@@ -77,7 +77,9 @@ aauthenticate_and_throttle = sync_to_async(authenticate_and_throttle, thread_sen
 
 
 def parse_wait(raw: str | None) -> float | None:
-    if raw is None or raw == "":
+    """Seconds to wait, or None for a bad value. An empty ``wait=`` is bad, not 0:
+    the schema says a number, and a client that sent nothing meant to leave it out."""
+    if raw is None:
         return 0.0
     try:
         value = float(raw)

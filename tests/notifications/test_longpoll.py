@@ -72,6 +72,7 @@ async def test_it_needs_a_valid_bearer_token(async_client: Any, headers: dict, d
     ("wait=-1", "wait must be a number of seconds from 0 to 30."),
     ("wait=nan", "wait must be a number of seconds from 0 to 30."),
     ("wait=soon", "wait must be a number of seconds from 0 to 30."),
+    ("wait=", "wait must be a number of seconds from 0 to 30."),
 ])
 async def test_bad_parameters_are_a_400_with_detail(async_client: Any, auth: dict, query: str, detail: str) -> None:
     response = await async_client.get(f"/api/events/?{query}", headers=auth)
