@@ -7,17 +7,33 @@ else is imported as ``package.module.ClassName`` and called with a
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
 from .base import Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions
 
-__all__ = ["ENGINE_VERSION", "Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions",
+if TYPE_CHECKING:
+    from .saliency import Segmenter
+
+__all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions",
            "get_backend"]
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs.
 ENGINE_VERSION = "2.0"
+
+def provenance(backend: str, segmenter: Segmenter, **extra: str | None) -> dict[str, str | None]:
+    """The ``engine`` record of a result: which backend and segmenter (model file and
+    checksum) made it, at which engine version, plus what a backend adds."""
+    return {
+        "backend": backend,
+        "segmenter": segmenter.name,
+        "model": segmenter.model,
+        "model_sha256": segmenter.model_sha256,
+        "version": ENGINE_VERSION,
+        **extra,
+    }
+
 
 BUILTIN_BACKENDS = {
     "local": "generation.engine.local.LocalBackend",

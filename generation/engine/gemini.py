@@ -34,7 +34,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from PIL import Image
 
-from . import ENGINE_VERSION
+from . import provenance
 from .base import BackendConfig, EngineError, GenerationResult, ProgressCallback
 from .compose import finish
 from .decode import load_rgb_alpha
@@ -118,14 +118,7 @@ class GeminiBackend:
 
     def engine_info(self) -> dict[str, str | None]:
         """Provenance: the segmenter that made the mask and judged fidelity, and the image model."""
-        return {
-            "backend": self.name,
-            "segmenter": self.segmenter.name,
-            "model": self.segmenter.model,
-            "model_sha256": self.segmenter.model_sha256,
-            "version": ENGINE_VERSION,
-            "upstream_model": self.config.gemini_model,
-        }
+        return provenance(self.name, self.segmenter, upstream_model=self.config.gemini_model)
 
     def close(self) -> None:
         if self._client is not None:

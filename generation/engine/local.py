@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import replace
 
-from . import ENGINE_VERSION
+from . import provenance
 from .base import BackendConfig, GenerationResult, ProgressCallback
 from .compose import finish
 from .cut import cut_product
@@ -34,13 +34,7 @@ class LocalBackend:
         self.segmenter = get_segmenter(config.segmenter)
 
     def engine_info(self) -> dict[str, str | None]:
-        return {
-            "backend": self.name,
-            "segmenter": self.segmenter.name,
-            "model": self.segmenter.model,
-            "model_sha256": self.segmenter.model_sha256,
-            "version": ENGINE_VERSION,
-        }
+        return provenance(self.name, self.segmenter)
 
     def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         """Cut out the product in ``image`` and render it per ``job``'s output.
