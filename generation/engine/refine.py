@@ -122,8 +122,10 @@ def refine(rgb: np.ndarray, prob: np.ndarray, solid: np.ndarray, model_side: int
     x1, y1 = min(w, int(np.ceil((bx + bw) * sx)) + 1), min(h, int(np.ceil((by + bh) * sy)) + 1)
     gy = np.minimum((np.arange(y0, y1) / sy).astype(np.intp), gh - 1)
     gx = np.minimum((np.arange(x0, x1) / sx).astype(np.intp), gw - 1)
-    crop = inner[gy[:, None], gx[None, :]].astype(np.float32)
-    ys, xs = np.nonzero(band[gy[:, None], gx[None, :]])
+    # Nearest-neighbour upsampling as two gathers (rows, then columns): far
+    # cheaper than one 2-D fancy index over millions of pixels.
+    crop = inner.take(gy, axis=0).take(gx, axis=1).astype(np.float32)
+    ys, xs = np.nonzero(band.take(gy, axis=0).take(gx, axis=1))
     fy, fx = (ys + y0 + 0.5) / sy - 0.5 - cy0, (xs + x0 + 0.5) / sx - 0.5 - cx0
     pix = rgb[ys + y0, xs + x0].astype(np.float32) / 255.0
     q = np.einsum("ij,ij->i", _sample(a, fy, fx), pix) + _sample(b, fy, fx)
@@ -143,8 +145,12 @@ def _drop_strays(matte: np.ndarray) -> np.ndarray:
         biggest = stats[1:, cv2.CC_STAT_AREA].max()
         big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= max(4, 0.002 * biggest))
         big = big[big > 0]
-        keep = np.isin(labels, big).view(np.uint8)
-    near = cv2.dilate(keep, np.ones((5, 5), np.uint8)) > 0
-    matte[~near] = 0.0
-    matte[(keep == 0) & (matte >= 0.5)] = 0.0
+        lookup = np.zeros(count, np.uint8)
+        lookup[big] = 1
+        keep = lookup[labels]
+    near = cv2.dilate(keep, np.ones((5, 5), np.uint8))
+    # Kept: near a kept part, and not a dropped crumb (solid but not kept). One
+    # multiply by the 0/1 mask instead of two boolean-indexed writes.
+    allowed = near if keep is solid else near > cv2.subtract(solid, keep)
+    np.multiply(matte, allowed, out=matte)
     return matte
