@@ -15,6 +15,10 @@
    (:mod:`generation.engine.shadow`).
 5. The review signals (:mod:`generation.engine.review`) give the
    confidence and the reasons a person should look.
+6. A flagged cut of a product well inside the frame gets one second model
+   pass on its own box (a small or thin product seen at a better
+   resolution); it replaces the first cut only when it keeps most of it,
+   and the flag stays.
 
 With ``IMAGEGEN_SEGMENTER=classical`` step 3 is the border-model/GrabCut
 pipeline of :mod:`generation.engine.segment`. A product is refused
@@ -24,7 +28,7 @@ cut is made and flagged.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -55,6 +59,13 @@ SURE_PART_SHARE, SURE_PART_PROB = 0.002, 0.95
 HINT_MARGIN = 0.08
 #: Enclosed background specks below this share of the product are filled.
 MAX_SPECK_SHARE = 0.001
+#: A flagged cut gets one more model pass on its own box plus this margin (share of the box's
+#: larger side), when that box is at most this share of the photo.
+SECOND_LOOK_MARGIN, SECOND_LOOK_MAX_SHARE = 0.25, 0.5
+#: The second look replaces the first cut only when it keeps at least this share of it (it may add
+#: parts the first missed or trim a shadow tail); one that drops more lost the product's context.
+SECOND_LOOK_KEEP = 0.85
+NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing"})
 
 
 @dataclass(frozen=True)
@@ -187,9 +198,12 @@ def _shadow(work: np.ndarray, product: np.ndarray, matte: np.ndarray) -> np.ndar
 
 
 def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
-             box_in_region: tuple[int, int, int, int] | None
+             box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None:
-    """Matte, product mask and guide-size copy from the model, or None when it saw nothing."""
+    """Matte, product mask and guide-size copy from the model, or None when it saw nothing.
+
+    ``photo_share`` is the region's share of the photo: the product's size is judged against the
+    photo, not the region, when a second look crops it."""
     h, w = rgb.shape[:2]
     raw, spread = segmenter.saliency(rgb)
     gw, gh = guide_size(h, w)
@@ -212,6 +226,9 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
     signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score)
     signals["model_range"] = spread
+    for key in ("tiny", "huge"):
+        if key in signals:
+            signals[key] *= photo_share
     return matte, product, small, assess(signals)
 
 
@@ -240,6 +257,46 @@ def cut_product(
     if alpha is not None:
         return Cut(matte=_matte_from_alpha(alpha), shadow=None, confidence=1.0, review_reasons=(),
                    segmenter="alpha", model=None, model_sha256=None)
+    first = _cut(rgb, hint_box, segmenter)
+    # Only a doubtful cut of a product inside the frame is worth the time of a second pass
+    # (a crop would hide that it runs off the frame or fills it).
+    codes = {r.code for r in first.review_reasons}
+    if hint_box is not None or not segmenter.learned or not codes or codes & NO_SECOND_LOOK:
+        return first
+    box = _second_look_box(first.matte)
+    if box is None:
+        return first
+    try:
+        second = _cut(rgb, box, segmenter, second_look=True)
+    except EngineError:
+        return first
+    before = first.matte >= 0.5
+    kept = np.count_nonzero(before & (second.matte >= 0.5)) / max(np.count_nonzero(before), 1)
+    logger.debug("Second look at %s: keeps %.2f of the first cut", box, kept)
+    if kept < SECOND_LOOK_KEEP:
+        # The crop lost the context that made the first pass see the product there.
+        return first
+    # The first pass's doubt stands: a second look is a better cut, not a reason to trust it more.
+    reasons = first.review_reasons + tuple(r for r in second.review_reasons if r not in first.review_reasons)
+    return replace(second, confidence=min(first.confidence, second.confidence), review_reasons=reasons)
+
+
+def _second_look_box(matte: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box a second model pass looks at: the first cut's box plus a margin, when that is
+    enough smaller than the photo for the model to see the product at a better resolution."""
+    h, w = matte.shape
+    x, y, bw, bh = cv2.boundingRect((matte >= 0.5).astype(np.uint8))
+    if bw == 0 or bh == 0:
+        return None
+    m = round(SECOND_LOOK_MARGIN * max(bw, bh))
+    x0, y0, x1, y1 = max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)
+    if (x1 - x0) * (y1 - y0) > SECOND_LOOK_MAX_SHARE * w * h:
+        return None
+    return x0, y0, x1, y1
+
+
+def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter,
+         *, second_look: bool = False) -> Cut:
     h, w = rgb.shape[:2]
     region = _region(rgb.shape, hint_box)
     x0, y0, x1, y1 = region
@@ -252,7 +309,8 @@ def cut_product(
     work = _downscale(sub).rgb
     found = None
     if segmenter.learned:
-        found = _learned(sub, work, segmenter, box_in_region)
+        share = (x1 - x0) * (y1 - y0) / (h * w) if second_look else 1.0
+        found = _learned(sub, work, segmenter, box_in_region, share)
     if found is None:
         try:
             found = _classical(sub)
