@@ -21,11 +21,13 @@ class ChattyBackend:
 
     def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
         cls = type(self)
-        deadline = time.monotonic() + cls.seconds
-        step = 1
-        while time.monotonic() < deadline:
-            progress(min(step, 99))
-            cls.reports.append((time.time(), min(step, 99)))
-            step += 1
+        started = time.monotonic()
+        deadline = started + cls.seconds
+        while (now := time.monotonic()) < deadline:
+            # Rising with the time spent, never saturating before the end: every write
+            # the worker lets through (one per interval) carries a new value.
+            value = 1 + int(98 * (now - started) / cls.seconds)
+            progress(value)
+            cls.reports.append((time.time(), value))
             time.sleep(0.004)  # stands for a slice of image work between reports
         return white_jpeg()
