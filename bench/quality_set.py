@@ -85,9 +85,11 @@ def default_cache() -> Path:
 class Sources:
     """Finds (and if needed unpacks) the packaged images, and loads them with caching in memory."""
 
-    def __init__(self, cache: Path | None = None, *, fetch: bool = True) -> None:
+    def __init__(self, cache: Path | None = None, *, fetch: bool = True, system_root: Path = Path("/")) -> None:
         self.cache = cache or default_cache()
         self.fetch = fetch
+        #: Where installed packages are looked for (a test points it at an empty tree).
+        self.system_root = system_root
         self._roots: dict[str, Path] = {}
         self._memo: dict[str, np.ndarray] = {}
 
@@ -95,7 +97,7 @@ class Sources:
         if package in self._roots:
             return self._roots[package]
         marker = PACKAGES[package]
-        for root in (Path("/"), self.cache / "deb" / package):
+        for root in (self.system_root, self.cache / "deb" / package):
             if (root / marker).is_dir():
                 self._roots[package] = root
                 return root
