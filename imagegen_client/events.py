@@ -149,9 +149,7 @@ class EventStream:
                         logger.info("WebSocket unavailable (%s); long-polling /api/events/", exc)
                         self.mode = "poll"
                         continue
-                    delay = self.backoff.next_delay(exc.retry_after)
-                    logger.info("WebSocket lost (%s); reconnecting in %.1fs", exc, delay)
-                    await self._sleep(delay)
+                    await self._back_off("WebSocket lost (%s); reconnecting in %.1fs", exc, exc.retry_after)
         finally:
             if self.close_http:
                 await self.http.aclose()
@@ -162,9 +160,7 @@ class EventStream:
             try:
                 last = await self.log.last_seq()
             except Disconnected as exc:
-                delay = self.backoff.next_delay(exc.retry_after)
-                logger.info("Cannot read the newest seq (%s); retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
+                await self._back_off("Cannot read the newest seq (%s); retrying in %.1fs", exc, exc.retry_after)
                 continue
             self.backoff.succeeded()
             return last
@@ -173,15 +169,17 @@ class EventStream:
         try:
             await self.tokens.renew(self._token)
         except httpx.TransportError as error:
-            delay = self.backoff.next_delay()
-            logger.info("Cannot renew the access token (%r); retrying in %.1fs", error, delay)
-            await self._sleep(delay)
+            await self._back_off("Cannot renew the access token (%r); retrying in %.1fs", error)
         except ImagegenError as error:
             if not error.temporary:
                 raise
-            delay = self.backoff.next_delay(error.retry_after)
-            logger.info("Cannot renew the access token (%s); retrying in %.1fs", error, delay)
-            await self._sleep(delay)
+            await self._back_off("Cannot renew the access token (%s); retrying in %.1fs", error, error.retry_after)
+
+    async def _back_off(self, message: str, error: BaseException, retry_after: float = 0.0) -> None:
+        """Wait the backoff's next delay (never less than the server's ``Retry-After``), saying why."""
+        delay = self.backoff.next_delay(retry_after)
+        logger.info(message, error, delay)
+        await self._sleep(delay)
 
     # --- WebSocket ---------------------------------------------------------------------
     async def _websocket(self) -> AsyncGenerator[Item, None]:
@@ -237,9 +235,7 @@ class EventStream:
             try:
                 page = await self.log.page(after=self.sequencer.cursor, wait=self.poll_wait)
             except Disconnected as exc:
-                delay = self.backoff.next_delay(exc.retry_after)
-                logger.info("Long-poll failed (%s); retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
+                await self._back_off("Long-poll failed (%s); retrying in %.1fs", exc, exc.retry_after)
                 continue
             self.backoff.succeeded()
             # A page with has_more is followed at once: the next poll returns without waiting.
