@@ -38,7 +38,7 @@ RETRY_AFTER_SLOW_FAILURE = 2.0
 class EventMessage(TypedDict):
     type: str
     seq: int
-    task_id: int
+    task_id: int | None  # None for batch and webhook events
     timestamp: str
     data: dict[str, Any]  # the task's live_state(): the REST body of the task at this event
 

@@ -46,11 +46,16 @@ class Event(models.Model):
         COMPLETE = "task_complete"
         FAILED = "task_failed"
         CANCELED = "task_canceled"
+        # Events that are about no single task: a batch's counts, an endpoint of the owner's.
+        BATCH_UPDATE = "batch_update"
+        BATCH_COMPLETE = "batch_complete"
+        WEBHOOK_DISABLED = "webhook_disabled"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="events")
     seq = models.BigIntegerField()
     # A plain id, not a foreign key: events outlive purged tasks until retention removes them.
-    task_id = models.BigIntegerField(db_index=True)
+    # Null for events about no single task (batches, webhook endpoints).
+    task_id = models.BigIntegerField(db_index=True, null=True, blank=True)
     type = models.CharField(max_length=32, choices=Type.choices)
     data = models.JSONField()
     created_at = models.DateTimeField(db_index=True)
@@ -63,7 +68,7 @@ class Event(models.Model):
         return f"{self.type} #{self.seq} (task {self.task_id})"
 
     @classmethod
-    def append(cls, *, user_id: int, task_id: int, type: str, data: dict[str, Any], created_at: datetime) -> Event:
+    def append(cls, *, user_id: int, task_id: int | None, type: str, data: dict[str, Any], created_at: datetime) -> Event:
         """Append the user's next event inside the caller's transaction.
 
         On PostgreSQL the seq allocation and the insert are one statement (one round

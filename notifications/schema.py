@@ -17,9 +17,10 @@ EVENT = {
     "required": ["type", "seq", "task_id", "timestamp", "data"],
     "properties": {
         "type": {"type": "string", "enum": ["task_created", "task_update", "task_complete", "task_failed",
-                                            "task_canceled"]},
+                                            "task_canceled", "batch_update", "batch_complete",
+                                            "webhook_disabled"]},
         "seq": {"type": "integer", "description": "Per user, from 1, gapless, in commit order."},
-        "task_id": {"type": "integer"},
+        "task_id": {"type": "integer", "nullable": True, "description": "Null for batch and webhook events."},
         "timestamp": {"type": "string", "format": "date-time"},
         "data": {
             "type": "object",
