@@ -62,6 +62,33 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)} (e.g. {name}={choices[0]}), "
+                                   f"got {raw!r}")
+    return value
+
+
+_RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as ``120/min``; DRF itself would only parse it at the first request (a 500)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    count, _, period = value.partition("/")
+    if not count.isdigit() or period.lower() not in _RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name} must be a rate like {name}=120/min (per s, min, hour or day), "
+                                   f"got {raw!r}")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -163,7 +190,10 @@ if IS_SQLITE and SECRET_KEY == DEFAULT_SECRET_KEY and not env_str("SECRET_KEY").
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer and cache ----------------------------------------------------
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_str("REDIS_URL").strip()
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL (e.g. REDIS_URL=redis://127.0.0.1:6379/0), "
+                               f"got {REDIS_URL!r}")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -218,11 +248,11 @@ REST_FRAMEWORK = {
         "imagegen_site.throttling.AnonThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "user": env_str("THROTTLE_USER", "1200/min"),
-        "anon": env_str("THROTTLE_ANON", "60/min"),
-        "submit": env_str("THROTTLE_SUBMIT", "120/min"),
-        "events": env_str("THROTTLE_EVENTS", "120/min"),
-        "token": env_str("THROTTLE_TOKEN", "30/min"),
+        "user": env_rate("THROTTLE_USER", "1200/min"),
+        "anon": env_rate("THROTTLE_ANON", "60/min"),
+        "submit": env_rate("THROTTLE_SUBMIT", "120/min"),
+        "events": env_rate("THROTTLE_EVENTS", "120/min"),
+        "token": env_rate("THROTTLE_TOKEN", "30/min"),
     },
     "EXCEPTION_HANDLER": "generation.exceptions.json_exception_handler",
 }
@@ -275,7 +305,7 @@ IMAGEGEN_SHUTDOWN_GRACE = env_float("IMAGEGEN_SHUTDOWN_GRACE", 20.0, minimum=0)
 IMAGEGEN_PROGRESS_INTERVAL = env_float("IMAGEGEN_PROGRESS_INTERVAL", 0.25, minimum=0)
 # Fast tasks are claimed in batches worth at most this many seconds of work (0 = one at a time).
 IMAGEGEN_PREFETCH_WINDOW = env_float("IMAGEGEN_PREFETCH_WINDOW", 0.25, minimum=0)
-IMAGEGEN_FIDELITY_MODE = env_str("IMAGEGEN_FIDELITY_MODE", "fail")
+IMAGEGEN_FIDELITY_MODE = env_choice("IMAGEGEN_FIDELITY_MODE", "fail", ("fail", "flag"))
 # The local engine's segmenter: "auto" (the shipped U²-Net-P model), "classical" (no model), or the path of
 # an ONNX model with the U²-Net input/output convention. A missing file stops start-up here; the model's
 # checksum and I/O are checked when the backend loads it.
@@ -324,7 +354,7 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
 ]
 
 # --- Logging -------------------------------------------------------------------------
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -354,9 +384,7 @@ IMAGEGEN_HEALTH_TIMEOUT = env_float("IMAGEGEN_HEALTH_TIMEOUT", 2.0, minimum=0.1)
 # /metrics: staff session, or `Authorization: Bearer $METRICS_TOKEN`, or anyone if METRICS_PUBLIC.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 METRICS_PUBLIC = env_bool("METRICS_PUBLIC", False)
-LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
-if LOG_FORMAT not in ("plain", "json"):
-    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 if LOG_FORMAT == "json":
     LOGGING["formatters"]["json"] = {"()": "imagegen_site.logformat.JsonFormatter"}
     LOGGING["handlers"]["console"]["formatter"] = "json"

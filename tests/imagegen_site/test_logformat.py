@@ -50,4 +50,4 @@ def test_it_refuses_an_unknown_log_format() -> None:
     env = {"DJANGO_SETTINGS_MODULE": "imagegen_site.settings", "LOG_FORMAT": "xml", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=Path(django_settings.BASE_DIR),
                           env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "LOG_FORMAT must be plain or json" in done.stderr
+    assert done.returncode != 0 and "LOG_FORMAT must be one of plain, json" in done.stderr
