@@ -79,6 +79,8 @@ class ErrorCode(StrEnum):
     NO_IMAGE_RETURNED = "no_image_returned"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    EXPIRED = "expired"
+    FETCH_FAILED = "fetch_failed"
     WORKER_LOST = "worker_lost"
     INTERNAL_ERROR = "internal_error"
 
