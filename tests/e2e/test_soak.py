@@ -32,6 +32,7 @@ def postgres_base(db: object) -> str:
     return f"postgres://{params['USER']}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}"
 
 
+@pytest.mark.timeout(600)
 def test_a_short_soak_with_every_fault_loses_and_duplicates_nothing(postgres_base: str, tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     env = {**os.environ, "BENCH_PG": postgres_base}
