@@ -18,6 +18,8 @@ from typing import Any, Awaitable, Callable
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagegen_site.settings")
+# Before settings load: an ASGI process uses a connection pool instead of persistent connections.
+os.environ.setdefault("IMAGEGEN_ASGI_PROCESS", "1")
 django_asgi_app = get_asgi_application()  # sets Django up before routing imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

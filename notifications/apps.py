@@ -14,11 +14,12 @@ class NotificationsConfig(AppConfig):
 
         from . import metrics  # noqa: F401  (defines this app's series, exported from the start)
         from . import signals  # noqa: F401  (connects the one post_save receiver)
-        from .presence import open_connections
+        from .presence import open_connections, seed_table
         from .retention import purge_when_expired
 
         retention.events_expired.connect(purge_when_expired, dispatch_uid="notifications.purge_when_expired")
         stats.count_connections_with(open_connections)
+        stats.report_realtime_with(seed_table)
         # intake: Prefer: wait=N on submit waits on the task's own events (notifications.waiting).
         from .waiting import wait_for_task
 
