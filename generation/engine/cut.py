@@ -15,10 +15,18 @@
    (:mod:`generation.engine.shadow`).
 5. The review signals (:mod:`generation.engine.review`) give the
    confidence and the reasons a person should look.
-6. A flagged cut of a product well inside the frame gets one second model
+6. A cut flagged for its outline whose product has the colours of the
+   frame's border (the model picked part of a busy backdrop: gears, a slab
+   of bark) gets a second look at the biggest blobs of colours the border
+   lacks; a candidate that stands out from its surroundings clearly more
+   replaces it, and the flag stays.
+7. A flagged cut of a product well inside the frame gets one second model
    pass on its own box (a small or thin product seen at a better
    resolution); it replaces the first cut only when it keeps most of it,
    and the flag stays.
+8. A faint model answer (nothing salient) that points at a spot with
+   colours the border lacks gets a closer look at that spot, flagged,
+   instead of a refusal.
 
 With ``IMAGEGEN_SEGMENTER=classical`` step 3 is the border-model/GrabCut
 pipeline of :mod:`generation.engine.segment`. A product is refused
@@ -402,7 +410,7 @@ def _rescue(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
         return first
     reasons = first.review_reasons + (RESCUE_REASON,) + tuple(
         r for r in best.review_reasons if r not in first.review_reasons)
-    return replace(best, confidence=min(first.confidence, best.confidence), review_reasons=reasons)
+    return replace(best, confidence=min(first.confidence, best.confidence, 0.4), review_reasons=reasons)
 
 
 def _second_look_box(matte: np.ndarray) -> tuple[int, int, int, int] | None:
