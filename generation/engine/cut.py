@@ -454,15 +454,16 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
         box_in_region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
 
     work = _downscale(sub).rgb
-    found = None
+    found: tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None = None
     if segmenter.learned:
         share = (x1 - x0) * (y1 - y0) / (h * w) if second_look else 1.0
-        found = _learned(sub, work, segmenter, box_in_region, share)
-        if isinstance(found, _Faint):
-            closer = _closer_look(rgb, found.box, segmenter) if found.box is not None and hint_box is None else None
+        answer = _learned(sub, work, segmenter, box_in_region, share)
+        if not isinstance(answer, _Faint):
+            found = answer
+        elif answer.box is not None and hint_box is None:
+            closer = _closer_look(rgb, answer.box, segmenter)
             if closer is not None:
                 return closer
-            found = None
     if found is None:
         try:
             found = _classical(sub)
