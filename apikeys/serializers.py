@@ -7,8 +7,17 @@ from rest_framework import serializers
 from .models import ApiKey
 
 
+class NameField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn ``0`` or ``true`` into a name."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class ApiKeySerializer(serializers.ModelSerializer):
-    name = serializers.CharField(max_length=100, allow_blank=False, trim_whitespace=True)
+    name = NameField(max_length=100, allow_blank=False, trim_whitespace=True)
 
     class Meta:
         model = ApiKey

@@ -62,15 +62,15 @@ def frame(message: dict[str, Any]) -> str:
 
 def cursor(request: HttpRequest) -> tuple[int | None, str | None]:
     """``Last-Event-ID`` (what EventSource sends on reconnect) wins over ``?after=``;
-    neither: live events only. Returns (cursor, error)."""
-    raw = request.headers.get("Last-Event-ID")
-    name = "Last-Event-ID"
-    if raw is None or raw.strip() == "":
-        raw, name = request.GET.get("after"), "after"
-    if raw is None:
-        return None, None
-    value = parse_seq(raw.strip())
-    return (value, None) if value is not None else (None, f"{name} must be {SEQ_RANGE}.")
+    neither: live events only. Each must be a valid seq when given. Returns (cursor, error)."""
+    values: dict[str, int | None] = {}
+    for name, raw in (("Last-Event-ID", request.headers.get("Last-Event-ID")), ("after", request.GET.get("after"))):
+        if raw is None or (name == "Last-Event-ID" and raw.strip() == ""):
+            continue
+        values[name] = parse_seq(raw.strip())
+        if values[name] is None:
+            return None, f"{name} must be {SEQ_RANGE}."
+    return values.get("Last-Event-ID", values.get("after")), None
 
 
 async def events_stream(request: HttpRequest) -> HttpResponseBase:

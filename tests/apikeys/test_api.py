@@ -115,6 +115,7 @@ def test_another_users_key_cannot_be_seen_or_revoked(auth_client: APIClient, oth
     ({}, "name: This field is required."),
     ({"name": ""}, "name: This field may not be blank."),
     ({"name": "x" * 101}, "name: Ensure this field has no more than 100 characters."),
+    ({"name": 0}, "name: Not a valid string."),
 ])
 def test_a_bad_name_is_a_400_and_creates_nothing(auth_client: APIClient, payload: dict, detail: str) -> None:
     response = auth_client.post("/api/keys/", payload, format="json")
