@@ -13,7 +13,9 @@ from .support import close_code, open_socket, read_events, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LIFETIME = timedelta(seconds=2)
+LIFETIME = timedelta(seconds=3)
+# Each refresh goes out this long before the current token expires: room for a loaded machine.
+MARGIN = 1.5
 
 
 async def refresh(ws: Any, token: Any) -> dict:
@@ -28,17 +30,17 @@ async def test_a_socket_outlives_several_token_lifetimes_with_no_reconnect_and_n
     ws = await open_socket(token_for(user, lifetime=LIFETIME), after=0)
     seen = [f.get("seq") for f in [await ws.receive_json_from(10), await ws.receive_json_from(10)]]
     assert seen == [1, None]  # the replay, then sync_complete
-    for _ in range(3):  # 3 lifetimes, each refreshed 1 s before it ends
-        await ws.receive_nothing(timeout=LIFETIME.total_seconds() - 1)
+    for _ in range(4):  # each token refreshed MARGIN s before it ends: 2 lifetimes and more in all
+        await ws.receive_nothing(timeout=LIFETIME.total_seconds() - MARGIN)
         fresh = token_for(user, lifetime=LIFETIME)
         answer = await refresh(ws, fresh)
         assert answer["type"] == "refreshed"
-        assert abs(datetime.fromisoformat(answer["expires_at"]).timestamp() - (time.time() + 2)) < 1.5
+        assert abs(datetime.fromisoformat(answer["expires_at"]).timestamp() - (time.time() + 3)) < 1.5
         await sync_to_async(task.cancel if task.status != "canceled" else task.retry)()
         task = await sync_to_async(type(task).objects.get)(pk=task.pk)
         seen += [e["seq"] for e in await read_events(ws, 1)]  # live events only, never a replay
-    assert time.monotonic() - opened > 3 * LIFETIME.total_seconds() - 3
-    assert seen == [1, None, 2, 3, 4]
+    assert time.monotonic() - opened > 2 * LIFETIME.total_seconds()
+    assert seen == [1, None, 2, 3, 4, 5]
     # Without another refresh, the last token's expiry closes it.
     assert await close_code(ws, timeout=5) == 4001
 
@@ -58,7 +60,7 @@ async def test_a_bad_refresh_changes_nothing_and_is_logged(user: Any, other_user
     assert f"WebSocket refresh refused for user {user.pk}" in caplog.text and detail in caplog.text
     started = time.monotonic()
     assert await close_code(ws, timeout=5) == 4001  # the old expiry holds
-    assert time.monotonic() - started < LIFETIME.total_seconds() + 0.5
+    assert time.monotonic() - started < LIFETIME.total_seconds() + 2
 
 
 async def test_the_new_tokens_expiry_counts_even_when_it_is_sooner(user: Any) -> None:
