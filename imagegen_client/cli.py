@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--username", default=os.environ.get("IMAGEGEN_USERNAME"), help="env IMAGEGEN_USERNAME")
     parser.add_argument("--password", default=os.environ.get("IMAGEGEN_PASSWORD"),
                         help="env IMAGEGEN_PASSWORD (prefer the env: arguments show in `ps`)")
+    parser.add_argument("--api-key", default=os.environ.get("IMAGEGEN_API_KEY"),
+                        help="env IMAGEGEN_API_KEY: sign in with an API key instead of a username and password")
+    parser.add_argument("--transport", choices=("websocket", "sse"), default="websocket",
+                        help="how `watch` and `--wait` receive live events (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and fallbacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -74,14 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_client(args: argparse.Namespace) -> Client:
+    if args.api_key:
+        return Client(args.url, api_key=args.api_key, event_transport=args.transport)
     if not args.username:
-        raise SystemExit("Give --username (or IMAGEGEN_USERNAME).")
+        raise SystemExit("Give --username (or IMAGEGEN_USERNAME), or --api-key (IMAGEGEN_API_KEY).")
     password = args.password
     if password is None:
         if not sys.stdin.isatty():
             raise SystemExit("Give --password (or IMAGEGEN_PASSWORD).")
         password = getpass.getpass(f"Password for {args.username}: ")
-    return Client(args.url, username=args.username, password=password)
+    return Client(args.url, username=args.username, password=password, event_transport=args.transport)
 
 
 def emit(obj: Any) -> None:

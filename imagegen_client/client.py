@@ -11,11 +11,11 @@ import mimetypes
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import httpx
 
-from .auth import TokenAuth
+from .auth import ApiKeyAuth, TokenAuth
 from .errors import ImagegenError
 from .events import TERMINAL_STATUSES, EventStream
 
@@ -68,15 +68,22 @@ class Client:
         password: str | None = None,
         token: str | None = None,
         refresh_token: str | None = None,
+        api_key: str | None = None,
+        event_transport: Literal["websocket", "sse"] = "websocket",
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        #: Signs every request (sync and async) and renews the token pair; see :class:`TokenAuth`.
-        self.auth = TokenAuth(self.base_url, username=username, password=password, token=token,
-                              refresh_token=refresh_token)
+        #: Signs every request (sync and async): renews the token pair (:class:`TokenAuth`), or sends
+        #: the ``api_key`` (:class:`ApiKeyAuth`, which never expires).
+        self.auth: TokenAuth | ApiKeyAuth = (
+            ApiKeyAuth(api_key) if api_key is not None
+            else TokenAuth(self.base_url, username=username, password=password, token=token,
+                           refresh_token=refresh_token))
         self._timeout = timeout
+        #: The push transport :meth:`events` (and so :meth:`wait`) uses unless told otherwise.
+        self.event_transport = event_transport
         self._async_transport = async_transport
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, auth=self.auth)
 
@@ -92,6 +99,8 @@ class Client:
 
     def access_token(self) -> str:
         """A usable access token (renewed first when it is about to expire), e.g. for a WebSocket of your own."""
+        if isinstance(self.auth, ApiKeyAuth):
+            raise ValueError("This client signs in with an API key, not with tokens.")
         return self.auth.sync_token(self._http)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -239,10 +248,11 @@ class Client:
         ``Retry-After``), resumes where it stopped, drops duplicates, fills gaps
         from ``/api/events/`` and long-polls when the WebSocket is unavailable;
         see :mod:`imagegen_client.events`. ``options`` tune it
-        (``ping_interval``, ``fallback_after``, ...).
+        (``transport="sse"`` for Server-Sent Events, ``ping_interval``, ``fallback_after``, ...).
         """
         http = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._async_transport,
                                  auth=self.auth)
+        options.setdefault("transport", self.event_transport)
         return EventStream(http, self.auth.source(http), after, close_http=True, **options)
 
     async def wait_async(self, task_id: int, timeout: float | None = None) -> Task:

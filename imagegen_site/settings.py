@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "generation",
     "notifications",
+    "apikeys",  # API keys: imports neither generation nor notifications
 ]
 
 MIDDLEWARE = [
@@ -246,6 +247,7 @@ AUTH_PASSWORD_VALIDATORS = [
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "apikeys.authentication.ApiKeyAuthentication",  # Authorization: Api-Key <key>
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -359,10 +361,14 @@ IMAGEGEN_WS_MAX_FRAME_BYTES = env_int("IMAGEGEN_WS_MAX_FRAME_BYTES", 4096, minim
 IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES = env_int("IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES", 1024 * 1024, minimum=4096)
 # A client ping also checks the log for events whose push was lost; at most this often.
 IMAGEGEN_WS_PING_CHECK_SECONDS = env_float("IMAGEGEN_WS_PING_CHECK_SECONDS", 1.0, minimum=0)
+# --- Server-Sent Events (GET /api/events/stream/) -------------------------------------
+# A comment line this often keeps proxies and EventSource from timing out a quiet stream.
+IMAGEGEN_SSE_KEEPALIVE_SECONDS = env_float("IMAGEGEN_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.05)
 # GET /api/events/ is a plain async view: describe it in the schema by hand.
 # Then every operation's error answers (401/429 everywhere, 400/404/415 by what it takes).
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums", "notifications.schema.add_events_path",
+    "notifications.schema.add_stream_path",
     "imagegen_site.schema.add_error_responses",
 ]
 

@@ -183,3 +183,12 @@ def publish(user_id: int, message: dict) -> None:
     except Exception:
         publisher._count("failed")
         logger.exception("Could not schedule push for user %d", user_id)
+
+
+def close_revoked_key(sender: Any, *, key_id: int, user_id: int, **kwargs: Any) -> None:
+    """``apikeys.signals.key_revoked``: tell the user's open sockets and event streams,
+    so the ones opened with that key close now (each checks the id it was opened with)."""
+    try:
+        publisher.submit(group_name(user_id), {"type": "key.revoked", "key_id": key_id})
+    except Exception:
+        logger.exception("Could not tell the connections of user %d that key %d was revoked", user_id, key_id)

@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, settings
 
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from django.conf import settings as settings_module
+
 from notifications import views as event_views
+from notifications.stream import EventFeed, frame
 
 from .conftest import bearer
 from .notifications.support import terminate_other_sessions
@@ -30,6 +33,10 @@ def api_schema(transactional_db: Any, user: Any, make_task: Any, monkeypatch: py
         return await real_wait(user_id, after, min(wait, 0.05))
 
     monkeypatch.setattr(event_views, "wait_for_events", short_wait)
+    # The event stream never ends by itself: end each generated one right after its
+    # replay (the answer's status, headers and first events are what the schema describes).
+    monkeypatch.setattr(settings_module, "IMAGEGEN_SSE_KEEPALIVE_SECONDS", 0.01)
+    monkeypatch.setattr(EventFeed, "_run", _replay_only)
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
     schema.config.update(headers={"Authorization": bearer(user)})
     # Every operation is also sent methods it does not have (a 405 each): two are enough.
@@ -43,6 +50,18 @@ def _drop_pool_connections(django_db_setup: Any, django_db_blocker: Any) -> Iter
     yield
     with django_db_blocker.unblock():
         terminate_other_sessions()
+
+
+async def _replay_only(self: EventFeed) -> Any:
+    from notifications.follower import LogFollower
+
+    out: list[str] = []
+
+    async def send(message: dict) -> None:
+        out.append(frame(message))
+
+    await LogFollower(self.caller.user.pk, send).sync(self.after)
+    yield "".join(out)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

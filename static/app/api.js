@@ -50,7 +50,14 @@ export class Auth {
     this.tokens = JSON.parse(sessionStorage.getItem(STORE_KEY) || "null");
     this.refreshing = null;
     this.timer = null;
+    this.renewedListeners = new Set(); // (access) => void, after each renewal
     if (this.tokens) this.schedule();
+  }
+
+  // Told of every new access token (the event feed hands it to its open socket).
+  onRenewed(listener) {
+    this.renewedListeners.add(listener);
+    return () => this.renewedListeners.delete(listener);
   }
 
   get signedIn() {
@@ -108,6 +115,7 @@ export class Auth {
     }
     const body = await response.json();
     this.save({ access: body.access, refresh: body.refresh || this.tokens.refresh });
+    for (const listener of this.renewedListeners) listener(body.access);
   }
 
   // A usable access token: refreshed first when it is about to lapse.
