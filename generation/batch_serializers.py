@@ -1,0 +1,117 @@
+"""Batch input validation and the batch JSON (docs/api.md, "Batches").
+
+Every part of a batch request is checked before anything is stored: each photo
+goes through the very serializer a single submission does (``TaskCreateSerializer``,
+so a batch accepts exactly the task options, and new ones follow), and any bad
+part makes the whole request a 400 naming each bad part.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import MAX_BATCH_IMAGES, Batch, BatchPart
+from .serializers import TaskCreateSerializer
+
+#: Task fields a batch does not share: each part's photo is its own ``image`` part.
+_NOT_SHARED = ("image", "image_url")
+
+
+def shared_option_fields() -> dict[str, serializers.Field]:
+    return {name: field for name, field in TaskCreateSerializer().get_fields().items() if name not in _NOT_SHARED}
+
+
+class BatchCreateSerializer(serializers.Serializer):
+    """``POST /api/batches/``: up to 100 ``image`` parts plus the task options, shared."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "image": serializers.ListField(
+                child=serializers.FileField(), min_length=1, max_length=MAX_BATCH_IMAGES,
+                help_text=f"1 to {MAX_BATCH_IMAGES} product photos, each as for POST /api/tasks/",
+            ),
+            **shared_option_fields(),
+            # Declared after the task fields: the batch's own reference wins over a task field of that name.
+            "client_ref": serializers.CharField(required=False, max_length=200,
+                                                help_text="your reference for the batch (e.g. a catalogue id)"),
+        }
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        fields = self.get_fields()
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            allowed = ", ".join(fields)
+            raise serializers.ValidationError({n: [f"Unknown field {n!r}; the fields are {allowed}."] for n in unknown})
+        errors: dict[str, list[str]] = {}
+        shared: dict[str, str] = {}
+        for name in fields:
+            if name == "image" or name not in data:
+                continue
+            values = data.getlist(name) if hasattr(data, "getlist") else [data[name]]
+            if len(values) != 1:
+                errors[name] = ["Give this field once: its value is shared by every photo of the batch."]
+            else:
+                shared[name] = values[0]
+        client_ref = shared.pop("client_ref", None)
+        if client_ref is not None and len(client_ref) > 200:
+            errors["client_ref"] = ["At most 200 characters."]
+        images = data.getlist("image") if hasattr(data, "getlist") else []
+        if not images:
+            errors["image"] = ["Send 1 to 100 `image` parts."]
+        elif len(images) > MAX_BATCH_IMAGES:
+            errors["image"] = [f"A batch holds at most {MAX_BATCH_IMAGES} photos; this one has {len(images)}. "
+                               "Split it into several batches."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        parts: list[BatchPart] = []
+        for index, image in enumerate(images):
+            if not hasattr(image, "read"):
+                errors[f"image[{index}]"] = ["Not a file: send each photo as a file part."]
+                continue
+            source_name = str(getattr(image, "name", "") or "")
+            one = TaskCreateSerializer(data={**shared, "image": image})
+            if not one.is_valid():
+                for field, messages in one.errors.items():
+                    if field == "image" or field == "hint_box":  # about this photo
+                        errors[f"image[{index}]"] = [f"{source_name or 'photo'}: {m}" for m in messages]
+                    else:  # about the shared options: the same for every part
+                        errors.setdefault(field, [str(m) for m in messages])
+                continue
+            parts.append(BatchPart(file=one.validated_data["image"], content_type=one.checked_upload.content_type,
+                                   options=one.validated_data["options"], source_name=source_name))
+        if errors:
+            raise serializers.ValidationError(errors)
+        return {"parts": parts, "options": parts[0].options, "client_ref": client_ref}
+
+
+class BatchCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    processing = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    canceled = serializers.IntegerField()
+
+
+class BatchSerializer(serializers.Serializer):
+    """The batch JSON: ``Batch.live_state()``. The fields declared here only describe it in the schema."""
+
+    id = serializers.IntegerField(read_only=True)
+    status = serializers.ChoiceField(choices=Batch.Status.choices, read_only=True,
+                                     help_text="pending: nothing started; processing: under way; completed: every "
+                                     "task finished; canceled: every task finished after a cancel")
+    counts = BatchCountsSerializer(read_only=True, help_text="the batch's tasks by status")
+    total = serializers.IntegerField(read_only=True, help_text="how many tasks the batch has")
+    progress = serializers.IntegerField(read_only=True, min_value=0, max_value=100,
+                                        help_text="percent of its tasks finished")
+    tasks = serializers.ListField(child=serializers.IntegerField(), read_only=True,
+                                  help_text="the task ids, in the order of the image parts")
+    options = serializers.DictField(read_only=True, help_text="the shared options, as the tasks hold them")
+    client_ref = serializers.CharField(read_only=True, allow_null=True)
+    archive_url = serializers.CharField(read_only=True, help_text="path of the ZIP archive")
+    created_at = serializers.DateTimeField(read_only=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, batch: Batch) -> dict[str, Any]:
+        return batch.live_state(task_ids=sorted(task.pk for task in batch.tasks.all()))
