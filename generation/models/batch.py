@@ -2,18 +2,19 @@
 
 A batch is a row of counts over its tasks. The counts change in the same
 transaction as the task change that causes them: every task transition that
-changes a batch task's status calls ``Batch.task_changed`` under the task's row
-lock, which locks the batch row, recounts its tasks (one GROUP BY over the
-batch's index) and saves only when a count moved. Each such save fires the
+changes a batch task's status locks the batch row (``Batch.locked``), saves the
+task, then ``recount``s the batch's tasks (one GROUP BY over the batch's index),
+which saves only when a count moved. Each such save fires the
 ``post_save`` receiver of the realtime side (``notifications.signals``), which
 appends a ``batch_update`` event, and a ``batch_complete`` after it when the
 save finished the batch, in the owner's log: generation never records events.
 
-Lock order, so two transactions can never wait on each other: task rows first,
-then batch rows, each kind in id order. A transition of one task takes its task
-then its batch; a transaction that changes several tasks (a claim of several, a
-batch of results, a rescue) takes its task rows, then ``lock_batches_of`` takes
-their batches in id order before any recount.
+Lock order, so two transactions can never wait on each other: task rows, then
+batch rows (each kind in id order), then the owner's event counter (which every
+event's insert takes). A transition of one task takes its task, then its batch
+(before its own event is appended), then the counter; a transaction that changes
+several tasks (a claim of several, a batch of results, a rescue) takes its task
+rows, then ``lock_batches_of`` takes their batches in id order, before any event.
 """
 from __future__ import annotations
 
@@ -197,10 +198,9 @@ class Batch(models.Model):
 
     # --- Counting (inside a task's transaction) -------------------------------------------
     @classmethod
-    def task_changed(cls, batch_id: int) -> None:
-        """A task of this batch changed status in the current transaction: recount."""
-        batch = cls.objects.select_for_update().get(pk=batch_id)
-        batch._recount()
+    def locked(cls, batch_id: int) -> Batch:
+        """The batch re-read under its row lock (inside the transaction of a task change)."""
+        return cls.objects.select_for_update().get(pk=batch_id)
 
     @classmethod
     def lock_batches_of(cls, tasks: Iterable[GenerationTask]) -> None:
@@ -210,7 +210,10 @@ class Batch(models.Model):
         if ids:
             list(cls.objects.select_for_update().filter(pk__in=ids).order_by("id").values_list("id", flat=True))
 
-    def _recount(self) -> None:
+    def recount(self) -> None:
+        """Count the batch's tasks as this transaction sees them (call on a ``locked``
+        batch, after the task change): saves, and so records its events, only when a
+        count moved."""
         rows = self.tasks.order_by().values_list("status").annotate(n=Count("id"))
         counts = dict.fromkeys(COUNTED, 0) | {status: n for status, n in rows}
         if counts == self.counts:

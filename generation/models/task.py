@@ -321,12 +321,16 @@ class GenerationTask(models.Model):
             setattr(self, field.attname, getattr(fresh, field.attname))
 
     def _save(self, *fields: str) -> None:
+        # A batch task's status change recounts its batch in this same transaction
+        # (generation.models.batch). The batch row is locked before the task's event takes
+        # the owner's event counter: every transaction takes task, batch, counter in that order.
+        recount = self.batch_id is not None and "status" in fields
+        batch = type(self).batch.field.related_model.locked(self.batch_id) if recount else None
         self.updated_at = timezone.now()
         self.save(update_fields=[*fields, "updated_at"])
         log_transition(self, fields)
-        if self.batch_id is not None and "status" in fields:
-            # The batch's counts change in this same transaction (generation.models.batch).
-            type(self).batch.field.related_model.task_changed(self.batch_id)
+        if batch is not None:
+            batch.recount()
 
     def _check_claim(self, token: uuid.UUID) -> None:
         if self.status != self.Status.PROCESSING or self.claim_token != token:
