@@ -112,7 +112,7 @@ export class BatchList {
     field("title").textContent = `Batch ${batch.id}`;
     field("subtitle").textContent = `${batch.total} photo${batch.total === 1 ? "" : "s"}`;
     field("status").textContent = batch.status;
-    field("status").dataset.status = batch.status;
+    card.dataset.batchStatus = batch.status; // not data-status: that marks task cards
     field("progress").value = batch.progress;
     field("progress").setAttribute("aria-label", `Batch ${batch.id}: ${batch.progress} %`);
     field("counts").textContent =
