@@ -227,3 +227,20 @@ def test_the_archive_holds_every_completed_output_named_after_its_photo_and_a_ma
     assert set(rows[0]) == {"file", "task_id", "source", "client_ref", "status", "error_code", "error",
                             "output", "passed", "needs_review"}
     assert rows[3]["task_id"] == str(failing.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retried_task_reopens_its_finished_batch_until_it_finishes_again(auth_client, user, settings):
+    body = post_batch(auth_client, photos("a.jpg", "b.jpg")).json()
+    assert auth_client.post(f"/api/batches/{body['id']}/cancel/").json()["status"] == "canceled"
+
+    retried = auth_client.post(f"/api/tasks/{body['tasks'][0]}/retry/")
+
+    assert retried.status_code == 200 and retried.json()["batch"] == body["id"]
+    reopened = auth_client.get(f"/api/batches/{body['id']}/").json()
+    assert (reopened["status"], reopened["finished_at"], reopened["progress"]) == ("processing", None, 50)
+    assert reopened["counts"] == {"pending": 1, "processing": 0, "completed": 0, "failed": 0, "canceled": 1}
+    drain(settings)
+    final = auth_client.get(f"/api/batches/{body['id']}/").json()
+    assert final["status"] == "canceled" and final["counts"]["completed"] == 1  # one stays canceled
+    assert [e.type for e in events_of(user)].count("batch_complete") == 2
