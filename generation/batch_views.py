@@ -14,20 +14,30 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import archive
-from .batch_serializers import BatchCreateSerializer, BatchSerializer
+from .batch_serializers import BatchCreateSerializer, BatchSerializer, request_fingerprint
 from .exceptions import Conflict
 from .intake import intake_paused_response
 from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition
 from .views import IDEMPOTENCY_HEADER, DownloadNegotiation, SubmitThrottle
 
 _END = object()
+
+
+class IdempotencyKeyReused(APIException):
+    status_code = 422
+    default_detail = "This Idempotency-Key was used for another batch (other photos or options); use a new key."
+    default_code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detail = {"detail": self.default_detail, "code": self.default_code}  # type: ignore[assignment]
 
 
 async def _in_threads(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -76,6 +86,8 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
                                      description="a repeat with the same key returns the first batch (200)")],
         responses={201: BatchSerializer, 200: BatchSerializer,
+                   422: OpenApiResponse(description="the Idempotency-Key was used for another request "
+                                        "(code idempotency_key_reused)"),
                    503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -85,10 +97,6 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
         if key is not None and len(key) > 255:
             raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})
-        if key is not None:
-            earlier = self.get_queryset().filter(idempotency_key=key).first()
-            if earlier is not None:
-                return Response(self.get_serializer(earlier).data, status=status.HTTP_200_OK)
         try:
             data = request.data
         except TooManyFilesSent:
@@ -97,13 +105,25 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             raise ValidationError(
                 {"image": [f"A batch holds at most {MAX_BATCH_IMAGES} photos. Split it into several batches."]}
             ) from None
+        fingerprint = request_fingerprint(data) if key is not None else ""
+        if key is not None:
+            earlier = self.get_queryset().filter(idempotency_key=key).first()
+            if earlier is not None:
+                return self._repeat(earlier, fingerprint)
         serializer = BatchCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        batch, created = Batch.submit(user=request.user, idempotency_key=key, **serializer.validated_data)
+        batch, created = Batch.submit(user=request.user, idempotency_key=key, fingerprint=fingerprint,
+                                      **serializer.validated_data)
+        if not created:  # an identical request raced this one and won
+            return self._repeat(batch, fingerprint)
         body = self.get_serializer(batch).data
-        if not created:
-            return Response(body, status=status.HTTP_200_OK)
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/batches/{batch.pk}/"})
+
+    def _repeat(self, earlier: Batch, fingerprint: str) -> Response:
+        """A repeated Idempotency-Key: the first batch (200) if the request is the same one."""
+        if earlier.fingerprint and earlier.fingerprint != fingerprint:
+            raise IdempotencyKeyReused()
+        return Response(self.get_serializer(earlier).data, status=status.HTTP_200_OK)
 
     @extend_schema(
         summary="Cancel a batch's unfinished tasks",

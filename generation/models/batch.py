@@ -74,6 +74,8 @@ class Batch(models.Model):
     options = models.JSONField(default=dict, blank=True)
     client_ref = models.CharField(max_length=200, null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # SHA-256 of the request (its photos and fields): a key reused for another request is refused.
+    fingerprint = models.CharField(max_length=64, blank=True)
     total = models.PositiveSmallIntegerField()
     # Counts by task status: columns, so a recount is one small UPDATE.
     pending = models.PositiveSmallIntegerField(default=0)
@@ -151,6 +153,7 @@ class Batch(models.Model):
         options: dict[str, Any],
         client_ref: str | None = None,
         idempotency_key: str | None = None,
+        fingerprint: str = "",
     ) -> tuple[Batch, bool]:
         """Create the batch and one pending task per part, all or nothing: the files are
         written first (no transaction open), then every row in one transaction; if that
@@ -164,7 +167,7 @@ class Batch(models.Model):
             raise ValueError(f"a batch holds 1 to {MAX_BATCH_IMAGES} photos, not {len(parts)}")
         now = timezone.now()
         batch = cls(user=user, options=options, client_ref=client_ref or None, idempotency_key=idempotency_key,
-                    total=len(parts), pending=len(parts), created_at=now, updated_at=now)
+                    fingerprint=fingerprint, total=len(parts), pending=len(parts), created_at=now, updated_at=now)
         tasks = [
             GenerationTask(
                 user=user, options=part.options, input_content_type=part.content_type,

@@ -170,6 +170,24 @@ def test_a_repeated_idempotency_key_returns_the_first_batch(auth_client):
 
 
 @pytest.mark.django_db
+def test_an_idempotency_key_reused_for_other_photos_or_options_is_a_422_that_creates_nothing(auth_client, settings):
+    first = auth_client.post("/api/batches/", {"image": photos("a.jpg")}, format="multipart",
+                             HTTP_IDEMPOTENCY_KEY="chunk-1")
+    files_before = stored_files(settings)
+    other_photo = auth_client.post("/api/batches/", {"image": photos("a.jpg", data=product_photo(100, 100))},
+                                   format="multipart", HTTP_IDEMPOTENCY_KEY="chunk-1")
+    other_option = auth_client.post("/api/batches/", {"image": photos("a.jpg"), "preset": "etsy"},
+                                    format="multipart", HTTP_IDEMPOTENCY_KEY="chunk-1")
+
+    assert first.status_code == 201
+    for answer in (other_photo, other_option):
+        assert answer.status_code == 422
+        assert answer.json()["code"] == "idempotency_key_reused"
+    assert Batch.objects.count() == GenerationTask.objects.count() == 1
+    assert stored_files(settings) == files_before
+
+
+@pytest.mark.django_db
 def test_cancel_ends_every_unfinished_task_with_their_events_and_the_batch_events(auth_client, user):
     body = post_batch(auth_client, photos("a.jpg", "b.jpg", "c.jpg")).json()
     first = GenerationTask.objects.get(pk=body["tasks"][0])
