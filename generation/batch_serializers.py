@@ -87,7 +87,7 @@ class BatchCreateSerializer(serializers.Serializer):
 
 
 def request_fingerprint(data: Any) -> str:
-    """SHA-256 of a batch request as sent: every field and every photo's bytes, in order.
+    """SHA-256 of a batch request as sent: every field, every photo's name and bytes, in order.
     The same request sent again has the same one; another file or option does not."""
     digest = hashlib.sha256()
     for name in sorted(data):
@@ -95,6 +95,7 @@ def request_fingerprint(data: Any) -> str:
         for value in values:
             digest.update(name.encode() + b"\0")
             if hasattr(value, "chunks"):
+                digest.update(str(value.name).encode() + b"\0")
                 for chunk in value.chunks():
                     digest.update(chunk)
                 value.seek(0)
