@@ -262,3 +262,19 @@ def test_a_retried_task_reopens_its_finished_batch_until_it_finishes_again(auth_
     final = auth_client.get(f"/api/batches/{body['id']}/").json()
     assert final["status"] == "canceled" and final["counts"]["completed"] == 1  # one stays canceled
     assert [e.type for e in events_of(user)].count("batch_complete") == 2
+
+
+@pytest.mark.django_db
+def test_batches_share_the_submit_rate_limit_with_tasks(auth_client, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "submit": "2/min"},
+    }
+    task = auth_client.post("/api/tasks/", {"image": photos("one.jpg")[0]}, format="multipart")
+    batch = post_batch(auth_client, photos("a.jpg"))
+    refused = post_batch(auth_client, photos("b.jpg"))
+
+    assert (task.status_code, batch.status_code, refused.status_code) == (201, 201, 429)
+    assert "Retry-After" in refused
+    assert Batch.objects.count() == 1
+    assert auth_client.get("/api/batches/").status_code == 200  # reading is not a submission
