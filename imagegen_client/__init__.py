@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from .auth import TokenAuth, TokenSource
 from .backoff import Backoff
-from .client import Client, Task
+from .client import Batch, Client, Task
 from .errors import ErrorCode, ImagegenError, StreamError
 from .events import Event, EventStream
 
 __all__ = [
-    "Backoff", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task", "TokenAuth",
+    "Backoff", "Batch", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task", "TokenAuth",
     "TokenSource",
 ]
