@@ -6,6 +6,7 @@ from .queue import QueueControl
 from .task import (
     Completion,
     GenerationTask,
+    IdempotencyKeyReused,
     InvalidTransition,
     LostClaim,
     TaskQuerySet,
@@ -17,6 +18,7 @@ from .task import (
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "BATCH_PRIORITY", "MAX_BATCH_IMAGES", "Batch", "BatchPart", "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "BATCH_PRIORITY", "MAX_BATCH_IMAGES", "Batch", "BatchPart",
+    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]
