@@ -8,7 +8,9 @@ part makes the whole request a 400 naming each bad part.
 from __future__ import annotations
 
 import hashlib
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from rest_framework import serializers
 
@@ -38,8 +40,12 @@ class BatchCreateSerializer(serializers.Serializer):
                                                 help_text="your reference for the batch (e.g. a catalogue id)"),
         }
 
+    #: The part that carries the photos: ``image`` files (multipart) or ``image_urls`` (JSON).
+    photos_field = "image"
+
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         fields = self.get_fields()
+        photos = self.photos_field
         unknown = sorted(set(data) - set(fields))
         if unknown:
             allowed = ", ".join(fields)
@@ -47,7 +53,7 @@ class BatchCreateSerializer(serializers.Serializer):
         errors: dict[str, list[str]] = {}
         shared: dict[str, str] = {}
         for name in fields:
-            if name == "image" or name not in data:
+            if name == photos or name not in data:
                 continue
             values = data.getlist(name) if hasattr(data, "getlist") else [data[name]]
             if len(values) != 1:
@@ -55,35 +61,75 @@ class BatchCreateSerializer(serializers.Serializer):
             else:
                 shared[name] = values[0]
         client_ref = shared.pop("client_ref", None)
-        if client_ref is not None and len(client_ref) > 200:
-            errors["client_ref"] = ["At most 200 characters."]
-        images = data.getlist("image") if hasattr(data, "getlist") else []
+        if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > 200):
+            errors["client_ref"] = ["A string of at most 200 characters."]
+        images = self.photos(data)
         if not images:
-            errors["image"] = ["Send 1 to 100 `image` parts."]
+            errors[photos] = [f"Send 1 to {MAX_BATCH_IMAGES} {'`image` parts' if photos == 'image' else 'URLs'}."]
         elif len(images) > MAX_BATCH_IMAGES:
-            errors["image"] = [f"A batch holds at most {MAX_BATCH_IMAGES} photos; this one has {len(images)}. "
-                               "Split it into several batches."]
+            errors[photos] = [f"A batch holds at most {MAX_BATCH_IMAGES} photos; this one has {len(images)}. "
+                              "Split it into several batches."]
         if errors:
             raise serializers.ValidationError(errors)
         parts: list[BatchPart] = []
         for index, image in enumerate(images):
-            if not hasattr(image, "read"):
-                errors[f"image[{index}]"] = ["Not a file: send each photo as a file part."]
+            part = f"{photos}[{index}]"
+            if photos == "image" and not hasattr(image, "read"):
+                errors[part] = ["Not a file: send each photo as a file part."]
                 continue
-            source_name = str(getattr(image, "name", "") or "")
-            one = TaskCreateSerializer(data={**shared, "image": image})
+            if photos == "image_urls" and not isinstance(image, str):
+                errors[part] = ["Not a URL: send each photo's URL as a string."]
+                continue
+            source_name = str(getattr(image, "name", "") or "") if photos == "image" else _url_name(image)
+            one = TaskCreateSerializer(data={**shared, ("image" if photos == "image" else "image_url"): image})
             if not one.is_valid():
                 for field, messages in one.errors.items():
-                    if field == "image" or field == "hint_box":  # about this photo
-                        errors[f"image[{index}]"] = [f"{source_name or 'photo'}: {m}" for m in messages]
+                    if field in ("image", "image_url", "hint_box"):  # about this photo
+                        errors[part] = [f"{source_name or 'photo'}: {m}" for m in messages]
                     else:  # about the shared options: the same for every part
                         errors.setdefault(field, [str(m) for m in messages])
                 continue
-            parts.append(BatchPart(file=one.validated_data["image"], content_type=one.checked_upload.content_type,
-                                   options=one.validated_data["options"], source_name=source_name))
+            checked = one.checked_upload
+            parts.append(BatchPart(
+                file=one.validated_data.get("image"), content_type=checked.content_type if checked else "",
+                options=one.validated_data["options"], source_name=source_name,
+                image_url=one.validated_data.get("image_url"), expires_in=one.validated_data.get("expires_in"),
+            ))
         if errors:
             raise serializers.ValidationError(errors)
         return {"parts": parts, "options": parts[0].options, "client_ref": client_ref}
+
+    def photos(self, data: Any) -> list[Any]:
+        return data.getlist("image") if hasattr(data, "getlist") else []
+
+
+class BatchURLsCreateSerializer(BatchCreateSerializer):
+    """``POST /api/batches/`` as JSON: ``{"image_urls": [...], ...the task options}``."""
+
+    photos_field = "image_urls"
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        del fields["image"]
+        return {
+            "image_urls": serializers.ListField(
+                child=serializers.CharField(max_length=2048), min_length=1, max_length=MAX_BATCH_IMAGES,
+                help_text=f"1 to {MAX_BATCH_IMAGES} photo URLs, each checked as image_url of POST /api/tasks/",
+            ),
+            **fields,
+        }
+
+    def photos(self, data: Any) -> list[Any]:
+        urls = data.get("image_urls") if isinstance(data, dict) else None
+        return urls if isinstance(urls, list) else []
+
+
+def _url_name(url: Any) -> str:
+    """The file name at the end of a URL's path (for archive names), or ""."""
+    try:
+        return PurePosixPath(urlsplit(str(url)).path).name
+    except ValueError:
+        return ""
 
 
 def request_fingerprint(data: Any) -> str:

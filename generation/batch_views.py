@@ -15,13 +15,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.parsers import MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import archive
-from .batch_serializers import BatchCreateSerializer, BatchSerializer, request_fingerprint
+from .batch_serializers import BatchCreateSerializer, BatchSerializer, BatchURLsCreateSerializer, request_fingerprint
 from .exceptions import Conflict
 from .intake import intake_paused_response
 from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition
@@ -65,7 +65,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_parsers(self) -> list:
         if getattr(self, "action", None) == "create" or self.request is None:
-            return [MultiPartParser()]
+            return [MultiPartParser(), JSONParser()]
         return super().get_parsers()
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -82,7 +82,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         description="Each `image` part is checked as `POST /api/tasks/` checks its photo, and the task options "
         "are shared by all. Any bad part makes the whole request a 400 whose `errors` name each bad part "
         "(`image[0]` is the first), and nothing is created.",
-        request={"multipart/form-data": BatchCreateSerializer},
+        request={"multipart/form-data": BatchCreateSerializer, "application/json": BatchURLsCreateSerializer},
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
                                      description="a repeat with the same key returns the first batch (200)")],
         responses={201: BatchSerializer, 200: BatchSerializer,
@@ -105,12 +105,15 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             raise ValidationError(
                 {"image": [f"A batch holds at most {MAX_BATCH_IMAGES} photos. Split it into several batches."]}
             ) from None
+        if not hasattr(data, "getlist") and not isinstance(data, dict):
+            raise ValidationError({"image_urls": ["Send a JSON object: {\"image_urls\": [...], ...options}."]})
         fingerprint = request_fingerprint(data) if key is not None else ""
         if key is not None:
             earlier = self.get_queryset().filter(idempotency_key=key).first()
             if earlier is not None:
                 return self._repeat(earlier, fingerprint)
-        serializer = BatchCreateSerializer(data=data)
+        creator = BatchCreateSerializer if hasattr(data, "getlist") else BatchURLsCreateSerializer
+        serializer = creator(data=data)
         serializer.is_valid(raise_exception=True)
         batch, created = Batch.submit(user=request.user, idempotency_key=key, fingerprint=fingerprint,
                                       **serializer.validated_data)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -48,10 +49,12 @@ COUNTED = ("pending", "processing", "completed", "failed", "canceled")
 class BatchPart:
     """One checked photo of a batch request, ready to be stored."""
 
-    file: Any  # a Django File (the checked upload)
+    file: Any | None  # a Django File (the checked upload); None for a photo fetched from image_url
     content_type: str
     options: dict[str, Any]
-    source_name: str  # the client's file name, only ever used to name archive entries
+    source_name: str  # the client's file name (or the URL's), only ever used to name archive entries
+    image_url: str | None = None
+    expires_in: int | None = None
 
 
 class BatchQuerySet(models.QuerySet["Batch"]):
@@ -170,15 +173,17 @@ class Batch(models.Model):
                     fingerprint=fingerprint, total=len(parts), pending=len(parts), created_at=now, updated_at=now)
         tasks = [
             GenerationTask(
-                user=user, options=part.options, input_content_type=part.content_type,
-                source_name=part.source_name[:255], priority=BATCH_PRIORITY,
+                user=user, options=part.options, input_content_type=part.content_type if part.file else "",
+                source_name=part.source_name[:255], priority=BATCH_PRIORITY, image_url=part.image_url,
+                expires_at=now + timedelta(seconds=part.expires_in) if part.expires_in else None,
                 max_attempts=settings.IMAGEGEN_MAX_ATTEMPTS, created_at=now, updated_at=now,
             )
             for part in parts
         ]
         try:
             for task, part in zip(tasks, parts):
-                task.input_image.save(part.file.name, part.file, save=False)
+                if part.file is not None:
+                    task.input_image.save(part.file.name, part.file, save=False)
             with transaction.atomic():
                 # The batch first: its batch_update (all pending) precedes its tasks' task_created.
                 batch.save()
