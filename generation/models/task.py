@@ -579,6 +579,7 @@ class GenerationTask(models.Model):
         is expired twice. Returns the ids."""
         with transaction.atomic():
             due = list(cls.objects.expired().select_for_update(skip_locked=True).order_by("expires_at", "id")[:limit])
+            _lock_batches_of(due)  # batches before any event (the lock order of generation.models.batch)
             for task in due:
                 task.status = cls.Status.CANCELED
                 task.error_code = ErrorCode.EXPIRED

@@ -47,3 +47,20 @@ def test_image_parts_and_urls_are_not_mixed(auth_client):
     response = auth_client.post("/api/batches/", {"image_urls": [], "image": "x"}, format="json")
 
     assert response.status_code == 400 and "image" in response.json()["errors"]
+
+
+def test_a_batch_that_expires_unstarted_ends_canceled_with_its_events(auth_client, photos, user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    response = auth_client.post("/api/batches/", {"image_urls": [f"{photos}/a.jpg", f"{photos}/b.jpg"],
+                                                  "expires_in": 60}, format="json")
+    body = response.json()
+    GenerationTask.objects.filter(batch_id=body["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert sorted(GenerationTask.expire_due()) == body["tasks"]
+
+    batch = auth_client.get(f"/api/batches/{body['id']}/").json()
+    assert batch["status"] == "completed" and batch["counts"]["canceled"] == 2  # expired, not canceled by its owner
+    assert Event.objects.filter(user=user).order_by("-seq").first().type == "batch_complete"
