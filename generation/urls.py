@@ -3,11 +3,13 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .batch_views import BatchViewSet
 from .views import TaskViewSet
 from .waiting import waiting_submit
 
 router = SimpleRouter()
 router.register("tasks", TaskViewSet, basename="task")
+router.register("batches", BatchViewSet, basename="batch")
 
 urlpatterns = [
     # intake: POST /api/tasks/ with "Prefer: wait=N" waits asynchronously (generation.waiting).

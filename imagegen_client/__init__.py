@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from .auth import ApiKeyAuth, TokenAuth, TokenSource
 from .backoff import Backoff
-from .client import Client, Task
+from .client import Batch, Client, Task
 from .errors import ErrorCode, ImagegenError, StreamError
 from .events import Event, EventStream
 
 __all__ = [
-    "ApiKeyAuth", "Backoff", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task", "TokenAuth",
+    "ApiKeyAuth", "Backoff", "Batch", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task",
+    "TokenAuth",
     "TokenSource",
 ]

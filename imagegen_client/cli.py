@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import httpx
 from rich.console import Console
 
-from .batch import run_batch, summary
+from .batch import CHUNK, failed_count, run_batch, summary
 from .client import Client
 from .errors import ImagegenError
 from .errors import StreamError
@@ -32,6 +32,13 @@ def positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def chunk_size(raw: str) -> int:
+    value = positive_int(raw)
+    if value > CHUNK:
+        raise argparse.ArgumentTypeError(f"a batch holds at most {CHUNK} photos")
     return value
 
 
@@ -58,12 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="print live events, one JSON object per line")
     watch.add_argument("--after", type=int, default=None, help="replay events after this seq first")
 
-    batch = commands.add_parser("batch", help="process every photo in a folder (resumable)")
+    batch = commands.add_parser("batch", help="process every photo in a folder as batches of up to 100 "
+                                "and save their ZIP archives (resumable: run it again after Ctrl-C)")
     batch.add_argument("source", type=Path, metavar="DIR")
-    batch.add_argument("--out", type=Path, required=True, help="folder for the results")
+    batch.add_argument("--out", type=Path, required=True,
+                       help="folder for the archives (batch-<id>.zip) and the run's state file")
     batch.add_argument("--preset", choices=PRESETS, default="amazon")
-    batch.add_argument("--concurrency", type=positive_int, default=4, help="uploads and downloads at once")
-    batch.add_argument("--retry-failed", action="store_true", help="retry tasks that failed in an earlier run")
+    batch.add_argument("--chunk-size", type=chunk_size, default=CHUNK, help="photos per batch (1-%(default)s)")
     batch.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 
     listing = commands.add_parser("list", help="print your tasks as JSON lines, newest first")
@@ -118,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.source.is_dir():
                 raise SystemExit(f"{args.source} is not a folder.")
             console = Console(stderr=True)
-            result = run_batch(client, args.source, args.out, preset=args.preset, concurrency=args.concurrency,
-                               retry_failed=args.retry_failed, timeout=args.timeout, console=console)
-            summary(result, Console())
-            return 1 if result.failed else 0
+            state = run_batch(client, args.source, args.out, options={"preset": args.preset},
+                              chunk=args.chunk_size, timeout=args.timeout, console=console)
+            summary(state, Console())
+            return 1 if failed_count(state) else 0
         if args.command == "list":
             for task in client.list(status=args.status):
                 emit(task)

@@ -11,6 +11,7 @@ import mimetypes
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 import httpx
@@ -19,7 +20,7 @@ from .auth import ApiKeyAuth, TokenAuth
 from .errors import ImagegenError
 from .events import TERMINAL_STATUSES, EventStream
 
-__all__ = ["Client", "ImagegenError", "Task"]
+__all__ = ["Batch", "Client", "ImagegenError", "Task"]
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -44,6 +45,27 @@ class Task(TypedDict):
     elapsed_time: float | None
     estimated_remaining_seconds: int | None
     compliance: dict[str, Any] | None
+
+
+class Batch(TypedDict):
+    """A batch as the REST API returns it (``tasks`` only in REST answers, not in events)."""
+
+    id: int
+    status: str  # pending, processing, completed, canceled
+    counts: dict[str, int]  # pending, processing, completed, failed, canceled
+    total: int
+    progress: int
+    tasks: list[int]
+    options: dict[str, Any]
+    client_ref: str | None
+    archive_url: str
+    created_at: str
+    finished_at: str | None
+    updated_at: str
+
+
+#: A batch is finished in these states: its archive holds everything it will.
+FINISHED_BATCH_STATUSES = frozenset({"completed", "canceled"})
 
 
 class Client:
@@ -229,6 +251,63 @@ class Client:
             elif not target.suffix:
                 target = target.with_name(target.name + extension)
             target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return target
+
+    # --- Batches ------------------------------------------------------------------------------
+    def submit_batch(
+        self,
+        photos: Sequence[str | os.PathLike[str]],
+        *,
+        client_ref: str | None = None,
+        idempotency_key: str | None = None,
+        **options: object,
+    ) -> Batch:
+        """Upload up to 100 photos (paths) as one batch sharing ``options`` (``preset``,
+        ``size``, ... as :meth:`submit`). The files are streamed, not read into memory.
+        A bad photo makes the server refuse the whole batch: :class:`ImagegenError` with
+        ``status_code`` 400 and ``errors`` naming each bad part (``image[0]`` is the first)."""
+        fields = {k: str(v) for k, v in options.items() if v is not None}
+        if client_ref is not None:
+            fields["client_ref"] = client_ref
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        paths = [Path(p) for p in photos]
+        handles = [path.open("rb") for path in paths]
+        try:
+            files = [("image", (path.name, handle, mimetypes.guess_type(path.name)[0] or "application/octet-stream"))
+                     for path, handle in zip(paths, handles)]
+            response = self._request("POST", "/api/batches/", files=files, data=fields, headers=headers)
+        finally:
+            for handle in handles:
+                handle.close()
+        batch: Batch = response.json()
+        return batch
+
+    def get_batch(self, batch_id: int) -> Batch:
+        batch: Batch = self._request("GET", f"/api/batches/{batch_id}/").json()
+        return batch
+
+    def cancel_batch(self, batch_id: int) -> Batch:
+        batch: Batch = self._request("POST", f"/api/batches/{batch_id}/cancel/").json()
+        return batch
+
+    def download_archive(self, batch_id: int, path: str | os.PathLike[str]) -> Path:
+        """Save the batch's ZIP (every completed output and ``manifest.csv``) at ``path``,
+        through a temporary file renamed into place."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._http.stream("GET", f"/api/batches/{batch_id}/archive/") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ImagegenError.from_response(response)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as out:

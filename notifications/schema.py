@@ -24,6 +24,9 @@ EVENT = {
         "timestamp": {"type": "string", "format": "date-time"},
         "data": {
             "type": "object",
+            "description": "task_* events: the task JSON as of the change. batch_* events: the batch JSON "
+                           "(id, status, counts, total, progress, options, client_ref, archive_url, created_at, "
+                           "finished_at, updated_at), without tasks.",
             "properties": {
                 "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "canceled"]},
                 "progress": {"type": "integer", "minimum": 0, "maximum": 100},

@@ -180,6 +180,10 @@ class GenerationTask(models.Model):
     # The claim: which worker holds the task and the token every later write must present.
     worker = models.ForeignKey(WorkerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    # Batches: the batch a task was submitted in (null for single submissions), and the
+    # client's file name of the upload, only ever used to name the batch archive's entries.
+    batch = models.ForeignKey("generation.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    source_name = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -271,6 +275,7 @@ class GenerationTask(models.Model):
         "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
         "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
         "client_ref", "expires_at", "image_url",  # intake
+        "batch",
     )
 
     def live_state(self) -> dict[str, Any]:
@@ -296,6 +301,7 @@ class GenerationTask(models.Model):
             "estimated_remaining_seconds": self.estimated_remaining_seconds(position),
             "input_image_url": self.get_input_url(),
             "result_image_url": self.get_result_url(),
+            "batch": self.batch_id,
         }
         return {name: _json_value(derived[name] if name in derived else getattr(self, name)) for name in self.LIVE_FIELDS}
 
@@ -378,9 +384,16 @@ class GenerationTask(models.Model):
             setattr(self, field.attname, getattr(fresh, field.attname))
 
     def _save(self, *fields: str) -> None:
+        # A batch task's status change recounts its batch in this same transaction
+        # (generation.models.batch). The batch row is locked before the task's event takes
+        # the owner's event counter: every transaction takes task, batch, counter in that order.
+        recount = self.batch_id is not None and "status" in fields
+        batch = type(self).batch.field.related_model.locked(self.batch_id) if recount else None
         self.updated_at = timezone.now()
         self.save(update_fields=[*fields, "updated_at"])
         log_transition(self, fields)
+        if batch is not None:
+            batch.recount()
 
     def _check_claim(self, token: uuid.UUID) -> None:
         if self.status != self.Status.PROCESSING or self.claim_token != token:
@@ -406,6 +419,7 @@ class GenerationTask(models.Model):
         """Claim up to ``limit`` tasks in one short transaction; generation runs after it commits."""
         with transaction.atomic():
             tasks = cls.objects.lock_claimable(limit)
+            _lock_batches_of(tasks)
             return [(task, task.claim(worker)) for task in tasks]
 
     def set_progress(self, token: uuid.UUID, progress: int) -> None:
@@ -450,6 +464,7 @@ class GenerationTask(models.Model):
         with transaction.atomic():
             # One locking read for the batch, in id order so two batches cannot deadlock.
             fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
+            _lock_batches_of(fresh.values())
             for task, token, done in results:
                 row = fresh.get(task.pk)
                 if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
@@ -564,6 +579,7 @@ class GenerationTask(models.Model):
         is expired twice. Returns the ids."""
         with transaction.atomic():
             due = list(cls.objects.expired().select_for_update(skip_locked=True).order_by("expires_at", "id")[:limit])
+            _lock_batches_of(due)  # batches before any event (the lock order of generation.models.batch)
             for task in due:
                 task.status = cls.Status.CANCELED
                 task.error_code = ErrorCode.EXPIRED
@@ -607,6 +623,8 @@ class GenerationTask(models.Model):
         rescued: list[int] = []
         with transaction.atomic():
             orphans = list(cls.objects.orphaned(timeout).select_for_update(skip_locked=True, of=("self",))[:100])
+            if not dry_run:
+                _lock_batches_of(orphans)
             for task in orphans:
                 rescued.append(task.pk)
                 if dry_run:
@@ -635,6 +653,14 @@ def _json_value(value: Any) -> Any:
         text = timezone.localtime(value).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     return value
+
+
+def _lock_batches_of(tasks: Any) -> None:
+    """Before changing several tasks in one transaction: lock their batches in id order,
+    so two such transactions never take the same batch rows in opposite orders."""
+    tasks = list(tasks)
+    if any(task.batch_id is not None for task in tasks):
+        GenerationTask.batch.field.related_model.lock_batches_of(tasks)
 
 
 def _announce_work() -> None:

@@ -7,10 +7,11 @@ const STORE_KEY = "imagegen.tokens";
 const REFRESH_EARLY_MS = 60_000; // renew a minute before the access token lapses
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, errors = null) {
     super(detail);
     this.status = status;
     this.detail = detail;
+    this.errors = errors; // bad input: the server's messages per field (a batch names image[i])
   }
 }
 
@@ -32,6 +33,14 @@ function tokenExpiry(token) {
 function refreshMargin(token) {
   const { exp, iat } = claims(token);
   return exp && iat ? Math.min(REFRESH_EARLY_MS, ((exp - iat) * 1000) / 2) : REFRESH_EARLY_MS;
+}
+
+async function errorBody(response) {
+  try {
+    return await response.clone().json();
+  } catch {
+    return null;
+  }
 }
 
 async function errorDetail(response) {
@@ -149,7 +158,10 @@ export async function api(auth, path, { method = "GET", body, headers = {}, raw 
       await auth.refresh();
       continue;
     }
-    if (!response.ok) throw new ApiError(response.status, await errorDetail(response));
+    if (!response.ok) {
+      const body = await errorBody(response);
+      throw new ApiError(response.status, await errorDetail(response), body && body.errors);
+    }
     return raw ? response : response.json();
   }
 }

@@ -179,6 +179,9 @@ def test_it_ships_timeouts_above_60s_unbuffered_streams_and_an_upload_limit_in_s
     limit = int(parsed[""]["client_max_body_size"].removesuffix("m")) * 1024 * 1024
     assert settings.IMAGEGEN_MAX_UPLOAD_BYTES < limit <= settings.IMAGEGEN_MAX_UPLOAD_BYTES + 1024 * 1024
     assert parsed[""]["proxy_set_header"].startswith("Host $http_host")
+    # A batch is up to 100 uploads in one request (generation.models.MAX_BATCH_IMAGES).
+    batches = int(parsed["location = /api/batches/"]["client_max_body_size"].removesuffix("m")) * 1024 * 1024
+    assert batches >= 100 * settings.IMAGEGEN_MAX_UPLOAD_BYTES
 
 
 @pytest.fixture
