@@ -33,6 +33,7 @@ urlpatterns = [
     path("api/queue/stats/", QueueStatsView.as_view(), name="queue-stats"),
     path("api/", include("generation.urls")),
     path("api/", include("notifications.urls")),
+    path("api/", include("webhooks.urls")),
     re_path(r"^api/(?P<unmatched>.*)$", api_not_found),  # last under api/: JSON 404, not Django's HTML page
     path("", include("imagegen_site.pages")),
 ]
