@@ -19,3 +19,7 @@ def receiver() -> Iterator[Receiver]:
     running = Receiver().start()
     yield running
     running.stop()
+
+
+# The end-to-end fixtures (real daphne and runworker processes on the test database).
+from tests.e2e.conftest import _drop_pool_connections, cluster, make_user  # noqa: E402, F401
