@@ -117,6 +117,9 @@ class Dispatcher:
         return bool(created or claimed)
 
     def _attempt_and_release(self, delivery: WebhookDelivery, token: uuid.UUID) -> None:
+        # Each pool thread keeps its connection (at most IMAGEGEN_WEBHOOK_CONCURRENCY per
+        # process): reconnecting per delivery costs more than the delivery.
+        close_old_connections()
         try:
             attempt(delivery, token, self._client())
         except Exception:
@@ -128,7 +131,6 @@ class Dispatcher:
                 if self._busy[delivery.endpoint_id] <= 0:
                     del self._busy[delivery.endpoint_id]
             self._wake.set()  # a slot is free: the endpoint's next delivery may go now
-            connection.close()  # pool threads are reused: do not keep one connection each
 
     def _client(self) -> httpx.Client:
         client = getattr(self._local, "client", None)
@@ -146,7 +148,7 @@ def attempt(delivery: WebhookDelivery, token: uuid.UUID, client: httpx.Client) -
     """One HTTP attempt of a claimed delivery, its outcome recorded (fenced by ``token``).
     Returns "delivered", "failed", "gave_up" or "lost"."""
     endpoint = delivery.endpoint
-    event = Event.objects.filter(pk=delivery.event_id).first()
+    event = getattr(delivery, "event", None) or Event.objects.filter(pk=delivery.event_id).first()
     if event is None:
         outcome = delivery.mark_failed(token, None, "The event is no longer in the log (retention).",
                                        timezone.now(), final=True)

@@ -168,6 +168,8 @@ class WebhookEndpoint(models.Model):
         return created
 
     def note_success(self) -> None:
+        if self.failing_since is None:
+            return  # as read with the claim: no failure run to end (saves a write per delivery)
         WebhookEndpoint.objects.filter(pk=self.pk, failing_since__isnull=False).update(failing_since=None)
 
     def note_failure(self, error: str, now: datetime) -> bool:
@@ -235,6 +237,8 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DeliveryQuerySet.as_manager()
+    #: The event, loaded by ``claim_due`` (None: purged from the log meanwhile).
+    event: Event | None
 
     class Meta:
         ordering = ["-seq", "-id"]
@@ -287,9 +291,12 @@ class WebhookDelivery(models.Model):
             until = now + timedelta(seconds=lease)
             cls.objects.filter(pk__in=[d.pk for d in taken]).update(
                 attempts=models.F("attempts") + 1, claim_token=token, claimed_until=until, last_attempt_at=now)
+        # The events they carry, in one query (a plain id, not a foreign key: see event_id).
+        events = Event.objects.in_bulk([d.event_id for d in taken])
         for delivery in taken:
             delivery.attempts += 1
             delivery.claim_token, delivery.claimed_until, delivery.last_attempt_at = token, until, now
+            delivery.event = events.get(delivery.event_id)
         return [(d, token) for d in taken]
 
     def _fenced(self, token: uuid.UUID) -> DeliveryQuerySet:

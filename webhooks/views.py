@@ -5,10 +5,11 @@ from typing import Any
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -40,6 +41,7 @@ class WebhookEndpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, m
     pagination_class = Pagination
     queryset = WebhookEndpoint.objects.none()  # for the schema; requests use get_queryset
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    parser_classes = [JSONParser]
 
     def get_queryset(self) -> Any:
         return WebhookEndpoint.objects.for_user(self.request.user)
@@ -84,7 +86,7 @@ class WebhookEndpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, m
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
 
     @extend_schema(summary="Send a delivery again (same webhook-id), now",
-                   request=None, responses={202: WebhookDeliverySerializer,
+                   parameters=[OpenApiParameter("delivery_id", int, OpenApiParameter.PATH)], request=None, responses={202: WebhookDeliverySerializer,
                                             409: OpenApiResponse(description="in flight, or the endpoint is disabled")})
     @action(detail=True, methods=["post"], url_path=r"deliveries/(?P<delivery_id>\d+)/redeliver",
             serializer_class=WebhookDeliverySerializer)
