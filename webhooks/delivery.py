@@ -176,7 +176,7 @@ def attempt(delivery: WebhookDelivery, token: uuid.UUID, client: httpx.Client) -
     if not error:
         if not delivery.mark_delivered(token, status or 0, now):
             return "lost"
-        ATTEMPTS.labels("delivered").inc()
+        ATTEMPTS.labels("delivered").inc()  # before the lag: a reader that sees the lag sees this too
         DELIVERY_LAG_SECONDS.observe(max((now - event.created_at).total_seconds(), 0))
         logger.info("Webhook %d: %s #%d delivered (attempt %d, HTTP %s)", endpoint.pk, event.type, event.seq,
                     delivery.attempts, status)

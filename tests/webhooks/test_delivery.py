@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 from django.utils import timezone
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from notifications.models import Event
@@ -43,6 +44,8 @@ def test_a_receiver_failing_the_first_attempts_gets_the_event_with_the_same_id_a
         user: Any, make_task: Any, receiver: Receiver, dispatcher: Dispatcher) -> None:
     receiver.answer = lambda request: 500 if len(receiver.received) <= 2 else 204
     endpoint = endpoint_for(user, receiver.url(), ["task_created"])
+    before = {r: REGISTRY.get_sample_value("imagegen_webhook_attempts_total", {"result": r}) for r in ("delivered", "failed")}
+    lags_before = REGISTRY.get_sample_value("imagegen_webhook_delivery_lag_seconds_count")
     task = make_task()
     delivery = wait_until(lambda: WebhookDelivery.objects.filter(status="delivered").first(), timeout=20)
     assert len(receiver.received) == 3
@@ -53,6 +56,10 @@ def test_a_receiver_failing_the_first_attempts_gets_the_event_with_the_same_id_a
     assert Webhook(endpoint.secret).verify(last.body, last.headers) == json.loads(json.dumps(event.as_message()))
     assert last.json["task_id"] == task.pk and last.json["type"] == "task_created"
     assert endpoint.__class__.objects.get(pk=endpoint.pk).failing_since is None  # a success ends the failure run
+    # Counted by the delivery thread just after it recorded the outcome.
+    wait_until(lambda: REGISTRY.get_sample_value("imagegen_webhook_delivery_lag_seconds_count") == lags_before + 1)
+    after = {r: REGISTRY.get_sample_value("imagegen_webhook_attempts_total", {"result": r}) for r in before}
+    assert (after["delivered"] - before["delivered"], after["failed"] - before["failed"]) == (1, 2)
 
 
 def test_retries_back_off_exponentially_with_jitter_from_the_base(settings: Any) -> None:
