@@ -397,6 +397,7 @@ IMAGEGEN_FETCH_ALLOW_HTTP = env_bool("IMAGEGEN_FETCH_ALLOW_HTTP", False)
 IMAGEGEN_FETCH_ALLOW_PRIVATE = env_bool("IMAGEGEN_FETCH_ALLOW_PRIVATE", False)
 # A whole fetch (connect, redirects, body) within this many seconds.
 IMAGEGEN_FETCH_TIMEOUT = env_float("IMAGEGEN_FETCH_TIMEOUT", 20.0, minimum=0.1)
+
 # --- Webhooks (webhooks: signed deliveries from the event log, by the workers) -----------
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
