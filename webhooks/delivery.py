@@ -24,7 +24,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from imagegen_site.urlguard import guarded_client
+from imagegen_site.urlguard import ForbiddenURL, guarded_client
 from notifications.models import Event
 
 from . import signing
@@ -169,8 +169,10 @@ def attempt(delivery: WebhookDelivery, token: uuid.UUID, client: httpx.Client) -
         error = f"No answer within {settings.IMAGEGEN_WEBHOOK_TIMEOUT:g} s"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    except Exception as exc:  # ForbiddenURL (the name now resolves somewhere private), a name that does not resolve
-        error = f"Refused: {exc}" if exc.__class__.__name__ == "ForbiddenURL" else str(exc) or type(exc).__name__
+    except ForbiddenURL as exc:  # the name now resolves somewhere private, say
+        error = f"Refused: {exc}"
+    except Exception as exc:  # the guard's resolver: a name that does not resolve (any other bug: the same)
+        error = str(exc) or type(exc).__name__
     ATTEMPT_SECONDS.observe(time.monotonic() - started)
     now = timezone.now()
     if not error:

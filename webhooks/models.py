@@ -313,7 +313,8 @@ class WebhookDelivery(models.Model):
     def mark_failed(self, token: uuid.UUID, status_code: int | None, error: str, now: datetime,
                     final: bool = False) -> str:
         """Schedule the next attempt (backoff with jitter) or give up once the delivery has been
-        retried for the whole window. Returns "failed", "gave_up" or "lost" (claim lost)."""
+        retried for the whole window (or at once with ``final``: its event left the log).
+        Returns "failed", "gave_up" or "lost" (claim lost)."""
         window = max(MIN_RETRY_WINDOW, timedelta(seconds=settings.IMAGEGEN_WEBHOOK_DISABLE_AFTER))
         give_up = final or now - self.created_at >= window
         update: dict[str, Any] = {"last_status_code": status_code, "last_error": error[:500],
@@ -324,7 +325,8 @@ class WebhookDelivery(models.Model):
             update["next_attempt_at"] = now + timedelta(seconds=retry_delay(self.attempts))
         if not self._fenced(token).update(**update):
             return "lost"
-        self.endpoint.note_failure(error, now)
+        if not final:  # a purged event is not the receiver's failure
+            self.endpoint.note_failure(error, now)
         return "gave_up" if give_up else "failed"
 
     def redeliver(self) -> None:
