@@ -33,6 +33,10 @@ from .models import WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
+# Deliveries of one endpoint one claim hands to one thread, in order: a busy endpoint then
+# costs a claim transaction per this many events instead of one per event.
+LANE_SIZE = 20
+
 
 def lease_seconds() -> float:
     """How long a claim holds a delivery: past any attempt's end (connect, send and read each
@@ -64,7 +68,7 @@ class Dispatcher:
         self.per_endpoint = settings.IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="imagegen-webhook")
         self._lock = threading.Lock()
-        self._busy: Counter[int] = Counter()  # running attempts by endpoint id
+        self._busy: Counter[int] = Counter()  # running lanes by endpoint id
         self._wake = threading.Event()
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
@@ -104,33 +108,47 @@ class Dispatcher:
             connection.close()
 
     def run_once(self) -> bool:
-        """Materialize new events and start due attempts. True: found work, look again now."""
+        """Materialize new events and start due lanes. True: found work, look again now."""
         created = WebhookEndpoint.materialize()
         with self._lock:
             free = self.concurrency - sum(self._busy.values())
             busy = dict(self._busy)
-        claimed = WebhookDelivery.claim_due(free, busy=busy, per_endpoint=self.per_endpoint, lease=lease_seconds())
-        for delivery, token in claimed:
+        claimed = WebhookDelivery.claim_due(free, busy=busy, per_endpoint=self.per_endpoint, lease=lease_seconds(),
+                                            lane_size=LANE_SIZE)
+        for lane, token in claimed:
             with self._lock:
-                self._busy[delivery.endpoint_id] += 1
-            self._pool.submit(self._attempt_and_release, delivery, token)
+                self._busy[lane[0].endpoint_id] += 1
+            self._pool.submit(self._run_lane, lane, token)
         return bool(created or claimed)
 
-    def _attempt_and_release(self, delivery: WebhookDelivery, token: uuid.UUID) -> None:
+    def _run_lane(self, lane: list[WebhookDelivery], token: uuid.UUID) -> None:
         # Each pool thread keeps its connection (at most IMAGEGEN_WEBHOOK_CONCURRENCY per
         # process): reconnecting per delivery costs more than the delivery.
         close_old_connections()
+        endpoint_id = lane[0].endpoint_id
+        lease = lease_seconds()
+        until = lane[0].claimed_until
+        outcome = "delivered"
         try:
-            attempt(delivery, token, self._client())
+            for index, delivery in enumerate(lane):
+                if self.stopped or outcome != "delivered":
+                    # Stopping, or the receiver just failed: the rest go back unattempted (their
+                    # retries are due at once, by whichever lane or worker comes next).
+                    for rest in lane[index:]:
+                        rest.release(token)
+                    break
+                if until is not None and (until - timezone.now()).total_seconds() < lease / 2:
+                    until = WebhookDelivery.renew(token, lease)  # rarely: attempts take milliseconds
+                outcome = attempt(delivery, token, self._client())
         except Exception:
-            # The claim's lease runs out and another attempt follows; never lose the thread.
-            logger.exception("Webhook delivery %d crashed", delivery.pk)
+            # Claims left behind run out with their lease; never lose the thread.
+            logger.exception("Webhook lane of endpoint %d crashed", endpoint_id)
         finally:
             with self._lock:
-                self._busy[delivery.endpoint_id] -= 1
-                if self._busy[delivery.endpoint_id] <= 0:
-                    del self._busy[delivery.endpoint_id]
-            self._wake.set()  # a slot is free: the endpoint's next delivery may go now
+                self._busy[endpoint_id] -= 1
+                if self._busy[endpoint_id] <= 0:
+                    del self._busy[endpoint_id]
+            self._wake.set()  # a lane is free: the endpoint's next deliveries may go now
 
     def _client(self) -> httpx.Client:
         client = getattr(self._local, "client", None)

@@ -262,42 +262,62 @@ class WebhookDelivery(models.Model):
         return self.claim_token is not None and self.claimed_until is not None and self.claimed_until > timezone.now()
 
     @classmethod
-    def claim_due(cls, limit: int, *, busy: dict[int, int], per_endpoint: int,
-                  lease: float) -> list[tuple[WebhookDelivery, uuid.UUID]]:
-        """Claim up to ``limit`` due deliveries, at most ``per_endpoint`` running per endpoint
-        (``busy``: attempts this process already runs, by endpoint), so a slow receiver holds
-        at most that many of our threads. Each claim counts an attempt at once: a worker
-        killed mid-attempt still leaves it counted."""
-        if limit <= 0:
+    def claim_due(cls, lanes: int, *, busy: dict[int, int], per_endpoint: int, lease: float,
+                  lane_size: int = 1) -> list[tuple[list[WebhookDelivery], uuid.UUID]]:
+        """Claim due deliveries as up to ``lanes`` lanes: each lane is up to ``lane_size``
+        deliveries of one endpoint, attempted one after the other by one thread, and one
+        endpoint gets at most ``per_endpoint`` lanes running at once (``busy``: lanes this
+        process already runs, by endpoint), so a slow receiver holds at most that many of our
+        threads. Lanes share one claim transaction, so a busy endpoint costs one claim per
+        ``lane_size`` events, not one per event. Each claim counts an attempt at once: a worker
+        killed mid-attempt still leaves it counted. The lease covers one attempt; a lane renews
+        it for its remaining deliveries as it goes (``renew``)."""
+        if lanes <= 0:
             return []
         now = timezone.now()
-        token = uuid.uuid4()
         saturated = [endpoint for endpoint, n in busy.items() if n >= per_endpoint]
         with transaction.atomic():
             candidates = list(
                 cls.objects.due(now).exclude(endpoint_id__in=saturated).order_by("next_attempt_at", "seq")
-                .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: limit * 4]
+                .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: lanes * lane_size * 2]
             )
-            taken: list[WebhookDelivery] = []
             running = dict(busy)
+            open_lane: dict[int, list[WebhookDelivery]] = {}
+            taken: list[list[WebhookDelivery]] = []
             for delivery in candidates:
-                if len(taken) >= limit:
-                    break
-                if running.get(delivery.endpoint_id, 0) < per_endpoint:
+                lane = open_lane.get(delivery.endpoint_id)
+                if lane is not None and len(lane) < lane_size:
+                    lane.append(delivery)
+                elif len(taken) < lanes and running.get(delivery.endpoint_id, 0) < per_endpoint:
                     running[delivery.endpoint_id] = running.get(delivery.endpoint_id, 0) + 1
-                    taken.append(delivery)
-            if not taken:
-                return []
-            until = now + timedelta(seconds=lease)
-            cls.objects.filter(pk__in=[d.pk for d in taken]).update(
-                attempts=models.F("attempts") + 1, claim_token=token, claimed_until=until, last_attempt_at=now)
+                    open_lane[delivery.endpoint_id] = [delivery]
+                    taken.append(open_lane[delivery.endpoint_id])
+            claimed = []
+            for lane in taken:
+                token, until = uuid.uuid4(), now + timedelta(seconds=lease)
+                cls.objects.filter(pk__in=[d.pk for d in lane]).update(
+                    attempts=models.F("attempts") + 1, claim_token=token, claimed_until=until, last_attempt_at=now)
+                for delivery in lane:
+                    delivery.attempts += 1
+                    delivery.claim_token, delivery.claimed_until, delivery.last_attempt_at = token, until, now
+                claimed.append((lane, token))
         # The events they carry, in one query (a plain id, not a foreign key: see event_id).
-        events = Event.objects.in_bulk([d.event_id for d in taken])
-        for delivery in taken:
-            delivery.attempts += 1
-            delivery.claim_token, delivery.claimed_until, delivery.last_attempt_at = token, until, now
-            delivery.event = events.get(delivery.event_id)
-        return [(d, token) for d in taken]
+        events = Event.objects.in_bulk([d.event_id for lane, _ in claimed for d in lane])
+        for lane, _ in claimed:
+            for delivery in lane:
+                delivery.event = events.get(delivery.event_id)
+        return claimed
+
+    @classmethod
+    def renew(cls, token: uuid.UUID, lease: float) -> datetime:
+        """Extend the lease of a lane's deliveries not yet attempted; returns the new end."""
+        until = timezone.now() + timedelta(seconds=lease)
+        cls.objects.filter(claim_token=token).update(claimed_until=until)
+        return until
+
+    def release(self, token: uuid.UUID) -> None:
+        """Give a claimed delivery back unattempted (the lane stopped before it): due again at once."""
+        self._fenced(token).update(claim_token=None, claimed_until=None, attempts=models.F("attempts") - 1)
 
     def _fenced(self, token: uuid.UUID) -> DeliveryQuerySet:
         return WebhookDelivery.objects.filter(pk=self.pk, claim_token=token)

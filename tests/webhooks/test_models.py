@@ -19,7 +19,9 @@ URL = "http://127.0.0.1:9/hook"
 
 
 def claim(limit: int = 10, busy: dict[int, int] | None = None, per_endpoint: int = 10, lease: float = 30) -> list:
-    return WebhookDelivery.claim_due(limit, busy=busy or {}, per_endpoint=per_endpoint, lease=lease)
+    """Lanes of one delivery each, flattened: (delivery, token) pairs."""
+    lanes = WebhookDelivery.claim_due(limit, busy=busy or {}, per_endpoint=per_endpoint, lease=lease)
+    return [(lane[0], token) for lane, token in lanes]
 
 
 def test_materialize_follows_each_endpoints_filter_and_cursor_in_batches(user: Any, make_task: Any,
@@ -99,3 +101,21 @@ def test_finished_deliveries_are_purged_with_their_events_pending_ones_kept(user
     assert purge_with_events(None, older_than=timedelta(0), dry_run=False, now=timezone.now() + timedelta(seconds=1),
                              batch_size=10) == 0
     assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [waiting.pk]
+
+
+def test_a_lane_takes_one_endpoints_deliveries_in_order_under_one_claim(user: Any, other_user: Any,
+                                                                      make_task: Any) -> None:
+    busy_one = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
+    for _ in range(5):
+        make_task()
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    lanes = WebhookDelivery.claim_due(3, busy={}, per_endpoint=2, lease=30, lane_size=2)
+    by_endpoint = [(lane[0].endpoint_id, [d.seq for d in lane]) for lane, _ in lanes]
+    assert sorted(by_endpoint) == sorted([(busy_one.pk, [1, 2]), (busy_one.pk, [3, 4]),
+                                          (WebhookEndpoint.objects.get(user=other_user).pk, [1])])
+    (lane, token) = lanes[0]
+    lane[1].release(token)
+    stored = WebhookDelivery.objects.get(pk=lane[1].pk)
+    assert (stored.attempts, stored.claim_token) == (0, None)
