@@ -140,7 +140,12 @@ class Receiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
-def lag(endpoints: int, rate: float, seconds: float, receiver: Receiver) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lag(endpoints: int, rate: float, seconds: float, receiver: Receiver, worker_pid: int) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.db import transaction
     from django.utils import timezone as dj_tz
@@ -154,6 +159,7 @@ def lag(endpoints: int, rate: float, seconds: float, receiver: Receiver) -> dict
     receiver.arrivals.clear()
     committed: dict[str, float] = {}
     total = int(rate * seconds)
+    cpu_before = cpu_seconds(worker_pid)
     started = time.monotonic()
     for i in range(total):
         due = started + i / rate
@@ -169,12 +175,14 @@ def lag(endpoints: int, rate: float, seconds: float, receiver: Receiver) -> dict
     deadline = time.monotonic() + 60
     while len({a[0] for a in receiver.arrivals}) < total and time.monotonic() < deadline:
         time.sleep(0.05)
+    worker_cpu = cpu_seconds(worker_pid) - cpu_before
     first: dict[str, float] = {}
     for msg_id, at in receiver.arrivals:
         first.setdefault(msg_id, at)
     lags = [first[m] - committed[m] for m in committed if m in first]
     return {"endpoints": endpoints, "events": total, "delivered": len(lags), "rate": total / produced_in,
-            "duplicates": len(receiver.arrivals) - len(first), **summary_ms(lags), "max": max(lags) * 1000}
+            "duplicates": len(receiver.arrivals) - len(first), **summary_ms(lags), "max": max(lags) * 1000,
+            "cpu_ms_per_delivery": worker_cpu / max(len(lags), 1) * 1000}
 
 
 def main() -> None:
@@ -192,7 +200,8 @@ def main() -> None:
                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(3)  # the worker starts its delivery loop; the first rows would otherwise include start-up
-        lags = [lag(1, args.rate, args.seconds, receiver), lag(100, args.rate, args.seconds, receiver)]
+        lags = [lag(1, args.rate, args.seconds, receiver, worker.pid),
+                lag(100, args.rate, args.seconds, receiver, worker.pid)]
     finally:
         worker.terminate()
         worker.wait(30)
@@ -225,11 +234,11 @@ def write_report(args: argparse.Namespace, hot: dict[str, Any], lags: list[dict[
         f"One `runworker` with the default settings; events appended at {args.rate:g}/s for {args.seconds:g} s; "
         "receiver on loopback answering 204 at once. Milliseconds:",
         "",
-        "| endpoints | events | delivered | producer rate/s | duplicates | p50 | p99 | max |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| endpoints | events | delivered | producer rate/s | duplicates | p50 | p99 | max | worker CPU ms per delivery |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {r['endpoints']} | {r['events']} | {r['delivered']} | {r['rate']:.0f} | {r['duplicates']} | "
-              f"{r['p50']:.0f} | {r['p99']:.0f} | {r['max']:.0f} |" for r in lags]
+              f"{r['p50']:.0f} | {r['p99']:.0f} | {r['max']:.0f} | {r['cpu_ms_per_delivery']:.1f} |" for r in lags]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
