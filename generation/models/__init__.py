@@ -5,6 +5,7 @@ from .queue import QueueControl
 from .task import (
     Completion,
     GenerationTask,
+    IdempotencyKeyReused,
     InvalidTransition,
     LostClaim,
     TaskQuerySet,
@@ -16,6 +17,6 @@ from .task import (
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]
