@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
+from django.dispatch import Signal
 
 from imagegen_site import urlguard
 
@@ -37,6 +38,10 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 20
+# Sent with ``worker=`` once a worker's threads run, and as it stops: other apps run their own
+# loops inside every worker process this way (webhook delivery), unknown to this module.
+worker_started = Signal()
+worker_stopped = Signal()
 
 
 @dataclass(eq=False)
@@ -145,6 +150,7 @@ class Worker:
             runner = threading.Thread(target=self._runner_loop, name=f"imagegen-runner-{i}", daemon=True)
             self._runners.append(runner)
             runner.start()
+        worker_started.send(sender=Worker, worker=self)
 
     def run(self) -> None:
         """Run until stopped (or, with ``burst``, until the queue is empty)."""
@@ -184,6 +190,7 @@ class Worker:
     def _shutdown(self) -> None:
         self._halted.set()
         wakeup.local.notify()  # the expiry sweeper sleeps on it
+        worker_stopped.send(sender=Worker, worker=self)
         for thread in self._services:
             thread.join(5)  # they hold database connections: close them before we return
         if self.row is not None:

@@ -130,6 +130,7 @@ INSTALLED_APPS = [
     "generation",
     "notifications",
     "apikeys",  # API keys: imports neither generation nor notifications
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -415,3 +416,40 @@ IMAGEGEN_FETCH_ALLOW_HTTP = env_bool("IMAGEGEN_FETCH_ALLOW_HTTP", False)
 IMAGEGEN_FETCH_ALLOW_PRIVATE = env_bool("IMAGEGEN_FETCH_ALLOW_PRIVATE", False)
 # A whole fetch (connect, redirects, body) within this many seconds.
 IMAGEGEN_FETCH_TIMEOUT = env_float("IMAGEGEN_FETCH_TIMEOUT", 20.0, minimum=0.1)
+
+# --- Webhooks (webhooks: signed deliveries from the event log, by the workers) -----------
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_duration(name: str, default: float, *, minimum: float = 0) -> float:
+    """Seconds, given as a number of seconds (``259200``) or with one unit: ``90s``, ``15m``, ``12h``, ``3d``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be seconds or a duration like {name}=3d (s, m, h or d), "
+                                   f"got {raw!r}") from None
+    if not seconds >= minimum or seconds == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g} seconds, got {raw!r}")
+    return seconds
+
+
+# First retry after this, doubling (with jitter) up to the maximum between two attempts.
+IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = env_float("IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.01)
+IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS = env_duration("IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.01)
+# An endpoint whose deliveries fail without one success for this long is disabled (its owner gets an event).
+IMAGEGEN_WEBHOOK_DISABLE_AFTER = env_duration("IMAGEGEN_WEBHOOK_DISABLE_AFTER", 3 * 86400.0, minimum=1)
+# After a rotation the old secret also signs deliveries for this long.
+IMAGEGEN_WEBHOOK_SECRET_GRACE = env_duration("IMAGEGEN_WEBHOOK_SECRET_GRACE", 86400.0, minimum=0)
+IMAGEGEN_WEBHOOK_TIMEOUT = env_float("IMAGEGEN_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Delivery threads per worker process, and how many of them one endpoint may hold at a time.
+IMAGEGEN_WEBHOOK_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_CONCURRENCY", 8, minimum=1)
+IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY", 2, minimum=1)
+# How often an idle delivery loop looks for new events and due retries.
+IMAGEGEN_WEBHOOK_POLL_INTERVAL = env_float("IMAGEGEN_WEBHOOK_POLL_INTERVAL", 0.2, minimum=0.01)
+IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER", 100, minimum=1)
