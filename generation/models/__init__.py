@@ -1,6 +1,7 @@
 """The generation queue's models: tasks and their transitions, worker rows, queue switches."""
 from __future__ import annotations
 
+from .output import OutputRecord, TaskOutput, output_upload_to
 from .queue import QueueControl
 from .task import (
     Completion,
@@ -16,6 +17,7 @@ from .task import (
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "OutputRecord", "QueueControl", "TaskOutput",
+    "TaskQuerySet", "output_upload_to",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]
