@@ -454,19 +454,19 @@ def finish(rgb: np.ndarray, cut: Cut, spec: RenderSpec,
     )
 
 
-def finish_all(rgb: np.ndarray, cut: Cut, job: JobSpec,
-               progress: ProgressCallback | None = None, *, straight_alpha: bool = False) -> GenerationResult:
+def finish_all(rgb: np.ndarray, cut: Cut, job: JobSpec, progress: ProgressCallback | None = None, *,
+               straight_alpha: bool = False, start: int = 40) -> GenerationResult:
     """``finish`` for every output of ``job`` from the one ``cut``: the cut-out is shared, each
     output gets its own canvas, shadow, file and compliance report.
 
-    Progress runs from 40 (the cut) to 90 across the outputs. The result's top-level
+    Progress runs from ``start`` (what the caller reported last) to 90 across the outputs. The result's top-level
     fields are the first output's; ``result.outputs`` holds them all in ``job``'s order.
     """
     count = len(job.outputs)
     rendered: list[RenderedOutput] = []
     first: GenerationResult | None = None
     for i, spec in enumerate(job.outputs):
-        low, high = 40 + 50 * i / count, 40 + 50 * (i + 1) / count
+        low, high = start + (90 - start) * i / count, start + (90 - start) * (i + 1) / count
 
         def step(pct: int, low: float = low, high: float = high) -> None:
             # finish() reports 70 (composed) and 90 (encoded, checked): scaled into this output's share.

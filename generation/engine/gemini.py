@@ -177,7 +177,7 @@ class GeminiBackend:
         # The answer's own geometry: with fit=original the cut-out has the answer's size.
         # One model call for every output: its answer is cut once and rendered per output,
         # each report carrying the same fidelity check.
-        result = finish_all(out_rgb, out_cut, job, progress, straight_alpha=out_alpha is not None)
+        result = finish_all(out_rgb, out_cut, job, progress, straight_alpha=out_alpha is not None, start=60)
         outputs = tuple(
             dataclasses.replace(o, compliance=_with_fidelity(o.compliance, report, o.preset)) for o in result.outputs
         )
