@@ -1,12 +1,15 @@
 """The Python client's several outputs, against the real Django app in process (httpx's WSGI transport)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from PIL import Image
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -18,9 +21,17 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def client(user: Any) -> Client:
-    return Client("http://testserver", token=str(AccessToken.for_user(user)),
-                  transport=httpx.WSGITransport(app=WSGIHandler()))
+def client(user: Any) -> Iterator[Client]:
+    # As Django's own test client does: a request must not close the test's connection (its
+    # transaction holds the test's rows).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield Client("http://testserver", token=str(AccessToken.for_user(user)),
+                     transport=httpx.WSGITransport(app=WSGIHandler()))
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 def test_submit_with_presets_and_outputs_and_download_each_output(client: Client, settings: Any,
