@@ -171,6 +171,19 @@ DATABASES = {
     )
 }
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# ASGI web processes (daphne) run each request's and each socket's sync code on threads that come and go,
+# so a persistent connection (CONN_MAX_AGE) is left behind by every such thread: the soak measured 50+
+# connections per daphne and then "too many clients" from PostgreSQL. Django's own advice: no persistent
+# connections under ASGI, a pool instead. imagegen_site/asgi.py marks the process before settings load;
+# workers (long-lived threads) keep their persistent connection.
+IMAGEGEN_ASGI_PROCESS = env_bool("IMAGEGEN_ASGI_PROCESS", False)
+IMAGEGEN_DB_POOL_SIZE = env_int("IMAGEGEN_DB_POOL_SIZE", 10, minimum=1)
+if IMAGEGEN_ASGI_PROCESS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # a broken connection is dropped when it goes back
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": IMAGEGEN_DB_POOL_SIZE, "timeout": 10,
+    }
 if IS_SQLITE:
     # IMMEDIATE: writers take the lock at BEGIN, so two claims (or two seq
     # increments) serialise instead of failing with "database is locked" on upgrade.

@@ -6,6 +6,7 @@ from .queue import QueueControl
 from .task import (
     Completion,
     GenerationTask,
+    IdempotencyKeyReused,
     InvalidTransition,
     LostClaim,
     TaskQuerySet,
@@ -17,7 +18,7 @@ from .task import (
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "OutputRecord", "QueueControl", "TaskOutput",
-    "TaskQuerySet", "output_upload_to",
+    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "OutputRecord",
+    "QueueControl", "TaskOutput", "TaskQuerySet", "output_upload_to",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]
