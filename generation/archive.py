@@ -37,11 +37,12 @@ class ArchiveOutput:
 
 
 def task_outputs(task: GenerationTask) -> list[ArchiveOutput]:
-    """The completed task's output files. The one place that knows how a task holds its
-    outputs: today the single result (the first output of the task JSON)."""
-    if task.status != GenerationTask.Status.COMPLETED or not task.result_image:
-        return []
-    return [ArchiveOutput(None, task.result_image, task.compliance)]
+    """The completed task's output files (``GenerationTask.rendered_outputs``). A task with one
+    output names its file after the photo alone; with several, ``<photo>_<output name>``."""
+    outputs = task.rendered_outputs()
+    if len(outputs) == 1:
+        return [ArchiveOutput(None, outputs[0].file, outputs[0].compliance)]
+    return [ArchiveOutput(o.name, o.file, o.compliance) for o in outputs]
 
 
 def entry_stem(task: GenerationTask) -> str:

@@ -32,7 +32,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from .metrics import RETENTION_DELETED
-from .models import GenerationTask, QueueControl, WorkerProcess
+from .models import GenerationTask, QueueControl, TaskOutput, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,9 @@ def _delete_locked(candidates: Any, *, limit: int | None, skip_locked: bool) -> 
             return [], 0
         ids = [row[0] for row in batch]
         names = [name for row in batch for name in row[1:] if name]
+        # Every output's file too (the first output's is result_image: listed once).
+        outputs = TaskOutput.objects.filter(task_id__in=ids).exclude(file="").values_list("file", flat=True)
+        names = list(dict.fromkeys([*names, *outputs]))
         # A plain delete fires no post_save: deleting is not a state change, and the
         # owner's event log keeps its history until event retention removes it.
         GenerationTask.objects.filter(id__in=ids).delete()
@@ -138,7 +141,10 @@ def purge_tasks(
             tasks=Count("id"), inputs=Count("id", filter=~Q(input_image="")), results=Count("id", filter=~Q(result_image="")),
             masks=Count("id", filter=~Q(mask_image="")),
         )
-        return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"] + found["masks"], dry_run=True)
+        # Outputs after the first (the first's file is the result counted above).
+        extra = TaskOutput.objects.filter(task__in=candidates, index__gt=0).exclude(file="").count()
+        return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"] + found["masks"] + extra,
+                           dry_run=True)
     result = PurgeResult()
     while True:
         # skip_locked: a row someone holds right now (a retry in flight) waits for the next run.

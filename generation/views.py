@@ -68,6 +68,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     def get_queryset(self) -> Any:
         tasks = GenerationTask.objects.for_user(self.request.user).select_related(None)
+        if self.action in ("list", "retrieve"):
+            tasks = tasks.prefetch_related("outputs")  # the task JSON lists them: one query per page
         if self.action == "list":
             wanted = self.request.query_params.get("status")
             if wanted:
@@ -173,13 +175,24 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise NotFound("No GenerationTask matches the given query.") from None
         return Response(self.get_serializer(task).data)
 
-    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="not completed")})
+    @extend_schema(
+        summary="One output of a completed task (default the first)",
+        parameters=[OpenApiParameter("output", str, description="an output's name, or its index from 0 (default 0)")],
+        responses={(200, "image/*"): OpenApiTypes.BINARY,
+                   404: OpenApiResponse(description="not completed, or no such output (the answer names it)")},
+    )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
     def result(self, request: Request, pk: str | None = None) -> FileResponse:
         task = self.get_object()
         if task.status != GenerationTask.Status.COMPLETED or not task.result_image:
             raise NotFound(f"The result is not ready: the task is {task.status}.")
-        return self._file(task.result_image, task.result_content_type, f"task-{task.pk}-result")
+        wanted = request.query_params.get("output", "").strip()
+        output = task.output(wanted)
+        if output is None:
+            names = ", ".join(o.name for o in task.rendered_outputs())
+            raise NotFound(f"This task has no output {wanted!r}; its outputs are {names} (or an index from 0).")
+        stem = f"task-{task.pk}-result" if output.index == 0 and not wanted else f"task-{task.pk}-{output.name}"
+        return self._file(output.file, output.content_type, stem)
 
     @extend_schema(
         summary="The product mask of a completed task",

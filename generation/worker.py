@@ -31,8 +31,8 @@ from .engine.spec import JobSpec, parse_job
 from .engine.upload import UploadRejected, check_upload
 from .errors import ErrorCode
 from .models import (
-    Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, input_upload_to, mask_upload_to,
-    result_upload_to,
+    Completion, GenerationTask, InvalidTransition, LostClaim, OutputRecord, WorkerProcess, input_upload_to,
+    mask_upload_to, output_upload_to, result_upload_to,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,16 +54,21 @@ class Produced:
     mask_name: str
     result: GenerationResult
     started: float
+    #: Every output stored (the first's file is ``name``).
+    outputs: tuple[OutputRecord, ...] = ()
 
     @property
     def files(self) -> list[str]:
-        return [n for n in (self.name, self.mask_name) if n]
+        return list(dict.fromkeys(n for n in (self.name, self.mask_name, *(o.file_name for o in self.outputs)) if n))
 
     def completion(self) -> Completion:
         result = self.result
+        first = self.outputs[0] if self.outputs else None
         return Completion(
-            result_name=self.name, content_type=result.content_type, compliance=result.compliance,
+            result_name=self.name, content_type=first.content_type if first else result.content_type,
+            compliance=first.compliance if first else result.compliance,
             mask_name=self.mask_name, engine=result.engine or None, needs_review=result.needs_review,
+            outputs=self.outputs,
         )
 
 
@@ -258,13 +263,14 @@ class Worker:
         try:
             data = self._input(task, token)
             progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
-            result = get_backend().generate(data, self._job(task), progress)
+            job = self._job(task)
+            result = get_backend().generate(data, job, progress)
             # Written outside any transaction; removed again if the claim is lost meanwhile.
-            name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
+            outputs = self._store_outputs(task, result, job)
             mask_name = ""
             if result.mask:
                 mask_name = default_storage.save(mask_upload_to(task, "mask.png"), ContentFile(result.mask))
-            return Produced(task, token, name, mask_name, result, started)
+            return Produced(task, token, outputs[0].file_name, mask_name, result, started, outputs)
         except LostClaim:
             self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
         except EngineError as exc:
@@ -275,6 +281,29 @@ class Worker:
             outcome = self._fail(task, token, ErrorCode.INTERNAL_ERROR, f"Internal error: {type(exc).__name__}", True)
             self._finish(task, token, started, outcome, ErrorCode.INTERNAL_ERROR, "error internal_error")
         return None
+
+    @staticmethod
+    def _store_outputs(task: GenerationTask, result: GenerationResult, job: JobSpec) -> tuple[OutputRecord, ...]:
+        """Write every output's file; the first is the task's result. A file written before
+        a later one fails is removed again (the attempt stores all or nothing)."""
+        rendered = result.rendered(job)
+        if len(rendered) != len(job.outputs):
+            logger.warning("Task %d asked for %d outputs; the backend rendered %d", task.pk, len(job.outputs), len(rendered))
+        records: list[OutputRecord] = []
+        try:
+            for i, out in enumerate(rendered):
+                upload_to = result_upload_to(task, f"result.{out.extension}") if i == 0 \
+                    else output_upload_to(task, f"output.{out.extension}")
+                name = default_storage.save(upload_to, ContentFile(out.data))
+                records.append(OutputRecord(
+                    name=out.name, preset=out.preset, format=out.format, width=out.width, height=out.height,
+                    bytes=len(out.data), file_name=name, content_type=out.content_type, compliance=out.compliance,
+                ))
+        except Exception:
+            for record in records:
+                default_storage.delete(record.file_name)
+            raise
+        return tuple(records)
 
     @staticmethod
     def _input(task: GenerationTask, token: uuid.UUID) -> bytes:
@@ -332,7 +361,7 @@ class Worker:
                 try:
                     item.task.complete(item.token, result_name=done.result_name, content_type=done.content_type,
                                        compliance=done.compliance, mask_name=done.mask_name, engine=done.engine,
-                                       needs_review=done.needs_review)
+                                       needs_review=done.needs_review, outputs=done.outputs)
                     lost: set[int] = set()
                 except LostClaim:
                     lost = {item.task.pk}

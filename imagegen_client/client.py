@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import mimetypes
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
@@ -45,6 +47,9 @@ class Task(TypedDict):
     elapsed_time: float | None
     estimated_remaining_seconds: int | None
     compliance: dict[str, Any] | None
+    #: Every rendered output once completed: {"name", "preset", "format", "width", "height", "bytes", "url",
+    #: "compliance"}; the first is also ``result_image_url``/``compliance``.
+    outputs: builtins.list[dict[str, Any]]
 
 
 class Batch(TypedDict):
@@ -145,6 +150,8 @@ class Client:
         fit: str | None = None,
         shadow: str | None = None,
         hint_box: tuple[int, int, int, int] | None = None,
+        outputs: Sequence[Mapping[str, Any]] | None = None,
+        presets: Sequence[str] | str | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
         client_ref: str | None = None,
@@ -167,6 +174,13 @@ class Client:
         with ``error_code == "expired"``. ``wait`` (1-60 s) asks the server to
         answer once the task is finished, or after that long (``Prefer: wait``):
         the returned task may still be pending or processing.
+
+        Several outputs from one upload (one cut-out, rendered per output):
+        ``outputs=[{"preset": "amazon"}, {"preset": "taobao", "name": "tb"}]``
+        (at most 8; each with any of preset, size, format, margin,
+        background, fit, shadow and a ``name``), or the shorthand
+        ``presets=["amazon", "taobao"]``. The other options given here are
+        every output's defaults. Fetch each with ``download(id, path, output=name)``.
         """
         if (image is None) == (image_url is None):
             raise ValueError("pass exactly one of image and image_url")
@@ -183,6 +197,8 @@ class Client:
             "preset": preset, "size": size, "format": format, "margin": margin,
             "background": background, "fit": fit, "shadow": shadow,
             "hint_box": ",".join(str(int(v)) for v in hint_box) if hint_box is not None else None,
+            "outputs": json.dumps([dict(o) for o in outputs]) if outputs is not None else None,
+            "presets": (presets if isinstance(presets, str) else ",".join(presets)) if presets is not None else None,
             "client_ref": client_ref, "expires_in": expires_in, "image_url": image_url,
         }
         fields = {k: str(v) for k, v in options.items() if v is not None}
@@ -231,23 +247,25 @@ class Client:
         task: Task = self._request("POST", f"/api/tasks/{task_id}/retry/").json()
         return task
 
-    def download(self, task_id: int, path: str | os.PathLike[str]) -> Path:
-        """Save the result image; returns where it went.
+    def download(self, task_id: int, path: str | os.PathLike[str], *, output: str | int | None = None) -> Path:
+        """Save the result image (or the ``output`` of that name or index); returns where it went.
 
         ``path`` may be an existing directory (the file is named
-        ``task-<id>.<ext>``) or a file path; a file path without a suffix gets
+        ``task-<id>.<ext>``, or ``task-<id>-<output>.<ext>`` for an ``output``) or a file path; a file path without a suffix gets
         the image's (``out/shoe`` -> ``out/shoe.jpg``). The bytes go to a
         temporary file renamed into place, so an interrupted download never
         leaves a half image that looks finished.
         """
         target = Path(path)
-        with self._http.stream("GET", f"/api/tasks/{task_id}/result/") as response:
+        params = {"output": str(output)} if output is not None else None
+        with self._http.stream("GET", f"/api/tasks/{task_id}/result/", params=params) as response:
             if response.status_code >= 400:
                 response.read()
                 raise ImagegenError.from_response(response)
             extension = _EXTENSIONS.get(response.headers.get("content-type", "").split(";")[0].strip(), ".bin")
             if target.is_dir():
-                target = target / f"task-{task_id}{extension}"
+                target = target / (f"task-{task_id}-{output}{extension}" if output is not None
+                                   else f"task-{task_id}{extension}")
             elif not target.suffix:
                 target = target.with_name(target.name + extension)
             target.parent.mkdir(parents=True, exist_ok=True)

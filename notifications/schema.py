@@ -31,6 +31,8 @@ EVENT = {
                 "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "canceled"]},
                 "progress": {"type": "integer", "minimum": 0, "maximum": 100},
                 "result_image_url": _NULLABLE_STR,
+                "outputs": {"type": "array", "description": "Every output once completed (the task JSON's outputs).",
+                            "items": {"type": "object"}},
                 "elapsed_time": {"type": "number", "nullable": True},
                 "estimated_remaining_seconds": {"type": "integer", "nullable": True},
                 "error_code": {"type": "string", "nullable": True, "enum": [*ErrorCode.values, None]},

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
-from .base import Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions
+from .base import Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions, RenderedOutput
 
 if TYPE_CHECKING:
     from .saliency import Segmenter
 
 __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions",
-           "get_backend"]
+           "RenderedOutput", "get_backend"]
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs.
 ENGINE_VERSION = "2.0"

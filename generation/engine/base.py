@@ -22,6 +22,25 @@ ProgressCallback = Callable[[int], None]
 
 
 @dataclass(frozen=True)
+class RenderedOutput:
+    """One output of a task, encoded: what ``outputs`` in the task JSON describes."""
+
+    name: str
+    preset: str
+    format: str  # "jpeg" | "png" | "webp"
+    data: bytes
+    content_type: str
+    extension: str
+    width: int
+    height: int
+    compliance: dict[str, Any] | None = None
+
+    @property
+    def needs_review(self) -> bool:
+        return bool((self.compliance or {}).get("needs_review", False))
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     data: bytes
     content_type: str  # "image/jpeg", "image/png", "image/webp"
@@ -35,11 +54,25 @@ class GenerationResult:
     mask: bytes | None = None
     #: What made the result: {"backend", "segmenter", "model", "model_sha256", "version"}.
     engine: dict[str, Any] = field(default_factory=dict)
+    #: Every output of the job in its order, the first being the fields above; empty from a
+    #: backend that renders one output only (the fields above are then that output).
+    outputs: tuple[RenderedOutput, ...] = ()
 
     @property
     def needs_review(self) -> bool:
-        """Whether the engine itself doubts the cut-out (a person should look)."""
+        """Whether the engine itself doubts the cut-out (a person should look) in any output."""
+        if self.outputs:
+            return any(o.needs_review for o in self.outputs)
         return bool((self.compliance or {}).get("needs_review", False))
+
+    def rendered(self, job: JobSpec) -> tuple[RenderedOutput, ...]:
+        """The outputs to store, named after ``job``'s (a single-output result is ``job``'s first)."""
+        if self.outputs:
+            return self.outputs
+        first = job.outputs[0]
+        fmt = {"jpg": "jpeg"}.get(self.extension, self.extension)
+        return (RenderedOutput(first.name, first.preset, fmt, self.data, self.content_type, self.extension,
+                               self.width, self.height, self.compliance),)
 
 
 class EngineError(Exception):

@@ -11,9 +11,10 @@ Steps, with the progress reported at each real boundary:
 4. segment the product in the answer and compare it with the input's
    (``fidelity.compare_products``); an altered product fails the task with
    ``product_altered`` or, in ``flag`` mode, is recorded in the compliance report;
-5. run the same finishing steps as the local backend (``compose.finish``: exact
-   white, crop, fill, centre (70 %), encode and check the written bytes (90 %)),
-   add the fidelity check to the compliance report, then 100 %.
+5. run the same finishing steps as the local backend for every output of the
+   task (``compose.finish_all``: exact white, crop, fill, centre, encode and
+   check the written bytes, up to 90 %), add the fidelity check to each
+   output's compliance report, then 100 %. One model call serves every output.
 
 The SDK's own retries stay off (no ``HttpRetryOptions``): the worker retries
 transient errors with backoff, and two retry layers would multiply the waits.
@@ -36,7 +37,7 @@ from PIL import Image
 
 from . import provenance
 from .base import BackendConfig, EngineError, GenerationResult, ProgressCallback
-from .compose import finish
+from .compose import finish_all
 from .decode import load_rgb_alpha
 from .fidelity import FidelityReport, FidelityThresholds, compare_products
 from .cut import cut_product
@@ -139,7 +140,6 @@ class GeminiBackend:
             raise EngineError(
                 "upstream_error", "The Gemini backend has no API key: set GEMINI_API_KEY.", transient=False
             )
-        spec = job.outputs[0]
         rgb, alpha = load_rgb_alpha(image)
         # The input's cut is made before paying for a call: a photo with no
         # product fails here, free. It is also the task's mask.
@@ -175,9 +175,14 @@ class GeminiBackend:
 
         # The same finishing as the local backend; it reports 70 (composed) and 90 (encoded, checked).
         # The answer's own geometry: with fit=original the cut-out has the answer's size.
-        result = finish(out_rgb, out_cut, spec, progress, straight_alpha=out_alpha is not None)
+        # One model call for every output: its answer is cut once and rendered per output,
+        # each report carrying the same fidelity check.
+        result = finish_all(out_rgb, out_cut, job, progress, straight_alpha=out_alpha is not None, start=60)
+        outputs = tuple(
+            dataclasses.replace(o, compliance=_with_fidelity(o.compliance, report, o.preset)) for o in result.outputs
+        )
         result = dataclasses.replace(
-            result, compliance=_with_fidelity(result.compliance, report, spec.preset),
+            result, compliance=outputs[0].compliance, outputs=outputs,
             mask=encode_mask(in_cut.matte), engine=self.engine_info(),
         )
         progress(100)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .batch import BATCH_PRIORITY, MAX_BATCH_IMAGES, Batch, BatchPart
+from .output import OutputRecord, TaskOutput, output_upload_to
 from .queue import QueueControl
 from .task import (
     Completion,
@@ -19,6 +20,7 @@ from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
     "BATCH_PRIORITY", "MAX_BATCH_IMAGES", "Batch", "BatchPart",
-    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "OutputRecord",
+    "QueueControl", "TaskOutput", "TaskQuerySet", "output_upload_to",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

@@ -269,4 +269,4 @@ class Batch(models.Model):
 
     def archive_tasks(self) -> list[GenerationTask]:
         """The batch's tasks in submission order, as its archive lists them."""
-        return list(self.tasks.order_by("id"))
+        return list(self.tasks.order_by("id").prefetch_related("outputs"))

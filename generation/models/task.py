@@ -28,6 +28,7 @@ from django.utils import timezone
 from .. import wakeup
 from ..errors import ErrorCode
 from .memo import memoized
+from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
 from .worker import WorkerProcess
 
@@ -85,6 +86,9 @@ class Completion:
     #: Provenance: {"backend", "segmenter", "model", "model_sha256", "version"}, or None when the backend gave none.
     engine: dict[str, Any] | None = None
     needs_review: bool = False
+    #: Every output in the job's order (the first is ``result_name``); empty: none recorded
+    #: (a completion built by hand), the task then lists its result as its one output.
+    outputs: tuple[OutputRecord, ...] = ()
 
 
 class TaskQuerySet(models.QuerySet["GenerationTask"]):
@@ -274,6 +278,7 @@ class GenerationTask(models.Model):
         "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
         "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
         "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
+        "outputs",
         "client_ref", "expires_at", "image_url",  # intake
         "batch",
     )
@@ -302,8 +307,56 @@ class GenerationTask(models.Model):
             "input_image_url": self.get_input_url(),
             "result_image_url": self.get_result_url(),
             "batch": self.batch_id,
+            "outputs": [output.as_json() for output in self.rendered_outputs()],
         }
         return {name: _json_value(derived[name] if name in derived else getattr(self, name)) for name in self.LIVE_FIELDS}
+
+    # --- Outputs --------------------------------------------------------------------------
+    def rendered_outputs(self) -> list[TaskOutput]:
+        """The completed task's outputs in order (the first is ``result_image``), each with its
+        ``name``, ``preset``, ``format``, ``file``, ``content_type``, ``compliance``; empty
+        unless completed. One query, none after ``prefetch_related("outputs")`` or right
+        after completing. A task completed before outputs were recorded lists its result
+        as its one (unsaved) output."""
+        if self.status != self.Status.COMPLETED:
+            return []
+        cached: list[TaskOutput] | None = getattr(self, "_outputs_cache", None)
+        if cached is None:
+            cached = list(self.outputs.all())
+            if not cached and self.result_image:
+                cached = [self._result_as_output()]
+            self._outputs_cache = cached
+        return cached
+
+    def output(self, wanted: str | None) -> TaskOutput | None:
+        """The output called ``wanted`` or at index ``wanted`` (0 is the first); None (or "") is the first."""
+        outputs = self.rendered_outputs()
+        if not wanted:
+            return outputs[0] if outputs else None
+        for output in outputs:
+            if output.name == wanted:
+                return output
+        # Names are never all digits, so a number is an index.
+        if wanted.isdigit() and int(wanted) < len(outputs):
+            return outputs[int(wanted)]
+        return None
+
+    def _result_as_output(self) -> TaskOutput:
+        checks = (self.compliance or {}).get("checks") or {}
+        size = (checks.get("dimensions") or {}).get("value") or [0, 0]
+        preset = str((self.options or {}).get("preset") or (self.compliance or {}).get("preset") or "")
+        out = TaskOutput(
+            task=self, index=0, name=preset or "output-0", preset=preset,
+            format=self.result_content_type.removeprefix("image/"), width=size[0], height=size[1],
+            bytes=(checks.get("bytes") or {}).get("value") or 0, content_type=self.result_content_type,
+            compliance=self.compliance,
+        )
+        out.file.name = self.result_image.name
+        return out
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop("_outputs_cache", None)
+        super().refresh_from_db(*args, **kwargs)
 
     # --- Creation ------------------------------------------------------------------------
     @classmethod
@@ -382,6 +435,7 @@ class GenerationTask(models.Model):
         fresh = GenerationTask.objects.select_for_update().get(pk=self.pk)
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(fresh, field.attname))
+        self.__dict__.pop("_outputs_cache", None)
 
     def _save(self, *fields: str) -> None:
         # A batch task's status change recounts its batch in this same transaction
@@ -446,14 +500,19 @@ class GenerationTask(models.Model):
         mask_name: str = "",
         engine: dict[str, Any] | None = None,
         needs_review: bool = False,
+        outputs: tuple[OutputRecord, ...] = (),
     ) -> None:
-        """Record the result (and mask) files, already written by the worker. Raises LostClaim
-        if the task was canceled or taken back meanwhile: the caller deletes its files."""
-        done = Completion(result_name, content_type, compliance, mask_name, engine, needs_review)
+        """Record the result (and mask) files, already written by the worker, and every output
+        (``outputs``, the first being the result). Raises LostClaim if the task was canceled
+        or taken back meanwhile: the caller deletes its files."""
+        done = Completion(result_name, content_type, compliance, mask_name, engine, needs_review, outputs)
         with transaction.atomic():
             self._lock()
             self._check_claim(token)
-            self._record_result(done)
+            outputs = [TaskOutput.from_record(self, i, r) for i, r in enumerate(done.outputs)]
+            if outputs:
+                TaskOutput.objects.bulk_create(outputs)
+            self._record_result(done, outputs)
 
     @classmethod
     def complete_batch(cls, results: list[tuple[GenerationTask, uuid.UUID, Completion]]) -> set[int]:
@@ -465,15 +524,22 @@ class GenerationTask(models.Model):
             # One locking read for the batch, in id order so two batches cannot deadlock.
             fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
             _lock_batches_of(fresh.values())
+            kept: list[tuple[GenerationTask, Completion, list[TaskOutput]]] = []
             for task, token, done in results:
                 row = fresh.get(task.pk)
                 if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
                     lost.add(task.pk)
                     continue
-                row._record_result(done)
+                kept.append((row, done, [TaskOutput.from_record(row, i, r) for i, r in enumerate(done.outputs)]))
+            # Every output of the batch in one insert, before the saves whose events list them.
+            TaskOutput.objects.bulk_create([o for _, _, outputs in kept for o in outputs])
+            for row, done, outputs in kept:
+                row._record_result(done, outputs)
         return lost
 
-    def _record_result(self, done: Completion) -> None:
+    def _record_result(self, done: Completion, outputs: list[TaskOutput]) -> None:
+        """Complete the row; ``outputs`` are ``done``'s, already inserted (the event lists them)."""
+        self._outputs_cache = outputs or None
         self.status = self.Status.COMPLETED
         self.progress = 100
         self.result_image.name = done.result_name

@@ -131,8 +131,16 @@ function updateEmpty() {
 }
 
 // --- Uploading ----------------------------------------------------------------------------
+// The marketplace chosen first, then each one ticked under "Also render for": one task,
+// one cut-out, one output per marketplace (presets=...); a single one stays preset=....
+function chosenPresets() {
+  const also = [...document.querySelectorAll("#also-presets input[name=also]:checked")].map((box) => box.value);
+  return [...new Set([$("#preset").value, ...also])];
+}
+
 async function upload(files) {
-  const preset = $("#preset").value;
+  const presets = chosenPresets();
+  const preset = presets.join(" + ");
   const photos = [...files];
   if (!photos.length) return;
   announce(`Uploading ${photos.length} photo${photos.length > 1 ? "s" : ""}.`);
@@ -142,7 +150,8 @@ async function upload(files) {
       updateEmpty();
       const body = new FormData();
       body.append("image", file, file.name);
-      body.append("preset", preset);
+      if (presets.length > 1) body.append("presets", presets.join(","));
+      else body.append("preset", presets[0]);
       try {
         queue.uploaded(entry, await api(auth, "/api/tasks/", { method: "POST", body }));
       } catch (error) {
@@ -281,6 +290,8 @@ $("#queue").addEventListener("click", async (event) => {
   try {
     if (action === "download") {
       await download(entry);
+    } else if (action === "download-output") {
+      await download(entry, (entry.task.outputs || []).find((o) => o.name === button.dataset.output));
     } else {
       queue.upsert(await api(auth, `/api/tasks/${entry.task.id}/${action}/`, { method: "POST" }));
     }
@@ -316,13 +327,15 @@ async function sendWithBox(entry, box) {
   announce(`${name}: sent again with a box around the product.`);
 }
 
-async function download(entry) {
-  const blob = await images.blob(entry.task.result_image_url);
+// The task's result, or one of its outputs (``output`` from the task JSON's ``outputs``).
+async function download(entry, output = null) {
+  const blob = await images.blob(output ? output.url : entry.task.result_image_url);
   const extension = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp" }[blob.type] || "jpg";
   const stem = (entry.name || `photo-${entry.task.id}`).replace(/\.[^.]+$/, "");
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
-  link.download = `${stem}-${entry.task.options.preset || "white"}.${extension}`;
+  const suffix = output ? output.name : (entry.task.options && entry.task.options.preset) || "white";
+  link.download = `${stem}-${suffix}.${extension}`;
   document.body.append(link);
   link.click();
   link.remove();

@@ -53,6 +53,7 @@ def test_it_creates_a_pending_task_with_location_and_contract_shape(auth_client,
         "compliance": None,
         "needs_review": False,
         "engine": None,
+        "outputs": [],  # listed once completed
         "client_ref": None,
         "expires_at": None,
         "image_url": None,
