@@ -23,7 +23,7 @@ from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
 
 from . import metrics, retention, wakeup
-from .engine import EngineError, GenerationResult, InvalidOptions, get_backend
+from .engine import EngineError, GenerationResult, InvalidOptions, UpstreamBusy, get_backend
 from .engine.spec import JobSpec
 from .errors import ErrorCode
 from .models import Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, mask_upload_to, result_upload_to
@@ -255,6 +255,13 @@ class Worker:
             return Produced(task, token, name, mask_name, result, started)
         except LostClaim:
             self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
+        except UpstreamBusy as exc:  # the fleet's Gemini rate: wait pending, no attempt spent
+            try:
+                task.postpone(token, exc.retry_after)
+                outcome = "postponed"
+            except LostClaim:
+                outcome = "discarded"
+            self._finish(task, token, started, outcome, None, f"postponed {exc.retry_after:.1f}s ({exc.reason})")
         except EngineError as exc:
             outcome = self._fail(task, token, exc.code, exc.message, exc.transient)
             self._finish(task, token, started, outcome, exc.code, f"error {exc.code}")

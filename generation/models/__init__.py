@@ -13,9 +13,12 @@ from .task import (
     mask_upload_to,
     result_upload_to,
 )
+from .upstream import UpstreamLimit
+from .usage import DailyUsage, QuotaExceeded, Usage
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
     "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
-    "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
+    "WorkerProcess", "WorkerQuerySet", "backoff_seconds",
+    "DailyUsage", "QuotaExceeded", "Usage", "UpstreamLimit", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

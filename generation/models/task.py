@@ -27,6 +27,7 @@ from .. import wakeup
 from ..errors import ErrorCode
 from .memo import memoized
 from .transition_log import log_transition
+from .usage import DailyUsage
 from .worker import WorkerProcess
 
 if TYPE_CHECKING:
@@ -213,7 +214,11 @@ class GenerationTask(models.Model):
         if position is None:
             return None
         workers = max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
-        return int(round(typical * (1 + (position - 1) / workers)))
+        queued = typical * (1 + (position - 1) / workers)
+        # A task waiting for its run_after (a retry's backoff, the fleet's Gemini rate) starts
+        # no earlier than that, whatever its place in the queue.
+        waiting = max((self.run_after - timezone.now()).total_seconds(), 0.0) if self.run_after else 0.0
+        return int(round(max(queued, waiting + typical)))
 
     def get_result_url(self) -> str | None:
         if self.status != self.Status.COMPLETED or not self.result_image:
@@ -276,11 +281,13 @@ class GenerationTask(models.Model):
         priority: int = 0,
     ) -> tuple[GenerationTask, bool]:
         """Create a pending task, or return the caller's earlier task with the same
-        idempotency key. Returns ``(task, created)``."""
+        idempotency key. Returns ``(task, created)``. Raises ``QuotaExceeded`` when the
+        user's daily task quota is spent (a repeat of an earlier key is not a new task)."""
         if idempotency_key:
             existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing, False
+        DailyUsage.check_quota(user, timezone.now())  # cheap refusal before the upload is stored
         task = cls(
             user=user,
             options=options,
@@ -294,6 +301,9 @@ class GenerationTask(models.Model):
         task.input_image.save(image.name, image, save=False)
         try:
             with transaction.atomic():
+                # Counted (and the user's counter row locked) in the insert's transaction:
+                # concurrent submits of one user cannot overshoot the quota.
+                DailyUsage.count_task(user, timezone.now())
                 task.save()
                 _announce_work()
                 log_transition(task, ("status",))
@@ -456,6 +466,21 @@ class GenerationTask(models.Model):
             self.run_after = timezone.now()
             self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
             _announce_work()
+
+    def postpone(self, token: uuid.UUID, seconds: float) -> None:
+        """Back to the queue until ``seconds`` from now, because an upstream may not be called
+        yet (the fleet's Gemini rate, or its 429): the attempt does not count and nothing
+        failed, so no error is recorded. The event carries an ETA that includes the wait."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.status = self.Status.PENDING
+            self.progress = 0
+            self.attempts = max(self.attempts - 1, 0)
+            self.claim_token = None
+            self.worker = None
+            self.run_after = timezone.now() + timedelta(seconds=seconds)
+            self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
 
     def requeue(self) -> None:
         """An operator gives a stuck processing task back to the queue. It is a ``release``
