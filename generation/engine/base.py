@@ -77,6 +77,11 @@ class RateGate(Protocol):
         """0: call now (the call is counted). Otherwise seconds until a slot is expected."""
         ...
 
+    def finished(self) -> None:
+        """The calling thread's admitted call has ended (answered or failed): it keeps its
+        slot for a window from now, as the upstream may have counted it at any moment since."""
+        ...
+
     def pause(self, seconds: float) -> float:
         """The upstream asked everyone to wait ``seconds``: hold the whole fleet back that long.
         Returns how long the caller itself should wait."""

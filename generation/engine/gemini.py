@@ -155,7 +155,11 @@ class GeminiBackend:
         progress(10)
         self._admit()
         started = time.monotonic()
-        response = self._call(request_image)
+        try:
+            response = self._call(request_image)
+        finally:
+            if self.config.gemini_rate_gate is not None:
+                self.config.gemini_rate_gate.finished()
         logger.info(
             "Gemini %s answered in %dms", self.config.gemini_model, (time.monotonic() - started) * 1000
         )

@@ -206,8 +206,15 @@ class GenerationTask(models.Model):
     def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
         # Both figures are read for every task event and listing: a 10 s old value will do.
         typical = memoized("typical_run_seconds", 10.0, GenerationTask.objects.typical_run_seconds)
-        if typical is None or self.is_finished:
+        if self.is_finished:
             return None
+        # A pending task waiting for its run_after (a retry's backoff, the fleet's Gemini rate)
+        # starts no earlier than that, whatever its place in the queue.
+        waiting = 0.0
+        if self.status == self.Status.PENDING and self.run_after:
+            waiting = max((self.run_after - timezone.now()).total_seconds(), 0.0)
+        if typical is None:
+            return int(round(waiting)) if waiting else None  # the wait at least is known
         if self.status == self.Status.PROCESSING:
             return max(int(round(typical - (self.elapsed_time or 0.0))), 0)
         position = position if position is not None else self.queue_position()
@@ -215,9 +222,6 @@ class GenerationTask(models.Model):
             return None
         workers = max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
         queued = typical * (1 + (position - 1) / workers)
-        # A task waiting for its run_after (a retry's backoff, the fleet's Gemini rate) starts
-        # no earlier than that, whatever its place in the queue.
-        waiting = max((self.run_after - timezone.now()).total_seconds(), 0.0) if self.run_after else 0.0
         return int(round(max(queued, waiting + typical)))
 
     def get_result_url(self) -> str | None:

@@ -7,7 +7,7 @@ decision is one short transaction holding that row's lock, taken once per
 upstream call (a call itself takes seconds), so the row is never hot.
 
 The guarantee is a sliding window log: a call is allowed only while fewer than
-``per_window`` calls were allowed in the last ``window`` seconds (plus a small
+``per_window`` calls were in flight or ended in the last ``window`` seconds (plus a small
 margin, so that network jitter between the limiter and the upstream cannot put
 one call more into a window as the upstream counts it), and never while a 429
 pause holds. A caller that is refused gets the time a slot is expected for it:
@@ -74,9 +74,10 @@ class UpstreamLimit(models.Model):
         return slot
 
     @classmethod
-    def acquire(cls, name: str, per_window: int | None, window: float) -> float:
-        """Ask for one call now. Returns 0.0 when it may go (it is counted), otherwise the
-        seconds until a slot is expected for this caller. ``per_window`` None: no rate,
+    def acquire(cls, name: str, per_window: int | None, window: float) -> tuple[float, float | None]:
+        """Ask for one call now. Returns ``(0.0, stamp)`` when it may go (it is counted from
+        now; hand ``stamp`` to ``finish`` once the call has ended), otherwise ``(seconds, None)``:
+        the seconds until a slot is expected for this caller. ``per_window`` None: no rate,
         only a 429 pause can hold the call back."""
         with transaction.atomic():
             row = cls._locked(name)
@@ -85,10 +86,24 @@ class UpstreamLimit(models.Model):
             if row.paused_until <= now and (not per_window or len(row.calls) < per_window):
                 row.calls.append(now)
                 row.save(update_fields=["calls", "waiters"])
-                return 0.0
+                return 0.0, now
             wait = row._next_slot(now, per_window, window) - now
             row.save(update_fields=["calls", "waiters"])
-            return max(wait, 0.01)
+            return max(wait, 0.01), None
+
+    @classmethod
+    def finish(cls, name: str, stamp: float) -> None:
+        """The call admitted at ``stamp`` has ended: it holds its slot for a window from now.
+        The upstream counts a request when it arrives, somewhere between the two; a slow
+        first request (a cold client) would otherwise let the next window's calls arrive
+        within one window of it. A call whose worker died keeps its admission time."""
+        with transaction.atomic():
+            row = cls._locked(name)
+            if stamp in row.calls:
+                row.calls.remove(stamp)
+            # Back in even if a call longer than the window was pruned meanwhile.
+            row.calls = sorted([*row.calls, db_clock()])
+            row.save(update_fields=["calls"])
 
     @classmethod
     def pause(cls, name: str, seconds: float, per_window: int | None, window: float) -> float:
