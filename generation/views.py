@@ -21,9 +21,10 @@ from imagegen_site.throttling import ScopedThrottle
 
 from .exceptions import Conflict
 from .files import file_response
-from .models import DailyUsage, GenerationTask, InvalidTransition, QuotaExceeded
+from .models import DailyUsage, GenerationTask, IdempotencyKeyReused, InvalidTransition, QuotaExceeded
 from .intake import intake_paused_response, quota_exceeded_response
-from .serializers import TaskCreateSerializer, TaskSerializer
+from .serializers import IdempotencyReusedSerializer, TaskCreateSerializer, TaskSerializer
+from .waiting import PREFER_HEADER, parse_prefer_wait
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # With shared object storage (STORAGE_URL) a download is a redirect to the store.
@@ -59,6 +60,7 @@ class SubmitThrottle(ScopedThrottle):
             OpenApiParameter("status", str, enum=GenerationTask.Status.values),
             OpenApiParameter("needs_review", str, enum=list(_BOOLEANS),
                              description="only tasks the engine flagged for a person's look (true) or not (false)"),
+            OpenApiParameter("client_ref", str, description="only tasks submitted with this client_ref"),
         ],
     ),
     retrieve=extend_schema(summary="One of the caller's tasks"),
@@ -77,6 +79,9 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 if wanted not in GenerationTask.Status.values:
                     raise ValidationError({"status": f"Unknown status {wanted!r}; one of {', '.join(GenerationTask.Status.values)}."})
                 tasks = tasks.filter(status=wanted)
+            client_ref = self.request.query_params.get("client_ref")
+            if client_ref is not None:  # intake: the caller's own reference (a SKU)
+                tasks = tasks.filter(client_ref=client_ref)
             review = self.request.query_params.get("needs_review")
             if review is not None:
                 if review not in _BOOLEANS:
@@ -98,9 +103,16 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a product photo",
         request={"multipart/form-data": TaskCreateSerializer},
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
-                                     description="a repeat with the same key returns the first task (200)")],
+        parameters=[
+            OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
+                             description="a repeat with the same key returns the first task (200); "
+                             "the same key with another file or other options is a 422"),
+            OpenApiParameter(PREFER_HEADER, str, OpenApiParameter.HEADER, pattern=r"^wait=([1-9]|[1-5][0-9]|60)$",
+                             description="wait=N (1-60): answer when the task is finished or N seconds passed"),
+        ],
         responses={201: TaskSerializer, 200: TaskSerializer,
+                   422: OpenApiResponse(IdempotencyReusedSerializer,
+                                        description="the Idempotency-Key was used with another file or other options"),
                    429: OpenApiResponse(description="throttled, or the daily task quota is spent "
                                                     "(`code: quota_exceeded`; Retry-After: seconds to 00:00 UTC)"),
                    503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
@@ -112,24 +124,35 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
         if key is not None and len(key) > 255:
             raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})
-        if key is not None:
-            earlier = GenerationTask.objects.for_user(request.user).filter(idempotency_key=key).first()
-            if earlier is not None:
-                return Response(self.get_serializer(earlier).data, status=status.HTTP_200_OK)
+        try:
+            parse_prefer_wait(request.headers.get(PREFER_HEADER))  # the wait itself: generation.waiting
+        except ValueError as exc:
+            raise ValidationError({PREFER_HEADER: str(exc)}) from None
         try:
             DailyUsage.check_quota(request.user, timezone.now())  # before the upload is decoded
             serializer = TaskCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            image = serializer.validated_data["image"]
+            data = serializer.validated_data
+            checked = serializer.checked_upload
             task, created = GenerationTask.submit(
                 user=request.user,
-                image=image,
-                content_type=serializer.checked_upload.content_type,
-                options=serializer.validated_data["options"],
+                image=data.get("image"),
+                content_type=checked.content_type if checked else "",
+                options=data["options"],
                 idempotency_key=key,
+                client_ref=data["client_ref"],
+                expires_in=data.get("expires_in"),
+                image_url=data.get("image_url"),
+                fingerprint=serializer.fingerprint,
             )
         except QuotaExceeded as exc:
             return quota_exceeded_response(exc)
+        except IdempotencyKeyReused as exc:
+            return Response(
+                {"detail": f"This Idempotency-Key was already used for task {exc.task.pk} with another file or "
+                           "other options; use a new key for a new task.", "code": "idempotency_key_reused"},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
         body = self.get_serializer(task).data
         if not created:
             return Response(body, status=status.HTTP_200_OK)
@@ -189,6 +212,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["get"], url_path="input", renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
     def input(self, request: Request, pk: str | None = None) -> HttpResponse:
         task = self.get_object()
+        if not task.input_image:
+            raise NotFound("The photo has not been fetched from its image_url yet.")
         return self._file(task.input_image, task.input_content_type, f"task-{task.pk}-input")
 
     def _file(self, field: Any, content_type: str, stem: str) -> HttpResponse:

@@ -104,7 +104,7 @@ class Client:
     # --- Tasks ---------------------------------------------------------------------------------
     def submit(
         self,
-        image: str | os.PathLike[str] | bytes,
+        image: str | os.PathLike[str] | bytes | None = None,
         *,
         preset: str | None = None,
         size: int | None = None,
@@ -116,30 +116,57 @@ class Client:
         hint_box: tuple[int, int, int, int] | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        client_ref: str | None = None,
+        expires_in: int | None = None,
+        image_url: str | None = None,
+        wait: int | None = None,
     ) -> Task:
-        """Upload a photo (a path or its bytes) and queue it; returns the new task.
+        """Upload a photo (a path or its bytes), or name one by ``image_url``, and queue
+        it; returns the new task.
 
         With ``idempotency_key``, a repeat returns the task the first call
         created (the server answers 200 instead of 201), so a retried or
-        re-run submission never queues the same work twice. ``background``,
-        ``fit``, ``shadow`` and ``hint_box`` (x0, y0, x1, y1 in the photo's
-        pixels) are the engine's options, described in docs/api.md.
+        re-run submission never queues the same work twice; the same key with
+        another photo or other options raises ImagegenError (422,
+        ``code == "idempotency_key_reused"``). ``background``, ``fit``,
+        ``shadow`` and ``hint_box`` (x0, y0, x1, y1 in the photo's pixels) are
+        the engine's options, described in docs/api.md. ``client_ref`` (your
+        SKU, at most 200 characters) comes back in the task and its events;
+        ``expires_in`` (1-86400 s): not started by then, the task ends canceled
+        with ``error_code == "expired"``. ``wait`` (1-60 s) asks the server to
+        answer once the task is finished, or after that long (``Prefer: wait``):
+        the returned task may still be pending or processing.
         """
-        if isinstance(image, bytes):
-            data, name = image, filename or "photo"
-        else:
-            path = Path(image)
-            data, name = path.read_bytes(), filename or path.name
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if (image is None) == (image_url is None):
+            raise ValueError("pass exactly one of image and image_url")
+        files: dict[str, Any] | None = None
+        if image is not None:
+            if isinstance(image, bytes):
+                data, name = image, filename or "photo"
+            else:
+                path = Path(image)
+                data, name = path.read_bytes(), filename or path.name
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            files = {"image": (name, data, content_type)}
         options: dict[str, object] = {
             "preset": preset, "size": size, "format": format, "margin": margin,
             "background": background, "fit": fit, "shadow": shadow,
             "hint_box": ",".join(str(int(v)) for v in hint_box) if hint_box is not None else None,
+            "client_ref": client_ref, "expires_in": expires_in, "image_url": image_url,
         }
         fields = {k: str(v) for k, v in options.items() if v is not None}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        response = self._request("POST", "/api/tasks/", files={"image": (name, data, content_type)},
-                                 data=fields, headers=headers)
+        extra: dict[str, Any] = {}
+        if wait is not None:
+            headers["Prefer"] = f"wait={int(wait)}"
+            # The answer may take the whole wait: the read timeout must outlast it.
+            extra["timeout"] = httpx.Timeout(self._timeout, read=max(self._timeout, wait + 30.0))
+        if files is None:
+            # The endpoint takes multipart only: send the fields as parts without a file name.
+            response = self._request("POST", "/api/tasks/", files={k: (None, v) for k, v in fields.items()},
+                                     headers=headers, **extra)
+        else:
+            response = self._request("POST", "/api/tasks/", files=files, data=fields, headers=headers, **extra)
         task: Task = response.json()
         return task
 

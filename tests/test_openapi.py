@@ -70,7 +70,7 @@ def test_the_schema_lists_each_operations_errors_and_limits(api_client: Any) -> 
         for method, operation in operations.items():
             statuses[f"{method.upper()} {path}"] = sorted(s for s in operation["responses"] if s >= "4")
             assert all(r["content"] == error for s, r in operation["responses"].items() if s >= "4"), path
-    assert statuses["POST /api/tasks/"] == ["400", "401", "403", "415", "429", "503"]
+    assert statuses["POST /api/tasks/"] == ["400", "401", "403", "415", "422", "429", "503"]
     assert statuses["POST /api/tasks/{id}/cancel/"] == ["401", "403", "404", "409", "429"]
     assert statuses["GET /api/tasks/"] == ["400", "401", "404", "429"]
     assert statuses["GET /api/events/"] == ["400", "401", "429"]

@@ -5,6 +5,7 @@ from .queue import QueueControl
 from .task import (
     Completion,
     GenerationTask,
+    IdempotencyKeyReused,
     InvalidTransition,
     LostClaim,
     TaskQuerySet,
@@ -18,7 +19,7 @@ from .usage import DailyUsage, QuotaExceeded, Usage
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "Completion", "GenerationTask", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds",
     "DailyUsage", "QuotaExceeded", "Usage", "UpstreamLimit", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

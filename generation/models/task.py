@@ -10,6 +10,8 @@ event in the same transaction, so state fields must never be changed with
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import uuid
@@ -38,6 +40,14 @@ logger = logging.getLogger(__name__)
 
 class InvalidTransition(Exception):
     """The task is not in a state that allows this change."""
+
+
+class IdempotencyKeyReused(Exception):
+    """The caller's Idempotency-Key already made a task from another input or other options."""
+
+    def __init__(self, task: GenerationTask) -> None:
+        super().__init__(f"Idempotency-Key already used for task {task.pk} with another file or other options")
+        self.task = task
 
 
 class LostClaim(InvalidTransition):
@@ -86,7 +96,13 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         return self.filter(status=GenerationTask.Status.PENDING)
 
     def claimable(self) -> TaskQuerySet:
-        return self.pending().filter(run_after__lte=timezone.now())
+        now = timezone.now()
+        # An expired task is never started, even before a sweeper has marked it (intake: expires_in).
+        return self.pending().filter(run_after__lte=now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+    def expired(self, now: datetime | None = None) -> TaskQuerySet:
+        """Pending tasks whose ``expires_at`` has passed (they are never claimed; ``expire_due`` ends them)."""
+        return self.pending().filter(expires_at__lte=now or timezone.now())
 
     def finished(self) -> TaskQuerySet:
         return self.filter(status__in=GenerationTask.FINISHED)
@@ -133,8 +149,9 @@ class GenerationTask(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
     options = models.JSONField(default=dict, blank=True)
-    input_image = models.FileField(upload_to=input_upload_to, max_length=255)
-    input_content_type = models.CharField(max_length=50)
+    # Empty for an ``image_url`` task until a worker has fetched the photo (intake).
+    input_image = models.FileField(upload_to=input_upload_to, max_length=255, blank=True)
+    input_content_type = models.CharField(max_length=50, blank=True)
     result_image = models.FileField(upload_to=result_upload_to, max_length=255, blank=True)
     result_content_type = models.CharField(max_length=50, blank=True)
     compliance = models.JSONField(null=True, blank=True)
@@ -151,6 +168,16 @@ class GenerationTask(models.Model):
     priority = models.SmallIntegerField(default=0)
     run_after = models.DateTimeField(default=timezone.now)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # --- intake options: client_ref, expires_in, image_url, idempotency reuse ---
+    # The caller's own reference (a SKU), echoed in the task JSON and every event.
+    client_ref = models.CharField(max_length=200, null=True, blank=True)
+    # Not started by then: the task ends canceled with error_code "expired".
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Where a worker fetches the photo from, instead of an upload.
+    image_url = models.URLField(max_length=2048, null=True, blank=True)
+    # sha256 of the input (its bytes, or its URL) and the canonical options: an
+    # Idempotency-Key repeated with another fingerprint is refused. Empty on older rows.
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     # The claim: which worker holds the task and the token every later write must present.
     worker = models.ForeignKey(WorkerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
@@ -168,6 +195,11 @@ class GenerationTask(models.Model):
             models.Index(fields=["-priority", "id"], condition=Q(status="pending"), name="task_claim_idx"),
             models.Index(fields=["user", "-created_at"], name="task_user_recent_idx"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished_idx"),
+            # intake: ?client_ref= on the list, and the expiry sweeper's next deadline.
+            models.Index(fields=["user", "client_ref"], condition=Q(client_ref__isnull=False),
+                         name="task_user_client_ref_idx"),
+            models.Index(fields=["expires_at"], condition=Q(status="pending", expires_at__isnull=False),
+                         name="task_expiry_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -234,7 +266,10 @@ class GenerationTask(models.Model):
             return None
         return reverse("task-mask", args=[self.pk])
 
-    def get_input_url(self) -> str:
+    def get_input_url(self) -> str | None:
+        # An image_url task has no input until a worker has fetched it.
+        if not self.input_image:
+            return None
         return reverse("task-input", args=[self.pk])
 
     #: What clients see of a task, in this order: ``live_state()``. A new field of the
@@ -244,6 +279,7 @@ class GenerationTask(models.Model):
         "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
         "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
         "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
+        "client_ref", "expires_at", "image_url",  # intake
     )
 
     def live_state(self) -> dict[str, Any]:
@@ -278,48 +314,76 @@ class GenerationTask(models.Model):
         cls,
         *,
         user: AbstractBaseUser,
-        image: Any,
+        image: Any | None,
         content_type: str,
         options: dict[str, Any],
         idempotency_key: str | None = None,
         priority: int = 0,
+        client_ref: str | None = None,
+        expires_in: int | None = None,
+        image_url: str | None = None,
+        fingerprint: str = "",
     ) -> tuple[GenerationTask, bool]:
         """Create a pending task, or return the caller's earlier task with the same
-        idempotency key. Returns ``(task, created)``. Raises ``QuotaExceeded`` when the
-        user's daily task quota is spent (a repeat of an earlier key is not a new task)."""
+        idempotency key. Returns ``(task, created)``. ``image`` is None for an
+        ``image_url`` task (a worker fetches it). Raises ``IdempotencyKeyReused``
+        when the earlier task was made from another input or other options, and
+        ``QuotaExceeded`` when the user's daily task quota is spent (a repeat of an
+        earlier key is not a new task)."""
         if idempotency_key:
             existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
             if existing is not None:
-                return existing, False
-        DailyUsage.check_quota(user, timezone.now())  # cheap refusal before the upload is stored
+                return existing._same_request(fingerprint), False
+        now = timezone.now()
+        DailyUsage.check_quota(user, now)  # cheap refusal before the upload is stored
         task = cls(
             user=user,
             options=options,
-            input_content_type=content_type,
+            input_content_type=content_type if image is not None else "",
             idempotency_key=idempotency_key or None,
             priority=priority,
             max_attempts=settings.IMAGEGEN_MAX_ATTEMPTS,
+            client_ref=client_ref or None,
+            expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+            image_url=image_url or None,
+            request_fingerprint=fingerprint,
+            created_at=now,
         )
         # The file is written before the row: a failure here leaves no row, and a
         # failure of the insert below removes the file.
-        task.input_image.save(image.name, image, save=False)
+        if image is not None:
+            task.input_image.save(image.name, image, save=False)
         try:
             with transaction.atomic():
                 # Counted (and the user's counter row locked) in the insert's transaction:
                 # concurrent submits of one user cannot overshoot the quota.
-                DailyUsage.count_task(user, timezone.now())
+                DailyUsage.count_task(user, now)
                 task.save()
                 _announce_work()
                 log_transition(task, ("status",))
         except Exception:
-            task.input_image.delete(save=False)
+            if image is not None:
+                task.input_image.delete(save=False)
             if idempotency_key:
                 # Two identical requests raced: the other one's row won.
                 existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
                 if existing is not None:
-                    return existing, False
+                    return existing._same_request(fingerprint), False
             raise
         return task, True
+
+    def _same_request(self, fingerprint: str) -> GenerationTask:
+        # Rows from before fingerprints were stored match any repeat, as they always did.
+        if self.request_fingerprint and fingerprint and self.request_fingerprint != fingerprint:
+            raise IdempotencyKeyReused(self)
+        return self
+
+    @staticmethod
+    def fingerprint(input_digest: str, **request: Any) -> str:
+        """The fingerprint of a submission: sha256 over the input's digest (of its bytes,
+        or of its URL) and the canonical JSON of everything else that shapes the task."""
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(f"{input_digest}\n{canonical}".encode()).hexdigest()
 
     # --- Transitions ------------------------------------------------------------------------
     def _lock(self) -> None:
@@ -505,6 +569,43 @@ class GenerationTask(models.Model):
             self.finished_at = timezone.now()
             self._save("status", "claim_token", "finished_at")
 
+    def attach_input(self, token: uuid.UUID, *, name: str, content_type: str) -> None:
+        """Record the photo a worker fetched for an ``image_url`` task (the file is
+        written already). Raises LostClaim if the task is no longer ours: the caller
+        deletes the file."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.input_image.name = name
+            self.input_content_type = content_type
+            self._save("input_image", "input_content_type")
+
+    @classmethod
+    def next_expiry(cls) -> datetime | None:
+        """The earliest deadline among pending tasks (one read of the expiry index)."""
+        return cls.objects.pending().filter(expires_at__isnull=False).aggregate(m=models.Min("expires_at"))["m"]
+
+    @classmethod
+    def expire_due(cls, limit: int = 100) -> list[int]:
+        """End every pending task whose ``expires_at`` has passed: ``canceled`` with
+        ``error_code: "expired"`` (and its ``task_canceled`` event). Safe to run from
+        every process at once: rows another sweeper (or a claim) holds are skipped,
+        and the locked re-read only returns rows still pending and due, so no task
+        is expired twice. Returns the ids."""
+        with transaction.atomic():
+            due = list(cls.objects.expired().select_for_update(skip_locked=True).order_by("expires_at", "id")[:limit])
+            for task in due:
+                task.status = cls.Status.CANCELED
+                task.error_code = ErrorCode.EXPIRED
+                deadline = _json_value(task.expires_at)
+                task.error_message = f"Not started before its deadline ({deadline}), set by expires_in."
+                task.claim_token = None
+                task.finished_at = timezone.now()
+                task._save("status", "error_code", "error_message", "claim_token", "finished_at")
+        if due:
+            logger.info("Expired %d task(s) not started before their deadline: %s", len(due), [t.pk for t in due])
+        return [t.pk for t in due]
+
     def retry(self) -> None:
         with transaction.atomic():
             self._lock()
@@ -515,11 +616,15 @@ class GenerationTask(models.Model):
             self.attempts = 0
             self.error_code = self.error_message = None
             self.started_at = self.finished_at = None
-            self.run_after = timezone.now()
+            now = timezone.now()
+            self.run_after = now
             self.worker = None
+            if self.expires_at is not None:
+                # A retry is a new submission of the same work: it gets its expires_in again.
+                self.expires_at = now + (self.expires_at - self.created_at)
             self._save(
                 "status", "progress", "attempts", "error_code", "error_message",
-                "started_at", "finished_at", "run_after", "worker",
+                "started_at", "finished_at", "run_after", "worker", "expires_at",
             )
             _announce_work()
 

@@ -69,3 +69,38 @@ def test_submit_sends_the_engine_options_as_form_fields() -> None:
                         ("hint_box", b"10,20,300,400")):
         assert f'name="{name}"'.encode() + b"\r\n\r\n" + value in body
     assert b'name="preset"' not in body  # unset options are not sent: the server's defaults apply
+
+
+def test_submit_sends_the_intake_options_and_prefer_wait_with_a_read_timeout_beyond_it() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        request.read()
+        return httpx.Response(201, json={"id": 1, "status": "completed"})
+
+    client = Client("http://server", token="t", timeout=10, transport=httpx.MockTransport(handler))
+    client.submit(image_url="https://shop.example/p/42.jpg", client_ref="SKU-42", expires_in=600, wait=45)
+    (request,) = seen
+    body = request.content
+    assert request.headers["Prefer"] == "wait=45"
+    assert request.headers["Content-Type"].startswith("multipart/form-data")
+    for name, value in (("image_url", b"https://shop.example/p/42.jpg"), ("client_ref", b"SKU-42"),
+                        ("expires_in", b"600")):
+        assert f'name="{name}"'.encode() + b"\r\n\r\n" + value in body
+    assert b'name="image"' not in body
+    assert request.extensions["timeout"]["read"] >= 45 + 30
+    with pytest.raises(ValueError, match="exactly one of image and image_url"):
+        client.submit(b"PHOTO", image_url="https://shop.example/p/42.jpg")
+    with pytest.raises(ValueError, match="exactly one of image and image_url"):
+        client.submit()
+
+
+def test_a_reused_idempotency_key_raises_with_its_code() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(422, json={"detail": "This Idempotency-Key was already used", "code": "idempotency_key_reused"})
+
+    client = Client("http://server", token="t", transport=httpx.MockTransport(handler))
+    with pytest.raises(ImagegenError) as raised:
+        client.submit(b"PHOTO", idempotency_key="k")
+    assert (raised.value.status_code, raised.value.code) == (422, "idempotency_key_reused")
