@@ -129,7 +129,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         except ValueError as exc:
             raise ValidationError({PREFER_HEADER: str(exc)}) from None
         try:
-            DailyUsage.check_quota(request.user, timezone.now())  # before the upload is decoded
+            if key is None:  # a repeat of a key is no new task: submit checks the quota after looking it up
+                DailyUsage.check_quota(request.user, timezone.now())  # before the upload is decoded
             serializer = TaskCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
