@@ -54,7 +54,7 @@ def test_two_workers_share_one_rate_and_every_task_completes_without_spending_at
 def test_a_429_with_retry_info_holds_back_every_worker_for_the_delay_it_names(
         cluster: Any, make_user: Any, make_task: Any) -> None:
     delay = 5.0
-    with FakeGemini(script=["http_429"], retry_delay=f"{delay:g}s") as fake:
+    with FakeGemini(retry_delay=f"{delay:g}s") as fake:  # the 429 is scripted after the warm-up
         for name in ("worker-a", "worker-b"):
             start_worker(cluster, name, **gemini_env(fake))
         user = make_user()
