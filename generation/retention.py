@@ -10,7 +10,8 @@ every worker's retention thread (automatically, when due). Rules:
   (a rolled-back batch keeps its files);
 - automatic runs happen at most every ``IMAGEGEN_RETENTION_INTERVAL_MINUTES``
   across the whole fleet, and only one process at a time runs one
-  (``pg_try_advisory_lock`` on PostgreSQL; on SQLite there is one process).
+  (``pg_try_advisory_lock`` on PostgreSQL, on the direct ``DATABASE_LISTEN_URL``
+  session behind a pooler; on SQLite there is one process).
 """
 from __future__ import annotations
 
@@ -192,6 +193,16 @@ def retention_lock() -> Iterator[bool]:
         finally:
             if acquired:
                 _local_lock.release()
+        return
+    if settings.DATABASE_LISTEN_URL:
+        # Behind a transaction-mode pooler a session lock taken through it would stay with
+        # whichever server connection ran that statement (and the unlock go to another):
+        # hold it on a direct session instead, released when that session closes.
+        import psycopg
+
+        with psycopg.connect(settings.DATABASE_LISTEN_URL, autocommit=True) as direct:
+            row = direct.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()
+            yield bool(row and row[0])
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])

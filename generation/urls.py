@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .account import AccountView
 from .batch_views import BatchViewSet
 from .views import TaskViewSet
 from .waiting import waiting_submit
@@ -16,3 +17,5 @@ urlpatterns = [
     path("tasks/", waiting_submit(TaskViewSet.as_view({"get": "list", "post": "create"})), name="task-list"),
     *router.urls,
 ]
+# Fleet: the caller's usage and quotas.
+urlpatterns += [path("account/", AccountView.as_view(), name="account")]

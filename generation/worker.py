@@ -26,7 +26,7 @@ from django.dispatch import Signal
 from imagegen_site import urlguard
 
 from . import expiry, metrics, retention, wakeup
-from .engine import EngineError, GenerationResult, InvalidOptions, get_backend
+from .engine import EngineError, GenerationResult, InvalidOptions, UpstreamBusy, get_backend
 from .engine.spec import JobSpec, parse_job
 from .engine.upload import UploadRejected, check_upload
 from .errors import ErrorCode
@@ -273,6 +273,13 @@ class Worker:
             return Produced(task, token, outputs[0].file_name, mask_name, result, started, outputs)
         except LostClaim:
             self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
+        except UpstreamBusy as exc:  # the fleet's Gemini rate: wait pending, no attempt spent
+            try:
+                task.postpone(token, exc.retry_after)
+                outcome = "postponed"
+            except LostClaim:
+                outcome = "discarded"
+            self._finish(task, token, started, outcome, None, f"postponed {exc.retry_after:.1f}s ({exc.reason})")
         except EngineError as exc:
             outcome = self._fail(task, token, exc.code, exc.message, exc.transient)
             self._finish(task, token, started, outcome, exc.code, f"error {exc.code}")

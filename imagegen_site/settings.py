@@ -453,3 +453,39 @@ IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_ENDPOINT_CONCU
 # How often an idle delivery loop looks for new events and due retries.
 IMAGEGEN_WEBHOOK_POLL_INTERVAL = env_float("IMAGEGEN_WEBHOOK_POLL_INTERVAL", 0.2, minimum=0.01)
 IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER", 100, minimum=1)
+
+# --- Fleet: upstream rate, quotas, shared object storage, connection pooler ------------------
+# Gemini requests per minute across every worker of the fleet (unset or 0: unlimited), counted in
+# the database (generation/models/upstream.py). The window is 60 s; only tests shorten it.
+IMAGEGEN_GEMINI_RPM = env_int("IMAGEGEN_GEMINI_RPM", 0, minimum=0) or None
+IMAGEGEN_GEMINI_RATE_WINDOW = env_float("IMAGEGEN_GEMINI_RATE_WINDOW", 60.0, minimum=0.1)
+# Tasks one user may create per UTC day (unset or 0: unlimited); over it submit is a 429.
+IMAGEGEN_DAILY_TASKS_PER_USER = env_int("IMAGEGEN_DAILY_TASKS_PER_USER", 0, minimum=0) or None
+
+# Shared object storage: s3://bucket?endpoint_url=...&region_name=...; credentials from AWS_* variables.
+STORAGE_URL = env_str("STORAGE_URL").strip()  # unset: files under MEDIA_ROOT
+if STORAGE_URL:
+    from .storage_url import storages_from_url
+
+    STORAGES = storages_from_url(STORAGE_URL)
+
+# Behind a transaction-mode pooler (PgBouncer) DATABASE_URL points at the pooler, and this direct
+# URL carries what needs a session: the wake-up LISTEN and the retention run's advisory lock.
+DATABASE_LISTEN_URL = env_str("DATABASE_LISTEN_URL").strip()
+if DATABASE_LISTEN_URL:
+    if IS_SQLITE:
+        raise ImproperlyConfigured("DATABASE_LISTEN_URL needs a PostgreSQL DATABASE_URL (it is the direct "
+                                   "connection beside a pooler), but DATABASE_URL is SQLite")
+    try:
+        _listen = dj_database_url.parse(DATABASE_LISTEN_URL)
+    except Exception as exc:
+        raise ImproperlyConfigured(f"DATABASE_LISTEN_URL must be a postgres:// URL "
+                                   f"(e.g. DATABASE_LISTEN_URL=postgres://user@db-host:5432/imagegen): {exc}") from None
+    if not str(_listen.get("ENGINE", "")).endswith("postgresql"):
+        raise ImproperlyConfigured(f"DATABASE_LISTEN_URL must be a postgres:// URL "
+                                   f"(e.g. DATABASE_LISTEN_URL=postgres://user@db-host:5432/imagegen), "
+                                   f"got {DATABASE_LISTEN_URL!r}")
+    # Transaction pooling hands each transaction any server connection: a server-side cursor
+    # (declared in one, fetched in the next) would not be there. (Prepared statements, the
+    # other casualty, stay off: Django's psycopg backend does not prepare unless told to.)
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True

@@ -91,6 +91,36 @@ class EngineError(Exception):
         self.transient = transient
 
 
+class UpstreamBusy(Exception):
+    """The upstream service may not be called now: the fleet's rate limit has no slot, or the
+    service itself answered 429 naming a delay. Not a failure of the task: the worker puts it
+    back to wait ``retry_after`` seconds, and the attempt does not count."""
+
+    def __init__(self, retry_after: float, reason: str) -> None:
+        super().__init__(reason)
+        self.retry_after = max(float(retry_after), 0.0)
+        self.reason = reason
+
+
+class RateGate(Protocol):
+    """A fleet-wide gate in front of an upstream API (``IMAGEGEN_GEMINI_RPM``). The engine
+    only calls it; where its state lives (the database) is the queue's business."""
+
+    def acquire(self) -> float:
+        """0: call now (the call is counted). Otherwise seconds until a slot is expected."""
+        ...
+
+    def finished(self) -> None:
+        """The calling thread's admitted call has ended (answered or failed): it keeps its
+        slot for a window from now, as the upstream may have counted it at any moment since."""
+        ...
+
+    def pause(self, seconds: float) -> float:
+        """The upstream asked everyone to wait ``seconds``: hold the whole fleet back that long.
+        Returns how long the caller itself should wait."""
+        ...
+
+
 class InvalidOptions(ValueError):
     """Task options rejected at submit time (becomes a 400 naming ``field``, never a failed task).
 
@@ -122,4 +152,6 @@ class BackendConfig:
     gemini_timeout_ms: int = 60_000
     fidelity_mode: str = "fail"  # "fail" or "flag"
     segmenter: str = "auto"  # IMAGEGEN_SEGMENTER: "auto", "classical" or an ONNX model's path
+    #: The fleet-wide gate for Gemini calls (None: call freely, as a backend built outside a worker does).
+    gemini_rate_gate: RateGate | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -16,11 +16,13 @@ from .task import (
     mask_upload_to,
     result_upload_to,
 )
+from .upstream import UpstreamLimit
+from .usage import DailyUsage, QuotaExceeded, Usage
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
     "BATCH_PRIORITY", "MAX_BATCH_IMAGES", "Batch", "BatchPart",
-    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "OutputRecord",
-    "QueueControl", "TaskOutput", "TaskQuerySet", "output_upload_to",
+    "Completion", "DailyUsage", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "OutputRecord",
+    "QueueControl", "QuotaExceeded", "TaskOutput", "TaskQuerySet", "UpstreamLimit", "Usage", "output_upload_to",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

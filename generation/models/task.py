@@ -30,6 +30,7 @@ from ..errors import ErrorCode
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
+from .usage import DailyUsage
 from .worker import WorkerProcess
 
 if TYPE_CHECKING:
@@ -245,15 +246,23 @@ class GenerationTask(models.Model):
     def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
         # Both figures are read for every task event and listing: a 10 s old value will do.
         typical = memoized("typical_run_seconds", 10.0, GenerationTask.objects.typical_run_seconds)
-        if typical is None or self.is_finished:
+        if self.is_finished:
             return None
+        # A pending task waiting for its run_after (a retry's backoff, the fleet's Gemini rate)
+        # starts no earlier than that, whatever its place in the queue.
+        waiting = 0.0
+        if self.status == self.Status.PENDING and self.run_after:
+            waiting = max((self.run_after - timezone.now()).total_seconds(), 0.0)
+        if typical is None:
+            return int(round(waiting)) if waiting else None  # the wait at least is known
         if self.status == self.Status.PROCESSING:
             return max(int(round(typical - (self.elapsed_time or 0.0))), 0)
         position = position if position is not None else self.queue_position()
         if position is None:
             return None
         workers = max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
-        return int(round(typical * (1 + (position - 1) / workers)))
+        queued = typical * (1 + (position - 1) / workers)
+        return int(round(max(queued, waiting + typical)))
 
     def get_result_url(self) -> str | None:
         if self.status != self.Status.COMPLETED or not self.result_image:
@@ -377,12 +386,15 @@ class GenerationTask(models.Model):
         """Create a pending task, or return the caller's earlier task with the same
         idempotency key. Returns ``(task, created)``. ``image`` is None for an
         ``image_url`` task (a worker fetches it). Raises ``IdempotencyKeyReused``
-        when the earlier task was made from another input or other options."""
+        when the earlier task was made from another input or other options, and
+        ``QuotaExceeded`` when the user's daily task quota is spent (a repeat of an
+        earlier key is not a new task)."""
         if idempotency_key:
             existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing._same_request(fingerprint), False
         now = timezone.now()
+        DailyUsage.check_quota(user, now)  # cheap refusal before the upload is stored
         task = cls(
             user=user,
             options=options,
@@ -402,6 +414,9 @@ class GenerationTask(models.Model):
             task.input_image.save(image.name, image, save=False)
         try:
             with transaction.atomic():
+                # Counted (and the user's counter row locked) in the insert's transaction:
+                # concurrent submits of one user cannot overshoot the quota.
+                DailyUsage.count_task(user, now)
                 task.save()
                 _announce_work()
                 log_transition(task, ("status",))
@@ -600,6 +615,21 @@ class GenerationTask(models.Model):
             self.run_after = timezone.now()
             self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
             _announce_work()
+
+    def postpone(self, token: uuid.UUID, seconds: float) -> None:
+        """Back to the queue until ``seconds`` from now, because an upstream may not be called
+        yet (the fleet's Gemini rate, or its 429): the attempt does not count and nothing
+        failed, so no error is recorded. The event carries an ETA that includes the wait."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.status = self.Status.PENDING
+            self.progress = 0
+            self.attempts = max(self.attempts - 1, 0)
+            self.claim_token = None
+            self.worker = None
+            self.run_after = timezone.now() + timedelta(seconds=seconds)
+            self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
 
     def requeue(self) -> None:
         """An operator gives a stuck processing task back to the queue. It is a ``release``

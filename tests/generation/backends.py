@@ -184,3 +184,25 @@ class ReviewBackend(TestBackend):
             out.getvalue(), "image/jpeg", "jpg", 256, 256, compliance, mask=mask_png.getvalue(),
             engine={"backend": "review", "segmenter": "classical", "model": None, "model_sha256": None, "version": "test"},
         )
+
+
+class GeminiCallBackend:
+    """Only the Gemini call of the real ``gemini`` backend: the fleet's gate, the real
+    google-genai client, its error mapping (429 -> ``UpstreamBusy``), without the image
+    pipeline around it, so a test of the fleet's rate is bound by the rate, not by CPU."""
+
+    name = "gemini-call"
+
+    def __init__(self, config: BackendConfig) -> None:
+        from generation.engine.gemini import GeminiBackend
+
+        self.inner = GeminiBackend(config)
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        progress(10)
+        self.inner._admit()
+        try:
+            self.inner._call(white_jpeg().data)
+        finally:
+            self.inner.config.gemini_rate_gate.finished()
+        return white_jpeg()
