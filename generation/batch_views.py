@@ -23,8 +23,8 @@ from rest_framework.response import Response
 from . import archive
 from .batch_serializers import BatchCreateSerializer, BatchSerializer, BatchURLsCreateSerializer, request_fingerprint
 from .exceptions import Conflict
-from .intake import intake_paused_response
-from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition
+from .intake import intake_paused_response, quota_exceeded_response
+from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition, QuotaExceeded
 from .views import IDEMPOTENCY_HEADER, DownloadNegotiation, SubmitThrottle
 
 _END = object()
@@ -115,8 +115,11 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         creator = BatchCreateSerializer if hasattr(data, "getlist") else BatchURLsCreateSerializer
         serializer = creator(data=data)
         serializer.is_valid(raise_exception=True)
-        batch, created = Batch.submit(user=request.user, idempotency_key=key, fingerprint=fingerprint,
-                                      **serializer.validated_data)
+        try:
+            batch, created = Batch.submit(user=request.user, idempotency_key=key, fingerprint=fingerprint,
+                                          **serializer.validated_data)
+        except QuotaExceeded as exc:
+            return quota_exceeded_response(exc)
         if not created:  # an identical request raced this one and won
             return self._repeat(batch, fingerprint)
         body = self.get_serializer(batch).data

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from .task import GenerationTask, InvalidTransition, _announce_work, _json_value
 from .transition_log import log_transition
+from .usage import DailyUsage
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -185,6 +186,8 @@ class Batch(models.Model):
                 if part.file is not None:
                     task.input_image.save(part.file.name, part.file, save=False)
             with transaction.atomic():
+                # Every photo of a batch counts against the daily quota, all or nothing.
+                DailyUsage.count_task(user, now, tasks=len(tasks))
                 # The batch first: its batch_update (all pending) precedes its tasks' task_created.
                 batch.save()
                 for task in tasks:

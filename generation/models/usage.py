@@ -60,8 +60,8 @@ class DailyUsage(models.Model):
         return f"{self.user_id} on {self.day}: {self.tasks}"
 
     @classmethod
-    def count_task(cls, user: AbstractBaseUser, now: datetime) -> None:
-        """Count one new task for ``user`` or raise ``QuotaExceeded``. Call inside the
+    def count_task(cls, user: AbstractBaseUser, now: datetime, tasks: int = 1) -> None:
+        """Count ``tasks`` new tasks (a batch counts each) for ``user`` or raise ``QuotaExceeded``. Call inside the
         transaction that inserts the task: one upsert increments the day's counter and
         keeps its row locked until that transaction ends, so a concurrent submit of the
         same user waits for it and then sees its count (and a refused or failed submit
@@ -69,9 +69,9 @@ class DailyUsage(models.Model):
         table = connection.ops.quote_name(cls._meta.db_table)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (user_id, day, tasks) VALUES (%s, %s, 1) "
-                f"ON CONFLICT (user_id, day) DO UPDATE SET tasks = {table}.tasks + 1 RETURNING tasks",
-                [user.pk, utc_day(now)],
+                f"INSERT INTO {table} (user_id, day, tasks) VALUES (%s, %s, %s) "
+                f"ON CONFLICT (user_id, day) DO UPDATE SET tasks = {table}.tasks + EXCLUDED.tasks RETURNING tasks",
+                [user.pk, utc_day(now), tasks],
             )
             counted = int(cursor.fetchone()[0])
         limit = settings.IMAGEGEN_DAILY_TASKS_PER_USER

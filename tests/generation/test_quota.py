@@ -139,3 +139,22 @@ def test_the_account_shows_usage_limits_and_queue(auth_client, user, other_user,
 
 def test_the_account_needs_credentials(api_client):
     assert api_client.get("/api/account/").status_code == 401
+
+
+def batch_of(count: int) -> dict[str, Any]:
+    return {"image": [SimpleUploadedFile(f"p{i}.jpg", product_photo(), content_type="image/jpeg")
+                      for i in range(count)]}
+
+
+def test_every_photo_of_a_batch_counts_and_a_batch_over_the_quota_creates_nothing(auth_client, user, settings):
+    settings.IMAGEGEN_DAILY_TASKS_PER_USER = 4
+    assert auth_client.post("/api/batches/", batch_of(3), format="multipart").status_code == 201
+    assert DailyUsage.usage_for(user, datetime.now(dt_timezone.utc)).today == 3
+    files_before = stored_files(settings)
+
+    over = auth_client.post("/api/batches/", batch_of(2), format="multipart")  # 3 + 2 > 4: all or nothing
+
+    assert over.status_code == 429 and over.json()["code"] == "quota_exceeded" and int(over["Retry-After"]) > 0
+    assert GenerationTask.objects.for_user(user).count() == 3
+    assert stored_files(settings) == files_before
+    assert auth_client.post("/api/batches/", batch_of(1), format="multipart").status_code == 201
