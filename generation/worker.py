@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -106,13 +107,17 @@ class Worker:
         self._seconds_per_task: float | None = None
         self._unrecorded: list[tuple[GenerationTask, uuid.UUID, str, str]] = []
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()  # claims of this process's threads, one at a time
         self._runners: list[threading.Thread] = []
         self._services: list[threading.Thread] = []
 
     # --- lifecycle ----------------------------------------------------------------------
     def register(self) -> WorkerProcess:
         if self.row is None:
-            self.row = WorkerProcess.objects.create(name=self.name, concurrency=self.concurrency, embedded=self.embedded)
+            self.row = WorkerProcess.objects.create(
+                name=self.name, concurrency=self.concurrency, embedded=self.embedded,
+                heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout),
+            )
             logger.info("Worker %s started (concurrency %d, burst %s)", self.name, self.concurrency, self.burst)
         return self.row
 
@@ -201,11 +206,17 @@ class Worker:
         """Claim and run the next task (or a small batch of fast ones). True: found work, loop again now."""
         self.register()
         assert self.row is not None
-        claimed = GenerationTask.claim_next(self.row, limit=self.batch_size())
+        # Never a second attempt of a task one of our threads still runs (taken back meanwhile,
+        # e.g. requeued by an operator, but that thread has not noticed yet): the claim and
+        # the in-flight set change under one lock, so two threads cannot both miss it.
+        with self._claim_lock:
+            with self._lock:
+                running = {task.pk for task in self._inflight.values()}
+            claimed = GenerationTask.claim_next(self.row, limit=self.batch_size(), exclude=running)
+            with self._lock:  # all of them, so a shutdown releases the ones not started yet
+                self._inflight.update({token: task for task, token in claimed})
         if not claimed:
             return False
-        with self._lock:  # all of them, so a shutdown releases the ones not started yet
-            self._inflight.update({token: task for task, token in claimed})
         started = time.monotonic()
         produced: list[Produced] = []
         for task, token in claimed:
@@ -360,7 +371,8 @@ class Worker:
                         done = self.tasks_done
                     self.row.beat(done)
                     self._retry_unrecorded()
-                    rescued = GenerationTask.rescue_orphans(self.heartbeat_timeout)
+                    # Each owner is judged by the timeout it declared, not by ours.
+                    rescued = GenerationTask.rescue_orphans()
                     if rescued:
                         metrics.TASK_OUTCOMES.labels("lost", ErrorCode.WORKER_LOST).inc(len(rescued))
                 except Exception:

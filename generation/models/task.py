@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from .. import wakeup
 from ..errors import ErrorCode
 from .memo import memoized
 from .transition_log import log_transition
-from .worker import WorkerProcess
+from .worker import WorkerProcess, alive_until
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -93,10 +94,14 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
     def in_claim_order(self) -> TaskQuerySet:
         return self.order_by("-priority", "id")
 
-    def lock_claimable(self, limit: int = 1) -> list[GenerationTask]:
-        """Lock up to ``limit`` claimable rows, skipping rows other workers hold.
+    def lock_claimable(self, limit: int = 1, exclude: Collection[int] = ()) -> list[GenerationTask]:
+        """Lock up to ``limit`` claimable rows, skipping rows other workers hold and the ids in
+        ``exclude`` (tasks the caller is still running an earlier attempt of).
         Call inside a transaction and keep it short: the rows stay locked until commit."""
-        return list(self.claimable().in_claim_order().select_for_update(skip_locked=True)[:limit])
+        rows = self.claimable()
+        if exclude:
+            rows = rows.exclude(pk__in=list(exclude))
+        return list(rows.in_claim_order().select_for_update(skip_locked=True)[:limit])
 
     def typical_run_seconds(self, sample: int = 50) -> float | None:
         """The typical run time of a task, claim to finish: the median over the ``sample``
@@ -109,11 +114,18 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         durations = sorted((end - start).total_seconds() for start, end in rows if end)
         return durations[len(durations) // 2] if durations else None
 
-    def orphaned(self, timeout: float) -> TaskQuerySet:
-        """Processing tasks whose worker has been silent for ``timeout`` seconds (or is gone)."""
-        horizon = timezone.now() - timedelta(seconds=timeout)
-        return self.filter(status=GenerationTask.Status.PROCESSING).filter(
-            Q(worker__isnull=True) | Q(worker__last_heartbeat__lt=horizon) | Q(worker__stopped_at__isnull=False)
+    def orphaned(self, timeout: float | None = None) -> TaskQuerySet:
+        """Processing tasks whose worker is gone, has stopped, or has been silent for longer than
+        the heartbeat timeout it declared (``timeout``: an operator's explicit override)."""
+        now = timezone.now()
+        if timeout is not None:
+            silent = Q(worker__last_heartbeat__lt=now - timedelta(seconds=timeout))
+        else:
+            silent = Q(worker_alive_until__lt=now)
+        return (
+            self.filter(status=GenerationTask.Status.PROCESSING)
+            .alias(worker_alive_until=alive_until("worker__"))
+            .filter(Q(worker__isnull=True) | silent | Q(worker__stopped_at__isnull=False))
         )
 
 
@@ -339,10 +351,13 @@ class GenerationTask(models.Model):
         return self.claim_token
 
     @classmethod
-    def claim_next(cls, worker: WorkerProcess, limit: int = 1) -> list[tuple[GenerationTask, uuid.UUID]]:
-        """Claim up to ``limit`` tasks in one short transaction; generation runs after it commits."""
+    def claim_next(
+        cls, worker: WorkerProcess, limit: int = 1, exclude: Collection[int] = ()
+    ) -> list[tuple[GenerationTask, uuid.UUID]]:
+        """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
+        generation runs after it commits."""
         with transaction.atomic():
-            tasks = cls.objects.lock_claimable(limit)
+            tasks = cls.objects.lock_claimable(limit, exclude)
             return [(task, task.claim(worker)) for task in tasks]
 
     def set_progress(self, token: uuid.UUID, progress: int) -> None:
@@ -496,10 +511,10 @@ class GenerationTask(models.Model):
 
     @classmethod
     def rescue_orphans(cls, timeout: float | None = None, *, dry_run: bool = False) -> list[int]:
-        """Take back processing tasks whose worker has gone silent: retry them, or fail
-        them with ``worker_lost`` when their attempts are spent. Safe to run from every
-        worker at once (rows another rescuer holds are skipped). Returns the task ids."""
-        timeout = settings.IMAGEGEN_HEARTBEAT_TIMEOUT if timeout is None else timeout
+        """Take back processing tasks whose worker has gone silent (by the heartbeat timeout
+        that worker declared, never the rescuer's; ``timeout`` overrides it for an operator):
+        retry them, or fail them with ``worker_lost`` when their attempts are spent. Safe to
+        run from every worker at once (rows another rescuer holds are skipped). Returns the task ids."""
         rescued: list[int] = []
         with transaction.atomic():
             orphans = list(cls.objects.orphaned(timeout).select_for_update(skip_locked=True, of=("self",))[:100])
