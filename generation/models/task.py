@@ -88,6 +88,10 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
     def claimable(self) -> TaskQuerySet:
         return self.pending().filter(run_after__lte=timezone.now())
 
+    def next_run_after(self) -> datetime | None:
+        """The earliest ``run_after`` among these rows (None when there are none)."""
+        return self.aggregate(next=models.Min("run_after"))["next"]
+
     def finished(self) -> TaskQuerySet:
         return self.filter(status__in=GenerationTask.FINISHED)
 

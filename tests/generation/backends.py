@@ -109,6 +109,18 @@ class FlakyBackend(TestBackend):
         return white_jpeg()
 
 
+class BurstBackend(FlakyBackend):
+    """Refuses a photo with a ``hint_box`` for good (``no_product_found``); other photos behave as
+    ``FlakyBackend`` (in a fresh process: the first call fails transiently, later ones succeed)."""
+
+    name = "burst"
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        if job.hint_box is not None:
+            raise EngineError("no_product_found", "No product stands out from the background of this photo.")
+        return super().generate(image, job, progress)
+
+
 class CrashingBackend(TestBackend):
     name = "crashing"
 
