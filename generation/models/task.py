@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: First key of the PostgreSQL advisory lock that serialises claims per user under
+#: IMAGEGEN_MAX_RUNNING_PER_USER (the second key is the user id).
+RUNNING_CAP_LOCK = 7_301_013
+
 
 class InvalidTransition(Exception):
     """The task is not in a state that allows this change."""
@@ -96,16 +100,36 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         return self.filter(status__in=GenerationTask.FINISHED)
 
     def in_claim_order(self) -> TaskQuerySet:
-        return self.order_by("-priority", "id")
+        """Highest priority first; within a priority by turn (round-robin across users, see
+        ``GenerationTask.next_turn``), then in submit order."""
+        return self.order_by("-priority", "turn", "id")
+
+    def ahead_of(self, task: GenerationTask) -> TaskQuerySet:
+        """The rows before ``task`` in claim order."""
+        p, turn = task.priority, task.turn
+        return self.filter(
+            Q(priority__gt=p) | Q(priority=p, turn__lt=turn) | Q(priority=p, turn=turn, id__lt=task.pk)
+        )
+
+    def over_running_cap(self, cap: int) -> models.QuerySet:
+        """Ids of the users with ``cap`` or more processing tasks."""
+        return (
+            self.filter(status=GenerationTask.Status.PROCESSING)
+            .values("user_id").annotate(n=models.Count("id")).filter(n__gte=cap).values("user_id")
+        )
 
     def lock_claimable(self, limit: int = 1, exclude: Collection[int] = ()) -> list[GenerationTask]:
-        """Lock up to ``limit`` claimable rows, skipping rows other workers hold and the ids in
-        ``exclude`` (tasks the caller is still running an earlier attempt of).
-        Call inside a transaction and keep it short: the rows stay locked until commit."""
+        """Lock up to ``limit`` claimable rows, skipping rows other workers hold, users at
+        ``IMAGEGEN_MAX_RUNNING_PER_USER`` (as last committed: ``claim_next`` re-checks under a
+        per-user lock) and the ids in ``exclude`` (tasks the caller is still running an earlier
+        attempt of). Call inside a transaction and keep it short: the rows stay locked until commit."""
         rows = self.claimable()
         if exclude:
             rows = rows.exclude(pk__in=list(exclude))
-        return list(rows.in_claim_order().select_for_update(skip_locked=True)[:limit])
+        cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
+        if cap:
+            rows = rows.exclude(user_id__in=GenerationTask.objects.over_running_cap(cap))
+        return list(rows.in_claim_order().select_for_update(skip_locked=True, of=("self",))[:limit])
 
     def typical_run_seconds(self, sample: int = 50) -> float | None:
         """The typical run time of a task, claim to finish: the median over the ``sample``
@@ -157,6 +181,9 @@ class GenerationTask(models.Model):
     # The engine's own verdict that a person should look at the cut-out (copied from the
     # compliance report so the list can filter on it with an index).
     needs_review = models.BooleanField(default=False, db_index=True)
+    # The task's round in its priority's round-robin across users (``next_turn``): claims go by
+    # priority, then turn, then id, so one user's long queue does not hold back another's task.
+    turn = models.BigIntegerField(default=0)
     # Which backend, segmenter, model file (and its checksum) and engine version made the result.
     engine = models.JSONField(null=True, blank=True)
     error_code = models.CharField(max_length=64, null=True, blank=True)
@@ -179,8 +206,12 @@ class GenerationTask(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            # Serves the claim query (pending, highest priority first, FIFO) and queue_position.
-            models.Index(fields=["-priority", "id"], condition=Q(status="pending"), name="task_claim_idx"),
+            # Serves the claim query (pending; highest priority, then turn, then id) and queue_position.
+            models.Index(fields=["-priority", "turn", "id"], condition=Q(status="pending"), name="task_claim_turn_idx"),
+            # A user's last turn in a priority (next_turn), and the few processing rows
+            # (the round-robin's current turn, the per-user running cap).
+            models.Index(fields=["user", "priority", "turn"], condition=Q(status="pending"), name="task_user_turn_idx"),
+            models.Index(fields=["user"], condition=Q(status="processing"), name="task_processing_idx"),
             models.Index(fields=["user", "-created_at"], name="task_user_recent_idx"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished_idx"),
         ]
@@ -208,15 +239,13 @@ class GenerationTask(models.Model):
         return round(max((end - self.started_at).total_seconds(), 0.0), 3)
 
     def queue_position(self) -> int | None:
-        """1-based place among pending tasks in claim order; None unless pending."""
+        """1-based place among pending tasks in claim order (priority, then round-robin turn,
+        then submit order); None unless pending. One COUNT over the claim index, as cheap as
+        the FIFO count it replaces. It can grow: another user's new task joins the current
+        round, ahead of this user's later rounds."""
         if self.status != self.Status.PENDING:
             return None
-        ahead = (
-            GenerationTask.objects.pending()
-            .filter(Q(priority__gt=self.priority) | Q(priority=self.priority, id__lt=self.pk))
-            .count()
-        )
-        return ahead + 1
+        return GenerationTask.objects.pending().ahead_of(self).count() + 1
 
     def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
         # Both figures are read for every task event and listing: a 10 s old value will do.
@@ -279,6 +308,33 @@ class GenerationTask(models.Model):
         }
         return {name: _json_value(derived[name] if name in derived else getattr(self, name)) for name in self.LIVE_FIELDS}
 
+    # --- Fair sharing ------------------------------------------------------------------------
+    @classmethod
+    def next_turn(cls, user_id: int, priority: int) -> int:
+        """The turn a new task of this user joins at this priority: one after the user's last
+        pending task, but never before the round being served now (the highest turn
+        processing; with nothing processing, the lowest turn waiting). So a user with 5,000
+        tasks queued holds turns far ahead, and another user's single task joins the current
+        round: it is claimed within one round, not after the 5,000 (start-time fair queueing
+        with one unit per task). Two cheap index reads; concurrent submits of one user may
+        share a turn, which only orders them by id."""
+        tier = cls.objects.filter(priority=priority)
+        last = tier.filter(user_id=user_id, status=cls.Status.PENDING).aggregate(t=models.Max("turn"))["t"]
+        serving = tier.filter(status=cls.Status.PROCESSING).aggregate(t=models.Max("turn"))["t"]
+        if serving is None:
+            serving = tier.filter(status=cls.Status.PENDING).aggregate(t=models.Min("turn"))["t"] or 0
+        return serving if last is None else max(last + 1, serving)
+
+    @classmethod
+    def assign_turns(cls, tasks: list[GenerationTask]) -> None:
+        """Give unsaved tasks their turns, in list order (for code that creates many at once
+        with ``bulk_create``; ``submit`` does it itself). Call in the creating transaction."""
+        following: dict[tuple[int, int], int] = {}
+        for task in tasks:
+            key = (task.user_id, task.priority)
+            task.turn = following[key] if key in following else cls.next_turn(*key)
+            following[key] = task.turn + 1
+
     # --- Creation ------------------------------------------------------------------------
     @classmethod
     def submit(
@@ -310,6 +366,7 @@ class GenerationTask(models.Model):
         task.input_image.save(image.name, image, save=False)
         try:
             with transaction.atomic():
+                task.turn = cls.next_turn(task.user_id, priority)
                 task.save()
                 _announce_work()
                 log_transition(task, ("status",))
@@ -362,7 +419,28 @@ class GenerationTask(models.Model):
         generation runs after it commits."""
         with transaction.atomic():
             tasks = cls.objects.lock_claimable(limit, exclude)
+            if settings.IMAGEGEN_MAX_RUNNING_PER_USER:
+                tasks = cls._within_running_cap(tasks)
             return [(task, task.claim(worker)) for task in tasks]
+
+    @classmethod
+    def _within_running_cap(cls, tasks: list[GenerationTask]) -> list[GenerationTask]:
+        """The locked ``tasks`` that fit under IMAGEGEN_MAX_RUNNING_PER_USER. The filter in
+        ``lock_claimable`` read the running counts without a lock: two workers claiming at once
+        could both see room for the same user's last slot. Here each user's count is read again
+        under a per-user transaction lock (taken in user order, so claims cannot deadlock), so
+        the second claim waits for the first to commit and sees its tasks. SQLite runs one
+        write transaction at a time, so the plain count is already serialised there."""
+        cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
+        kept: list[GenerationTask] = []
+        for user_id in sorted({t.user_id for t in tasks}):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RUNNING_CAP_LOCK, user_id])
+            room = cap - cls.objects.filter(user_id=user_id, status=cls.Status.PROCESSING).count()
+            kept.extend([t for t in tasks if t.user_id == user_id][: max(room, 0)])
+        kept.sort(key=lambda t: (-t.priority, t.turn, t.pk))  # back in claim order
+        return kept
 
     def set_progress(self, token: uuid.UUID, progress: int) -> None:
         with transaction.atomic():
@@ -507,9 +585,12 @@ class GenerationTask(models.Model):
             self.started_at = self.finished_at = None
             self.run_after = timezone.now()
             self.worker = None
+            # A retry asked for by the owner is new work: it takes a fresh turn, like a submit.
+            # (Automatic retries and take-backs keep theirs: they are owed their place.)
+            self.turn = GenerationTask.next_turn(self.user_id, self.priority)
             self._save(
                 "status", "progress", "attempts", "error_code", "error_message",
-                "started_at", "finished_at", "run_after", "worker",
+                "started_at", "finished_at", "run_after", "worker", "turn",
             )
             _announce_work()
 
