@@ -390,3 +390,11 @@ LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 if LOG_FORMAT == "json":
     LOGGING["formatters"]["json"] = {"()": "imagegen_site.logformat.JsonFormatter"}
     LOGGING["handlers"]["console"]["formatter"] = "json"
+
+# --- URLs the server fetches (image_url) or calls (webhooks): imagegen_site/urlguard.py ----------
+# Plain http:// (default: https:// only) and private/loopback/link-local addresses (default: refused,
+# also after DNS and redirects) are for tests and closed networks only.
+IMAGEGEN_FETCH_ALLOW_HTTP = env_bool("IMAGEGEN_FETCH_ALLOW_HTTP", False)
+IMAGEGEN_FETCH_ALLOW_PRIVATE = env_bool("IMAGEGEN_FETCH_ALLOW_PRIVATE", False)
+# A whole fetch (connect, redirects, body) within this many seconds.
+IMAGEGEN_FETCH_TIMEOUT = env_float("IMAGEGEN_FETCH_TIMEOUT", 20.0, minimum=0.1)
