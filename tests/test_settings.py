@@ -148,3 +148,9 @@ def test_every_throttle_keeps_its_history_in_the_one_process_cache():
 
     for cls in [*api_settings.DEFAULT_THROTTLE_CLASSES, SubmitThrottle, EventsThrottle]:
         assert cls().cache is process_cache(), cls
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_a_bad_per_user_running_cap_is_a_clear_error(value: str):
+    result = probe(IMAGEGEN_MAX_RUNNING_PER_USER=value)
+    assert result.returncode != 0 and "IMAGEGEN_MAX_RUNNING_PER_USER" in result.stderr

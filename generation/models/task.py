@@ -208,10 +208,14 @@ class GenerationTask(models.Model):
         indexes = [
             # Serves the claim query (pending; highest priority, then turn, then id) and queue_position.
             models.Index(fields=["-priority", "turn", "id"], condition=Q(status="pending"), name="task_claim_turn_idx"),
-            # A user's last turn in a priority (next_turn), and the few processing rows
-            # (the round-robin's current turn, the per-user running cap).
-            models.Index(fields=["user", "priority", "turn"], condition=Q(status="pending"), name="task_user_turn_idx"),
-            models.Index(fields=["user"], condition=Q(status="processing"), name="task_processing_idx"),
+            # A user's last pending turn in a priority (next_turn) and a user's processing count
+            # (the running cap). Deliberately not a partial index on status='pending': a second
+            # one beside the claim index let the planner, on stale statistics after a bulk
+            # insert, claim through it and sort the whole queue (measured: 11 ms a claim at
+            # 1,600 pending instead of a few index rows).
+            models.Index(fields=["user", "status", "priority", "turn"], name="task_user_status_turn_idx"),
+            # The few processing rows: the round-robin's current turn (next_turn).
+            models.Index(fields=["priority", "turn"], condition=Q(status="processing"), name="task_processing_idx"),
             models.Index(fields=["user", "-created_at"], name="task_user_recent_idx"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished_idx"),
         ]

@@ -36,11 +36,11 @@ def test_a_quick_timeout_worker_never_takes_back_a_live_slow_timeout_workers_tas
                           IMAGEGEN_HEARTBEAT_TIMEOUT="30", **backend)
     quick = None
     try:
-        wait_until(lambda: GenerationTask.objects.filter(status="processing").count() == 2, timeout=30)
+        wait_until(lambda: GenerationTask.objects.filter(status="processing").count() == 2, timeout=90)
         quick = start_worker(subprocess_env, "--worker-id", "quick", IMAGEGEN_HEARTBEAT_TIMEOUT="5", **backend)
         # The quick worker beats (and looks for orphans) while the steady one has been silent for
         # more than 5 s: the moment that took the tasks back before.
-        wait_until(lambda: quick_beat_past_5s_of_silence(), timeout=30)
+        wait_until(lambda: quick_beat_past_5s_of_silence(), timeout=90)
         wait_until(lambda: GenerationTask.objects.filter(status__in=["completed", "failed"]).count() == 2, timeout=60)
     finally:
         for proc in (steady, quick):
