@@ -37,7 +37,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
         "created_at", "started_at", "finished_at", "duration", "input_thumb", "result_thumb",
     )
     list_filter = ("status", "needs_review", "error_code", "created_at", "finished_at", ("user", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("=id", "user__username")
+    search_fields = ("=id", "user__username", "client_ref")  # client_ref: intake
     search_help_text = "Task id, or the owner's username"
     date_hierarchy = "created_at"
     list_select_related = ("user", "worker")

@@ -27,6 +27,7 @@ def dashboard(request: HttpRequest, model_admin: ModelAdmin) -> HttpResponse:
         "title": "Queue dashboard",
         "opts": GenerationTask._meta,
         "stats": stats.queue_stats(),
+        "realtime": stats.realtime_table(),
         "control": QueueControl.get(),
         "can_change": model_admin.has_change_permission(request),
         "refresh_seconds": 10,

@@ -26,5 +26,7 @@ class ErrorCode(models.TextChoices):
     # The queue.
     INPUT_MISSING = "input_missing", "the uploaded file is no longer stored"
     INVALID_OPTIONS = "invalid_options", "the task's stored options no longer parse"
+    EXPIRED = "expired", "the task was not started before its deadline (expires_in)"
+    FETCH_FAILED = "fetch_failed", "the photo could not be fetched from its image_url"
     WORKER_LOST = "worker_lost", "the worker processing the task stopped responding"
     INTERNAL_ERROR = "internal_error", "an unexpected error in the service"

@@ -1,11 +1,14 @@
 """Task input validation and output shape (the task JSON of docs/api.md)."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from rest_framework import serializers
+
+from imagegen_site.urlguard import ForbiddenURL, check_url
 
 from .engine import InvalidOptions
 from .engine.spec import JobSpec, parse_job
@@ -17,8 +20,10 @@ OPTION_FIELDS = ("preset", "size", "format", "margin", "background", "fit", "sha
 
 
 class TaskCreateSerializer(serializers.Serializer):
-    image = serializers.FileField(allow_empty_file=True, help_text="JPEG, PNG, WebP or HEIC product photo: each side at least 64 pixels "
-                                   "(IMAGEGEN_MIN_SIDE), at most 20 MiB and 40 megapixels by default")
+    image = serializers.FileField(required=False, allow_empty_file=True,
+                                  help_text="JPEG, PNG, WebP or HEIC product photo: each side at least 64 pixels "
+                                  "(IMAGEGEN_MIN_SIDE), at most 20 MiB and 40 megapixels by default. "
+                                  "Exactly one of image and image_url")
     preset = serializers.CharField(required=False, help_text="amazon (default), walmart, shopify, etsy, ebay, taobao, jd, pinduoduo")
     size = serializers.CharField(required=False, help_text="canvas side in pixels, within the preset's range")
     format = serializers.CharField(required=False, help_text="jpeg, png or webp (where the preset allows)")
@@ -39,6 +44,23 @@ class TaskCreateSerializer(serializers.Serializer):
         required=False,
         help_text="x0,y0,x1,y1: a box around the product, in pixels of the photo as displayed (after EXIF rotation)",
     )
+
+    # --- intake: client_ref, expires_in, image_url (docs/api.md, "Task options") ---
+    client_ref = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                       help_text="your own reference (e.g. a SKU), echoed in the task and its events")
+    expires_in = serializers.IntegerField(required=False, min_value=1, max_value=86400,
+                                          help_text="seconds: a task not started by then ends canceled (expired)")
+    image_url = serializers.CharField(
+        required=False, max_length=2048,
+        help_text="an https:// URL of the photo, fetched by a worker with the upload limits, instead of image",
+    )
+
+    def validate_image_url(self, url: str) -> str:
+        try:
+            check_url(url)
+        except ForbiddenURL as exc:
+            raise serializers.ValidationError(f"The URL cannot be fetched: {exc}.") from None
+        return url
 
     def validate_image(self, image: UploadedFile) -> UploadedFile:
         limit = settings.IMAGEGEN_MAX_UPLOAD_BYTES
@@ -62,18 +84,45 @@ class TaskCreateSerializer(serializers.Serializer):
         if unknown:
             allowed = ", ".join(self.fields)
             raise serializers.ValidationError({name: [f"Unknown field {name!r}; the fields are {allowed}."] for name in unknown})
-        checked: CheckedUpload = attrs["image"].checked
+        if ("image" in attrs) == ("image_url" in attrs):
+            given = "both" if "image" in attrs else "neither"
+            raise serializers.ValidationError({"image": [f"Send exactly one of image and image_url ({given} was sent)."]})
+        checked: CheckedUpload | None = attrs["image"].checked if "image" in attrs else None
         try:
-            # hint_box is bounded by the photo as displayed, which only the upload check knows.
-            job: JobSpec = parse_job(raw, image_size=(checked.width, checked.height))
+            # hint_box is bounded by the photo as displayed, which only the upload check knows
+            # (for an image_url, the worker checks it once the photo is fetched).
+            job: JobSpec = parse_job(raw, image_size=(checked.width, checked.height) if checked else None)
         except InvalidOptions as exc:
             raise serializers.ValidationError({exc.field: [str(exc)]}) from None
         attrs["options"] = job.to_options()
+        attrs["client_ref"] = attrs.get("client_ref") or None
         return attrs
 
     @property
-    def checked_upload(self) -> CheckedUpload:
-        return self.validated_data["image"].checked
+    def fingerprint(self) -> str:
+        """What an Idempotency-Key repeat must match: the input (its bytes' or its URL's
+        digest) and every option that shapes the task, in canonical form."""
+        data = self.validated_data
+        if "image" in data:
+            image = data["image"]
+            digest = hashlib.sha256(image.read()).hexdigest()
+            image.seek(0)
+        else:
+            digest = hashlib.sha256(("url:" + data["image_url"]).encode()).hexdigest()
+        return GenerationTask.fingerprint(digest, options=data["options"], client_ref=data["client_ref"],
+                                          expires_in=data.get("expires_in"))
+
+    @property
+    def checked_upload(self) -> CheckedUpload | None:
+        image = self.validated_data.get("image")
+        return image.checked if image is not None else None
+
+
+class IdempotencyReusedSerializer(serializers.Serializer):
+    """The 422 of a reused Idempotency-Key (schema only)."""
+
+    detail = serializers.CharField()
+    code = serializers.ChoiceField(choices=["idempotency_key_reused"])
 
 
 class EngineSerializer(serializers.Serializer):
@@ -97,7 +146,15 @@ class TaskSerializer(serializers.ModelSerializer):
     )
     engine = EngineSerializer(read_only=True, allow_null=True, help_text="null until completed")
     elapsed_time = serializers.FloatField(read_only=True, allow_null=True)
-    input_image_url = serializers.CharField(read_only=True, help_text="path of the owner-only download")
+    input_image_url = serializers.CharField(
+        read_only=True, allow_null=True,
+        help_text="path of the owner-only download; null for an image_url task until its photo is fetched",
+    )
+    client_ref = serializers.CharField(read_only=True, allow_null=True, help_text="the client_ref sent at submit")
+    expires_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="expires_in's deadline: not started by then, the task is canceled"
+    )
+    image_url = serializers.CharField(read_only=True, allow_null=True, help_text="where the photo is fetched from")
     result_image_url = serializers.CharField(
         read_only=True, allow_null=True, help_text="path of the owner-only download, once completed"
     )

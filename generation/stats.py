@@ -161,6 +161,26 @@ def open_websocket_connections() -> int | None:
         return None
 
 
+_realtime_table: Callable[[], dict[str, Any]] | None = None
+
+
+def report_realtime_with(table: Callable[[], dict[str, Any]] | None) -> None:
+    """Register the function that gives the realtime side's monitoring table (the seed's figures)."""
+    global _realtime_table
+    _realtime_table = table
+
+
+def realtime_table() -> dict[str, Any] | None:
+    table = _realtime_table
+    if table is None:
+        return None
+    try:
+        return table()
+    except Exception:
+        logger.warning("Could not read the realtime figures", exc_info=True)
+        return None
+
+
 def queue_stats(now: datetime | None = None) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data."""
     now = now or timezone.now()

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .batch_views import BatchViewSet
 from .views import TaskViewSet
+from .waiting import waiting_submit
 
 router = SimpleRouter()
 router.register("tasks", TaskViewSet, basename="task")
+router.register("batches", BatchViewSet, basename="batch")
 
-urlpatterns = router.urls
+urlpatterns = [
+    # intake: POST /api/tasks/ with "Prefer: wait=N" waits asynchronously (generation.waiting).
+    path("tasks/", waiting_submit(TaskViewSet.as_view({"get": "list", "post": "create"})), name="task-list"),
+    *router.urls,
+]

@@ -19,9 +19,10 @@ from rest_framework.response import Response
 from imagegen_site.throttling import ScopedThrottle
 
 from .exceptions import Conflict
-from .models import GenerationTask, InvalidTransition
+from .models import GenerationTask, IdempotencyKeyReused, InvalidTransition
 from .intake import intake_paused_response
-from .serializers import TaskCreateSerializer, TaskSerializer
+from .serializers import IdempotencyReusedSerializer, TaskCreateSerializer, TaskSerializer
+from .waiting import PREFER_HEADER, parse_prefer_wait
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _BOOLEANS = {"true": True, "false": False}
@@ -54,6 +55,7 @@ class SubmitThrottle(ScopedThrottle):
             OpenApiParameter("status", str, enum=GenerationTask.Status.values),
             OpenApiParameter("needs_review", str, enum=list(_BOOLEANS),
                              description="only tasks the engine flagged for a person's look (true) or not (false)"),
+            OpenApiParameter("client_ref", str, description="only tasks submitted with this client_ref"),
         ],
     ),
     retrieve=extend_schema(summary="One of the caller's tasks"),
@@ -72,6 +74,9 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 if wanted not in GenerationTask.Status.values:
                     raise ValidationError({"status": f"Unknown status {wanted!r}; one of {', '.join(GenerationTask.Status.values)}."})
                 tasks = tasks.filter(status=wanted)
+            client_ref = self.request.query_params.get("client_ref")
+            if client_ref is not None:  # intake: the caller's own reference (a SKU)
+                tasks = tasks.filter(client_ref=client_ref)
             review = self.request.query_params.get("needs_review")
             if review is not None:
                 if review not in _BOOLEANS:
@@ -93,9 +98,16 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a product photo",
         request={"multipart/form-data": TaskCreateSerializer},
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
-                                     description="a repeat with the same key returns the first task (200)")],
+        parameters=[
+            OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
+                             description="a repeat with the same key returns the first task (200); "
+                             "the same key with another file or other options is a 422"),
+            OpenApiParameter(PREFER_HEADER, str, OpenApiParameter.HEADER, pattern=r"^wait=([1-9]|[1-5][0-9]|60)$",
+                             description="wait=N (1-60): answer when the task is finished or N seconds passed"),
+        ],
         responses={201: TaskSerializer, 200: TaskSerializer,
+                   422: OpenApiResponse(IdempotencyReusedSerializer,
+                                        description="the Idempotency-Key was used with another file or other options"),
                    503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -105,20 +117,32 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
         if key is not None and len(key) > 255:
             raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})
-        if key is not None:
-            earlier = GenerationTask.objects.for_user(request.user).filter(idempotency_key=key).first()
-            if earlier is not None:
-                return Response(self.get_serializer(earlier).data, status=status.HTTP_200_OK)
+        try:
+            parse_prefer_wait(request.headers.get(PREFER_HEADER))  # the wait itself: generation.waiting
+        except ValueError as exc:
+            raise ValidationError({PREFER_HEADER: str(exc)}) from None
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        image = serializer.validated_data["image"]
-        task, created = GenerationTask.submit(
-            user=request.user,
-            image=image,
-            content_type=serializer.checked_upload.content_type,
-            options=serializer.validated_data["options"],
-            idempotency_key=key,
-        )
+        data = serializer.validated_data
+        checked = serializer.checked_upload
+        try:
+            task, created = GenerationTask.submit(
+                user=request.user,
+                image=data.get("image"),
+                content_type=checked.content_type if checked else "",
+                options=data["options"],
+                idempotency_key=key,
+                client_ref=data["client_ref"],
+                expires_in=data.get("expires_in"),
+                image_url=data.get("image_url"),
+                fingerprint=serializer.fingerprint,
+            )
+        except IdempotencyKeyReused as exc:
+            return Response(
+                {"detail": f"This Idempotency-Key was already used for task {exc.task.pk} with another file or "
+                           "other options; use a new key for a new task.", "code": "idempotency_key_reused"},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
         body = self.get_serializer(task).data
         if not created:
             return Response(body, status=status.HTTP_200_OK)
@@ -177,6 +201,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["get"], url_path="input", renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
     def input(self, request: Request, pk: str | None = None) -> FileResponse:
         task = self.get_object()
+        if not task.input_image:
+            raise NotFound("The photo has not been fetched from its image_url yet.")
         return self._file(task.input_image, task.input_content_type, f"task-{task.pk}-input")
 
     def _file(self, field: Any, content_type: str, stem: str) -> FileResponse:

@@ -23,17 +23,28 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
-from . import metrics, retention, wakeup
+from imagegen_site import urlguard
+
+from . import expiry, metrics, retention, wakeup
 from .engine import EngineError, GenerationResult, InvalidOptions, get_backend
-from .engine.spec import JobSpec
+from .engine.spec import JobSpec, parse_job
+from .engine.upload import UploadRejected, check_upload
 from .errors import ErrorCode
-from .models import Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, mask_upload_to, result_upload_to
+from .models import (
+    Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, input_upload_to, mask_upload_to,
+    result_upload_to,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 20
+# Sent with ``worker=`` once a worker's threads run, and as it stops: other apps run their own
+# loops inside every worker process this way (webhook delivery), unknown to this module.
+worker_started = Signal()
+worker_stopped = Signal()
 
 
 @dataclass(eq=False)
@@ -138,6 +149,8 @@ class Worker:
         self._services.append(
             threading.Thread(target=retention.retention_loop, args=(self._halted,), name="imagegen-retention", daemon=True)
         )
+        if not self.embedded:  # the web process hosting an embedded worker runs its own (imagegen_site.asgi)
+            self._services.append(expiry.Sweeper(self._halted))
         conninfo = wakeup.postgres_conninfo()
         if conninfo is not None and not self.burst:
             self._services.append(wakeup.Listener(conninfo, self._halted))
@@ -147,6 +160,7 @@ class Worker:
             runner = threading.Thread(target=self._runner_loop, name=f"imagegen-runner-{i}", daemon=True)
             self._runners.append(runner)
             runner.start()
+        worker_started.send(sender=Worker, worker=self)
 
     def run(self) -> None:
         """Run until stopped (or, with ``burst``, until the queue is empty)."""
@@ -185,6 +199,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._halted.set()
+        wakeup.local.notify()  # the expiry sweeper sleeps on it
+        worker_stopped.send(sender=Worker, worker=self)
         for thread in self._services:
             thread.join(5)  # they hold database connections: close them before we return
         if self.row is not None:
@@ -230,7 +246,9 @@ class Worker:
         thread of this worker is still running one (it may yet hand its task back for a retry)."""
         with self._lock:
             busy = self._busy
-        next_run = GenerationTask.objects.pending().next_run_after()
+        # Expired tasks are never claimed (the expiry sweeper ends them): not worth waiting for.
+        waiting = GenerationTask.objects.pending().exclude(pk__in=GenerationTask.objects.expired().values("pk"))
+        next_run = waiting.next_run_after()
         if next_run is None:
             return None if busy == 0 else self.poll_interval
         ahead = (next_run - timezone.now()).total_seconds()
@@ -286,11 +304,7 @@ class Worker:
         Failures are recorded here; a result is returned for ``_record``."""
         started = time.monotonic()
         try:
-            try:
-                with task.input_image.open("rb") as fh:
-                    data = fh.read()
-            except FileNotFoundError:
-                raise EngineError(ErrorCode.INPUT_MISSING, "The uploaded image is no longer stored.") from None
+            data = self._input(task, token)
             progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
             result = get_backend().generate(data, self._job(task), progress)
             # Written outside any transaction; removed again if the claim is lost meanwhile.
@@ -309,6 +323,40 @@ class Worker:
             outcome = self._fail(task, token, ErrorCode.INTERNAL_ERROR, f"Internal error: {type(exc).__name__}", True)
             self._finish(task, token, started, outcome, ErrorCode.INTERNAL_ERROR, "error internal_error")
         return None
+
+    @staticmethod
+    def _input(task: GenerationTask, token: uuid.UUID) -> bytes:
+        """The photo's bytes: the stored input, or (an ``image_url`` task's first run) the
+        photo fetched through the URL guard, checked exactly like an upload, then stored
+        as the task's input so later attempts and ``input_image_url`` use it."""
+        if task.input_image or not task.image_url:
+            try:
+                with task.input_image.open("rb") as fh:
+                    return fh.read()
+            except (FileNotFoundError, ValueError):  # ValueError: no file at all
+                raise EngineError(ErrorCode.INPUT_MISSING, "The uploaded image is no longer stored.") from None
+        try:
+            fetched = urlguard.fetch(task.image_url, max_bytes=settings.IMAGEGEN_MAX_UPLOAD_BYTES,
+                                     timeout=settings.IMAGEGEN_FETCH_TIMEOUT)
+        except urlguard.FetchFailed as exc:
+            raise EngineError(ErrorCode.FETCH_FAILED, f"Could not fetch image_url: {exc}.", transient=exc.transient) from None
+        try:
+            checked = check_upload(fetched.content, max_bytes=settings.IMAGEGEN_MAX_UPLOAD_BYTES,
+                                   max_pixels=settings.IMAGEGEN_MAX_PIXELS, min_side=settings.IMAGEGEN_MIN_SIDE)
+        except UploadRejected as exc:
+            raise EngineError(ErrorCode.FETCH_FAILED, f"The file at image_url is not a usable photo: {exc.message}") from None
+        try:
+            # hint_box is bounded by the photo as displayed: only known now.
+            parse_job(task.options, image_size=(checked.width, checked.height))
+        except InvalidOptions as exc:
+            raise EngineError(ErrorCode.INVALID_OPTIONS, f"{exc} (the photo at image_url)") from None
+        name = default_storage.save(input_upload_to(task, f"input.{checked.extension}"), ContentFile(fetched.content))
+        try:
+            task.attach_input(token, name=name, content_type=checked.content_type)
+        except Exception:
+            default_storage.delete(name)
+            raise
+        return fetched.content
 
     @staticmethod
     def _job(task: GenerationTask) -> JobSpec:

@@ -11,15 +11,16 @@ import mimetypes
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypedDict
+from collections.abc import Sequence
+from typing import Any, Literal, TypedDict
 
 import httpx
 
-from .auth import TokenAuth
+from .auth import ApiKeyAuth, TokenAuth
 from .errors import ImagegenError
 from .events import TERMINAL_STATUSES, EventStream
 
-__all__ = ["Client", "ImagegenError", "Task"]
+__all__ = ["Batch", "Client", "ImagegenError", "Task"]
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -46,6 +47,27 @@ class Task(TypedDict):
     compliance: dict[str, Any] | None
 
 
+class Batch(TypedDict):
+    """A batch as the REST API returns it (``tasks`` only in REST answers, not in events)."""
+
+    id: int
+    status: str  # pending, processing, completed, canceled
+    counts: dict[str, int]  # pending, processing, completed, failed, canceled
+    total: int
+    progress: int
+    tasks: list[int]
+    options: dict[str, Any]
+    client_ref: str | None
+    archive_url: str
+    created_at: str
+    finished_at: str | None
+    updated_at: str
+
+
+#: A batch is finished in these states: its archive holds everything it will.
+FINISHED_BATCH_STATUSES = frozenset({"completed", "canceled"})
+
+
 class Client:
     """imagegen API client.
 
@@ -68,15 +90,22 @@ class Client:
         password: str | None = None,
         token: str | None = None,
         refresh_token: str | None = None,
+        api_key: str | None = None,
+        event_transport: Literal["websocket", "sse"] = "websocket",
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        #: Signs every request (sync and async) and renews the token pair; see :class:`TokenAuth`.
-        self.auth = TokenAuth(self.base_url, username=username, password=password, token=token,
-                              refresh_token=refresh_token)
+        #: Signs every request (sync and async): renews the token pair (:class:`TokenAuth`), or sends
+        #: the ``api_key`` (:class:`ApiKeyAuth`, which never expires).
+        self.auth: TokenAuth | ApiKeyAuth = (
+            ApiKeyAuth(api_key) if api_key is not None
+            else TokenAuth(self.base_url, username=username, password=password, token=token,
+                           refresh_token=refresh_token))
         self._timeout = timeout
+        #: The push transport :meth:`events` (and so :meth:`wait`) uses unless told otherwise.
+        self.event_transport = event_transport
         self._async_transport = async_transport
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, auth=self.auth)
 
@@ -92,6 +121,8 @@ class Client:
 
     def access_token(self) -> str:
         """A usable access token (renewed first when it is about to expire), e.g. for a WebSocket of your own."""
+        if isinstance(self.auth, ApiKeyAuth):
+            raise ValueError("This client signs in with an API key, not with tokens.")
         return self.auth.sync_token(self._http)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -104,7 +135,7 @@ class Client:
     # --- Tasks ---------------------------------------------------------------------------------
     def submit(
         self,
-        image: str | os.PathLike[str] | bytes,
+        image: str | os.PathLike[str] | bytes | None = None,
         *,
         preset: str | None = None,
         size: int | None = None,
@@ -116,30 +147,57 @@ class Client:
         hint_box: tuple[int, int, int, int] | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        client_ref: str | None = None,
+        expires_in: int | None = None,
+        image_url: str | None = None,
+        wait: int | None = None,
     ) -> Task:
-        """Upload a photo (a path or its bytes) and queue it; returns the new task.
+        """Upload a photo (a path or its bytes), or name one by ``image_url``, and queue
+        it; returns the new task.
 
         With ``idempotency_key``, a repeat returns the task the first call
         created (the server answers 200 instead of 201), so a retried or
-        re-run submission never queues the same work twice. ``background``,
-        ``fit``, ``shadow`` and ``hint_box`` (x0, y0, x1, y1 in the photo's
-        pixels) are the engine's options, described in docs/api.md.
+        re-run submission never queues the same work twice; the same key with
+        another photo or other options raises ImagegenError (422,
+        ``code == "idempotency_key_reused"``). ``background``, ``fit``,
+        ``shadow`` and ``hint_box`` (x0, y0, x1, y1 in the photo's pixels) are
+        the engine's options, described in docs/api.md. ``client_ref`` (your
+        SKU, at most 200 characters) comes back in the task and its events;
+        ``expires_in`` (1-86400 s): not started by then, the task ends canceled
+        with ``error_code == "expired"``. ``wait`` (1-60 s) asks the server to
+        answer once the task is finished, or after that long (``Prefer: wait``):
+        the returned task may still be pending or processing.
         """
-        if isinstance(image, bytes):
-            data, name = image, filename or "photo"
-        else:
-            path = Path(image)
-            data, name = path.read_bytes(), filename or path.name
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if (image is None) == (image_url is None):
+            raise ValueError("pass exactly one of image and image_url")
+        files: dict[str, Any] | None = None
+        if image is not None:
+            if isinstance(image, bytes):
+                data, name = image, filename or "photo"
+            else:
+                path = Path(image)
+                data, name = path.read_bytes(), filename or path.name
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            files = {"image": (name, data, content_type)}
         options: dict[str, object] = {
             "preset": preset, "size": size, "format": format, "margin": margin,
             "background": background, "fit": fit, "shadow": shadow,
             "hint_box": ",".join(str(int(v)) for v in hint_box) if hint_box is not None else None,
+            "client_ref": client_ref, "expires_in": expires_in, "image_url": image_url,
         }
         fields = {k: str(v) for k, v in options.items() if v is not None}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        response = self._request("POST", "/api/tasks/", files={"image": (name, data, content_type)},
-                                 data=fields, headers=headers)
+        extra: dict[str, Any] = {}
+        if wait is not None:
+            headers["Prefer"] = f"wait={int(wait)}"
+            # The answer may take the whole wait: the read timeout must outlast it.
+            extra["timeout"] = httpx.Timeout(self._timeout, read=max(self._timeout, wait + 30.0))
+        if files is None:
+            # The endpoint takes multipart only: send the fields as parts without a file name.
+            response = self._request("POST", "/api/tasks/", files={k: (None, v) for k, v in fields.items()},
+                                     headers=headers, **extra)
+        else:
+            response = self._request("POST", "/api/tasks/", files=files, data=fields, headers=headers, **extra)
         task: Task = response.json()
         return task
 
@@ -204,6 +262,63 @@ class Client:
                 raise
         return target
 
+    # --- Batches ------------------------------------------------------------------------------
+    def submit_batch(
+        self,
+        photos: Sequence[str | os.PathLike[str]],
+        *,
+        client_ref: str | None = None,
+        idempotency_key: str | None = None,
+        **options: object,
+    ) -> Batch:
+        """Upload up to 100 photos (paths) as one batch sharing ``options`` (``preset``,
+        ``size``, ... as :meth:`submit`). The files are streamed, not read into memory.
+        A bad photo makes the server refuse the whole batch: :class:`ImagegenError` with
+        ``status_code`` 400 and ``errors`` naming each bad part (``image[0]`` is the first)."""
+        fields = {k: str(v) for k, v in options.items() if v is not None}
+        if client_ref is not None:
+            fields["client_ref"] = client_ref
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        paths = [Path(p) for p in photos]
+        handles = [path.open("rb") for path in paths]
+        try:
+            files = [("image", (path.name, handle, mimetypes.guess_type(path.name)[0] or "application/octet-stream"))
+                     for path, handle in zip(paths, handles)]
+            response = self._request("POST", "/api/batches/", files=files, data=fields, headers=headers)
+        finally:
+            for handle in handles:
+                handle.close()
+        batch: Batch = response.json()
+        return batch
+
+    def get_batch(self, batch_id: int) -> Batch:
+        batch: Batch = self._request("GET", f"/api/batches/{batch_id}/").json()
+        return batch
+
+    def cancel_batch(self, batch_id: int) -> Batch:
+        batch: Batch = self._request("POST", f"/api/batches/{batch_id}/cancel/").json()
+        return batch
+
+    def download_archive(self, batch_id: int, path: str | os.PathLike[str]) -> Path:
+        """Save the batch's ZIP (every completed output and ``manifest.csv``) at ``path``,
+        through a temporary file renamed into place."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._http.stream("GET", f"/api/batches/{batch_id}/archive/") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ImagegenError.from_response(response)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return target
+
     # --- Events --------------------------------------------------------------------------------
     def events(self, after: int | None = None, **options: Any) -> EventStream:
         """Async iterator over the caller's events with ``seq > after`` (None: from now on).
@@ -212,10 +327,11 @@ class Client:
         ``Retry-After``), resumes where it stopped, drops duplicates, fills gaps
         from ``/api/events/`` and long-polls when the WebSocket is unavailable;
         see :mod:`imagegen_client.events`. ``options`` tune it
-        (``ping_interval``, ``fallback_after``, ...).
+        (``transport="sse"`` for Server-Sent Events, ``ping_interval``, ``fallback_after``, ...).
         """
         http = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._async_transport,
                                  auth=self.auth)
+        options.setdefault("transport", self.event_transport)
         return EventStream(http, self.auth.source(http), after, close_http=True, **options)
 
     async def wait_async(self, task_id: int, timeout: float | None = None) -> Task:

@@ -18,6 +18,8 @@ from typing import Any, Awaitable, Callable
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagegen_site.settings")
+# Before settings load: an ASGI process uses a connection pool instead of persistent connections.
+os.environ.setdefault("IMAGEGEN_ASGI_PROCESS", "1")
 django_asgi_app = get_asgi_application()  # sets Django up before routing imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -44,6 +46,7 @@ class ServerHooks:
         self._started = False
         self._lock = threading.Lock()
         self.worker: Any = None
+        self.sweeper: Any = None
 
     def _on_first_call(self) -> None:
         with self._lock:
@@ -51,6 +54,10 @@ class ServerHooks:
                 return
             self._started = True
         publisher.attach(asyncio.get_running_loop())
+        # Tasks whose expires_in ran out end at their deadline even with no worker running.
+        from generation.expiry import start_sweeper
+
+        self.sweeper = start_sweeper()
         if self.embedded_worker:
             from generation.worker import Worker
 
@@ -71,6 +78,8 @@ class ServerHooks:
                 elif message["type"] == "lifespan.shutdown":
                     if self.worker is not None:
                         self.worker.stop()
+                    if self.sweeper is not None:
+                        self.sweeper.stop()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         await self.app(scope, receive, send)

@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "generation",
     "notifications",
+    "apikeys",  # API keys: imports neither generation nor notifications
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -171,6 +173,19 @@ DATABASES = {
     )
 }
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# ASGI web processes (daphne) run each request's and each socket's sync code on threads that come and go,
+# so a persistent connection (CONN_MAX_AGE) is left behind by every such thread: the soak measured 50+
+# connections per daphne and then "too many clients" from PostgreSQL. Django's own advice: no persistent
+# connections under ASGI, a pool instead. imagegen_site/asgi.py marks the process before settings load;
+# workers (long-lived threads) keep their persistent connection.
+IMAGEGEN_ASGI_PROCESS = env_bool("IMAGEGEN_ASGI_PROCESS", False)
+IMAGEGEN_DB_POOL_SIZE = env_int("IMAGEGEN_DB_POOL_SIZE", 10, minimum=1)
+if IMAGEGEN_ASGI_PROCESS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # a broken connection is dropped when it goes back
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": IMAGEGEN_DB_POOL_SIZE, "timeout": 10,
+    }
 if IS_SQLITE:
     # IMMEDIATE: writers take the lock at BEGIN, so two claims (or two seq
     # increments) serialise instead of failing with "database is locked" on upgrade.
@@ -233,6 +248,7 @@ AUTH_PASSWORD_VALIDATORS = [
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "apikeys.authentication.ApiKeyAuthentication",  # Authorization: Api-Key <key>
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -348,10 +364,14 @@ IMAGEGEN_WS_MAX_FRAME_BYTES = env_int("IMAGEGEN_WS_MAX_FRAME_BYTES", 4096, minim
 IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES = env_int("IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES", 1024 * 1024, minimum=4096)
 # A client ping also checks the log for events whose push was lost; at most this often.
 IMAGEGEN_WS_PING_CHECK_SECONDS = env_float("IMAGEGEN_WS_PING_CHECK_SECONDS", 1.0, minimum=0)
+# --- Server-Sent Events (GET /api/events/stream/) -------------------------------------
+# A comment line this often keeps proxies and EventSource from timing out a quiet stream.
+IMAGEGEN_SSE_KEEPALIVE_SECONDS = env_float("IMAGEGEN_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.05)
 # GET /api/events/ is a plain async view: describe it in the schema by hand.
 # Then every operation's error answers (401/429 everywhere, 400/404/415 by what it takes).
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums", "notifications.schema.add_events_path",
+    "notifications.schema.add_stream_path",
     "imagegen_site.schema.add_error_responses",
 ]
 
@@ -398,3 +418,40 @@ IMAGEGEN_FETCH_ALLOW_HTTP = env_bool("IMAGEGEN_FETCH_ALLOW_HTTP", False)
 IMAGEGEN_FETCH_ALLOW_PRIVATE = env_bool("IMAGEGEN_FETCH_ALLOW_PRIVATE", False)
 # A whole fetch (connect, redirects, body) within this many seconds.
 IMAGEGEN_FETCH_TIMEOUT = env_float("IMAGEGEN_FETCH_TIMEOUT", 20.0, minimum=0.1)
+
+# --- Webhooks (webhooks: signed deliveries from the event log, by the workers) -----------
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_duration(name: str, default: float, *, minimum: float = 0) -> float:
+    """Seconds, given as a number of seconds (``259200``) or with one unit: ``90s``, ``15m``, ``12h``, ``3d``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be seconds or a duration like {name}=3d (s, m, h or d), "
+                                   f"got {raw!r}") from None
+    if not seconds >= minimum or seconds == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g} seconds, got {raw!r}")
+    return seconds
+
+
+# First retry after this, doubling (with jitter) up to the maximum between two attempts.
+IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = env_float("IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.01)
+IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS = env_duration("IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.01)
+# An endpoint whose deliveries fail without one success for this long is disabled (its owner gets an event).
+IMAGEGEN_WEBHOOK_DISABLE_AFTER = env_duration("IMAGEGEN_WEBHOOK_DISABLE_AFTER", 3 * 86400.0, minimum=1)
+# After a rotation the old secret also signs deliveries for this long.
+IMAGEGEN_WEBHOOK_SECRET_GRACE = env_duration("IMAGEGEN_WEBHOOK_SECRET_GRACE", 86400.0, minimum=0)
+IMAGEGEN_WEBHOOK_TIMEOUT = env_float("IMAGEGEN_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Delivery threads per worker process, and how many of them one endpoint may hold at a time.
+IMAGEGEN_WEBHOOK_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_CONCURRENCY", 8, minimum=1)
+IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY", 2, minimum=1)
+# How often an idle delivery loop looks for new events and due retries.
+IMAGEGEN_WEBHOOK_POLL_INTERVAL = env_float("IMAGEGEN_WEBHOOK_POLL_INTERVAL", 0.2, minimum=0.01)
+IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER", 100, minimum=1)

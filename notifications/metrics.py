@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-PUSH_LATENCY_SECONDS = Histogram(
+class _SampledHistogram(Histogram):
+    """A histogram that also hands each observation to the seed's table (``monitoring``: exact p50/p99
+    over a window, which buckets cannot give)."""
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        super().observe(amount, exemplar)
+        from .monitoring import process_window
+
+        process_window.push_latency(amount)
+
+
+PUSH_LATENCY_SECONDS = _SampledHistogram(
     "imagegen_push_latency_seconds", "Event commit to WebSocket frame sent",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )

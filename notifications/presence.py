@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from imagegen_site.cache import process_cache
 
 from .metrics import WS_CONNECTIONS
+from .monitoring import RECONNECT_SECONDS, RECONNECTS, process_window
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,22 @@ def total_key(process: str) -> str:
     return f"{PREFIX}:total:{process}"
 
 
+def closed_key(user_id: int) -> str:
+    """When this user's last socket closed, in any process: a connect soon after is a reconnect."""
+    return f"{PREFIX}:closed:{user_id}"
+
+
+def window_key(process: str) -> str:
+    return f"{PREFIX}:window:{process}"
+
+
 class Presence:
     def __init__(self) -> None:
         self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.by_user: Counter[int] = Counter()
         self.total = 0
         self._dirty: set[int] = set()
+        self._closed: dict[int, float] = {}  # users whose socket closed since the last flush -> when
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task | None = None
         self._flusher_loop: asyncio.AbstractEventLoop | None = None
@@ -60,14 +71,18 @@ class Presence:
     # --- on the event loop ---------------------------------------------------------------
     async def try_open(self, user_id: int, cap: int) -> bool:
         """Count a new socket of ``user_id`` unless the user already has ``cap`` open."""
-        others = await sync_to_async(self._others_for, thread_sensitive=False)(user_id)
+        others, closed_at = await sync_to_async(self._others_for, thread_sensitive=False)(user_id)
         # Read our own count only now: connects of this user that finished while
         # we were reading the cache are included.
         if others + self.by_user[user_id] >= cap:
             return False
+        closed_at = self._closed.get(user_id, closed_at)
+        if closed_at is not None and time.time() - closed_at < RECONNECT_SECONDS:
+            RECONNECTS.inc()
         self.by_user[user_id] += 1
         self.total += 1
         WS_CONNECTIONS.inc()
+        process_window.users_changed(len(self.by_user))
         self._changed(user_id)
         return True
 
@@ -78,6 +93,8 @@ class Presence:
             self.by_user[user_id] -= 1
         self.total -= 1
         WS_CONNECTIONS.dec()
+        self._closed[user_id] = time.time()
+        process_window.users_changed(len(self.by_user))
         self._changed(user_id)
 
     def _changed(self, user_id: int) -> None:
@@ -95,9 +112,11 @@ class Presence:
         register = True
         while True:
             dirty, self._dirty = self._dirty, set()
+            closed, self._closed = self._closed, {}
             counts = {uid: self.by_user.get(uid, 0) for uid in dirty}
             try:
-                await sync_to_async(self._write, thread_sensitive=False)(counts, self.total, register)
+                await sync_to_async(self._write, thread_sensitive=False)(counts, self.total, register, closed,
+                                                                         process_window.tick())
             except Exception:
                 logger.exception("Could not publish connection counts")
             try:
@@ -112,9 +131,12 @@ class Presence:
             wake.clear()
 
     # --- in worker threads ----------------------------------------------------------------
-    def _write(self, counts: dict[int, int], total: int, register: bool) -> None:
-        values = {user_key(uid, self.process): n for uid, n in counts.items()}
+    def _write(self, counts: dict[int, int], total: int, register: bool, closed: dict[int, float],
+               window: dict) -> None:
+        values: dict[str, object] = {user_key(uid, self.process): n for uid, n in counts.items()}
         values[total_key(self.process)] = total
+        values[window_key(self.process)] = window  # the seed's figures of this process (monitoring)
+        values.update({closed_key(uid): at for uid, at in closed.items()})
         process_cache().set_many(values, TTL)  # one backend for the process, not one per socket
         if register:
             self._register()
@@ -145,13 +167,27 @@ class Presence:
             self._registry = (time.monotonic(), processes)
         return processes
 
-    def _others_for(self, user_id: int) -> int:
+    def _others_for(self, user_id: int) -> tuple[int, float | None]:
+        """The user's sockets in other processes, and when the user's socket last closed (one cache read)."""
         try:
             keys = [user_key(user_id, p) for p in self._other_processes()]
-            return sum(int(n) for n in process_cache().get_many(keys).values()) if keys else 0
+            found = process_cache().get_many([*keys, closed_key(user_id)])
+            closed_at = found.pop(closed_key(user_id), None)
+            return sum(int(n) for n in found.values()), closed_at
         except Exception as exc:
             logger.warning("Socket cap not checked across processes (%s)", exc)
-            return 0
+            return 0, None
+
+    def windows(self) -> list[dict]:
+        """The seed's figures of every web process (this one read now, the others as last published)."""
+        own = process_window.window()
+        try:
+            processes = [p for p in (process_cache().get(REGISTRY_KEY) or {}) if p != self.process]
+            others = process_cache().get_many([window_key(p) for p in processes]) if processes else {}
+        except Exception as exc:
+            logger.warning("Figures of other processes unavailable (%s)", exc)
+            others = {}
+        return [own, *others.values()]
 
     def open_connections(self) -> int:
         """Open sockets in all server processes (this one counted exactly)."""
@@ -171,3 +207,10 @@ presence = Presence()
 def open_connections() -> int:
     """Open WebSocket connections across all server processes (for ``/api/queue/stats/``)."""
     return presence.open_connections()
+
+
+def seed_table() -> dict:
+    """The seed's monitoring table over every web process (for the admin dashboard)."""
+    from .monitoring import table
+
+    return table(presence.windows())

@@ -15,10 +15,18 @@
    (:mod:`generation.engine.shadow`).
 5. The review signals (:mod:`generation.engine.review`) give the
    confidence and the reasons a person should look.
-6. A flagged cut of a product well inside the frame gets one second model
+6. A cut flagged for its outline whose product has the colours of the
+   frame's border (the model picked part of a busy backdrop: gears, a slab
+   of bark) gets a second look at the biggest blobs of colours the border
+   lacks; a candidate that stands out from its surroundings clearly more
+   replaces it, and the flag stays.
+7. A flagged cut of a product well inside the frame gets one second model
    pass on its own box (a small or thin product seen at a better
    resolution); it replaces the first cut only when it keeps most of it,
    and the flag stays.
+8. A faint model answer (nothing salient) that points at a spot with
+   colours the border lacks gets a closer look at that spot, flagged,
+   instead of a refusal.
 
 With ``IMAGEGEN_SEGMENTER=classical`` step 3 is the border-model/GrabCut
 pipeline of :mod:`generation.engine.segment`. A product is refused
@@ -38,8 +46,8 @@ from .refine import guide_size, refine
 from .review import Assessment, ReviewReason, assess, measure
 from .saliency import Segmenter
 from .segment import (
-    MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, coarse_mask,
-    model_background, no_product, refine_matte,
+    MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, border_likeness,
+    coarse_mask, model_background, no_product, refine_matte,
 )
 from .shadow import cast_shadow
 
@@ -65,7 +73,31 @@ SECOND_LOOK_MARGIN, SECOND_LOOK_MAX_SHARE = 0.25, 0.5
 #: The second look replaces the first cut only when it keeps at least this share of it (it may add
 #: parts the first missed or trim a shadow tail); one that drops more lost the product's context.
 SECOND_LOOK_KEEP = 0.85
-NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing"})
+NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing", "faint_product"})
+#: A faint answer (the model's raw range under MIN_MODEL_RANGE) still points somewhere: when the
+#: spot it points at has colours the frame's border does not (median border likeness at most this;
+#: the spot of a photo of nothing, a flat wall or a texture, measured 0.9-0.99, a small key 0.31),
+#: the model looks again at that spot, seen at least FAINT_ZOOM times its size.
+FAINT_MAX_LIKENESS, FAINT_ZOOM = 0.5, 4.0
+#: A flagged cut whose product mostly has the border's colours (mean border likeness at least
+#: this) has probably picked part of a busy backdrop (gears, a slab of bark, a pebble); the model
+#: then looks again at the biggest blobs of colours the border lacks (likeness under
+#: DISTINCT_LIKENESS, at least DISTINCT_MIN_SHARE of the frame), at most RESCUE_TRIES of them.
+RESCUE_LIKENESS, DISTINCT_LIKENESS, DISTINCT_MIN_SHARE, RESCUE_TRIES = 0.45, 0.15, 0.002, 2
+#: A rescue replaces the first cut only when its product stands out from its surroundings by this
+#: much more (ring likeness minus product likeness) and the model is not unsure of it. A first cut
+#: that stands out by less than RESCUE_MIN_FIRST is not judged by colour at all: colour separates
+#: nothing there (a see-through glass shows the table through it, a camouflaged product), and a
+#: colour-driven second look would trade the whole product for one distinct part of it.
+RESCUE_MIN_GAIN, RESCUE_MIN_CONFIDENCE, RESCUE_MIN_FIRST = 0.15, 0.4, 0.05
+RESCUE_REASON = ReviewReason(
+    "backdrop_picked",
+    "The first cut had the backdrop's colours; this cut comes from a second look at the part of the "
+    "photo whose colours the backdrop does not have.")
+FAINT_REASON = ReviewReason(
+    "faint_product",
+    "The product model barely saw a product in the whole photo; this cut comes from a closer look at the "
+    "one spot it pointed at.")
 
 
 @dataclass(frozen=True)
@@ -197,10 +229,46 @@ def _shadow(work: np.ndarray, product: np.ndarray, matte: np.ndarray) -> np.ndar
     return full
 
 
+@dataclass(frozen=True)
+class _Faint:
+    """The model saw too little to cut, but pointed at ``box`` (region pixels), which is worth a closer look."""
+
+    box: tuple[int, int, int, int] | None
+
+
+def _faint_box(raw: np.ndarray, work: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Where a faint model answer points, when that spot does not look like the backdrop.
+
+    ``raw`` is the (normalised) model map, ``work`` the region's working copy, ``shape`` the region's
+    (h, w). A photo of nothing (a flat wall, a texture) also gives a normalised peak, but of the
+    backdrop's own colours: there the answer stays "nothing".
+    """
+    fg = (raw >= THRESHOLD).view(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if count <= 1:
+        return None
+    main = int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1
+    wh, ww = work.shape[:2]
+    spot = cv2.resize((labels == main).view(np.uint8), (ww, wh), interpolation=cv2.INTER_NEAREST) > 0
+    if not spot.any() or float(np.median(border_likeness(work)[spot])) > FAINT_MAX_LIKENESS:
+        return None
+    h, w = shape
+    sx, sy = w / raw.shape[1], h / raw.shape[0]
+    x, y, bw, bh = (int(v) for v in stats[main, :4])
+    cx, cy = (x + bw / 2) * sx, (y + bh / 2) * sy
+    half = FAINT_ZOOM * max(bw * sx, bh * sy, 8.0) / 2
+    x0, y0, x1, y1 = int(cx - half), int(cy - half), int(np.ceil(cx + half)), int(np.ceil(cy + half))
+    box = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if (box[2] - box[0]) * (box[3] - box[1]) > SECOND_LOOK_MAX_SHARE * w * h:
+        return None
+    return box
+
+
 def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
              box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None:
-    """Matte, product mask and guide-size copy from the model, or None when it saw nothing.
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | _Faint:
+    """Matte, product mask and guide-size copy from the model, or :class:`_Faint` when it saw
+    nothing (with the spot it pointed at, when that is worth a closer look).
 
     ``photo_share`` is the region's share of the photo: the product's size is judged against the
     photo, not the region, when a second look crops it."""
@@ -216,11 +284,11 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
         prob[~inside] = 0.0
     fg = prob >= THRESHOLD
     if spread < MIN_MODEL_RANGE or np.count_nonzero(fg) < MIN_PRODUCT_SHARE * 0.25 * fg.size:
-        return None
+        return _Faint(_faint_box(raw, work, (h, w)) if box_in_region is None and spread > 0 else None)
     product, parts = _pick_parts(fg, prob)
     product = _fill_specks(product)
     small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
-    matte = refine(rgb, prob, product, segmenter.side)
+    matte = refine(rgb, prob, product, segmenter.side, small)
     classical, score = _classical_check(work)
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
@@ -258,6 +326,8 @@ def cut_product(
         return Cut(matte=_matte_from_alpha(alpha), shadow=None, confidence=1.0, review_reasons=(),
                    segmenter="alpha", model=None, model_sha256=None)
     first = _cut(rgb, hint_box, segmenter)
+    if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
+        first = _rescue(rgb, first, segmenter)
     # Only a doubtful cut of a product inside the frame is worth the time of a second pass
     # (a crop would hide that it runs off the frame or fills it).
     codes = {r.code for r in first.review_reasons}
@@ -281,6 +351,68 @@ def cut_product(
     return replace(second, confidence=min(first.confidence, second.confidence), review_reasons=reasons)
 
 
+def _stand_out(mask: np.ndarray, like: np.ndarray) -> float:
+    """How much ``mask`` stands out from its surroundings by colour: the mean border likeness of a
+    ring around it minus that of the mask (about 0.5-0.9 for a product on its backdrop, about 0 for
+    a piece of the backdrop)."""
+    m = mask.view(np.uint8)
+    if not m.any():
+        return -1.0
+    r = max(3, round(0.05 * max(m.shape)))
+    ring = (cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0) & ~mask
+    return float(like[ring].mean() - like[mask].mean()) if ring.any() else 0.0
+
+
+def _rescue(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
+    """A better cut than ``first`` when it picked the backdrop, else ``first``.
+
+    The model is run again on the box (plus a margin) of each of the biggest blobs of colours the
+    frame's border does not show; a candidate wins when its product stands out from its
+    surroundings clearly more than the first cut's. The first cut's reasons stay, and the
+    replacement says what happened.
+    """
+    work = _downscale(rgb).rgb
+    wh, ww = work.shape[:2]
+    like = border_likeness(work)
+
+    def small(matte: np.ndarray) -> np.ndarray:
+        return cv2.resize((matte >= 0.5).view(np.uint8) if matte.dtype == bool else (matte >= 0.5).astype(np.uint8),
+                          (ww, wh), interpolation=cv2.INTER_NEAREST) > 0
+
+    mask = small(first.matte)
+    if not mask.any() or float(like[mask].mean()) < RESCUE_LIKENESS:
+        return first
+    distinct = cv2.morphologyEx((like < DISTINCT_LIKENESS).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(distinct, connectivity=8)
+    blobs = sorted((i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= DISTINCT_MIN_SHARE * wh * ww),
+                   key=lambda i: -stats[i, cv2.CC_STAT_AREA])[:RESCUE_TRIES]
+    first_score = _stand_out(mask, like)
+    if first_score < RESCUE_MIN_FIRST:
+        return first
+    h, w = rgb.shape[:2]
+    sx, sy = w / ww, h / wh
+    best, best_score = first, first_score + RESCUE_MIN_GAIN
+    for i in blobs:
+        x, y, bw, bh = (int(v) for v in stats[i, :4])
+        m = SECOND_LOOK_MARGIN * max(bw * sx, bh * sy)
+        box = (max(0, int(x * sx - m)), max(0, int(y * sy - m)),
+               min(w, int(np.ceil((x + bw) * sx + m))), min(h, int(np.ceil((y + bh) * sy + m))))
+        try:
+            cand = _cut(rgb, box, segmenter, second_look=True)
+        except EngineError:
+            continue
+        score = _stand_out(small(cand.matte), like)
+        logger.debug("Rescue look at %s: stands out %.2f (first %.2f), confidence %.2f", box, score,
+                     best_score - RESCUE_MIN_GAIN, cand.confidence)
+        if score >= best_score and cand.confidence >= RESCUE_MIN_CONFIDENCE:
+            best, best_score = cand, score
+    if best is first:
+        return first
+    reasons = first.review_reasons + (RESCUE_REASON,) + tuple(
+        r for r in best.review_reasons if r not in first.review_reasons)
+    return replace(best, confidence=min(first.confidence, best.confidence, 0.4), review_reasons=reasons)
+
+
 def _second_look_box(matte: np.ndarray) -> tuple[int, int, int, int] | None:
     """The box a second model pass looks at: the first cut's box plus a margin, when that is
     enough smaller than the photo for the model to see the product at a better resolution."""
@@ -295,6 +427,21 @@ def _second_look_box(matte: np.ndarray) -> tuple[int, int, int, int] | None:
     return x0, y0, x1, y1
 
 
+def _closer_look(rgb: np.ndarray, box: tuple[int, int, int, int], segmenter: Segmenter) -> Cut | None:
+    """The cut of a faint product at ``box``, flagged; None when the closer look finds nothing either.
+
+    Inside the box the model may still see too little (a key 0.2 % of a burlap photo); the backdrop
+    model then cuts it, which works there because the box holds little but the product and the
+    backdrop around it. Either way the cut is flagged.
+    """
+    try:
+        cut = _cut(rgb, box, segmenter, second_look=True)
+    except EngineError:
+        return None
+    logger.debug("A faint model answer: closer look at %s", box)
+    return replace(cut, confidence=min(cut.confidence, 0.4), review_reasons=(FAINT_REASON,) + cut.review_reasons)
+
+
 def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter,
          *, second_look: bool = False) -> Cut:
     h, w = rgb.shape[:2]
@@ -307,10 +454,16 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
         box_in_region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
 
     work = _downscale(sub).rgb
-    found = None
+    found: tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None = None
     if segmenter.learned:
         share = (x1 - x0) * (y1 - y0) / (h * w) if second_look else 1.0
-        found = _learned(sub, work, segmenter, box_in_region, share)
+        answer = _learned(sub, work, segmenter, box_in_region, share)
+        if not isinstance(answer, _Faint):
+            found = answer
+        elif answer.box is not None and hint_box is None:
+            closer = _closer_look(rgb, answer.box, segmenter)
+            if closer is not None:
+                return closer
     if found is None:
         try:
             found = _classical(sub)

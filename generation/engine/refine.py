@@ -82,12 +82,14 @@ def guide_size(h: int, w: int) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
-def refine(rgb: np.ndarray, prob: np.ndarray, solid: np.ndarray, model_side: int) -> np.ndarray:
+def refine(rgb: np.ndarray, prob: np.ndarray, solid: np.ndarray, model_side: int,
+           small: np.ndarray | None = None) -> np.ndarray:
     """Full-resolution matte of ``rgb`` (HxWx3 uint8).
 
     ``prob`` (float32 0..1) and ``solid`` (bool: the product as decided
     from it) are at :func:`guide_size` of ``rgb``; ``model_side`` is the
-    side of the map the probabilities came from (it sets the band's width).
+    side of the map the probabilities came from (it sets the band's width);
+    ``small`` is ``rgb`` at that size when the caller has it already.
     """
     h, w = rgb.shape[:2]
     gh, gw = prob.shape
@@ -113,7 +115,8 @@ def refine(rgb: np.ndarray, prob: np.ndarray, solid: np.ndarray, model_side: int
     m = 2 * r + 2
     cx0, cy0 = max(0, bx - m), max(0, by - m)
     cx1, cy1 = min(gw, bx + bw + m), min(gh, by + bh + m)
-    small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
+    if small is None:
+        small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
     guide = small[cy0:cy1, cx0:cx1].astype(np.float32) / 255.0
     p = np.where(near[cy0:cy1, cx0:cx1] > 0, prob[cy0:cy1, cx0:cx1], 0.0).astype(np.float32)
     a, b = guided_coefficients(guide, p, r, EPS)

@@ -190,6 +190,35 @@ def model_background(rgb: np.ndarray) -> BackgroundModel:
     )
 
 
+#: Border strip for :func:`border_likeness`, as a share of the long side: wider than the
+#: surface fit's, because it samples a busy backdrop's colours rather than fitting a smooth one.
+LIKENESS_BORDER_SHARE = 0.04
+
+
+def border_likeness(rgb: np.ndarray) -> np.ndarray:
+    """Per pixel, how much its colour looks like the frame's border (float32 0..1).
+
+    The border strip is taken as a sample of the backdrop (a product stands inside
+    the frame). For each colour (Lab, 16 levels per channel) the value is the
+    colour's frequency in the border over its frequency in the whole photo, capped
+    at 1: a backdrop colour is about 1 wherever it appears, a colour the border
+    never shows is 0. It judges busy backdrops too (gears, gravel, bark), where
+    the smooth surface fit of :func:`model_background` cannot.
+    """
+    h, w = rgb.shape[:2]
+    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (0, 0), 1.0), cv2.COLOR_RGB2LAB)
+    width = max(1, min(max(3, round(LIKENESS_BORDER_SHARE * max(h, w))), min(h, w) // 6))
+    border = _border_mask(h, w, width)
+    q = lab >> 4
+    bins = (q[..., 0].astype(np.int32) * 16 + q[..., 1]) * 16 + q[..., 2]
+    in_border = np.bincount(bins[border], minlength=4096).astype(np.float32)
+    in_photo = np.bincount(bins.ravel(), minlength=4096).astype(np.float32)
+    ratio = (in_border / max(in_border.sum(), 1.0)) / np.maximum(in_photo / max(in_photo.sum(), 1.0), 1e-9)
+    like = np.minimum(ratio, 1.0).astype(np.float32)[bins]
+    # A colour is judged with its neighbourhood: single pixels of a texture do not decide.
+    return cv2.GaussianBlur(like, (0, 0), 2.0)
+
+
 def _matte_from_alpha(alpha: np.ndarray) -> np.ndarray:
     """The seller's own cut-out. No frame-contact rule: cut-outs are usually trimmed tight."""
     matte = alpha.astype(np.float32) / 255.0

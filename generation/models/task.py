@@ -10,6 +10,8 @@ event in the same transaction, so state fields must never be changed with
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import uuid
@@ -42,6 +44,14 @@ RUNNING_CAP_LOCK = 7_301_013
 
 class InvalidTransition(Exception):
     """The task is not in a state that allows this change."""
+
+
+class IdempotencyKeyReused(Exception):
+    """The caller's Idempotency-Key already made a task from another input or other options."""
+
+    def __init__(self, task: GenerationTask) -> None:
+        super().__init__(f"Idempotency-Key already used for task {task.pk} with another file or other options")
+        self.task = task
 
 
 class LostClaim(InvalidTransition):
@@ -90,7 +100,13 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         return self.filter(status=GenerationTask.Status.PENDING)
 
     def claimable(self) -> TaskQuerySet:
-        return self.pending().filter(run_after__lte=timezone.now())
+        now = timezone.now()
+        # An expired task is never started, even before a sweeper has marked it (intake: expires_in).
+        return self.pending().filter(run_after__lte=now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+    def expired(self, now: datetime | None = None) -> TaskQuerySet:
+        """Pending tasks whose ``expires_at`` has passed (they are never claimed; ``expire_due`` ends them)."""
+        return self.pending().filter(expires_at__lte=now or timezone.now())
 
     def next_run_after(self) -> datetime | None:
         """The earliest ``run_after`` among these rows (None when there are none)."""
@@ -172,8 +188,9 @@ class GenerationTask(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
     options = models.JSONField(default=dict, blank=True)
-    input_image = models.FileField(upload_to=input_upload_to, max_length=255)
-    input_content_type = models.CharField(max_length=50)
+    # Empty for an ``image_url`` task until a worker has fetched the photo (intake).
+    input_image = models.FileField(upload_to=input_upload_to, max_length=255, blank=True)
+    input_content_type = models.CharField(max_length=50, blank=True)
     result_image = models.FileField(upload_to=result_upload_to, max_length=255, blank=True)
     result_content_type = models.CharField(max_length=50, blank=True)
     compliance = models.JSONField(null=True, blank=True)
@@ -193,9 +210,23 @@ class GenerationTask(models.Model):
     priority = models.SmallIntegerField(default=0)
     run_after = models.DateTimeField(default=timezone.now)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # --- intake options: client_ref, expires_in, image_url, idempotency reuse ---
+    # The caller's own reference (a SKU), echoed in the task JSON and every event.
+    client_ref = models.CharField(max_length=200, null=True, blank=True)
+    # Not started by then: the task ends canceled with error_code "expired".
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Where a worker fetches the photo from, instead of an upload.
+    image_url = models.URLField(max_length=2048, null=True, blank=True)
+    # sha256 of the input (its bytes, or its URL) and the canonical options: an
+    # Idempotency-Key repeated with another fingerprint is refused. Empty on older rows.
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     # The claim: which worker holds the task and the token every later write must present.
     worker = models.ForeignKey(WorkerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    # Batches: the batch a task was submitted in (null for single submissions), and the
+    # client's file name of the upload, only ever used to name the batch archive's entries.
+    batch = models.ForeignKey("generation.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    source_name = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -218,6 +249,11 @@ class GenerationTask(models.Model):
             models.Index(fields=["priority", "turn"], condition=Q(status="processing"), name="task_processing_idx"),
             models.Index(fields=["user", "-created_at"], name="task_user_recent_idx"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished_idx"),
+            # intake: ?client_ref= on the list, and the expiry sweeper's next deadline.
+            models.Index(fields=["user", "client_ref"], condition=Q(client_ref__isnull=False),
+                         name="task_user_client_ref_idx"),
+            models.Index(fields=["expires_at"], condition=Q(status="pending", expires_at__isnull=False),
+                         name="task_expiry_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -274,7 +310,10 @@ class GenerationTask(models.Model):
             return None
         return reverse("task-mask", args=[self.pk])
 
-    def get_input_url(self) -> str:
+    def get_input_url(self) -> str | None:
+        # An image_url task has no input until a worker has fetched it.
+        if not self.input_image:
+            return None
         return reverse("task-input", args=[self.pk])
 
     #: What clients see of a task, in this order: ``live_state()``. A new field of the
@@ -284,6 +323,8 @@ class GenerationTask(models.Model):
         "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
         "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
         "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
+        "client_ref", "expires_at", "image_url",  # intake
+        "batch",
     )
 
     def live_state(self) -> dict[str, Any]:
@@ -309,6 +350,7 @@ class GenerationTask(models.Model):
             "estimated_remaining_seconds": self.estimated_remaining_seconds(position),
             "input_image_url": self.get_input_url(),
             "result_image_url": self.get_result_url(),
+            "batch": self.batch_id,
         }
         return {name: _json_value(derived[name] if name in derived else getattr(self, name)) for name in self.LIVE_FIELDS}
 
@@ -345,29 +387,42 @@ class GenerationTask(models.Model):
         cls,
         *,
         user: AbstractBaseUser,
-        image: Any,
+        image: Any | None,
         content_type: str,
         options: dict[str, Any],
         idempotency_key: str | None = None,
         priority: int = 0,
+        client_ref: str | None = None,
+        expires_in: int | None = None,
+        image_url: str | None = None,
+        fingerprint: str = "",
     ) -> tuple[GenerationTask, bool]:
         """Create a pending task, or return the caller's earlier task with the same
-        idempotency key. Returns ``(task, created)``."""
+        idempotency key. Returns ``(task, created)``. ``image`` is None for an
+        ``image_url`` task (a worker fetches it). Raises ``IdempotencyKeyReused``
+        when the earlier task was made from another input or other options."""
         if idempotency_key:
             existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
             if existing is not None:
-                return existing, False
+                return existing._same_request(fingerprint), False
+        now = timezone.now()
         task = cls(
             user=user,
             options=options,
-            input_content_type=content_type,
+            input_content_type=content_type if image is not None else "",
             idempotency_key=idempotency_key or None,
             priority=priority,
             max_attempts=settings.IMAGEGEN_MAX_ATTEMPTS,
+            client_ref=client_ref or None,
+            expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+            image_url=image_url or None,
+            request_fingerprint=fingerprint,
+            created_at=now,
         )
         # The file is written before the row: a failure here leaves no row, and a
         # failure of the insert below removes the file.
-        task.input_image.save(image.name, image, save=False)
+        if image is not None:
+            task.input_image.save(image.name, image, save=False)
         try:
             with transaction.atomic():
                 task.turn = cls.next_turn(task.user_id, priority)
@@ -375,14 +430,28 @@ class GenerationTask(models.Model):
                 _announce_work()
                 log_transition(task, ("status",))
         except Exception:
-            task.input_image.delete(save=False)
+            if image is not None:
+                task.input_image.delete(save=False)
             if idempotency_key:
                 # Two identical requests raced: the other one's row won.
                 existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
                 if existing is not None:
-                    return existing, False
+                    return existing._same_request(fingerprint), False
             raise
         return task, True
+
+    def _same_request(self, fingerprint: str) -> GenerationTask:
+        # Rows from before fingerprints were stored match any repeat, as they always did.
+        if self.request_fingerprint and fingerprint and self.request_fingerprint != fingerprint:
+            raise IdempotencyKeyReused(self)
+        return self
+
+    @staticmethod
+    def fingerprint(input_digest: str, **request: Any) -> str:
+        """The fingerprint of a submission: sha256 over the input's digest (of its bytes,
+        or of its URL) and the canonical JSON of everything else that shapes the task."""
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(f"{input_digest}\n{canonical}".encode()).hexdigest()
 
     # --- Transitions ------------------------------------------------------------------------
     def _lock(self) -> None:
@@ -392,9 +461,16 @@ class GenerationTask(models.Model):
             setattr(self, field.attname, getattr(fresh, field.attname))
 
     def _save(self, *fields: str) -> None:
+        # A batch task's status change recounts its batch in this same transaction
+        # (generation.models.batch). The batch row is locked before the task's event takes
+        # the owner's event counter: every transaction takes task, batch, counter in that order.
+        recount = self.batch_id is not None and "status" in fields
+        batch = type(self).batch.field.related_model.locked(self.batch_id) if recount else None
         self.updated_at = timezone.now()
         self.save(update_fields=[*fields, "updated_at"])
         log_transition(self, fields)
+        if batch is not None:
+            batch.recount()
 
     def _check_claim(self, token: uuid.UUID) -> None:
         if self.status != self.Status.PROCESSING or self.claim_token != token:
@@ -425,6 +501,7 @@ class GenerationTask(models.Model):
             tasks = cls.objects.lock_claimable(limit, exclude)
             if settings.IMAGEGEN_MAX_RUNNING_PER_USER:
                 tasks = cls._within_running_cap(tasks)
+            _lock_batches_of(tasks)
             return [(task, task.claim(worker)) for task in tasks]
 
     @classmethod
@@ -488,6 +565,7 @@ class GenerationTask(models.Model):
         with transaction.atomic():
             # One locking read for the batch, in id order so two batches cannot deadlock.
             fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
+            _lock_batches_of(fresh.values())
             for task, token, done in results:
                 row = fresh.get(task.pk)
                 if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
@@ -577,6 +655,44 @@ class GenerationTask(models.Model):
             self.finished_at = timezone.now()
             self._save("status", "claim_token", "finished_at")
 
+    def attach_input(self, token: uuid.UUID, *, name: str, content_type: str) -> None:
+        """Record the photo a worker fetched for an ``image_url`` task (the file is
+        written already). Raises LostClaim if the task is no longer ours: the caller
+        deletes the file."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.input_image.name = name
+            self.input_content_type = content_type
+            self._save("input_image", "input_content_type")
+
+    @classmethod
+    def next_expiry(cls) -> datetime | None:
+        """The earliest deadline among pending tasks (one read of the expiry index)."""
+        return cls.objects.pending().filter(expires_at__isnull=False).aggregate(m=models.Min("expires_at"))["m"]
+
+    @classmethod
+    def expire_due(cls, limit: int = 100) -> list[int]:
+        """End every pending task whose ``expires_at`` has passed: ``canceled`` with
+        ``error_code: "expired"`` (and its ``task_canceled`` event). Safe to run from
+        every process at once: rows another sweeper (or a claim) holds are skipped,
+        and the locked re-read only returns rows still pending and due, so no task
+        is expired twice. Returns the ids."""
+        with transaction.atomic():
+            due = list(cls.objects.expired().select_for_update(skip_locked=True).order_by("expires_at", "id")[:limit])
+            _lock_batches_of(due)  # batches before any event (the lock order of generation.models.batch)
+            for task in due:
+                task.status = cls.Status.CANCELED
+                task.error_code = ErrorCode.EXPIRED
+                deadline = _json_value(task.expires_at)
+                task.error_message = f"Not started before its deadline ({deadline}), set by expires_in."
+                task.claim_token = None
+                task.finished_at = timezone.now()
+                task._save("status", "error_code", "error_message", "claim_token", "finished_at")
+        if due:
+            logger.info("Expired %d task(s) not started before their deadline: %s", len(due), [t.pk for t in due])
+        return [t.pk for t in due]
+
     def retry(self) -> None:
         with transaction.atomic():
             self._lock()
@@ -587,14 +703,18 @@ class GenerationTask(models.Model):
             self.attempts = 0
             self.error_code = self.error_message = None
             self.started_at = self.finished_at = None
-            self.run_after = timezone.now()
+            now = timezone.now()
+            self.run_after = now
             self.worker = None
+            if self.expires_at is not None:
+                # A retry is a new submission of the same work: it gets its expires_in again.
+                self.expires_at = now + (self.expires_at - self.created_at)
             # A retry asked for by the owner is new work: it takes a fresh turn, like a submit.
             # (Automatic retries and take-backs keep theirs: they are owed their place.)
             self.turn = GenerationTask.next_turn(self.user_id, self.priority)
             self._save(
                 "status", "progress", "attempts", "error_code", "error_message",
-                "started_at", "finished_at", "run_after", "worker", "turn",
+                "started_at", "finished_at", "run_after", "worker", "expires_at", "turn",
             )
             _announce_work()
 
@@ -607,6 +727,8 @@ class GenerationTask(models.Model):
         rescued: list[int] = []
         with transaction.atomic():
             orphans = list(cls.objects.orphaned(timeout).select_for_update(skip_locked=True, of=("self",))[:100])
+            if not dry_run:
+                _lock_batches_of(orphans)
             for task in orphans:
                 rescued.append(task.pk)
                 if dry_run:
@@ -635,6 +757,14 @@ def _json_value(value: Any) -> Any:
         text = timezone.localtime(value).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     return value
+
+
+def _lock_batches_of(tasks: Any) -> None:
+    """Before changing several tasks in one transaction: lock their batches in id order,
+    so two such transactions never take the same batch rows in opposite orders."""
+    tasks = list(tasks)
+    if any(task.batch_id is not None for task in tasks):
+        GenerationTask.batch.field.related_model.lock_batches_of(tasks)
 
 
 def _announce_work() -> None:

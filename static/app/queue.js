@@ -30,6 +30,8 @@ const ERROR_TEXT = {
   safety_block: "The image service declined this photo.",
   no_image_returned: "The image service returned no picture.",
   input_missing: "The uploaded photo is no longer stored: upload it again.",
+  expired: "It was not started before the deadline you set, so it was canceled.",
+  fetch_failed: "The photo could not be fetched from its address.",
   worker_lost: "The machine working on it stopped before finishing.",
   invalid_options: "The task's settings are no longer valid: send the photo again.",
   internal_error: "Something went wrong on our side.",

@@ -59,7 +59,7 @@ def test_the_wheel_holds_the_package_its_dependencies_and_the_cli(wheel: Path) -
 
     sources = {p.name for p in PACKAGE.glob("*.py")} | {"py.typed"}
     assert {n.removeprefix("imagegen_client/") for n in names if not n.startswith(dist_info)} == sources
-    assert sorted(Requirement(r).name for r in metadata.get_all("Requires-Dist")) == ["httpx", "rich", "websockets"]
+    assert sorted(Requirement(r).name for r in metadata.get_all("Requires-Dist")) == ["httpx", "httpx-sse", "rich", "websockets"]
     assert metadata["Requires-Python"] == ">=3.11"
     assert "imagegen = imagegen_client.cli:main" in entry_points
 
@@ -72,8 +72,11 @@ def test_the_wheel_imports_and_runs_with_no_server_module_reachable(wheel: Path)
 
 def test_the_development_pins_satisfy_what_the_client_declares() -> None:
     declared = tomllib.loads((PACKAGE / "pyproject.toml").read_text())["project"]["dependencies"]
-    pins = dict(line.split("==") for line in (BASE_DIR / "requirements-dev.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    # requirements-dev.txt includes requirements.txt (where httpx is pinned, for the server's URL guard).
+    lines = [line for name in ("requirements.txt", "requirements-dev.txt")
+             for line in (BASE_DIR / name).read_text().splitlines()]
+    pins = {line.split("==")[0].split("[")[0]: line.split("==")[1] for line in lines
+            if "==" in line and not line.startswith("#")}
     for requirement in map(Requirement, declared):
         assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins.get(requirement.name))
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('generation', '0004_rename_worker_model'),
+        ('generation', '0006_batches'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
