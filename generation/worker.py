@@ -14,7 +14,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +24,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
 from django.dispatch import Signal
+from django.utils import timezone
 
 from imagegen_site import urlguard
 
@@ -116,19 +119,26 @@ class Worker:
         self.poll_interval = poll_interval or settings.IMAGEGEN_POLL_INTERVAL or default_poll
         self.row: WorkerProcess | None = None
         self.tasks_done = 0
+        #: Attempts this worker ended, by outcome: completed, failed (for good), retrying, discarded, unrecorded.
+        self.outcomes: Counter[str] = Counter()
+        self._busy = 0  # runner threads inside run_once (a burst may not end while one is)
         self._stopping = threading.Event()
         self._halted = threading.Event()  # stops heartbeat and listener threads
         self._inflight: dict[uuid.UUID, GenerationTask] = {}
         self._seconds_per_task: float | None = None
         self._unrecorded: list[tuple[GenerationTask, uuid.UUID, str, str]] = []
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()  # claims of this process's threads, one at a time
         self._runners: list[threading.Thread] = []
         self._services: list[threading.Thread] = []
 
     # --- lifecycle ----------------------------------------------------------------------
     def register(self) -> WorkerProcess:
         if self.row is None:
-            self.row = WorkerProcess.objects.create(name=self.name, concurrency=self.concurrency, embedded=self.embedded)
+            self.row = WorkerProcess.objects.create(
+                name=self.name, concurrency=self.concurrency, embedded=self.embedded,
+                heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout),
+            )
             logger.info("Worker %s started (concurrency %d, burst %s)", self.name, self.concurrency, self.burst)
         return self.row
 
@@ -200,7 +210,13 @@ class Worker:
             thread.join(5)  # they hold database connections: close them before we return
         if self.row is not None:
             self.row.mark_stopped(self.tasks_done)
-        logger.info("Worker %s stopped after %d tasks", self.name, self.tasks_done)
+        with self._lock:
+            outcomes = dict(self.outcomes)
+        logger.info(
+            "Worker %s stopped after %d tasks (%d completed, %d failed, %d retrying, %d discarded)",
+            self.name, self.tasks_done, outcomes.get("completed", 0), outcomes.get("failed", 0),
+            outcomes.get("retrying", 0), outcomes.get("discarded", 0),
+        )
 
     # --- the loop -------------------------------------------------------------------------
     def _runner_loop(self) -> None:
@@ -208,25 +224,57 @@ class Worker:
             while not self._stopping.is_set():
                 close_old_connections()
                 seen = wakeup.local.generation
-                if self.run_once():
+                with self._lock:
+                    self._busy += 1
+                found = False
+                try:
+                    found = self.run_once()
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                    if self.burst and found:
+                        wakeup.local.notify()  # idle burst threads re-check whether the queue is done
+                if found:
                     continue
-                if self.burst:
+                wait = self._burst_wait() if self.burst else self.poll_interval
+                if wait is None:
                     break
-                wakeup.local.wait(seen, self.poll_interval)
+                wakeup.local.wait(seen, wait)
         except Exception:
             logger.exception("Runner thread crashed; the heartbeat timeout will recover its task")
         finally:
             connection.close()
 
+    def _burst_wait(self) -> float | None:
+        """How long an idle burst thread waits before looking again, or None when the burst is
+        done: no pending task is left (retries waiting for their ``run_after`` included) and no
+        thread of this worker is still running one (it may yet hand its task back for a retry)."""
+        with self._lock:
+            busy = self._busy
+        # Expired tasks are never claimed (the expiry sweeper ends them): not worth waiting for.
+        waiting = GenerationTask.objects.pending().exclude(pk__in=GenerationTask.objects.expired().values("pk"))
+        next_run = waiting.next_run_after()
+        if next_run is None:
+            return None if busy == 0 else self.poll_interval
+        ahead = (next_run - timezone.now()).total_seconds()
+        # Due already but not ours to claim (locked by a claim elsewhere): look again shortly.
+        return min(max(ahead, 0.05), self.poll_interval)
+
     def run_once(self) -> bool:
         """Claim and run the next task (or a small batch of fast ones). True: found work, loop again now."""
         self.register()
         assert self.row is not None
-        claimed = GenerationTask.claim_next(self.row, limit=self.batch_size())
+        # Never a second attempt of a task one of our threads still runs (taken back meanwhile,
+        # e.g. requeued by an operator, but that thread has not noticed yet): the claim and
+        # the in-flight set change under one lock, so two threads cannot both miss it.
+        with self._claim_lock:
+            with self._lock:
+                running = {task.pk for task in self._inflight.values()}
+            claimed = GenerationTask.claim_next(self.row, limit=self.batch_size(), exclude=running)
+            with self._lock:  # all of them, so a shutdown releases the ones not started yet
+                self._inflight.update({token: task for task, token in claimed})
         if not claimed:
             return False
-        with self._lock:  # all of them, so a shutdown releases the ones not started yet
-            self._inflight.update({token: task for task, token in claimed})
         started = time.monotonic()
         produced: list[Produced] = []
         for task, token in claimed:
@@ -397,6 +445,8 @@ class Worker:
                 error_code: str | None, outcome: str) -> None:
         elapsed = time.monotonic() - started
         self._forget(token, done=True)
+        with self._lock:
+            self.outcomes[result] += 1
         metrics.observe_attempt(result, error_code, elapsed)
         logger.info(
             "Task %d user %d attempt %d %s in %dms (worker %s)",
@@ -442,7 +492,8 @@ class Worker:
                         done = self.tasks_done
                     self.row.beat(done)
                     self._retry_unrecorded()
-                    rescued = GenerationTask.rescue_orphans(self.heartbeat_timeout)
+                    # Each owner is judged by the timeout it declared, not by ours.
+                    rescued = GenerationTask.rescue_orphans()
                     if rescued:
                         metrics.TASK_OUTCOMES.labels("lost", ErrorCode.WORKER_LOST).inc(len(rescued))
                 except Exception:
@@ -452,4 +503,5 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"name": self.name, "tasks_done": self.tasks_done, "in_flight": len(self._inflight)}
+            return {"name": self.name, "tasks_done": self.tasks_done, "in_flight": len(self._inflight),
+                    "outcomes": dict(self.outcomes)}

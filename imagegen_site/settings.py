@@ -321,6 +321,8 @@ IMAGEGEN_SHUTDOWN_GRACE = env_float("IMAGEGEN_SHUTDOWN_GRACE", 20.0, minimum=0)
 IMAGEGEN_PROGRESS_INTERVAL = env_float("IMAGEGEN_PROGRESS_INTERVAL", 0.25, minimum=0)
 # Fast tasks are claimed in batches worth at most this many seconds of work (0 = one at a time).
 IMAGEGEN_PREFETCH_WINDOW = env_float("IMAGEGEN_PREFETCH_WINDOW", 0.25, minimum=0)
+# Fleet queue: at most this many processing tasks per user across the fleet (0 = unlimited).
+IMAGEGEN_MAX_RUNNING_PER_USER = env_int("IMAGEGEN_MAX_RUNNING_PER_USER", 0, minimum=0)
 IMAGEGEN_FIDELITY_MODE = env_choice("IMAGEGEN_FIDELITY_MODE", "fail", ("fail", "flag"))
 # The local engine's segmenter: "auto" (the shipped U²-Net-P model), "classical" (no model), or the path of
 # an ONNX model with the U²-Net input/output convention. A missing file stops start-up here; the model's

@@ -190,6 +190,8 @@ class Batch(models.Model):
                 DailyUsage.count_task(user, now, tasks=len(tasks))
                 # The batch first: its batch_update (all pending) precedes its tasks' task_created.
                 batch.save()
+                # Round-robin turns in the batch lane too (fair sharing between batch owners).
+                GenerationTask.assign_turns(tasks)
                 for task in tasks:
                     task.batch = batch
                     task.save()

@@ -10,7 +10,6 @@ from PIL import Image
 
 from generation.engine.base import BackendConfig, EngineError, GenerationResult, ProgressCallback
 from generation.engine.spec import JobSpec
-from generation.engine.spec import JobSpec
 
 
 class TestBackend:
@@ -53,6 +52,17 @@ class SlowBackend(TestBackend):
         return white_jpeg()
 
 
+class SilentBackend(TestBackend):
+    """Works for TEST_BACKEND_SECONDS (default 60) without a word in between, like one long
+    upstream call (a Gemini request): nothing notices a lost claim until it returns."""
+
+    name = "silent"
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        time.sleep(float(os.environ.get("TEST_BACKEND_SECONDS", "60")))
+        return white_jpeg()
+
+
 class GatedBackend(TestBackend):
     """Signals ``started``, then reports progress until ``release`` is set (in-process tests)."""
 
@@ -70,6 +80,19 @@ class GatedBackend(TestBackend):
         return white_jpeg()
 
 
+class HushedGatedBackend(TestBackend):
+    """Signals ``started``, then waits for ``release`` without reporting progress (one long silent call)."""
+
+    name = "hushed-gated"
+    started = threading.Event()
+    release = threading.Event()
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        type(self).started.set()
+        type(self).release.wait(60)
+        return white_jpeg()
+
+
 class FlakyBackend(TestBackend):
     """Raises the configured EngineError for the first ``failures`` calls, then succeeds."""
 
@@ -84,6 +107,18 @@ class FlakyBackend(TestBackend):
         if cls.calls <= cls.failures:
             raise cls.error
         return white_jpeg()
+
+
+class BurstBackend(FlakyBackend):
+    """Refuses a photo with a ``hint_box`` for good (``no_product_found``); other photos behave as
+    ``FlakyBackend`` (in a fresh process: the first call fails transiently, later ones succeed)."""
+
+    name = "burst"
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        if job.hint_box is not None:
+            raise EngineError("no_product_found", "No product stands out from the background of this photo.")
+        return super().generate(image, job, progress)
 
 
 class CrashingBackend(TestBackend):
