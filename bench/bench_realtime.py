@@ -13,7 +13,8 @@ A producer stamps the wall clock in that after-commit hook; clients (the
 ``websockets`` library, all in this process) stamp each frame as it arrives.
 Results go to ``docs/benchmarks/realtime.md``.
 
-Scenarios: (1) latency, one client at 100 events/s; (2) memory per idle socket
+Scenarios: (1) latency, one client at 100 events/s, over WebSocket and over Server-Sent Events
+side by side (the same user, the same events); (2) memory per idle socket
 (daphne RSS delta over N sockets); (3) fan-out, N clients of N users with events
 spread over them, counting every seq per client (lost or duplicated) and every
 HTTP request the server saw (there should be no polling at all).
@@ -280,6 +281,43 @@ class Clients:
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
 
 
+class SSEClients(Clients):
+    """The same, over Server-Sent Events (``/api/events/stream/``, httpx streaming)."""
+
+    async def open(self, entries: list[dict], batch: int = 100) -> None:
+        import httpx
+
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}",
+                                      timeout=httpx.Timeout(60, read=None))
+        for entry in entries:
+            opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.received[entry["user"]] = []
+            self.readers.append(asyncio.ensure_future(self.read_stream(entry, opened)))
+            await opened
+
+    async def read_stream(self, entry: dict, opened: asyncio.Future[None]) -> None:
+        sink = self.received[entry["user"]]
+        headers = {"Authorization": f"Bearer {entry['token']}"}
+        async with self.http.stream("GET", "/api/events/stream/", headers=headers) as response:
+            assert response.status_code == 200, response.status_code
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                now = time.time()
+                message = json.loads(line[6:])
+                if message["type"] == "sync_complete":
+                    if not opened.done():
+                        opened.set_result(None)
+                elif "seq" in message:
+                    sink.append((message["seq"], now))
+
+    async def close(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        await self.http.aclose()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -307,18 +345,23 @@ def judge(stamps: list[tuple[int, int, float]], clients: Clients) -> dict[str, A
 
 
 async def scenario(daphne: int, clients: Clients, spec: dict[str, Any], items: list[Any], key: str,
-                   processes: int, media: Path, tmp: Path) -> dict[str, Any]:
+                   processes: int, media: Path, tmp: Path, beside: Clients | None = None) -> dict[str, Any]:
+    """``beside``: more clients of the same users receiving the same events (judged on their own)."""
     cpu, own_cpu = cpu_seconds(daphne), time.process_time()
     stamps, produced, producer_cpu = await asyncio.to_thread(run_producers, spec, items, key, processes, media, tmp)
     last: dict[int, int] = {}
     for user, seq, _ in stamps:
         last[user] = max(last.get(user, 0), seq)
     await clients.wait_for(last, timeout=60)
+    if beside is not None:
+        await beside.wait_for(last, timeout=60)
     result = judge(stamps, clients)
-    delivered = max(result["delivered"], 1)
+    delivered = max(result["delivered"], 1) * (2 if beside is not None else 1)
     result.update(produced=produced, producer_cpu_ms=producer_cpu * 1000,
                   server_cpu_ms=(cpu_seconds(daphne) - cpu) * 1000 / delivered,
                   client_cpu_ms=(time.process_time() - own_cpu) * 1000 / delivered)
+    if beside is not None:
+        result["beside"] = {**result, **judge(stamps, beside)}
     return result
 
 
@@ -336,7 +379,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[dict], list[dict]]:
     single = make_fixture(1, -(-int(100 * args.seconds * 1.2) // STEPS))
     # Two halves of the tasks, one per full-path run, each with room for the faster run's events.
     per_half = -(-int(args.rate * args.seconds * 1.2) // (args.clients * STEPS))
-    many = make_fixture(args.clients, 2 * max(1, per_half))
+    many = [] if args.latency_only else make_fixture(args.clients, 2 * max(1, per_half))
     return tmp, single, many
 
 
@@ -363,13 +406,21 @@ async def main_async(args: argparse.Namespace, tmp: Path, single: list[dict], ma
         await warm.open(single)
         await warm.close()
 
-        one = Clients(port)
+        one, one_sse = Clients(port), SSEClients(port)
         await one.open(single)
+        await one_sse.open(single)  # the same user: the same events reach both, in the same run
         tasks = [t for entry in single for t in entry["tasks"]]
         results["latency"] = await scenario(daphne.pid, one, {"mode": "transition", "rate": 100,
-                                            "seconds": args.seconds, "threads": 1}, tasks, "tasks", 1, media, tmp)
+                                            "seconds": args.seconds, "threads": 1}, tasks, "tasks", 1, media, tmp,
+                                            beside=one_sse)
+        results["latency_sse"] = results["latency"].pop("beside")
         await one.close()
-        print("latency", results["latency"], flush=True)
+        await one_sse.close()
+        print("latency", results["latency"], "\nlatency over SSE", results["latency_sse"], flush=True)
+        if args.latency_only:
+            results["load_end"] = os.getloadavg()
+            write_latency_section(args, results)
+            return
 
         before = settled_rss(daphne.pid)
         clients = Clients(port)
@@ -421,7 +472,7 @@ def write_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         python=platform.python_version(), load="/".join(f"{x:.1f}" for x in r["load"]),
         load_end="/".join(f"{x:.1f}" for x in r["load_end"]), clients=args.clients,
         rate=args.rate, seconds=args.seconds, processes=args.processes, threads=args.threads,
-        latency=row.format(**r["latency"]), full=row.format(**r["full"]), delivery=row.format(**r["delivery"]),
+        latency=row.format(**r["latency"]), latency_sse=row.format(**r["latency_sse"]), full=row.format(**r["full"]), delivery=row.format(**r["delivery"]),
         sustained=row.format(**r["sustained"]), sustained_rate=args.sustained_rate,
         before=memory["before"] / 1024, after=memory["after"] / 1024, per_socket=memory["per_socket"] / 1024,
         connect=r["connect_seconds"], polls=r["polls"], notes=args.notes or "",
@@ -430,6 +481,53 @@ def write_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     out = ROOT / "docs" / "benchmarks" / "realtime.md"
     out.write_text(text)
     print(f"wrote {out}")
+
+
+SSE_BEGIN, SSE_END = "<!-- sse-beside-websocket -->", "<!-- /sse-beside-websocket -->"
+
+
+def write_latency_section(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    """``--latency-only``: (re)write only the section comparing the two transports, keeping the rest
+    of the report (a full run on a busy machine cannot open its 1,000 sockets)."""
+    row = ("| {transport} | {events} | {delivered} | {lost} | {duplicated} | {p50_ms:.1f} ms | {p99_ms:.1f} ms "
+           "| {max_ms:.1f} ms |")
+    section = SSE_SECTION.format(
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), seconds=args.seconds,
+        load="/".join(f"{x:.1f}" for x in r["load"]), load_end="/".join(f"{x:.1f}" for x in r["load_end"]),
+        ws=row.format(transport="WebSocket", **r["latency"]), sse=row.format(transport="SSE", **r["latency_sse"]),
+        produced=r["latency"]["produced"], p50_gap=r["latency_sse"]["p50_ms"] - r["latency"]["p50_ms"],
+        p99_gap=r["latency_sse"]["p99_ms"] - r["latency"]["p99_ms"],
+    )
+    out = ROOT / "docs" / "benchmarks" / "realtime.md"
+    text = out.read_text() if out.exists() else ""
+    if SSE_BEGIN in text:
+        head, rest = text.split(SSE_BEGIN, 1)
+        text = head + section + rest.split(SSE_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    out.write_text(text)
+    print(f"wrote the SSE section of {out}")
+
+
+SSE_SECTION = SSE_BEGIN + """
+## Server-Sent Events beside the WebSocket
+
+`bench/bench_realtime.py --latency-only`, {date}: the latency run of section 1 (one user, 100 events/s
+for {seconds:.0f} s through `set_progress`, one daphne) with two clients of that user open at once, a
+WebSocket and an `httpx` stream of `/api/events/stream/`, so both measure the same events under the
+same load. The producer was asked for 100/s and committed {produced:.0f}/s. Load average {load} at the
+start, {load_end} at the end (other jobs shared the machine: compare the two rows with each other, not
+with section 1's figures).
+
+| transport | events | delivered | lost | duplicated | p50 | p99 | max |
+|---|---|---|---|---|---|---|---|
+{ws}
+{sse}
+
+SSE minus WebSocket: {p50_gap:+.1f} ms at p50, {p99_gap:+.1f} ms at p99. Both read the same pub/sub
+message on the same daphne; the stream's frame goes through Django's streaming response (one
+`http.response.body` per event) where the socket's goes through Channels' consumer.
+""" + SSE_END
 
 
 def analysis(r: dict[str, Any]) -> str:
@@ -495,8 +593,17 @@ brings it to about 4). {date}, one run; each figure is a percentile of that run.
 
 ## 1. Latency: one client, 100 events/s for {seconds:.0f} s
 
+WebSocket (`/ws/notifications`):
+
 """ + HEADER + """
 {latency}
+
+Server-Sent Events (`/api/events/stream/`, an `httpx` streaming client of the same user, open beside the
+WebSocket in the same run, so both receive the same events under the same load; the CPU columns are
+per frame of either transport):
+
+""" + HEADER + """
+{latency_sse}
 
 Targets: p50 <= 5 ms, p99 <= 15 ms.
 
@@ -541,6 +648,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="producer processes for the fan-out")
     parser.add_argument("--threads", type=int, default=4, help="threads per producer process")
     parser.add_argument("--notes", default="", help="markdown appended to the report")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the latency run (WebSocket and SSE side by side); rewrites only its section")
     parser.add_argument("--produce", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:

@@ -48,7 +48,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "user", "status", "progress_bar", "attempts", "max_attempts",
                            "error_code", "error_message")}),
-        ("Images", {"fields": ("input_preview", "result_preview", "mask_preview", "options", "compliance")}),
+        ("Images", {"fields": ("input_preview", "result_preview", "mask_preview", "outputs_table", "options", "compliance")}),
         ("Review and provenance", {"fields": ("needs_review", "review_reasons", "engine")}),
         ("Timing", {"fields": ("created_at", "run_after", "started_at", "finished_at", "updated_at", "duration")}),
         ("Claim", {"fields": ("worker", "claim_token", "priority", "idempotency_key")}),
@@ -56,7 +56,8 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     )
     readonly_fields = [
         *(f.name for f in GenerationTask._meta.fields),
-        "progress_bar", "duration", "input_preview", "result_preview", "mask_preview", "review_reasons", "timeline",
+        "progress_bar", "duration", "input_preview", "result_preview", "mask_preview", "outputs_table", "review_reasons",
+        "timeline",
     ]
 
     # --- permissions ---------------------------------------------------------------
@@ -121,6 +122,29 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     @admin.display(description="product mask")
     def mask_preview(self, task: GenerationTask) -> str:
         return self._thumb(task, "mask", thumbnails.THUMB_SIDE)
+
+    @admin.display(description="outputs")
+    def outputs_table(self, task: GenerationTask) -> str:
+        """Every rendered output with its preview, size, file and verdicts."""
+        outputs = task.rendered_outputs()
+        if not outputs:
+            return "-"
+        rows = format_html_join(
+            "", "<tr><td><a href=\"{}\"><img src=\"{}\" alt=\"{}\" loading=\"lazy\" style=\"max-width:64px;max-height:64px\">"
+            "</a></td><td>{}</td><td>{}</td><td>{}</td><td>{} x {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (self._image_url(task, f"output-{o.index}", False), self._image_url(task, f"output-{o.index}", True),
+                 o.name, o.name, o.preset, o.format, o.width, o.height, f"{o.bytes:,}",
+                 "passed" if (o.compliance or {}).get("passed") else "FAILED: " + ", ".join(
+                     name for name, c in ((o.compliance or {}).get("checks") or {}).items() if c.get("status") == "failed"),
+                 "needs review" if o.needs_review else "-")
+                for o in outputs
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th></th><th>name</th><th>preset</th><th>format</th><th>size</th><th>bytes</th>"
+            "<th>compliance</th><th>review</th></tr></thead><tbody>{}</tbody></table>", rows,
+        )
 
     @admin.display(description="why a look is needed")
     def review_reasons(self, task: GenerationTask) -> str:
@@ -213,9 +237,16 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     def image_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
         """A task's input, result or mask image (``?thumb=1``: a small preview), for staff with view permission."""
         task = self.get_object(request, unquote(object_id))
-        if task is None or kind not in ("input", "result", "mask") or not self.has_view_permission(request, task):
+        output = None
+        if task is not None and kind.startswith("output-"):
+            output = task.output(kind.removeprefix("output-"))
+            if output is None:
+                raise Http404("No such image.")
+        elif kind not in ("input", "result", "mask"):
             raise Http404("No such image.")
-        field = getattr(task, f"{kind}_image")
+        if task is None or not self.has_view_permission(request, task):
+            raise Http404("No such image.")
+        field = output.file if output is not None else getattr(task, f"{kind}_image")
         if not field:
             raise Http404("No such image.")
         try:
@@ -223,8 +254,8 @@ class GenerationTaskAdmin(admin.ModelAdmin):
                 data, content_type = thumbnails.thumbnail(field)
                 response: HttpResponse = HttpResponse(data, content_type=content_type)
             else:
-                content_type = {"input": task.input_content_type, "result": task.result_content_type,
-                                "mask": "image/png"}[kind]
+                content_type = output.content_type if output is not None else {
+                    "input": task.input_content_type, "result": task.result_content_type, "mask": "image/png"}[kind]
                 response = FileResponse(field.open("rb"), content_type=content_type)
         except (OSError, ValueError, SyntaxError):  # missing file or undecodable image
             raise Http404("The image is no longer stored or cannot be read.") from None

@@ -1,11 +1,11 @@
-"""The intake switch as the API sees it: a paused queue refuses submissions with a 503."""
+"""Intake as the API sees it: a paused queue refuses submissions with a 503, a spent quota with a 429."""
 from __future__ import annotations
 
 from django.conf import settings
 from rest_framework import status
 from rest_framework.response import Response
 
-from .models import QueueControl
+from .models import QueueControl, QuotaExceeded
 
 
 def intake_paused_response() -> Response | None:
@@ -22,4 +22,15 @@ def intake_paused_response() -> Response | None:
     # An operator's decision, not a server error: skip django.request's ERROR line
     # per refused submission (Django's own flag for "already logged").
     response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def quota_exceeded_response(exc: QuotaExceeded) -> Response:
+    """The 429 of a submit over ``IMAGEGEN_DAILY_TASKS_PER_USER``: nothing was created."""
+    response = Response(
+        {"detail": str(exc), "code": "quota_exceeded"},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+    response._has_been_logged = True  # type: ignore[attr-defined]  # the user's limit, not a server fault
     return response

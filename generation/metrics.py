@@ -39,7 +39,7 @@ def observe_claim(wait_seconds: float) -> None:
 
 
 def observe_attempt(outcome: str, error_code: str | None, run_seconds: float) -> None:
-    """One finished attempt: ``outcome`` is completed, failed, retrying or discarded."""
+    """One finished attempt: ``outcome`` is completed, failed, retrying, discarded or postponed."""
     TASK_OUTCOMES.labels(outcome, error_code or "").inc()
     TASK_RUN_SECONDS.observe(max(run_seconds, 0.0))
 

@@ -10,7 +10,8 @@ every worker's retention thread (automatically, when due). Rules:
   (a rolled-back batch keeps its files);
 - automatic runs happen at most every ``IMAGEGEN_RETENTION_INTERVAL_MINUTES``
   across the whole fleet, and only one process at a time runs one
-  (``pg_try_advisory_lock`` on PostgreSQL; on SQLite there is one process).
+  (``pg_try_advisory_lock`` on PostgreSQL, on the direct ``DATABASE_LISTEN_URL``
+  session behind a pooler; on SQLite there is one process).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from .metrics import RETENTION_DELETED
-from .models import GenerationTask, QueueControl, WorkerProcess
+from .models import GenerationTask, QueueControl, TaskOutput, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ def _delete_locked(candidates: Any, *, limit: int | None, skip_locked: bool) -> 
             return [], 0
         ids = [row[0] for row in batch]
         names = [name for row in batch for name in row[1:] if name]
+        # Every output's file too (the first output's is result_image: listed once).
+        outputs = TaskOutput.objects.filter(task_id__in=ids).exclude(file="").values_list("file", flat=True)
+        names = list(dict.fromkeys([*names, *outputs]))
         # A plain delete fires no post_save: deleting is not a state change, and the
         # owner's event log keeps its history until event retention removes it.
         GenerationTask.objects.filter(id__in=ids).delete()
@@ -138,7 +142,10 @@ def purge_tasks(
             tasks=Count("id"), inputs=Count("id", filter=~Q(input_image="")), results=Count("id", filter=~Q(result_image="")),
             masks=Count("id", filter=~Q(mask_image="")),
         )
-        return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"] + found["masks"], dry_run=True)
+        # Outputs after the first (the first's file is the result counted above).
+        extra = TaskOutput.objects.filter(task__in=candidates, index__gt=0).exclude(file="").count()
+        return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"] + found["masks"] + extra,
+                           dry_run=True)
     result = PurgeResult()
     while True:
         # skip_locked: a row someone holds right now (a retry in flight) waits for the next run.
@@ -186,6 +193,16 @@ def retention_lock() -> Iterator[bool]:
         finally:
             if acquired:
                 _local_lock.release()
+        return
+    if settings.DATABASE_LISTEN_URL:
+        # Behind a transaction-mode pooler a session lock taken through it would stay with
+        # whichever server connection ran that statement (and the unlock go to another):
+        # hold it on a direct session instead, released when that session closes.
+        import psycopg
+
+        with psycopg.connect(settings.DATABASE_LISTEN_URL, autocommit=True) as direct:
+            row = direct.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()
+            yield bool(row and row[0])
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])

@@ -16,7 +16,7 @@ from .engine.upload import CheckedUpload, UploadRejected, check_upload
 from .errors import ErrorCode
 from .models import GenerationTask
 
-OPTION_FIELDS = ("preset", "size", "format", "margin", "background", "fit", "shadow", "hint_box")
+OPTION_FIELDS = ("preset", "size", "format", "margin", "background", "fit", "shadow", "hint_box", "outputs", "presets")
 
 
 class TaskCreateSerializer(serializers.Serializer):
@@ -24,7 +24,8 @@ class TaskCreateSerializer(serializers.Serializer):
                                   help_text="JPEG, PNG, WebP or HEIC product photo: each side at least 64 pixels "
                                   "(IMAGEGEN_MIN_SIDE), at most 20 MiB and 40 megapixels by default. "
                                   "Exactly one of image and image_url")
-    preset = serializers.CharField(required=False, help_text="amazon (default), walmart, shopify, etsy, ebay, taobao, jd, pinduoduo")
+    preset = serializers.CharField(required=False, help_text="amazon (default), walmart, shopify, etsy, ebay, taobao, jd, "
+                                   "pinduoduo, zalando, mercadolibre, google, lazada, tiktok, temu")
     size = serializers.CharField(required=False, help_text="canvas side in pixels, within the preset's range")
     format = serializers.CharField(required=False, help_text="jpeg, png or webp (where the preset allows)")
     margin = serializers.CharField(required=False, help_text="margin override in percent of the canvas")
@@ -44,6 +45,14 @@ class TaskCreateSerializer(serializers.Serializer):
         required=False,
         help_text="x0,y0,x1,y1: a box around the product, in pixels of the photo as displayed (after EXIF rotation)",
     )
+
+    # Several outputs (docs/api.md, "Several outputs"): the fields above are every output's defaults.
+    outputs = serializers.CharField(
+        required=False, allow_blank=True,
+        help_text='a JSON list (at most 8) of objects with any of preset, size, format, margin, background, fit, '
+        'shadow and an optional name, e.g. [{"preset": "amazon"}, {"preset": "taobao", "name": "tb"}]',
+    )
+    presets = serializers.CharField(required=False, allow_blank=True, help_text="amazon,taobao: one output per preset")
 
     # --- intake: client_ref, expires_in, image_url (docs/api.md, "Task options") ---
     client_ref = serializers.CharField(required=False, allow_blank=True, max_length=200,
@@ -135,6 +144,19 @@ class EngineSerializer(serializers.Serializer):
     version = serializers.CharField(help_text="engine version")
 
 
+class OutputSerializer(serializers.Serializer):
+    """One rendered output of a completed task."""
+
+    name = serializers.CharField(help_text="unique in the task; ?output=NAME on the result")
+    preset = serializers.CharField()
+    format = serializers.CharField(help_text="jpeg, png or webp")
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    url = serializers.CharField(help_text="path of the owner-only download")
+    compliance = serializers.JSONField(allow_null=True, help_text="this output's compliance report")
+
+
 class TaskSerializer(serializers.ModelSerializer):
     """The task JSON: ``GenerationTask.live_state()``, which events carry too. The fields
     declared here only describe it in the OpenAPI schema."""
@@ -145,6 +167,7 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only=True, help_text="the engine judged that a person should look at the cut-out"
     )
     engine = EngineSerializer(read_only=True, allow_null=True, help_text="null until completed")
+    outputs = OutputSerializer(many=True, read_only=True, help_text="every output, in order; empty until completed")
     elapsed_time = serializers.FloatField(read_only=True, allow_null=True)
     input_image_url = serializers.CharField(
         read_only=True, allow_null=True,

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection, transaction
-from django.http import FileResponse
+from django.utils import timezone
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -19,12 +20,16 @@ from rest_framework.response import Response
 from imagegen_site.throttling import ScopedThrottle
 
 from .exceptions import Conflict
-from .models import GenerationTask, IdempotencyKeyReused, InvalidTransition
-from .intake import intake_paused_response
+from .files import file_response
+from .models import DailyUsage, GenerationTask, IdempotencyKeyReused, InvalidTransition, QuotaExceeded
+from .intake import intake_paused_response, quota_exceeded_response
 from .serializers import IdempotencyReusedSerializer, TaskCreateSerializer, TaskSerializer
 from .waiting import PREFER_HEADER, parse_prefer_wait
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# With shared object storage (STORAGE_URL) a download is a redirect to the store.
+PRESIGNED = OpenApiResponse(description="with shared object storage: `Location` is a presigned link "
+                                        "to the file, valid for a few minutes")
 _BOOLEANS = {"true": True, "false": False}
 
 
@@ -68,6 +73,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     def get_queryset(self) -> Any:
         tasks = GenerationTask.objects.for_user(self.request.user).select_related(None)
+        if self.action in ("list", "retrieve"):
+            tasks = tasks.prefetch_related("outputs")  # the task JSON lists them: one query per page
         if self.action == "list":
             wanted = self.request.query_params.get("status")
             if wanted:
@@ -108,6 +115,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         responses={201: TaskSerializer, 200: TaskSerializer,
                    422: OpenApiResponse(IdempotencyReusedSerializer,
                                         description="the Idempotency-Key was used with another file or other options"),
+                   429: OpenApiResponse(description="throttled, or the daily task quota is spent "
+                                                    "(`code: quota_exceeded`; Retry-After: seconds to 00:00 UTC)"),
                    503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -121,11 +130,13 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             parse_prefer_wait(request.headers.get(PREFER_HEADER))  # the wait itself: generation.waiting
         except ValueError as exc:
             raise ValidationError({PREFER_HEADER: str(exc)}) from None
-        serializer = TaskCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        checked = serializer.checked_upload
         try:
+            if key is None:  # a repeat of a key is no new task: submit checks the quota after looking it up
+                DailyUsage.check_quota(request.user, timezone.now())  # before the upload is decoded
+            serializer = TaskCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            checked = serializer.checked_upload
             task, created = GenerationTask.submit(
                 user=request.user,
                 image=data.get("image"),
@@ -137,6 +148,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 image_url=data.get("image_url"),
                 fingerprint=serializer.fingerprint,
             )
+        except QuotaExceeded as exc:
+            return quota_exceeded_response(exc)
         except IdempotencyKeyReused as exc:
             return Response(
                 {"detail": f"This Idempotency-Key was already used for task {exc.task.pk} with another file or "
@@ -173,23 +186,34 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise NotFound("No GenerationTask matches the given query.") from None
         return Response(self.get_serializer(task).data)
 
-    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="not completed")})
+    @extend_schema(
+        summary="One output of a completed task (default the first)",
+        parameters=[OpenApiParameter("output", str, description="an output's name, or its index from 0 (default 0)")],
+        responses={(200, "image/*"): OpenApiTypes.BINARY, 302: PRESIGNED,
+                   404: OpenApiResponse(description="not completed, or no such output (the answer names it)")},
+    )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
-    def result(self, request: Request, pk: str | None = None) -> FileResponse:
+    def result(self, request: Request, pk: str | None = None) -> HttpResponse:
         task = self.get_object()
         if task.status != GenerationTask.Status.COMPLETED or not task.result_image:
             raise NotFound(f"The result is not ready: the task is {task.status}.")
-        return self._file(task.result_image, task.result_content_type, f"task-{task.pk}-result")
+        wanted = request.query_params.get("output", "").strip()
+        output = task.output(wanted)
+        if output is None:
+            names = ", ".join(o.name for o in task.rendered_outputs())
+            raise NotFound(f"This task has no output {wanted!r}; its outputs are {names} (or an index from 0).")
+        stem = f"task-{task.pk}-result" if output.index == 0 and not wanted else f"task-{task.pk}-{output.name}"
+        return self._file(output.file, output.content_type, stem)
 
     @extend_schema(
         summary="The product mask of a completed task",
         description="An 8-bit greyscale PNG at the input photo's resolution (after EXIF rotation): "
         "255 is product, 0 is background, values between are the soft edge.",
-        responses={(200, "image/png"): OpenApiTypes.BINARY,
+        responses={(200, "image/png"): OpenApiTypes.BINARY, 302: PRESIGNED,
                    404: OpenApiResponse(description="not completed, no mask, or not the caller's task")},
     )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
-    def mask(self, request: Request, pk: str | None = None) -> FileResponse:
+    def mask(self, request: Request, pk: str | None = None) -> HttpResponse:
         task = self.get_object()
         if task.status != GenerationTask.Status.COMPLETED:
             raise NotFound(f"The mask is not ready: the task is {task.status}.")
@@ -197,21 +221,15 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise NotFound("This task's engine made no product mask.")
         return self._file(task.mask_image, "image/png", f"task-{task.pk}-mask")
 
-    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 302: PRESIGNED})
     @action(detail=True, methods=["get"], url_path="input", renderer_classes=[JSONRenderer], content_negotiation_class=DownloadNegotiation)
-    def input(self, request: Request, pk: str | None = None) -> FileResponse:
+    def input(self, request: Request, pk: str | None = None) -> HttpResponse:
         task = self.get_object()
         if not task.input_image:
             raise NotFound("The photo has not been fetched from its image_url yet.")
         return self._file(task.input_image, task.input_content_type, f"task-{task.pk}-input")
 
-    def _file(self, field: Any, content_type: str, stem: str) -> FileResponse:
-        try:
-            handle = field.open("rb")
-        except FileNotFoundError:
-            raise NotFound("The image is no longer stored.") from None
+    def _file(self, field: Any, content_type: str, stem: str) -> HttpResponse:
+        # Local file or presigned redirect to the shared store: one helper for every download.
         extension = field.name.rsplit(".", 1)[-1]
-        response = FileResponse(handle, content_type=content_type, filename=f"{stem}.{extension}")
-        response["Cache-Control"] = "private, max-age=3600"
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return file_response(self.request, field, content_type, f"{stem}.{extension}")

@@ -6,7 +6,9 @@ Two paths, both best-effort, so workers keep a slow safety poll:
 - PostgreSQL LISTEN/NOTIFY: ``GenerationTask`` issues ``pg_notify`` inside the
   transaction that queues work (delivered at commit); a ``Listener`` thread per
   worker process turns notifications into ``local.notify()``. NOTIFY is lost
-  while nobody listens and does not pass PgBouncer in transaction mode.
+  while nobody listens. Behind PgBouncer in transaction mode NOTIFY still passes
+  (it is sent at commit) but LISTEN does not: ``DATABASE_LISTEN_URL`` gives the
+  listener a direct connection.
 """
 from __future__ import annotations
 
@@ -72,9 +74,14 @@ class Listener(threading.Thread):
 
 
 def postgres_conninfo() -> dict | None:
-    """psycopg connection kwargs for the default database, or None when it is not PostgreSQL."""
+    """psycopg connection kwargs for the LISTEN connection, or None when the database is not
+    PostgreSQL. ``DATABASE_LISTEN_URL`` (a direct connection beside a transaction-mode
+    pooler, which cannot LISTEN) wins over the default database's own parameters."""
+    from django.conf import settings
     from django.db import connections
 
+    if settings.DATABASE_LISTEN_URL:
+        return {"conninfo": settings.DATABASE_LISTEN_URL}
     conn = connections["default"]
     if conn.vendor != "postgresql":
         return None

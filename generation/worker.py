@@ -14,29 +14,37 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
+from django.dispatch import Signal
+from django.utils import timezone
 
 from imagegen_site import urlguard
 
 from . import expiry, metrics, retention, wakeup
-from .engine import EngineError, GenerationResult, InvalidOptions, get_backend
+from .engine import EngineError, GenerationResult, InvalidOptions, UpstreamBusy, get_backend
 from .engine.spec import JobSpec, parse_job
 from .engine.upload import UploadRejected, check_upload
 from .errors import ErrorCode
 from .models import (
-    Completion, GenerationTask, InvalidTransition, LostClaim, WorkerProcess, input_upload_to, mask_upload_to,
-    result_upload_to,
+    Completion, GenerationTask, InvalidTransition, LostClaim, OutputRecord, WorkerProcess, input_upload_to,
+    mask_upload_to, output_upload_to, result_upload_to,
 )
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 20
+# Sent with ``worker=`` once a worker's threads run, and as it stops: other apps run their own
+# loops inside every worker process this way (webhook delivery), unknown to this module.
+worker_started = Signal()
+worker_stopped = Signal()
 
 
 @dataclass(eq=False)
@@ -49,16 +57,21 @@ class Produced:
     mask_name: str
     result: GenerationResult
     started: float
+    #: Every output stored (the first's file is ``name``).
+    outputs: tuple[OutputRecord, ...] = ()
 
     @property
     def files(self) -> list[str]:
-        return [n for n in (self.name, self.mask_name) if n]
+        return list(dict.fromkeys(n for n in (self.name, self.mask_name, *(o.file_name for o in self.outputs)) if n))
 
     def completion(self) -> Completion:
         result = self.result
+        first = self.outputs[0] if self.outputs else None
         return Completion(
-            result_name=self.name, content_type=result.content_type, compliance=result.compliance,
+            result_name=self.name, content_type=first.content_type if first else result.content_type,
+            compliance=first.compliance if first else result.compliance,
             mask_name=self.mask_name, engine=result.engine or None, needs_review=result.needs_review,
+            outputs=self.outputs,
         )
 
 
@@ -106,19 +119,26 @@ class Worker:
         self.poll_interval = poll_interval or settings.IMAGEGEN_POLL_INTERVAL or default_poll
         self.row: WorkerProcess | None = None
         self.tasks_done = 0
+        #: Attempts this worker ended, by outcome: completed, failed (for good), retrying, discarded, unrecorded.
+        self.outcomes: Counter[str] = Counter()
+        self._busy = 0  # runner threads inside run_once (a burst may not end while one is)
         self._stopping = threading.Event()
         self._halted = threading.Event()  # stops heartbeat and listener threads
         self._inflight: dict[uuid.UUID, GenerationTask] = {}
         self._seconds_per_task: float | None = None
         self._unrecorded: list[tuple[GenerationTask, uuid.UUID, str, str]] = []
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()  # claims of this process's threads, one at a time
         self._runners: list[threading.Thread] = []
         self._services: list[threading.Thread] = []
 
     # --- lifecycle ----------------------------------------------------------------------
     def register(self) -> WorkerProcess:
         if self.row is None:
-            self.row = WorkerProcess.objects.create(name=self.name, concurrency=self.concurrency, embedded=self.embedded)
+            self.row = WorkerProcess.objects.create(
+                name=self.name, concurrency=self.concurrency, embedded=self.embedded,
+                heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout),
+            )
             logger.info("Worker %s started (concurrency %d, burst %s)", self.name, self.concurrency, self.burst)
         return self.row
 
@@ -145,6 +165,7 @@ class Worker:
             runner = threading.Thread(target=self._runner_loop, name=f"imagegen-runner-{i}", daemon=True)
             self._runners.append(runner)
             runner.start()
+        worker_started.send(sender=Worker, worker=self)
 
     def run(self) -> None:
         """Run until stopped (or, with ``burst``, until the queue is empty)."""
@@ -184,11 +205,18 @@ class Worker:
     def _shutdown(self) -> None:
         self._halted.set()
         wakeup.local.notify()  # the expiry sweeper sleeps on it
+        worker_stopped.send(sender=Worker, worker=self)
         for thread in self._services:
             thread.join(5)  # they hold database connections: close them before we return
         if self.row is not None:
             self.row.mark_stopped(self.tasks_done)
-        logger.info("Worker %s stopped after %d tasks", self.name, self.tasks_done)
+        with self._lock:
+            outcomes = dict(self.outcomes)
+        logger.info(
+            "Worker %s stopped after %d tasks (%d completed, %d failed, %d retrying, %d discarded)",
+            self.name, self.tasks_done, outcomes.get("completed", 0), outcomes.get("failed", 0),
+            outcomes.get("retrying", 0), outcomes.get("discarded", 0),
+        )
 
     # --- the loop -------------------------------------------------------------------------
     def _runner_loop(self) -> None:
@@ -196,25 +224,57 @@ class Worker:
             while not self._stopping.is_set():
                 close_old_connections()
                 seen = wakeup.local.generation
-                if self.run_once():
+                with self._lock:
+                    self._busy += 1
+                found = False
+                try:
+                    found = self.run_once()
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                    if self.burst and found:
+                        wakeup.local.notify()  # idle burst threads re-check whether the queue is done
+                if found:
                     continue
-                if self.burst:
+                wait = self._burst_wait() if self.burst else self.poll_interval
+                if wait is None:
                     break
-                wakeup.local.wait(seen, self.poll_interval)
+                wakeup.local.wait(seen, wait)
         except Exception:
             logger.exception("Runner thread crashed; the heartbeat timeout will recover its task")
         finally:
             connection.close()
 
+    def _burst_wait(self) -> float | None:
+        """How long an idle burst thread waits before looking again, or None when the burst is
+        done: no pending task is left (retries waiting for their ``run_after`` included) and no
+        thread of this worker is still running one (it may yet hand its task back for a retry)."""
+        with self._lock:
+            busy = self._busy
+        # Expired tasks are never claimed (the expiry sweeper ends them): not worth waiting for.
+        waiting = GenerationTask.objects.pending().exclude(pk__in=GenerationTask.objects.expired().values("pk"))
+        next_run = waiting.next_run_after()
+        if next_run is None:
+            return None if busy == 0 else self.poll_interval
+        ahead = (next_run - timezone.now()).total_seconds()
+        # Due already but not ours to claim (locked by a claim elsewhere): look again shortly.
+        return min(max(ahead, 0.05), self.poll_interval)
+
     def run_once(self) -> bool:
         """Claim and run the next task (or a small batch of fast ones). True: found work, loop again now."""
         self.register()
         assert self.row is not None
-        claimed = GenerationTask.claim_next(self.row, limit=self.batch_size())
+        # Never a second attempt of a task one of our threads still runs (taken back meanwhile,
+        # e.g. requeued by an operator, but that thread has not noticed yet): the claim and
+        # the in-flight set change under one lock, so two threads cannot both miss it.
+        with self._claim_lock:
+            with self._lock:
+                running = {task.pk for task in self._inflight.values()}
+            claimed = GenerationTask.claim_next(self.row, limit=self.batch_size(), exclude=running)
+            with self._lock:  # all of them, so a shutdown releases the ones not started yet
+                self._inflight.update({token: task for task, token in claimed})
         if not claimed:
             return False
-        with self._lock:  # all of them, so a shutdown releases the ones not started yet
-            self._inflight.update({token: task for task, token in claimed})
         started = time.monotonic()
         produced: list[Produced] = []
         for task, token in claimed:
@@ -251,15 +311,23 @@ class Worker:
         try:
             data = self._input(task, token)
             progress = ProgressReporter(task, token, settings.IMAGEGEN_PROGRESS_INTERVAL)
-            result = get_backend().generate(data, self._job(task), progress)
+            job = self._job(task)
+            result = get_backend().generate(data, job, progress)
             # Written outside any transaction; removed again if the claim is lost meanwhile.
-            name = default_storage.save(result_upload_to(task, f"result.{result.extension}"), ContentFile(result.data))
+            outputs = self._store_outputs(task, result, job)
             mask_name = ""
             if result.mask:
                 mask_name = default_storage.save(mask_upload_to(task, "mask.png"), ContentFile(result.mask))
-            return Produced(task, token, name, mask_name, result, started)
+            return Produced(task, token, outputs[0].file_name, mask_name, result, started, outputs)
         except LostClaim:
             self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
+        except UpstreamBusy as exc:  # the fleet's Gemini rate: wait pending, no attempt spent
+            try:
+                task.postpone(token, exc.retry_after)
+                outcome = "postponed"
+            except LostClaim:
+                outcome = "discarded"
+            self._finish(task, token, started, outcome, None, f"postponed {exc.retry_after:.1f}s ({exc.reason})")
         except EngineError as exc:
             outcome = self._fail(task, token, exc.code, exc.message, exc.transient)
             self._finish(task, token, started, outcome, exc.code, f"error {exc.code}")
@@ -268,6 +336,29 @@ class Worker:
             outcome = self._fail(task, token, ErrorCode.INTERNAL_ERROR, f"Internal error: {type(exc).__name__}", True)
             self._finish(task, token, started, outcome, ErrorCode.INTERNAL_ERROR, "error internal_error")
         return None
+
+    @staticmethod
+    def _store_outputs(task: GenerationTask, result: GenerationResult, job: JobSpec) -> tuple[OutputRecord, ...]:
+        """Write every output's file; the first is the task's result. A file written before
+        a later one fails is removed again (the attempt stores all or nothing)."""
+        rendered = result.rendered(job)
+        if len(rendered) != len(job.outputs):
+            logger.warning("Task %d asked for %d outputs; the backend rendered %d", task.pk, len(job.outputs), len(rendered))
+        records: list[OutputRecord] = []
+        try:
+            for i, out in enumerate(rendered):
+                upload_to = result_upload_to(task, f"result.{out.extension}") if i == 0 \
+                    else output_upload_to(task, f"output.{out.extension}")
+                name = default_storage.save(upload_to, ContentFile(out.data))
+                records.append(OutputRecord(
+                    name=out.name, preset=out.preset, format=out.format, width=out.width, height=out.height,
+                    bytes=len(out.data), file_name=name, content_type=out.content_type, compliance=out.compliance,
+                ))
+        except Exception:
+            for record in records:
+                default_storage.delete(record.file_name)
+            raise
+        return tuple(records)
 
     @staticmethod
     def _input(task: GenerationTask, token: uuid.UUID) -> bytes:
@@ -325,7 +416,7 @@ class Worker:
                 try:
                     item.task.complete(item.token, result_name=done.result_name, content_type=done.content_type,
                                        compliance=done.compliance, mask_name=done.mask_name, engine=done.engine,
-                                       needs_review=done.needs_review)
+                                       needs_review=done.needs_review, outputs=done.outputs)
                     lost: set[int] = set()
                 except LostClaim:
                     lost = {item.task.pk}
@@ -354,6 +445,8 @@ class Worker:
                 error_code: str | None, outcome: str) -> None:
         elapsed = time.monotonic() - started
         self._forget(token, done=True)
+        with self._lock:
+            self.outcomes[result] += 1
         metrics.observe_attempt(result, error_code, elapsed)
         logger.info(
             "Task %d user %d attempt %d %s in %dms (worker %s)",
@@ -399,7 +492,8 @@ class Worker:
                         done = self.tasks_done
                     self.row.beat(done)
                     self._retry_unrecorded()
-                    rescued = GenerationTask.rescue_orphans(self.heartbeat_timeout)
+                    # Each owner is judged by the timeout it declared, not by ours.
+                    rescued = GenerationTask.rescue_orphans()
                     if rescued:
                         metrics.TASK_OUTCOMES.labels("lost", ErrorCode.WORKER_LOST).inc(len(rescued))
                 except Exception:
@@ -409,4 +503,5 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"name": self.name, "tasks_done": self.tasks_done, "in_flight": len(self._inflight)}
+            return {"name": self.name, "tasks_done": self.tasks_done, "in_flight": len(self._inflight),
+                    "outcomes": dict(self.outcomes)}

@@ -5,13 +5,14 @@ Imports no Django; installs on its own (``pip install ./imagegen_client``). See
 """
 from __future__ import annotations
 
-from .auth import TokenAuth, TokenSource
+from .auth import ApiKeyAuth, TokenAuth, TokenSource
 from .backoff import Backoff
-from .client import Client, Task
+from .client import Batch, Client, Task
 from .errors import ErrorCode, ImagegenError, StreamError
 from .events import Event, EventStream
 
 __all__ = [
-    "Backoff", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task", "TokenAuth",
+    "ApiKeyAuth", "Backoff", "Batch", "Client", "ErrorCode", "Event", "EventStream", "ImagegenError", "StreamError", "Task",
+    "TokenAuth",
     "TokenSource",
 ]

@@ -58,7 +58,16 @@ def refresh_due(token: str, now: float) -> bool:
 
 
 class TokenSource(Protocol):
-    """Where a long-lived connection (the WebSocket) gets its access token."""
+    """Where a long-lived connection (the WebSocket) gets its access token.
+
+    ``query_param`` is the WebSocket query parameter the credential travels in:
+    ``"token"`` for an access token (which expires, so the stream refreshes it in
+    band), ``"api_key"`` for an API key (which does not).
+    """
+
+    @property
+    def query_param(self) -> str:
+        ...
 
     async def token(self) -> str:
         """A usable access token, renewed first when it is about to expire."""
@@ -247,9 +256,40 @@ def _drive_sync(renewal: Renewal) -> Generator[httpx.Request, httpx.Response, st
 class _BoundSource:
     auth: TokenAuth
     http: httpx.AsyncClient
+    query_param: str = "token"
 
     async def token(self) -> str:
         return await self.auth.async_token(self.http)
 
     async def renew(self, rejected: str) -> str:
         return await self.auth.async_token(self.http, rejected=rejected)
+
+
+class ApiKeyAuth(httpx.Auth):
+    """``Authorization: Api-Key <key>`` on every request: an integrator's long-lived key
+    (``POST /api/keys/``), which never expires and is never renewed. A revoked or
+    unknown key is a 401 that no retry cures."""
+
+    def __init__(self, key: str) -> None:
+        if not key:
+            raise ValueError("Give the API key.")
+        self.key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Api-Key {self.key}"
+        yield request
+
+    def source(self, http: httpx.AsyncClient) -> TokenSource:
+        return _KeySource(self.key)
+
+
+@dataclass(frozen=True)
+class _KeySource:
+    key: str
+    query_param: str = "api_key"
+
+    async def token(self) -> str:
+        return self.key
+
+    async def renew(self, rejected: str) -> str:
+        raise ImagegenError(401, "The API key was refused (revoked or unknown).")

@@ -1,24 +1,35 @@
-"""``batch DIR --out DIR``: process a folder of photos, resumably.
+"""``batch DIR --out DIR``: a folder of photos through the batches API, resumably.
 
-Safe to interrupt and run again:
+The photos go up in batches of at most 100 (``POST /api/batches/``); the run then
+follows the event stream until every batch is finished and saves each batch's
+ZIP archive (its outputs and ``manifest.csv``) as ``OUT/batch-<id>.zip``.
 
-* every photo is submitted with an ``Idempotency-Key`` derived from its bytes
-  and the preset, so a re-run gets the tasks the first run created (HTTP 200)
-  instead of queuing them again;
-* a photo whose result already sits in ``--out`` is skipped without asking;
-* results are written to a temporary file and renamed, so a download cut
-  short never passes for a finished one.
+Safe to interrupt (Ctrl-C) and run again:
 
-Results arrive over the event stream (never by polling each task): the
-snapshot's ``last_seq`` is taken *before* the first upload, so no change to
-any of this run's tasks can happen unseen.
+* ``OUT/.imagegen-batch.json`` records which photos went into which batch, and is
+  rewritten (atomically) after every upload and download; a re-run continues
+  from it and never submits a photo twice;
+* each upload carries an ``Idempotency-Key`` made from its photos' bytes and the
+  options, so even an upload whose answer was lost to the interruption returns
+  the same batch (HTTP 200) instead of a second one;
+* archives are written to a temporary file and renamed.
+
+A photo the server refuses (not an image, too small, ...) would make its whole
+batch a 400 naming it: the run leaves it out, says why, and sends the rest.
+Batch progress comes from ``batch_update``/``batch_complete`` events (never by
+polling): the cursor is taken before the first upload or state read, so no
+change can happen unseen.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import re
+import tempfile
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,194 +37,227 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import Client
+from .client import FINISHED_BATCH_STATUSES, Batch, Client
 from .errors import ImagegenError
-from .events import TERMINAL_STATUSES
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
-RESULT_SUFFIXES = (".jpg", ".png", ".webp")
+CHUNK = 100  # the server's limit per batch
+STATE_NAME = ".imagegen-batch.json"
+_PART = re.compile(r"^image\[(\d+)\]$")
 
 
-def idempotency_key(data: bytes, preset: str) -> str:
-    """Same photo and preset, same key: the server then returns the first task."""
-    return "batch-" + hashlib.sha256(data + b"\0" + preset.encode()).hexdigest()
-
-
-@dataclass
-class Item:
-    source: Path
-    output_stem: Path  # result path without its extension (the format decides it)
-    task_id: int | None = None
-    state: str = "new"  # new, submitted, downloading, done, skipped, failed
-    reason: str | None = None
+def discover(source_dir: Path) -> list[Path]:
+    """The photos in ``source_dir``, sorted by name."""
+    return sorted(p for p in source_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 @dataclass
-class BatchResult:
-    items: list[Item] = field(default_factory=list)
+class Chunk:
+    files: list[str]  # photo names inside the source folder, in upload order
+    batch_id: int | None = None
+    archive: str | None = None  # file name in the output folder, once saved
+    status: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
-    def count(self, state: str) -> int:
-        return sum(1 for item in self.items if item.state == state)
+
+@dataclass
+class State:
+    """What a run has done so far, kept in the output folder."""
+
+    source: str
+    options: dict[str, str]
+    chunks: list[Chunk] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # photo name -> the server's reason
+
+    @classmethod
+    def load(cls, path: Path) -> State | None:
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text())
+        chunks = [Chunk(**c) for c in raw.pop("chunks", [])]
+        return cls(**raw, chunks=chunks)
+
+    def save(self, path: Path) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "w") as out:
+            json.dump(asdict(self), out, indent=1)
+        os.replace(tmp, path)
 
     @property
-    def failed(self) -> list[Item]:
-        return [item for item in self.items if item.state not in ("done", "skipped")]
+    def placed(self) -> set[str]:
+        return {name for chunk in self.chunks for name in chunk.files} | set(self.refused)
 
 
-def discover(source_dir: Path, out_dir: Path) -> list[Item]:
-    """The photos in ``source_dir`` (sorted), each with where its result goes."""
-    photos = sorted(p for p in source_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-    stems = [p.stem for p in photos]
-    items = []
-    for photo in photos:
-        # shoe.jpg and shoe.png would both become shoe.<ext>: keep the source suffix then.
-        stem = photo.stem if stems.count(photo.stem) == 1 else f"{photo.stem}_{photo.suffix.lstrip('.').lower()}"
-        items.append(Item(photo, out_dir / stem))
-    return items
+def chunk_key(paths: list[Path], options: dict[str, str]) -> str:
+    """Same photos (by content and name) and options, same key: the server then returns the first batch."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return "batch-" + digest.hexdigest()
 
 
-def existing_result(item: Item) -> Path | None:
-    for suffix in RESULT_SUFFIXES:
-        candidate = item.output_stem.with_name(item.output_stem.name + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-class Batch:
-    def __init__(self, client: Client, items: list[Item], *, preset: str, concurrency: int,
-                 retry_failed: bool, console: Console) -> None:
+class BatchRun:
+    def __init__(self, client: Client, source: Path, out: Path, options: dict[str, str], console: Console,
+                 chunk: int = CHUNK) -> None:
         self.client = client
-        self.items = items
-        self.preset = preset
-        self.limit = asyncio.Semaphore(concurrency)
-        self.retry_failed = retry_failed
+        self.chunk = chunk
+        self.source = source
+        self.out = out
+        self.state_path = out / STATE_NAME
         self.console = console
-        self.by_task: dict[int, Item] = {}
-        # Latest status seen in events for tasks whose upload has not returned yet.
-        self.early: dict[int, tuple[str, str | None]] = {}
-        self.remaining = 0
-        self.all_settled = asyncio.Event()
+        state = State.load(self.state_path)
+        if state is not None and (state.source != str(source.resolve()) or state.options != options):
+            raise SystemExit(f"{self.state_path} belongs to another run (another folder or other options): "
+                             "use another --out, or delete that file to start over.")
+        self.state = state or State(source=str(source.resolve()), options=options)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), console=console,
         )
-        self.bar = self.progress.add_task("Processing", total=len(items), failed=0)
+        self.bar = self.progress.add_task("Processing", total=0, failed=0)
+        self.finished = asyncio.Event()
 
-    async def run(self, timeout: float | None) -> BatchResult:
-        for item in self.items:
-            if existing_result(item):
-                item.state = "skipped"
-        todo = [item for item in self.items if item.state == "new"]
-        self.remaining = len(todo)
-        with self.progress:
-            self.progress.update(self.bar, completed=len(self.items) - len(todo))
-            if todo:
-                after = await asyncio.to_thread(self.client.last_seq)
-                follower = asyncio.create_task(self._follow(after))
-                try:
-                    await asyncio.gather(*(self._submit(item) for item in todo))
-                    settled = asyncio.create_task(self.all_settled.wait())
-                    done, _ = await asyncio.wait({follower, settled}, timeout=timeout,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    settled.cancel()
-                    if follower in done:
-                        follower.result()  # the stream died: raise why
-                    for item in todo:
-                        if item.state not in ("done", "failed"):
-                            self._settle(item, "failed", "timed out waiting for the result")
-                finally:
-                    follower.cancel()
-        return BatchResult(self.items)
+    # --- Upload ------------------------------------------------------------------------------
+    def plan(self) -> None:
+        """New photos (all of them on a first run) go into new chunks of at most 100."""
+        new = [p.name for p in discover(self.source) if p.name not in self.state.placed]
+        for start in range(0, len(new), self.chunk):
+            self.state.chunks.append(Chunk(files=new[start:start + self.chunk]))
+        self.state.save(self.state_path)
 
-    async def _submit(self, item: Item) -> None:
-        async with self.limit:
+    def upload(self, chunk: Chunk) -> None:
+        while chunk.files and chunk.batch_id is None:
+            paths = [self.source / name for name in chunk.files]
             try:
-                data = await asyncio.to_thread(item.source.read_bytes)
-                task = await asyncio.to_thread(self.client.submit, data, filename=item.source.name,
-                                               preset=self.preset, idempotency_key=idempotency_key(data, self.preset))
-                if self.retry_failed and task["status"] in ("failed", "canceled"):
-                    task = await asyncio.to_thread(self.client.retry, task["id"])
+                batch = self.client.submit_batch(paths, idempotency_key=chunk_key(paths, self.state.options),
+                                                 **self.state.options)
             except ImagegenError as exc:
-                self._settle(item, "failed", exc.detail)
-                return
-        item.task_id, item.state = task["id"], "submitted"
-        self.by_task[task["id"]] = item
-        await self._on_status(item, task["status"], task["error_message"])
-        if task["id"] in self.early:
-            await self._on_status(item, *self.early.pop(task["id"]))
+                bad = {int(m.group(1)): v for k, v in exc.errors.items() if (m := _PART.match(k))}
+                if exc.status_code != 400 or not bad:
+                    raise
+                for index, reason in bad.items():
+                    name = chunk.files[index]
+                    self.state.refused[name] = str(reason[0] if isinstance(reason, list) and reason else reason)
+                chunk.files = [name for i, name in enumerate(chunk.files) if i not in bad]
+                self.state.save(self.state_path)
+                continue
+            self.record(chunk, batch)
+        if not chunk.files:
+            self.state.chunks.remove(chunk)
+        self.state.save(self.state_path)
 
-    async def _follow(self, after: int) -> None:
+    # --- Following -----------------------------------------------------------------------------
+    def record(self, chunk: Chunk, batch: dict[str, Any] | Batch) -> None:
+        chunk.batch_id, chunk.status, chunk.counts = batch["id"], batch["status"], dict(batch["counts"])
+
+    def chunk_of(self, batch_id: int) -> Chunk | None:
+        return next((c for c in self.state.chunks if c.batch_id == batch_id), None)
+
+    def show(self) -> None:
+        total = sum(len(c.files) for c in self.state.chunks)
+        done = sum(c.counts.get(k, 0) for c in self.state.chunks for k in ("completed", "failed", "canceled"))
+        failed = sum(c.counts.get(k, 0) for c in self.state.chunks for k in ("failed", "canceled"))
+        self.progress.update(self.bar, total=total, completed=done, failed=failed + len(self.state.refused))
+
+    def waiting(self) -> list[Chunk]:
+        return [c for c in self.state.chunks if c.archive is None]
+
+    async def settle(self, chunk: Chunk) -> None:
+        """The batch finished: save its archive once."""
+        if chunk.archive is not None or chunk.status not in FINISHED_BATCH_STATUSES:
+            return
+        assert chunk.batch_id is not None
+        name = f"batch-{chunk.batch_id}.zip"
+        chunk.archive = name  # before awaiting: a second event must not download again
+        try:
+            await asyncio.to_thread(self.client.download_archive, chunk.batch_id, self.out / name)
+        except BaseException:
+            chunk.archive = None
+            raise
+        self.state.save(self.state_path)
+        if not self.waiting():
+            self.finished.set()
+
+    async def reload(self) -> None:
+        for chunk in self.waiting():
+            assert chunk.batch_id is not None
+            self.record(chunk, await asyncio.to_thread(self.client.get_batch, chunk.batch_id))
+            await self.settle(chunk)
+        self.show()
+
+    async def follow(self, after: int) -> None:
         async with aclosing(aiter(self.client.events(after=after))) as stream:
             async for event in stream:
-                if event["type"] == "reset":
-                    await self._reload()
+                if event["type"] == "reset":  # events were purged before we read them
+                    await self.reload()
                     continue
-                status, error = event["data"]["status"], event["data"]["error_message"]
-                item = self.by_task.get(event["task_id"])
-                if item is None:
-                    self.early[event["task_id"]] = (status, error)
-                else:
-                    await self._on_status(item, status, error)
+                if event["type"] not in ("batch_update", "batch_complete"):
+                    continue
+                data: dict[str, Any] = dict(event["data"])
+                chunk = self.chunk_of(data["id"])
+                if chunk is None or chunk.archive is not None:
+                    continue
+                self.record(chunk, data)
+                self.show()
+                await self.settle(chunk)
 
-    async def _reload(self) -> None:
-        """Events were purged before we read them: ask for each unsettled task once."""
-        for task_id, item in list(self.by_task.items()):
-            if item.state == "submitted":
-                task = await asyncio.to_thread(self.client.get, task_id)
-                await self._on_status(item, task["status"], task["error_message"])
-
-    async def _on_status(self, item: Item, status: str, error: str | None) -> None:
-        if item.state != "submitted" or status not in TERMINAL_STATUSES:
-            return
-        if status != "completed":
-            self._settle(item, "failed", error or f"the task was {status}")
-            return
-        item.state = "downloading"  # before awaiting: a second event must not download again
-        assert item.task_id is not None
-        try:
-            async with self.limit:
-                await asyncio.to_thread(self.client.download, item.task_id, item.output_stem)
-        except ImagegenError as exc:
-            self._settle(item, "failed", f"download failed: {exc.detail}")
-            return
-        self._settle(item, "done", None)
-
-    def _settle(self, item: Item, state: str, reason: str | None) -> None:
-        if item.state in ("done", "failed"):
-            return  # a download that ends after the timeout already counted it
-        item.state, item.reason = state, reason
-        self.remaining -= 1
-        failed = sum(1 for i in self.items if i.state == "failed")
-        self.progress.update(self.bar, advance=1, failed=failed)
-        if self.remaining <= 0:
-            self.all_settled.set()
+    async def run(self, timeout: float | None) -> State:
+        self.plan()
+        with self.progress:
+            # The cursor first: whatever happens to our batches after it reaches us.
+            after = await asyncio.to_thread(self.client.last_seq)
+            for chunk in list(self.state.chunks):
+                if chunk.batch_id is None:
+                    await asyncio.to_thread(self.upload, chunk)
+            self.show()
+            if not self.waiting():
+                return self.state
+            follower = asyncio.create_task(self.follow(after))
+            try:
+                await self.reload()  # batches that finished before the cursor (a resumed run)
+                if self.waiting():
+                    done = asyncio.create_task(self.finished.wait())
+                    finished, _ = await asyncio.wait({follower, done}, timeout=timeout,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                    done.cancel()
+                    if follower in finished:
+                        follower.result()  # the stream died: raise why
+            finally:
+                follower.cancel()
+        return self.state
 
 
-def run_batch(client: Client, source_dir: Path, out_dir: Path, *, preset: str, concurrency: int,
-              retry_failed: bool = False, timeout: float | None = None, console: Console | None = None) -> BatchResult:
+def run_batch(client: Client, source_dir: Path, out_dir: Path, *, options: dict[str, str], chunk: int = CHUNK,
+              timeout: float | None = None, console: Console | None = None) -> State:
     console = console or Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = discover(source_dir, out_dir)
-    batch = Batch(client, items, preset=preset, concurrency=concurrency, retry_failed=retry_failed, console=console)
-    return asyncio.run(batch.run(timeout))
+    return asyncio.run(BatchRun(client, source_dir, out_dir, options, console, chunk).run(timeout))
 
 
-def summary(result: BatchResult, console: Console) -> None:
-    console.print(
-        f"[bold]{result.count('done')} done[/], {result.count('skipped')} already in the output folder, "
-        f"[bold {'red' if result.failed else 'green'}]{len(result.failed)} failed[/]"
-    )
-    if result.failed:
-        table = Table("photo", "task", "reason", title="Failed")
-        for item in result.failed:
-            table.add_row(item.source.name, str(item.task_id or "-"), item.reason or item.state)
-        console.print(table)
+def failed_count(state: State) -> int:
+    unfinished = sum(len(c.files) for c in state.chunks if c.archive is None)
+    failed = sum(c.counts.get("failed", 0) + c.counts.get("canceled", 0) for c in state.chunks if c.archive)
+    return failed + unfinished + len(state.refused)
 
 
-def as_json(result: BatchResult) -> dict[str, Any]:
-    return {
-        "done": result.count("done"),
-        "skipped": result.count("skipped"),
-        "failed": [{"photo": i.source.name, "task_id": i.task_id, "reason": i.reason} for i in result.failed],
-    }
+def summary(state: State, console: Console) -> None:
+    table = Table("batch", "photos", "completed", "failed", "canceled", "archive", title="Batches")
+    for chunk in state.chunks:
+        table.add_row(str(chunk.batch_id or "-"), str(len(chunk.files)), str(chunk.counts.get("completed", 0)),
+                      str(chunk.counts.get("failed", 0)), str(chunk.counts.get("canceled", 0)),
+                      chunk.archive or "[yellow]not finished[/]")
+    console.print(table)
+    if state.refused:
+        refused = Table("photo", "reason", title="Refused by the server (not sent)")
+        for name, reason in sorted(state.refused.items()):
+            refused.add_row(name, reason)
+        console.print(refused)
+    completed = sum(c.counts.get("completed", 0) for c in state.chunks if c.archive)
+    bad = failed_count(state)
+    console.print(f"[bold]{completed} done[/], [bold {'red' if bad else 'green'}]{bad} failed or refused[/]")
+
+
+def as_json(state: State) -> dict[str, Any]:
+    return asdict(state)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import httpx
 from rich.console import Console
 
-from .batch import run_batch, summary
+from .batch import CHUNK, failed_count, run_batch, summary
 from .client import Client
 from .errors import ImagegenError
 from .errors import StreamError
@@ -35,6 +35,13 @@ def positive_int(raw: str) -> int:
     return value
 
 
+def chunk_size(raw: str) -> int:
+    value = positive_int(raw)
+    if value > CHUNK:
+        raise argparse.ArgumentTypeError(f"a batch holds at most {CHUNK} photos")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imagegen_client", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default=os.environ.get("IMAGEGEN_URL", "http://localhost:8000"),
@@ -42,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--username", default=os.environ.get("IMAGEGEN_USERNAME"), help="env IMAGEGEN_USERNAME")
     parser.add_argument("--password", default=os.environ.get("IMAGEGEN_PASSWORD"),
                         help="env IMAGEGEN_PASSWORD (prefer the env: arguments show in `ps`)")
+    parser.add_argument("--api-key", default=os.environ.get("IMAGEGEN_API_KEY"),
+                        help="env IMAGEGEN_API_KEY: sign in with an API key instead of a username and password")
+    parser.add_argument("--transport", choices=("websocket", "sse"), default="websocket",
+                        help="how `watch` and `--wait` receive live events (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and fallbacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -54,12 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="print live events, one JSON object per line")
     watch.add_argument("--after", type=int, default=None, help="replay events after this seq first")
 
-    batch = commands.add_parser("batch", help="process every photo in a folder (resumable)")
+    batch = commands.add_parser("batch", help="process every photo in a folder as batches of up to 100 "
+                                "and save their ZIP archives (resumable: run it again after Ctrl-C)")
     batch.add_argument("source", type=Path, metavar="DIR")
-    batch.add_argument("--out", type=Path, required=True, help="folder for the results")
+    batch.add_argument("--out", type=Path, required=True,
+                       help="folder for the archives (batch-<id>.zip) and the run's state file")
     batch.add_argument("--preset", choices=PRESETS, default="amazon")
-    batch.add_argument("--concurrency", type=positive_int, default=4, help="uploads and downloads at once")
-    batch.add_argument("--retry-failed", action="store_true", help="retry tasks that failed in an earlier run")
+    batch.add_argument("--chunk-size", type=chunk_size, default=CHUNK, help="photos per batch (1-%(default)s)")
     batch.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 
     listing = commands.add_parser("list", help="print your tasks as JSON lines, newest first")
@@ -74,14 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_client(args: argparse.Namespace) -> Client:
+    if args.api_key:
+        return Client(args.url, api_key=args.api_key, event_transport=args.transport)
     if not args.username:
-        raise SystemExit("Give --username (or IMAGEGEN_USERNAME).")
+        raise SystemExit("Give --username (or IMAGEGEN_USERNAME), or --api-key (IMAGEGEN_API_KEY).")
     password = args.password
     if password is None:
         if not sys.stdin.isatty():
             raise SystemExit("Give --password (or IMAGEGEN_PASSWORD).")
         password = getpass.getpass(f"Password for {args.username}: ")
-    return Client(args.url, username=args.username, password=password)
+    return Client(args.url, username=args.username, password=password, event_transport=args.transport)
 
 
 def emit(obj: Any) -> None:
@@ -112,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.source.is_dir():
                 raise SystemExit(f"{args.source} is not a folder.")
             console = Console(stderr=True)
-            result = run_batch(client, args.source, args.out, preset=args.preset, concurrency=args.concurrency,
-                               retry_failed=args.retry_failed, timeout=args.timeout, console=console)
-            summary(result, Console())
-            return 1 if result.failed else 0
+            state = run_batch(client, args.source, args.out, options={"preset": args.preset},
+                              chunk=args.chunk_size, timeout=args.timeout, console=console)
+            summary(state, Console())
+            return 1 if failed_count(state) else 0
         if args.command == "list":
             for task in client.list(status=args.status):
                 emit(task)

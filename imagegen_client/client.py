@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import mimetypes
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from collections.abc import Sequence
+from typing import Any, Literal, TypedDict
 
 import httpx
 
-from .auth import TokenAuth
+from .auth import ApiKeyAuth, TokenAuth
 from .errors import ImagegenError
 from .events import TERMINAL_STATUSES, EventStream
 
-__all__ = ["Client", "ImagegenError", "Task"]
+__all__ = ["Batch", "Client", "ImagegenError", "Task"]
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -44,6 +47,30 @@ class Task(TypedDict):
     elapsed_time: float | None
     estimated_remaining_seconds: int | None
     compliance: dict[str, Any] | None
+    #: Every rendered output once completed: {"name", "preset", "format", "width", "height", "bytes", "url",
+    #: "compliance"}; the first is also ``result_image_url``/``compliance``.
+    outputs: builtins.list[dict[str, Any]]
+
+
+class Batch(TypedDict):
+    """A batch as the REST API returns it (``tasks`` only in REST answers, not in events)."""
+
+    id: int
+    status: str  # pending, processing, completed, canceled
+    counts: dict[str, int]  # pending, processing, completed, failed, canceled
+    total: int
+    progress: int
+    tasks: list[int]
+    options: dict[str, Any]
+    client_ref: str | None
+    archive_url: str
+    created_at: str
+    finished_at: str | None
+    updated_at: str
+
+
+#: A batch is finished in these states: its archive holds everything it will.
+FINISHED_BATCH_STATUSES = frozenset({"completed", "canceled"})
 
 
 class Client:
@@ -68,15 +95,22 @@ class Client:
         password: str | None = None,
         token: str | None = None,
         refresh_token: str | None = None,
+        api_key: str | None = None,
+        event_transport: Literal["websocket", "sse"] = "websocket",
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        #: Signs every request (sync and async) and renews the token pair; see :class:`TokenAuth`.
-        self.auth = TokenAuth(self.base_url, username=username, password=password, token=token,
-                              refresh_token=refresh_token)
+        #: Signs every request (sync and async): renews the token pair (:class:`TokenAuth`), or sends
+        #: the ``api_key`` (:class:`ApiKeyAuth`, which never expires).
+        self.auth: TokenAuth | ApiKeyAuth = (
+            ApiKeyAuth(api_key) if api_key is not None
+            else TokenAuth(self.base_url, username=username, password=password, token=token,
+                           refresh_token=refresh_token))
         self._timeout = timeout
+        #: The push transport :meth:`events` (and so :meth:`wait`) uses unless told otherwise.
+        self.event_transport = event_transport
         self._async_transport = async_transport
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, auth=self.auth)
 
@@ -92,6 +126,8 @@ class Client:
 
     def access_token(self) -> str:
         """A usable access token (renewed first when it is about to expire), e.g. for a WebSocket of your own."""
+        if isinstance(self.auth, ApiKeyAuth):
+            raise ValueError("This client signs in with an API key, not with tokens.")
         return self.auth.sync_token(self._http)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -114,6 +150,8 @@ class Client:
         fit: str | None = None,
         shadow: str | None = None,
         hint_box: tuple[int, int, int, int] | None = None,
+        outputs: Sequence[Mapping[str, Any]] | None = None,
+        presets: Sequence[str] | str | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
         client_ref: str | None = None,
@@ -136,6 +174,13 @@ class Client:
         with ``error_code == "expired"``. ``wait`` (1-60 s) asks the server to
         answer once the task is finished, or after that long (``Prefer: wait``):
         the returned task may still be pending or processing.
+
+        Several outputs from one upload (one cut-out, rendered per output):
+        ``outputs=[{"preset": "amazon"}, {"preset": "taobao", "name": "tb"}]``
+        (at most 8; each with any of preset, size, format, margin,
+        background, fit, shadow and a ``name``), or the shorthand
+        ``presets=["amazon", "taobao"]``. The other options given here are
+        every output's defaults. Fetch each with ``download(id, path, output=name)``.
         """
         if (image is None) == (image_url is None):
             raise ValueError("pass exactly one of image and image_url")
@@ -152,6 +197,8 @@ class Client:
             "preset": preset, "size": size, "format": format, "margin": margin,
             "background": background, "fit": fit, "shadow": shadow,
             "hint_box": ",".join(str(int(v)) for v in hint_box) if hint_box is not None else None,
+            "outputs": json.dumps([dict(o) for o in outputs]) if outputs is not None else None,
+            "presets": (presets if isinstance(presets, str) else ",".join(presets)) if presets is not None else None,
             "client_ref": client_ref, "expires_in": expires_in, "image_url": image_url,
         }
         fields = {k: str(v) for k, v in options.items() if v is not None}
@@ -200,26 +247,85 @@ class Client:
         task: Task = self._request("POST", f"/api/tasks/{task_id}/retry/").json()
         return task
 
-    def download(self, task_id: int, path: str | os.PathLike[str]) -> Path:
-        """Save the result image; returns where it went.
+    def download(self, task_id: int, path: str | os.PathLike[str], *, output: str | int | None = None) -> Path:
+        """Save the result image (or the ``output`` of that name or index); returns where it went.
 
         ``path`` may be an existing directory (the file is named
-        ``task-<id>.<ext>``) or a file path; a file path without a suffix gets
+        ``task-<id>.<ext>``, or ``task-<id>-<output>.<ext>`` for an ``output``) or a file path; a file path without a suffix gets
         the image's (``out/shoe`` -> ``out/shoe.jpg``). The bytes go to a
         temporary file renamed into place, so an interrupted download never
         leaves a half image that looks finished.
         """
         target = Path(path)
-        with self._http.stream("GET", f"/api/tasks/{task_id}/result/") as response:
+        params = {"output": str(output)} if output is not None else None
+        with self._http.stream("GET", f"/api/tasks/{task_id}/result/", params=params) as response:
             if response.status_code >= 400:
                 response.read()
                 raise ImagegenError.from_response(response)
             extension = _EXTENSIONS.get(response.headers.get("content-type", "").split(";")[0].strip(), ".bin")
             if target.is_dir():
-                target = target / f"task-{task_id}{extension}"
+                target = target / (f"task-{task_id}-{output}{extension}" if output is not None
+                                   else f"task-{task_id}{extension}")
             elif not target.suffix:
                 target = target.with_name(target.name + extension)
             target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return target
+
+    # --- Batches ------------------------------------------------------------------------------
+    def submit_batch(
+        self,
+        photos: Sequence[str | os.PathLike[str]],
+        *,
+        client_ref: str | None = None,
+        idempotency_key: str | None = None,
+        **options: object,
+    ) -> Batch:
+        """Upload up to 100 photos (paths) as one batch sharing ``options`` (``preset``,
+        ``size``, ... as :meth:`submit`). The files are streamed, not read into memory.
+        A bad photo makes the server refuse the whole batch: :class:`ImagegenError` with
+        ``status_code`` 400 and ``errors`` naming each bad part (``image[0]`` is the first)."""
+        fields = {k: str(v) for k, v in options.items() if v is not None}
+        if client_ref is not None:
+            fields["client_ref"] = client_ref
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        paths = [Path(p) for p in photos]
+        handles = [path.open("rb") for path in paths]
+        try:
+            files = [("image", (path.name, handle, mimetypes.guess_type(path.name)[0] or "application/octet-stream"))
+                     for path, handle in zip(paths, handles)]
+            response = self._request("POST", "/api/batches/", files=files, data=fields, headers=headers)
+        finally:
+            for handle in handles:
+                handle.close()
+        batch: Batch = response.json()
+        return batch
+
+    def get_batch(self, batch_id: int) -> Batch:
+        batch: Batch = self._request("GET", f"/api/batches/{batch_id}/").json()
+        return batch
+
+    def cancel_batch(self, batch_id: int) -> Batch:
+        batch: Batch = self._request("POST", f"/api/batches/{batch_id}/cancel/").json()
+        return batch
+
+    def download_archive(self, batch_id: int, path: str | os.PathLike[str]) -> Path:
+        """Save the batch's ZIP (every completed output and ``manifest.csv``) at ``path``,
+        through a temporary file renamed into place."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._http.stream("GET", f"/api/batches/{batch_id}/archive/") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ImagegenError.from_response(response)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -239,10 +345,11 @@ class Client:
         ``Retry-After``), resumes where it stopped, drops duplicates, fills gaps
         from ``/api/events/`` and long-polls when the WebSocket is unavailable;
         see :mod:`imagegen_client.events`. ``options`` tune it
-        (``ping_interval``, ``fallback_after``, ...).
+        (``transport="sse"`` for Server-Sent Events, ``ping_interval``, ``fallback_after``, ...).
         """
         http = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._async_transport,
                                  auth=self.auth)
+        options.setdefault("transport", self.event_transport)
         return EventStream(http, self.auth.source(http), after, close_http=True, **options)
 
     async def wait_async(self, task_id: int, timeout: float | None = None) -> Task:

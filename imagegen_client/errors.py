@@ -11,12 +11,15 @@ from .backoff import retry_after
 class ImagegenError(Exception):
     """The server answered with an error: ``status_code`` and its ``detail`` message."""
 
-    def __init__(self, status_code: int, detail: str, *, retry_after: float = 0.0, code: str | None = None) -> None:
+    def __init__(self, status_code: int, detail: str, *, retry_after: float = 0.0, code: str | None = None,
+                 errors: dict[str, object] | None = None) -> None:
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
         #: The server's machine-readable ``code`` where the error has one (e.g. "idempotency_key_reused").
         self.code = code
+        #: Bad input only: the server's messages per field (a batch names each bad part, ``image[3]``).
+        self.errors: dict[str, object] = errors or {}
         #: Seconds the server asked us to wait (``Retry-After`` of a 429 or 503); 0 if it did not say.
         self.retry_after = retry_after
 
@@ -24,7 +27,8 @@ class ImagegenError(Exception):
     def from_response(cls, response: httpx.Response) -> ImagegenError:
         """The error for a read 4xx/5xx response, with the server's ``detail`` when it sent one."""
         return cls(response.status_code, _detail(response),
-                   retry_after=retry_after(response.headers.get("Retry-After")), code=_code(response))
+                   retry_after=retry_after(response.headers.get("Retry-After")), code=_code(response),
+                   errors=_errors(response))
 
     @property
     def temporary(self) -> bool:
@@ -49,6 +53,15 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])
     return str(body)[:200]
+
+
+def _errors(response: httpx.Response) -> dict[str, object]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return errors if isinstance(errors, dict) else {}
 
 
 class StreamError(Exception):

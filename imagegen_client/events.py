@@ -6,6 +6,9 @@
   duplicates, gaps, resets) and does no I/O;
 * :mod:`~imagegen_client.websocket` connects to ``/ws/notifications?after=<cursor>``:
   the server replays what was missed, sends ``sync_complete``, then live events;
+  before the access token expires it is refreshed in band (no reconnect);
+* :mod:`~imagegen_client.sse` is the same over Server-Sent Events
+  (``transport="sse"``, ``/api/events/stream/`` with ``Last-Event-ID``);
 * :mod:`~imagegen_client.eventlog` reads ``GET /api/events/`` to fill a gap, and
   long-polls it (``wait=25``) when the WebSocket cannot be had (no route, a
   proxy that strips Upgrade, or repeated failures), trying the WebSocket again later.
@@ -29,7 +32,8 @@ from .backoff import Backoff
 from .errors import Disconnected, ImagegenError, StreamError
 from .eventlog import EventLog
 from .sequencing import Item, Sequencer, Step
-from .websocket import events_url, messages, open_connection
+from .sse import stream_messages
+from .websocket import events_url, messages, open_connection, refresh_in_band
 
 __all__ = ["Backoff", "Event", "EventData", "EventStream", "StreamError", "TERMINAL_STATUSES"]
 
@@ -88,6 +92,8 @@ class EventStream:
         fallback_after: int = 4,
         retry_websocket_after: float = 300.0,
         poll_wait: int = 25,
+        transport: Literal["websocket", "sse"] = "websocket",
+        sse_idle_timeout: float = 45.0,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -100,11 +106,14 @@ class EventStream:
         self.fallback_after = fallback_after
         self.retry_websocket_after = retry_websocket_after
         self.poll_wait = poll_wait
+        #: The push transport: "websocket" or "sse" (Server-Sent Events); long-poll is the fallback of both.
+        self.transport = transport
+        self.sse_idle_timeout = sse_idle_timeout
         self.backoff = backoff or Backoff()
         self.sequencer = Sequencer()
         self.log = EventLog(http)
-        #: "websocket" or "poll": which transport delivered the last batch (for tests and logs).
-        self.mode: Literal["websocket", "poll"] = "websocket"
+        #: "websocket", "sse" or "poll": which transport delivered the last batch (for tests and logs).
+        self.mode: Literal["websocket", "sse", "poll"] = transport
         self.connects = 0
         self._sleep = sleep
         self._synced = False
@@ -126,11 +135,12 @@ class EventStream:
                     async with aclosing(self._poll_for(self.retry_websocket_after)) as polled:
                         async for item in polled:
                             yield item
-                    self.mode = "websocket"
+                    self.mode = self.transport
                     failures = 0
                     continue
                 try:
-                    async with aclosing(self._websocket()) as pushed:
+                    async with aclosing(self._websocket() if self.transport == "websocket"
+                                        else self._sse()) as pushed:
                         async for item in pushed:
                             yield item
                     raise Disconnected("server closed the connection")
@@ -146,7 +156,7 @@ class EventStream:
                         continue
                     failures += 1
                     if exc.fallback or failures >= self.fallback_after:
-                        logger.info("WebSocket unavailable (%s); long-polling /api/events/", exc)
+                        logger.info("%s unavailable (%s); long-polling /api/events/", self.transport, exc)
                         self.mode = "poll"
                         continue
                     await self._back_off("WebSocket lost (%s); reconnecting in %.1fs", exc, exc.retry_after)
@@ -191,30 +201,60 @@ class EventStream:
             if not exc.temporary:
                 raise
             raise Disconnected(f"token renewal answered {exc.status_code}", retry_after=exc.retry_after) from None
-        url = events_url(self.http.base_url, token=self._token, after=self.sequencer.cursor)
+        url = events_url(self.http.base_url, token=self._token, after=self.sequencer.cursor,
+                         param=self.tokens.query_param)
         ws = await open_connection(url)
         self.connects += 1
         self.backoff.opened()
-        replay: list[Item] = []
+        refresher = (asyncio.create_task(refresh_in_band(ws, self._token, self.tokens.token))
+                     if self.tokens.query_param == "token" else None)
         try:
             async with aclosing(messages(ws, ping_interval=self.ping_interval,
                                          pong_grace=self.pong_grace)) as incoming:
-                async for message in incoming:
-                    if message.get("type") == "sync_complete":
-                        self._synced = True
-                        async with aclosing(self._steps(self.sequencer.synced(replay, message))) as out:
-                            async for item in out:
-                                yield item
-                        replay = []
-                    elif "seq" in message:
-                        if not self._synced:
-                            replay.append(message)
-                            continue
-                        async with aclosing(self._steps(self.sequencer.live(message))) as out:
-                            async for item in out:
-                                yield item
+                async with aclosing(self._follow(incoming)) as out:
+                    async for item in out:
+                        yield item
         finally:
+            if refresher is not None:
+                refresher.cancel()
             await ws.close()
+
+    # --- Server-Sent Events ----------------------------------------------------------------
+    async def _sse(self) -> AsyncGenerator[Item, None]:
+        self.connects += 1
+        async with aclosing(self._opened(stream_messages(self.http, after=self.sequencer.cursor,
+                                                         idle_timeout=self.sse_idle_timeout))) as incoming:
+            async with aclosing(self._follow(incoming)) as out:
+                async for item in out:
+                    yield item
+
+    async def _opened(self, incoming: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None]:
+        """``incoming``, telling the backoff the connection is up at its first message."""
+        async with aclosing(incoming):
+            first = True
+            async for message in incoming:
+                if first:
+                    self.backoff.opened()
+                    first = False
+                yield message
+
+    async def _follow(self, incoming: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None]:
+        """Hold the replay until ``sync_complete``, then hand out live events (either transport)."""
+        replay: list[Item] = []
+        async for message in incoming:
+            if message.get("type") == "sync_complete":
+                self._synced = True
+                async with aclosing(self._steps(self.sequencer.synced(replay, message))) as out:
+                    async for item in out:
+                        yield item
+                replay = []
+            elif "seq" in message:
+                if not self._synced:
+                    replay.append(message)
+                    continue
+                async with aclosing(self._steps(self.sequencer.live(message))) as out:
+                    async for item in out:
+                        yield item
 
     async def _steps(self, step: Step) -> AsyncGenerator[Item, None]:
         """Hand out a step's items and do the fetches it asks for (a 5xx here reconnects)."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncGenerator
+import time
+from typing import AsyncGenerator, Awaitable, Callable
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from .auth import refresh_due, token_claims
 from .backoff import retry_after
 from .errors import Disconnected, StreamError
 from .sequencing import Item
@@ -31,11 +33,12 @@ CLOSE_RATE = 4029
 MAX_FRAME_BYTES = 4 * 2**20
 
 
-def events_url(base_url: httpx.URL, *, token: str, after: int) -> str:
-    """``ws(s)://<host>/<prefix>/ws/notifications?token=...&after=...`` for an HTTP base URL."""
+def events_url(base_url: httpx.URL, *, token: str, after: int, param: str = "token") -> str:
+    """``ws(s)://<host>/<prefix>/ws/notifications?token=...&after=...`` for an HTTP base URL
+    (``param="api_key"`` for an API key)."""
     base = base_url.copy_with(scheme="wss" if base_url.scheme == "https" else "ws", query=None)
     base = base.copy_with(raw_path=base.raw_path.rstrip(b"/") + b"/")
-    return str(base.join("ws/notifications").copy_merge_params({"token": token, "after": after}))
+    return str(base.join("ws/notifications").copy_merge_params({param: token, "after": after}))
 
 
 async def open_connection(url: str) -> ClientConnection:
@@ -66,6 +69,10 @@ async def messages(ws: ClientConnection, *, ping_interval: float, pong_grace: fl
                 raise Disconnected("no message or pong within the dead-man timeout") from None
             message = _parse(raw)
             if message is None or message.get("type") == "pong":
+                continue
+            if message.get("type") == "refreshed":
+                logger.debug("Access token refreshed in band; the connection now lasts until %s",
+                             message.get("expires_at"))
                 continue
             if message.get("type") == "error":
                 logger.warning("Server reported: %s", message.get("detail"))
@@ -98,3 +105,29 @@ def _parse(raw: str | bytes) -> Item | None:
         logger.warning("Ignoring a malformed frame from the server")
         return None
     return message if isinstance(message, dict) else None
+
+
+async def refresh_in_band(ws: ClientConnection, token: str, renewed: Callable[[], Awaitable[str]],
+                          clock: Callable[[], float] = time.time) -> None:
+    """Keep the connection's token fresh without reconnecting: shortly before ``token``
+    expires (the margin of :func:`~imagegen_client.auth.refresh_due`), get a renewed one
+    from ``renewed`` and send ``{"type": "refresh"}``. A failed renewal is logged and
+    left to the server, which then closes with 4001 (the stream reconnects)."""
+    while True:
+        expires = token_claims(token).get("exp")
+        if not isinstance(expires, (int, float)):
+            return
+        while not refresh_due(token, clock()):
+            await asyncio.sleep(min(max(float(expires) - clock(), 0.0), 1.0))
+        try:
+            fresh = await renewed()
+        except Exception as exc:  # noqa: BLE001 - the 4001 at expiry is the recovery path
+            logger.warning("Cannot renew the access token for an in-band refresh (%r)", exc)
+            return
+        if fresh == token:
+            return  # the source cannot give a newer one; the server's 4001 will say so
+        try:
+            await ws.send(json.dumps({"type": "refresh", "token": fresh}))
+        except ConnectionClosed:
+            return
+        token = fresh

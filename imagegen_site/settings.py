@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "generation",
     "notifications",
+    "apikeys",  # API keys: imports neither generation nor notifications
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -246,6 +248,7 @@ AUTH_PASSWORD_VALIDATORS = [
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "apikeys.authentication.ApiKeyAuthentication",  # Authorization: Api-Key <key>
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -318,6 +321,8 @@ IMAGEGEN_SHUTDOWN_GRACE = env_float("IMAGEGEN_SHUTDOWN_GRACE", 20.0, minimum=0)
 IMAGEGEN_PROGRESS_INTERVAL = env_float("IMAGEGEN_PROGRESS_INTERVAL", 0.25, minimum=0)
 # Fast tasks are claimed in batches worth at most this many seconds of work (0 = one at a time).
 IMAGEGEN_PREFETCH_WINDOW = env_float("IMAGEGEN_PREFETCH_WINDOW", 0.25, minimum=0)
+# Fleet queue: at most this many processing tasks per user across the fleet (0 = unlimited).
+IMAGEGEN_MAX_RUNNING_PER_USER = env_int("IMAGEGEN_MAX_RUNNING_PER_USER", 0, minimum=0)
 IMAGEGEN_FIDELITY_MODE = env_choice("IMAGEGEN_FIDELITY_MODE", "fail", ("fail", "flag"))
 # The local engine's segmenter: "auto" (the shipped U²-Net-P model), "classical" (no model), or the path of
 # an ONNX model with the U²-Net input/output convention. A missing file stops start-up here; the model's
@@ -359,10 +364,14 @@ IMAGEGEN_WS_MAX_FRAME_BYTES = env_int("IMAGEGEN_WS_MAX_FRAME_BYTES", 4096, minim
 IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES = env_int("IMAGEGEN_WS_MAX_SEND_BACKLOG_BYTES", 1024 * 1024, minimum=4096)
 # A client ping also checks the log for events whose push was lost; at most this often.
 IMAGEGEN_WS_PING_CHECK_SECONDS = env_float("IMAGEGEN_WS_PING_CHECK_SECONDS", 1.0, minimum=0)
+# --- Server-Sent Events (GET /api/events/stream/) -------------------------------------
+# A comment line this often keeps proxies and EventSource from timing out a quiet stream.
+IMAGEGEN_SSE_KEEPALIVE_SECONDS = env_float("IMAGEGEN_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.05)
 # GET /api/events/ is a plain async view: describe it in the schema by hand.
 # Then every operation's error answers (401/429 everywhere, 400/404/415 by what it takes).
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums", "notifications.schema.add_events_path",
+    "notifications.schema.add_stream_path",
     "imagegen_site.schema.add_error_responses",
 ]
 
@@ -409,3 +418,76 @@ IMAGEGEN_FETCH_ALLOW_HTTP = env_bool("IMAGEGEN_FETCH_ALLOW_HTTP", False)
 IMAGEGEN_FETCH_ALLOW_PRIVATE = env_bool("IMAGEGEN_FETCH_ALLOW_PRIVATE", False)
 # A whole fetch (connect, redirects, body) within this many seconds.
 IMAGEGEN_FETCH_TIMEOUT = env_float("IMAGEGEN_FETCH_TIMEOUT", 20.0, minimum=0.1)
+
+# --- Webhooks (webhooks: signed deliveries from the event log, by the workers) -----------
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_duration(name: str, default: float, *, minimum: float = 0) -> float:
+    """Seconds, given as a number of seconds (``259200``) or with one unit: ``90s``, ``15m``, ``12h``, ``3d``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be seconds or a duration like {name}=3d (s, m, h or d), "
+                                   f"got {raw!r}") from None
+    if not seconds >= minimum or seconds == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g} seconds, got {raw!r}")
+    return seconds
+
+
+# First retry after this, doubling (with jitter) up to the maximum between two attempts.
+IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = env_float("IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.01)
+IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS = env_duration("IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.01)
+# An endpoint whose deliveries fail without one success for this long is disabled (its owner gets an event).
+IMAGEGEN_WEBHOOK_DISABLE_AFTER = env_duration("IMAGEGEN_WEBHOOK_DISABLE_AFTER", 3 * 86400.0, minimum=1)
+# After a rotation the old secret also signs deliveries for this long.
+IMAGEGEN_WEBHOOK_SECRET_GRACE = env_duration("IMAGEGEN_WEBHOOK_SECRET_GRACE", 86400.0, minimum=0)
+IMAGEGEN_WEBHOOK_TIMEOUT = env_float("IMAGEGEN_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Delivery threads per worker process, and how many of them one endpoint may hold at a time.
+IMAGEGEN_WEBHOOK_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_CONCURRENCY", 8, minimum=1)
+IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY = env_int("IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY", 2, minimum=1)
+# How often an idle delivery loop looks for new events and due retries.
+IMAGEGEN_WEBHOOK_POLL_INTERVAL = env_float("IMAGEGEN_WEBHOOK_POLL_INTERVAL", 0.2, minimum=0.01)
+IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("IMAGEGEN_WEBHOOK_MAX_ENDPOINTS_PER_USER", 100, minimum=1)
+
+# --- Fleet: upstream rate, quotas, shared object storage, connection pooler ------------------
+# Gemini requests per minute across every worker of the fleet (unset or 0: unlimited), counted in
+# the database (generation/models/upstream.py). The window is 60 s; only tests shorten it.
+IMAGEGEN_GEMINI_RPM = env_int("IMAGEGEN_GEMINI_RPM", 0, minimum=0) or None
+IMAGEGEN_GEMINI_RATE_WINDOW = env_float("IMAGEGEN_GEMINI_RATE_WINDOW", 60.0, minimum=0.1)
+# Tasks one user may create per UTC day (unset or 0: unlimited); over it submit is a 429.
+IMAGEGEN_DAILY_TASKS_PER_USER = env_int("IMAGEGEN_DAILY_TASKS_PER_USER", 0, minimum=0) or None
+
+# Shared object storage: s3://bucket?endpoint_url=...&region_name=...; credentials from AWS_* variables.
+STORAGE_URL = env_str("STORAGE_URL").strip()  # unset: files under MEDIA_ROOT
+if STORAGE_URL:
+    from .storage_url import storages_from_url
+
+    STORAGES = storages_from_url(STORAGE_URL)
+
+# Behind a transaction-mode pooler (PgBouncer) DATABASE_URL points at the pooler, and this direct
+# URL carries what needs a session: the wake-up LISTEN and the retention run's advisory lock.
+DATABASE_LISTEN_URL = env_str("DATABASE_LISTEN_URL").strip()
+if DATABASE_LISTEN_URL:
+    if IS_SQLITE:
+        raise ImproperlyConfigured("DATABASE_LISTEN_URL needs a PostgreSQL DATABASE_URL (it is the direct "
+                                   "connection beside a pooler), but DATABASE_URL is SQLite")
+    try:
+        _listen = dj_database_url.parse(DATABASE_LISTEN_URL)
+    except Exception as exc:
+        raise ImproperlyConfigured(f"DATABASE_LISTEN_URL must be a postgres:// URL "
+                                   f"(e.g. DATABASE_LISTEN_URL=postgres://user@db-host:5432/imagegen): {exc}") from None
+    if not str(_listen.get("ENGINE", "")).endswith("postgresql"):
+        raise ImproperlyConfigured(f"DATABASE_LISTEN_URL must be a postgres:// URL "
+                                   f"(e.g. DATABASE_LISTEN_URL=postgres://user@db-host:5432/imagegen), "
+                                   f"got {DATABASE_LISTEN_URL!r}")
+    # Transaction pooling hands each transaction any server connection: a server-side cursor
+    # (declared in one, fetched in the next) would not be there. (Prepared statements, the
+    # other casualty, stay off: Django's psycopg backend does not prepare unless told to.)
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True

@@ -33,6 +33,9 @@ urlpatterns = [
     path("api/queue/stats/", QueueStatsView.as_view(), name="queue-stats"),
     path("api/", include("generation.urls")),
     path("api/", include("notifications.urls")),
-    re_path(r"^api/(?P<unmatched>.*)$", api_not_found),  # last under api/: JSON 404, not Django's HTML page
+    path("api/", include("apikeys.urls")),
+    path("api/", include("webhooks.urls")),
+    # Last under api/: JSON 404, not Django's HTML page (DOTALL: a path with an encoded newline too).
+    re_path(r"^api/(?P<unmatched>(?s:.*))$", api_not_found),
     path("", include("imagegen_site.pages")),
 ]

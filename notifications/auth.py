@@ -1,8 +1,9 @@
-"""WebSocket authentication and Origin checks.
+"""WebSocket (and event-stream) authentication and Origin checks.
 
 Browsers cannot set headers on a WebSocket, so the access token travels in the
-query string (``?token=``). The middleware is stateless: it validates the JWT,
-puts the user (or AnonymousUser) and the token's expiry in the scope, and
+query string (``?token=``), or an API key as ``?api_key=``. The middleware is
+stateless: it validates the JWT or the key, puts the user (or AnonymousUser),
+the token's expiry (None for a key: keys never expire) and the key's id in the scope, and
 leaves the accept-then-close with the close codes of docs/api.md to the consumer, so a
 client always sees 4001/4003 rather than a bare HTTP 403.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from datetime import datetime, timezone
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
@@ -21,6 +24,8 @@ from django.http.request import is_same_domain, split_domain_port
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken
+
+from apikeys.models import ApiKey
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +57,48 @@ def user_for_token(raw: str) -> tuple[Any, float | None]:
 auser_for_token = database_sync_to_async(user_for_token, thread_sensitive=False)
 
 
+def user_for_api_key(raw: str) -> tuple[Any, int | None]:
+    """The owner of a live API key and the key's id, or (AnonymousUser, None)."""
+    key = ApiKey.objects.authenticate(raw)
+    return (key.user, key.pk) if key is not None else (AnonymousUser(), None)
+
+
+auser_for_api_key = database_sync_to_async(user_for_api_key, thread_sensitive=False)
+
+
 async def with_user(scope: dict) -> dict:
-    """Set ``user`` and ``token_expires`` from ``?token=`` on a scope copy the caller owns."""
-    raw = query_param(scope, "token")
-    scope["user"], scope["token_expires"] = (AnonymousUser(), None) if not raw else await auser_for_token(raw)
+    """Set ``user``, ``token_expires`` and ``api_key_id`` from ``?token=`` or ``?api_key=``
+    on a scope copy the caller owns."""
+    raw, key = query_param(scope, "token"), query_param(scope, "api_key")
+    scope["api_key_id"] = None
+    if raw:
+        scope["user"], scope["token_expires"] = await auser_for_token(raw)
+    elif key:
+        scope["user"], scope["api_key_id"] = await auser_for_api_key(key)
+        scope["token_expires"] = None
+    else:
+        scope["user"], scope["token_expires"] = AnonymousUser(), None
     return scope
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def arefreshed_expiry(raw: Any, user_id: int, scope: dict) -> tuple[float | None, str]:
+    """The expiry a ``refresh`` frame's token gives an open socket of ``user_id``, or
+    (None, why not): not a string, not a valid access token (bad, expired), another
+    user's, or a socket opened with an API key (which never expires)."""
+    if scope.get("api_key_id") is not None:
+        return None, "this connection uses an API key, which does not expire."
+    if not isinstance(raw, str) or not raw or len(raw) > 4096:
+        return None, "refresh needs token: an access token."
+    user, expires = await auser_for_token(raw)
+    if expires is None or not user.is_authenticated:
+        return None, "the token is invalid or expired."
+    if user.pk != user_id:
+        return None, "the token belongs to another user."
+    return expires, ""
 
 
 def allowed_origins() -> list[str]:

@@ -3,11 +3,11 @@
 Transport only: the log (``Event`` rows) is the truth and a push is just the
 fast path. On connect: admit (Origin 4003, attempt rate 4029, token 4001,
 sockets per user 4029), join the user's group FIRST, replay seq > after from the
-database, send ``sync_complete``, then live events. Channels dispatches one
-message at a time per connection, so a push that lands during a replay waits
-its turn and is then dropped as already sent (seq <= last_sent). A push beyond
-last_sent + 1 means one was lost or overtaken (workers publish independently):
-the hole is filled from the database first, so a client never sees a gap.
+database, send ``sync_complete``, then live events (``follower.py``, shared with
+the Server-Sent Events stream). Channels dispatches one message at a time per
+connection, so a push that lands during a replay waits its turn and is then
+dropped as already sent. A ``refresh`` frame moves the socket's expiry to a new
+token's; a revoked API key closes its sockets (``key.revoked`` on the user's group).
 """
 from __future__ import annotations
 
@@ -23,20 +23,21 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from .auth import query_param
+from .auth import arefreshed_expiry, iso_time, query_param
 from .backlog import send_backlog
 from .closing import prepare_socket
 from .events import group_name
-from .metrics import GAP_FILLS, PUSH_LATENCY_SECONDS, REPLAY_SIZE, WS_CONNECTS, WS_RESUMES
+from .follower import LogFollower
+from .metrics import WS_CONNECTS
 from .admission import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE, admit
 from .presence import presence
-from .replay import SEQ_RANGE, alast_seq, aread_page, parse_seq
+from .replay import SEQ_RANGE, parse_seq
 
 logger = logging.getLogger(__name__)
 
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
     user_id: int | None = None
-    last_sent = 0
+    follower: LogFollower | None = None
     closing = False
     _checked_at = 0.0
     _expiry: asyncio.TimerHandle | None = None
@@ -81,15 +82,23 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             logger.warning("Could not join group of user %d (%s)", self.user_id, exc)
             await self._close(CLOSE_UNAVAILABLE)
             return
-        expires = self.scope.get("token_expires")
-        if expires:
-            delay = max(expires - time.time(), 0.0)
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._on_token_expired)
+        self.follower = LogFollower(self.user_id, self.send_json, too_slow=self._too_slow,
+                                    closing=lambda: self.closing)
+        self._expire_at(self.scope.get("token_expires"))
         raw_after = query_param(self.scope, "after")
         after = parse_seq(raw_after) if raw_after else None
         if raw_after and after is None:
             await self._error(f"after must be {SEQ_RANGE}; sending live events only.")
         await self._send_sync(after)
+
+    def _expire_at(self, expires: float | None) -> None:
+        """Close with 4001 at ``expires`` (epoch seconds; None: never, an API key)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if expires:
+            delay = max(expires - time.time(), 0.0)
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._on_token_expired)
 
     def _on_token_expired(self) -> None:
         self._expiry_task = asyncio.ensure_future(self._close(CLOSE_UNAUTHORIZED))
@@ -112,59 +121,20 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     # --- sending the log ------------------------------------------------------------------
     async def _send_sync(self, after: int | None) -> None:
-        """Replay after ``after`` (or skip history when None), then ``sync_complete``."""
-        assert self.user_id is not None
+        assert self.follower is not None
         self._checked_at = time.monotonic()
-        if after is None:
-            self.last_sent = await alast_seq(self.user_id)
-            recovered: bool | None = True
-        else:
-            WS_RESUMES.inc()
-            recovered = await self._replay(after)
-        if recovered is not None:
-            await self.send_json({"type": "sync_complete", "last_seq": self.last_sent, "recovered": recovered})
-
-    async def _replay(self, after: int) -> bool | None:
-        """Send every logged event after ``after`` in pages; returns ``recovered``
-        (None when the client was closed as too slow)."""
-        assert self.user_id is not None
-        recovered: bool | None = None
-        sent = 0
-        cursor = after
-        while not self.closing:
-            page = await aread_page(self.user_id, cursor)
-            recovered = page.recovered if recovered is None else recovered
-            for event in page.events:
-                await self.send_json(event)
-            sent += len(page.events)
-            cursor = self.last_sent = page.last_seq
-            if await self._too_slow() or not page.has_more:
-                break
-        REPLAY_SIZE.observe(sent)
-        return None if self.closing else recovered
-
-    async def _catch_up(self) -> None:
-        """Send what the log has beyond last_sent (a lost or overtaken push)."""
-        if await self._replay(self.last_sent) is False:
-            # The missing events were purged meanwhile: the client must reload.
-            await self.send_json({"type": "sync_complete", "last_seq": self.last_sent, "recovered": False})
+        await self.follower.sync(after)
 
     async def task_event(self, message: dict) -> None:
-        if self.closing or self.user_id is None:
+        if self.closing or self.follower is None:
             return
-        event = message["event"]
-        if event["seq"] <= self.last_sent:
-            return  # replayed already, or a duplicate push
-        if event["seq"] > self.last_sent + 1:
-            GAP_FILLS.inc()
-            # The log was read after this event committed, so the fill includes it.
-            await self._catch_up()
-            return
-        await self.send_json(event)
-        self.last_sent = event["seq"]
-        if "committed_at" in message:
-            PUSH_LATENCY_SECONDS.observe(max(time.time() - message["committed_at"], 0.0))
-        await self._too_slow()
+        await self.follower.push(message)
+
+    async def key_revoked(self, message: dict) -> None:
+        """The API key this socket was opened with was revoked: close it now (4001)."""
+        if message.get("key_id") is not None and message.get("key_id") == self.scope.get("api_key_id"):
+            logger.info("Closing WebSocket of user %s: its API key %s was revoked", self.user_id, message["key_id"])
+            await self._close(CLOSE_UNAUTHORIZED)
 
     async def _too_slow(self) -> bool:
         backlog = send_backlog(self.base_send)
@@ -176,7 +146,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     # --- client frames -------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        if self.closing or self.user_id is None:
+        if self.closing or self.follower is None:
             return
         limit = settings.IMAGEGEN_WS_MAX_FRAME_BYTES
         if text_data is None:
@@ -192,7 +162,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             # A cheap moment to look for pushes lost while idle (at most every few s).
             if time.monotonic() - self._checked_at >= settings.IMAGEGEN_WS_PING_CHECK_SECONDS:
                 self._checked_at = time.monotonic()
-                await self._catch_up()
+                await self.follower.catch_up()
             if not self.closing:
                 await self.send_json({"type": "pong"})
         elif kind == "resume":
@@ -200,8 +170,23 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             if after is None:
                 return await self._error(f"resume needs after: {SEQ_RANGE}.")
             await self._send_sync(after)
+        elif kind == "refresh":
+            await self._refresh(content.get("token"))
         else:
-            await self._error(f"Unknown message type {kind!r}; expected ping or resume.")
+            await self._error(f"Unknown message type {kind!r}; expected ping, resume or refresh.")
+
+    async def _refresh(self, raw: Any) -> None:
+        """In-band token refresh: the socket lives until the new token's expiry, with no
+        reconnect and no replay. Anything wrong keeps the old expiry."""
+        assert self.user_id is not None
+        expires, problem = await arefreshed_expiry(raw, self.user_id, self.scope)
+        if expires is None:
+            client = self.scope.get("client") or ["?"]
+            logger.warning("WebSocket refresh refused for user %s from %s: %s", self.user_id, client[0], problem)
+            return await self._error(f"Token not refreshed: {problem}")
+        self._expire_at(expires)
+        self.scope["token_expires"] = expires
+        await self.send_json({"type": "refreshed", "expires_at": iso_time(expires)})
 
     async def _error(self, detail: str) -> None:
         await self.send_json({"type": "error", "detail": detail})

@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from generation.models import GenerationTask
+from generation.models import Batch, GenerationTask
 
 from .metrics import PUBLISHES
 from .models import Event
@@ -66,6 +66,15 @@ def record(task: GenerationTask, created: bool) -> Event:
         data=task.live_state(),
         created_at=timezone.now(),
     )
+
+
+def record_batch(batch: Batch, *, finished: bool) -> list[Event]:
+    """Append the batch's ``batch_update`` (its JSON without ``tasks``) and, when this
+    change finished it, ``batch_complete`` right after (inside its transaction)."""
+    data = batch.live_state(with_tasks=False)
+    now = timezone.now()
+    types = [Event.Type.BATCH_UPDATE, *([Event.Type.BATCH_COMPLETE] if finished else [])]
+    return [Event.append(user_id=batch.user_id, task_id=None, type=kind, data=data, created_at=now) for kind in types]
 
 
 class Publisher:
@@ -183,3 +192,12 @@ def publish(user_id: int, message: dict) -> None:
     except Exception:
         publisher._count("failed")
         logger.exception("Could not schedule push for user %d", user_id)
+
+
+def close_revoked_key(sender: Any, *, key_id: int, user_id: int, **kwargs: Any) -> None:
+    """``apikeys.signals.key_revoked``: tell the user's open sockets and event streams,
+    so the ones opened with that key close now (each checks the id it was opened with)."""
+    try:
+        publisher.submit(group_name(user_id), {"type": "key.revoked", "key_id": key_id})
+    except Exception:
+        logger.exception("Could not tell the connections of user %d that key %d was revoked", user_id, key_id)

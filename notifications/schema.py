@@ -24,10 +24,15 @@ EVENT = {
         "timestamp": {"type": "string", "format": "date-time"},
         "data": {
             "type": "object",
+            "description": "task_* events: the task JSON as of the change. batch_* events: the batch JSON "
+                           "(id, status, counts, total, progress, options, client_ref, archive_url, created_at, "
+                           "finished_at, updated_at), without tasks.",
             "properties": {
                 "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "canceled"]},
                 "progress": {"type": "integer", "minimum": 0, "maximum": 100},
                 "result_image_url": _NULLABLE_STR,
+                "outputs": {"type": "array", "description": "Every output once completed (the task JSON's outputs).",
+                            "items": {"type": "object"}},
                 "elapsed_time": {"type": "number", "nullable": True},
                 "estimated_remaining_seconds": {"type": "integer", "nullable": True},
                 "error_code": {"type": "string", "nullable": True, "enum": [*ErrorCode.values, None]},
@@ -81,4 +86,49 @@ def add_events_path(result: dict[str, Any], generator: Any, request: Any, public
     result.setdefault("paths", {})["/api/events/"] = EVENTS_PATH
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["Event"], schemas["EventsPage"] = EVENT, EVENTS_PAGE
+    return result
+
+
+STREAM_PATH = {
+    "get": {
+        "operationId": "events_stream",
+        "summary": "The caller's events as Server-Sent Events (replay after the cursor, sync_complete, then live)",
+        "description": "Each event as `id: <seq>`, `event: <type>`, `data: <event JSON>`; `sync_complete` after "
+                       "the replay; a `: keep-alive` comment every 15 s; a last `close` event (reason "
+                       "`token_expired` or `key_revoked`) when the credential ends. The `Last-Event-ID` header "
+                       "wins over `after` (a seq, as `after`; EventSource sends it on reconnect). Auth: "
+                       "`Authorization: Bearer` or `Api-Key`, or `?token=` / `?api_key=`.",
+        "tags": ["events"],
+        "security": [{"jwtAuth": []}],
+        "parameters": [
+            {"name": "after", "in": "query",
+             "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+             "description": "Replay events with seq greater than this first; without it (and without "
+                            "Last-Event-ID), live events only."},
+            {"name": "token", "in": "query", "schema": {"type": "string"},
+             "description": "An access token, for clients that cannot set headers."},
+            {"name": "api_key", "in": "query", "schema": {"type": "string"},
+             "description": "An API key, for clients that cannot set headers."},
+        ],
+        "responses": {
+            "200": {"content": {"text/event-stream": {"schema": {
+                "type": "object",
+                "description": "One message of the stream.",
+                "properties": {
+                    "id": {"type": "string", "description": "The event's seq (sync_complete: last_seq)."},
+                    "event": {"type": "string", "description": "The event's type, sync_complete or close."},
+                    "data": {"type": "string", "description": "The event as JSON, as on the WebSocket."},
+                    "retry": {"type": "integer"},
+                },
+            }}}, "description": "An open stream of events."},
+            "400": {**_ERROR, "description": "Bad after or Last-Event-ID."},
+            "401": {**_ERROR, "description": "Missing, bad or expired token, or an unknown or revoked API key."},
+            "429": {**_ERROR, "description": "Too many connection attempts or open connections (Retry-After)."},
+        },
+    }
+}
+
+
+def add_stream_path(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    result.setdefault("paths", {})["/api/events/stream/"] = STREAM_PATH
     return result

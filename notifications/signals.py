@@ -1,4 +1,4 @@
-"""The one receiver tying task changes to the event log (``generation`` never imports us)."""
+"""The receivers tying task and batch changes to the event log (``generation`` never imports us)."""
 from __future__ import annotations
 
 from functools import partial
@@ -8,7 +8,7 @@ from django.db import connections, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from generation.models import GenerationTask
+from generation.models import Batch, GenerationTask
 
 from . import events
 
@@ -25,3 +25,18 @@ def record_task_event(sender: type[GenerationTask], instance: GenerationTask, cr
     event = events.record(instance, created)
     # Durable already; the push is only the fast path, so a failure must not raise.
     transaction.on_commit(partial(events.publish, event.user_id, event.as_message()), using=using, robust=True)
+
+
+@receiver(post_save, sender=Batch, dispatch_uid="notifications.record_batch_event")
+def record_batch_event(sender: type[Batch], instance: Batch, created: bool, raw: bool = False,
+                       using: str = "default", update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
+    """A batch row changes only when its counts do (``Batch._recount``, or its creation):
+    each save is a ``batch_update``; a save that moved its status into a finished one is
+    also its ``batch_complete``."""
+    if raw:
+        return
+    if not connections[using].in_atomic_block:
+        raise RuntimeError("Save Batch inside transaction.atomic(): its event must commit with it.")
+    finished = instance.is_finished and (created or update_fields is None or "status" in update_fields)
+    for event in events.record_batch(instance, finished=finished):
+        transaction.on_commit(partial(events.publish, event.user_id, event.as_message()), using=using, robust=True)

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import stream, views
 
 urlpatterns = [
     path("events/", views.events, name="events"),
+    path("events/stream/", stream.events_stream, name="events-stream"),
 ]

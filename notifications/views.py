@@ -1,8 +1,9 @@
 """``GET /api/events/?after=N&wait=S``: the event log over HTTP, for clients without WebSocket.
 
 An async Django view, not a DRF one: under ASGI a sync view that waits 30 s
-would hold Django's single sync thread for all of it. Authentication and
-throttling reuse simplejwt's ``JWTAuthentication`` and DRF's
+would hold Django's single sync thread for all of it. Authentication (a
+bearer token or an API key) and throttling reuse simplejwt's ``JWTAuthentication``,
+``ApiKeyAuthentication`` and DRF's
 ``ScopedRateThrottle`` (scope ``events``), run in a worker thread, and errors
 are the API's JSON ``{"detail": ...}``.
 
@@ -18,6 +19,7 @@ import asyncio
 import logging
 import math
 from contextlib import suppress
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +30,9 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from apikeys.authentication import INVALID as INVALID_KEY
+from apikeys.authentication import ApiKeyAuthentication, key_from_header
+from apikeys.models import ApiKey
 from imagegen_site.throttling import ScopedThrottle
 
 from .events import group_name
@@ -52,18 +57,51 @@ def error(status: int, detail: str, **headers: str) -> JsonResponse:
     return response
 
 
-def authenticate_and_throttle(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
-    """The caller, or the 401/429 to answer with (runs in a thread: it reads the DB and cache)."""
-    auth = JWTAuthentication()
+@dataclass
+class Caller:
+    """Who sent a request, and until when their credential holds."""
+
+    user: Any
+    expires: float | None = None  # the access token's expiry; None for an API key (never expires)
+    api_key_id: int | None = None
+
+
+def unauthorized(detail: str) -> JsonResponse:
+    return error(401, detail, WWW_Authenticate='Bearer realm="api"')
+
+
+def authenticate(request: HttpRequest, *, query: bool = False) -> tuple[Caller | None, JsonResponse | None]:
+    """The caller by ``Authorization: Bearer`` or ``Api-Key`` (and, with ``query``, by
+    ``?token=`` or ``?api_key=``: EventSource cannot set headers), or the 401 to answer."""
+    jwt = JWTAuthentication()
+    raw_header = request.headers.get("Authorization", "")
     try:
-        result = auth.authenticate(request)  # type: ignore[arg-type]
+        if key_from_header(raw_header) is not None:
+            user, key = ApiKeyAuthentication().authenticate(Request(request, authenticators=()))  # type: ignore[misc]
+            return Caller(user, None, key.pk), None
+        result = jwt.authenticate(request)  # type: ignore[arg-type]
+        if result is None and query and request.GET.get("token"):
+            token = jwt.get_validated_token(request.GET["token"].encode())
+            result = jwt.get_user(token), token
+        if result is not None:
+            return Caller(result[0], float(result[1]["exp"])), None
     except AuthenticationFailed as exc:
         detail = exc.detail.get("detail", exc.detail) if isinstance(exc.detail, dict) else exc.detail
-        return None, error(401, str(detail), WWW_Authenticate=auth.authenticate_header(request))  # type: ignore[arg-type]
-    if result is None:
-        return None, error(401, "Authentication credentials were not provided.",
-                           WWW_Authenticate=auth.authenticate_header(request))  # type: ignore[arg-type]
-    user = result[0]
+        return None, unauthorized(str(detail))
+    if query and request.GET.get("api_key"):
+        found = ApiKey.objects.authenticate(request.GET["api_key"])
+        if found is None:
+            return None, unauthorized(INVALID_KEY)
+        return Caller(found.user, None, found.pk), None
+    return None, unauthorized("Authentication credentials were not provided.")
+
+
+def authenticate_and_throttle(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
+    """The caller, or the 401/429 to answer with (runs in a thread: it reads the DB and cache)."""
+    caller, denied = authenticate(request)
+    if caller is None:
+        return None, denied
+    user = caller.user
     drf_request = Request(request, authenticators=())
     drf_request.user = user
     throttle = EventsThrottle()

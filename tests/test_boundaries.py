@@ -62,3 +62,11 @@ def test_the_engine_imports_no_model_and_nothing_of_notifications() -> None:
     models = {path: m for path, m in offenders(files, ("generation",)).items()
               if any(name.startswith("generation.models") for name in m)}
     assert models == {}
+
+
+@pytest.mark.parametrize("app", ["generation", "notifications", "imagegen_site"])
+def test_webhooks_is_imported_by_no_other_package(app: str) -> None:
+    # webhooks reads the event log and hooks into the worker; nothing depends on it
+    # (the site's settings and urls name it as strings or include it, which is wiring).
+    files = [p for p in sources(app) if not (app == "imagegen_site" and p.name in SITE_TOP)]
+    assert offenders(files, ("webhooks",)) == {}

@@ -148,3 +148,23 @@ def test_every_throttle_keeps_its_history_in_the_one_process_cache():
 
     for cls in [*api_settings.DEFAULT_THROTTLE_CLASSES, SubmitThrottle, EventsThrottle]:
         assert cls().cache is process_cache(), cls
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_a_bad_per_user_running_cap_is_a_clear_error(value: str):
+    result = probe(IMAGEGEN_MAX_RUNNING_PER_USER=value)
+    assert result.returncode != 0 and "IMAGEGEN_MAX_RUNNING_PER_USER" in result.stderr
+
+
+@pytest.mark.parametrize("raw, seconds", [("259200", 259200), ("90s", 90), ("15m", 900), ("36h", 129600),
+                                          ("3d", 259200), ("1.5h", 5400), (" 2D ", 172800)])
+def test_durations_take_seconds_or_one_unit(monkeypatch, raw, seconds):
+    monkeypatch.setenv("X_DURATION", raw)
+    assert site_settings.env_duration("X_DURATION", 1) == seconds
+
+
+@pytest.mark.parametrize("raw", ["3 days", "d", "-1h", "1w", "inf", "nan"])
+def test_a_bad_webhook_duration_stops_the_start_naming_the_variable(raw):
+    result = probe(IMAGEGEN_WEBHOOK_DISABLE_AFTER=raw)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: IMAGEGEN_WEBHOOK_DISABLE_AFTER must" in result.stderr, result.stderr[-500:]

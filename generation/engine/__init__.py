@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
-from .base import Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions
+from .base import (
+    Backend, BackendConfig, EngineError, GenerationResult, InvalidOptions, RateGate, RenderedOutput, UpstreamBusy,
+)
 
 if TYPE_CHECKING:
     from .saliency import Segmenter
 
 __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions",
-           "get_backend"]
+           "RateGate", "RenderedOutput", "UpstreamBusy", "get_backend", "install_gemini_rate_gate"]
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs.
 ENGINE_VERSION = "2.0"
@@ -46,6 +48,16 @@ BUILTIN_BACKENDS = {
 _local = threading.local()
 
 
+# The fleet-wide Gemini gate. The engine imports no model, so the queue installs its
+# database-backed gate here at start (``GenerationConfig.ready``).
+_gemini_rate_gate: RateGate | None = None
+
+
+def install_gemini_rate_gate(gate: RateGate | None) -> None:
+    global _gemini_rate_gate
+    _gemini_rate_gate = gate
+
+
 def config_from_settings() -> BackendConfig:
     from django.conf import settings
 
@@ -57,6 +69,7 @@ def config_from_settings() -> BackendConfig:
         gemini_timeout_ms=settings.GEMINI_TIMEOUT_MS,
         fidelity_mode=settings.IMAGEGEN_FIDELITY_MODE,
         segmenter=settings.IMAGEGEN_SEGMENTER,
+        gemini_rate_gate=_gemini_rate_gate,
     )
 
 

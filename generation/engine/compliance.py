@@ -175,7 +175,10 @@ def _file_checks(im: Image.Image, data: bytes, target: _Target) -> dict[str, dic
     bits = 16 if im.mode.startswith("I;16") or im.mode in ("I", "F") else 8
     profile = _profile_name(im.info.get("icc_profile"))
     w, h = im.size
-    side_ok = preset.min_size <= min(w, h) and max(w, h) <= preset.max_size
+    # The canvas's shape and long side (a portrait preset such as Zalando's is not square).
+    side_ok = preset.accepts_canvas(w, h)
+    ratio = "width == height" if preset.square else "width:height = %d:%d" % preset.canvas_ratio
+    shape_ok = w == h if preset.square else abs(preset.canvas(max(w, h))[0] - w) <= 1 and h >= w
     mode = "RGBA" if target.transparent else "RGB"
     checks = {
         "format": _item(fmt in preset.formats, fmt, list(preset.formats)),
@@ -184,8 +187,8 @@ def _file_checks(im: Image.Image, data: bytes, target: _Target) -> dict[str, dic
         "bit_depth": _item(bits == 8, bits, 8),
         "color_profile": _item(profile is None or "srgb" in profile.lower(),
                                profile or "none (sRGB by convention)", "sRGB"),
-        "square": _skipped(_ORIGINAL, "width == height") if target.original
-        else _item(w == h, [w, h], "width == height"),
+        ("square" if preset.square else "aspect"): _skipped(_ORIGINAL, ratio) if target.original
+        else _item(shape_ok, [w, h], ratio),
         "dimensions": _skipped(_ORIGINAL, [preset.min_size, preset.max_size]) if target.original
         else _item(side_ok, [w, h], [preset.min_size, preset.max_size]),
         "bytes": _item(

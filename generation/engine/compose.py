@@ -9,8 +9,9 @@ backdrop colour.
 
 What it renders:
 
-- ``fit``: ``preset`` scales the product so its long side takes the preset's
-  fill and centres its box on the square canvas; ``original`` keeps the
+- ``fit``: ``preset`` scales the product so it takes the preset's fill of
+  the canvas (square, or portrait for Zalando) along its binding axis and
+  centres its box; ``original`` keeps the
   photo's own width, height and the product where it was (a cut-out).
 - ``background``: ``white`` composes on exactly #FFFFFF; ``transparent``
   writes straight (non-premultiplied) alpha whose colour channels are the
@@ -28,6 +29,7 @@ claim it verifies against the written pixels.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -37,15 +39,15 @@ import cv2
 import numpy as np
 
 from . import compliance
-from .base import EngineError, GenerationResult, ProgressCallback
+from .base import EngineError, GenerationResult, ProgressCallback, RenderedOutput
 from .coverage import COVERAGE_EPS_BYTE, MATTE_EPS, Box, coverage_bytes, normalise_matte, product_box
 from .encode import CONTENT_TYPES, encode_image
-from .spec import RenderSpec
+from .spec import JobSpec, RenderSpec
 
 if TYPE_CHECKING:
     from .cut import Cut
 
-__all__ = ["MATTE_EPS", "Rendering", "finish", "ink_layers", "normalise_matte", "render", "render_canvas"]
+__all__ = ["MATTE_EPS", "Rendering", "finish", "finish_all", "ink_layers", "normalise_matte", "render", "render_canvas"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +277,16 @@ def _finished(layers: np.ndarray, scale: float, transparent: bool) -> tuple[np.n
     return ink, coverage
 
 
+def _fit_scale(box: Box, width: int, height: int, fill: float) -> float:
+    """The scale that makes ``box`` take ``fill`` of the canvas along its binding axis.
+
+    On a square canvas that is the long side against the canvas side; on a
+    portrait one (Zalando) a tall product is bound by the height, a wide one
+    by the width, so it fits both ways and fills the canvas as the checker measures.
+    """
+    return min(fill * width / box.width, fill * height / box.height)
+
+
 def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: RenderSpec,
                       straight_alpha: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ink HxWx3, coverage HxW, shadow HxW or None) uint8 layers at the output's geometry."""
@@ -294,9 +306,8 @@ def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: Render
         ink, coverage = _finished(layers, 1.0, spec.transparent)
         ox, oy = region.left, region.top
     else:
-        out_h = out_w = spec.size
-        target = max(1, round(spec.fill * spec.size))
-        scale = target / box.long_side
+        out_w, out_h = spec.canvas
+        scale = _fit_scale(box, out_w, out_h, spec.fill)
         for _ in range(SIZE_ATTEMPTS):
             ink, coverage = _finished(_resized(layers, region, scale), scale, spec.transparent)
             found = product_box(coverage > 0)
@@ -307,9 +318,11 @@ def _layers_on_canvas(rgb: np.ndarray, matte: np.ndarray, cut: Cut, spec: Render
             # loses its faint outer part to the clean-up, so the drawn box can
             # be smaller than the matte's: size by the box as drawn, which is
             # the box the checker measures.
-            if abs(drawn.long_side - target) <= 1:
+            more = _fit_scale(drawn, out_w, out_h, spec.fill)
+            binding = drawn.width if drawn.width / out_w >= drawn.height / out_h else drawn.height
+            if abs(more - 1.0) * binding <= 1:
                 break
-            scale *= target / drawn.long_side
+            scale *= more
         # Centre the product's box as it is drawn (not the region, which may
         # hold a shadow): the box the checker is told about is the one centred.
         ox = (out_w - drawn.width) // 2 - drawn.left
@@ -439,3 +452,33 @@ def finish(rgb: np.ndarray, cut: Cut, spec: RenderSpec,
         data=data, content_type=content_type, extension=extension,
         width=width, height=height, compliance=report,
     )
+
+
+def finish_all(rgb: np.ndarray, cut: Cut, job: JobSpec, progress: ProgressCallback | None = None, *,
+               straight_alpha: bool = False, start: int = 40) -> GenerationResult:
+    """``finish`` for every output of ``job`` from the one ``cut``: the cut-out is shared, each
+    output gets its own canvas, shadow, file and compliance report.
+
+    Progress runs from ``start`` (what the caller reported last) to 90 across the outputs. The result's top-level
+    fields are the first output's; ``result.outputs`` holds them all in ``job``'s order.
+    """
+    count = len(job.outputs)
+    rendered: list[RenderedOutput] = []
+    first: GenerationResult | None = None
+    for i, spec in enumerate(job.outputs):
+        low, high = start + (90 - start) * i / count, start + (90 - start) * (i + 1) / count
+
+        def step(pct: int, low: float = low, high: float = high) -> None:
+            # finish() reports 70 (composed) and 90 (encoded, checked): scaled into this output's share.
+            if progress is not None:
+                progress(int(low + (high - low) * (pct - 40) / 50))
+
+        result = finish(rgb, cut, spec, step, straight_alpha=straight_alpha)
+        first = first or result
+        rendered.append(RenderedOutput(
+            name=spec.name, preset=spec.preset, format=spec.format, data=result.data,
+            content_type=result.content_type, extension=result.extension,
+            width=result.width, height=result.height, compliance=result.compliance,
+        ))
+    assert first is not None
+    return dataclasses.replace(first, outputs=tuple(rendered))

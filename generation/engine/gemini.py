@@ -11,12 +11,19 @@ Steps, with the progress reported at each real boundary:
 4. segment the product in the answer and compare it with the input's
    (``fidelity.compare_products``); an altered product fails the task with
    ``product_altered`` or, in ``flag`` mode, is recorded in the compliance report;
-5. run the same finishing steps as the local backend (``compose.finish``: exact
-   white, crop, fill, centre (70 %), encode and check the written bytes (90 %)),
-   add the fidelity check to the compliance report, then 100 %.
+5. run the same finishing steps as the local backend for every output of the
+   task (``compose.finish_all``: exact white, crop, fill, centre, encode and
+   check the written bytes, up to 90 %), add the fidelity check to each
+   output's compliance report, then 100 %. One model call serves every output.
 
 The SDK's own retries stay off (no ``HttpRetryOptions``): the worker retries
 transient errors with backoff, and two retry layers would multiply the waits.
+
+Right before each call the fleet-wide gate (``IMAGEGEN_GEMINI_RPM``, when the
+worker installed one) is asked for a slot; without one, and after a 429 that
+names its delay (``RetryInfo`` or ``Retry-After``, which also holds the whole
+fleet back that long), the backend raises ``UpstreamBusy``: the task waits, it
+does not fail.
 """
 from __future__ import annotations
 
@@ -35,8 +42,8 @@ from google.genai import types
 from PIL import Image
 
 from . import provenance
-from .base import BackendConfig, EngineError, GenerationResult, ProgressCallback
-from .compose import finish
+from .base import BackendConfig, EngineError, GenerationResult, ProgressCallback, UpstreamBusy
+from .compose import finish_all
 from .decode import load_rgb_alpha
 from .fidelity import FidelityReport, FidelityThresholds, compare_products
 from .cut import cut_product
@@ -139,7 +146,6 @@ class GeminiBackend:
             raise EngineError(
                 "upstream_error", "The Gemini backend has no API key: set GEMINI_API_KEY.", transient=False
             )
-        spec = job.outputs[0]
         rgb, alpha = load_rgb_alpha(image)
         # The input's cut is made before paying for a call: a photo with no
         # product fails here, free. It is also the task's mask.
@@ -147,8 +153,13 @@ class GeminiBackend:
 
         request_image = _request_jpeg(rgb, alpha)
         progress(10)
+        self._admit()
         started = time.monotonic()
-        response = self._call(request_image)
+        try:
+            response = self._call(request_image)
+        finally:
+            if self.config.gemini_rate_gate is not None:
+                self.config.gemini_rate_gate.finished()
         logger.info(
             "Gemini %s answered in %dms", self.config.gemini_model, (time.monotonic() - started) * 1000
         )
@@ -175,13 +186,27 @@ class GeminiBackend:
 
         # The same finishing as the local backend; it reports 70 (composed) and 90 (encoded, checked).
         # The answer's own geometry: with fit=original the cut-out has the answer's size.
-        result = finish(out_rgb, out_cut, spec, progress, straight_alpha=out_alpha is not None)
+        # One model call for every output: its answer is cut once and rendered per output,
+        # each report carrying the same fidelity check.
+        result = finish_all(out_rgb, out_cut, job, progress, straight_alpha=out_alpha is not None, start=60)
+        outputs = tuple(
+            dataclasses.replace(o, compliance=_with_fidelity(o.compliance, report, o.preset)) for o in result.outputs
+        )
         result = dataclasses.replace(
-            result, compliance=_with_fidelity(result.compliance, report, spec.preset),
+            result, compliance=outputs[0].compliance, outputs=outputs,
             mask=encode_mask(in_cut.matte), engine=self.engine_info(),
         )
         progress(100)
         return result
+
+    def _admit(self) -> None:
+        """Take a slot of the fleet's Gemini rate, immediately before the call it counts."""
+        gate = self.config.gemini_rate_gate
+        if gate is None:
+            return
+        wait = gate.acquire()
+        if wait > 0:
+            raise UpstreamBusy(wait, f"Waiting {wait:.1f} s for a slot of the fleet's Gemini rate limit.")
 
     def _call(self, request_image: bytes) -> types.GenerateContentResponse:
         """One generateContent call, its failures mapped to :class:`EngineError`."""
@@ -198,6 +223,11 @@ class GeminiBackend:
                 ),
             )
         except genai_errors.APIError as exc:
+            delay = retry_delay_seconds(exc) if exc.code == 429 else None
+            if delay is not None:
+                gate = self.config.gemini_rate_gate
+                wait = gate.pause(delay) if gate is not None else delay
+                raise UpstreamBusy(wait, f"Gemini asked to wait {delay:.1f} s (429).") from exc
             raise _api_error(exc) from exc
         except _TIMEOUT_ERRORS as exc:
             raise EngineError(
@@ -212,6 +242,37 @@ class GeminiBackend:
         except (json.JSONDecodeError, genai_errors.UnknownApiResponseError) as exc:
             # A proxy's HTML error page or a cut-off body: the next try may well work.
             raise EngineError("upstream_error", "Gemini sent an unreadable answer.", transient=True) from exc
+
+
+#: A named delay longer than this is taken as this: a task re-checks at least hourly.
+MAX_RETRY_DELAY = 3600.0
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+def retry_delay_seconds(exc: genai_errors.APIError) -> float | None:
+    """The delay a 429 names: Google's ``RetryInfo`` detail (``"retryDelay": "17s"``) or an
+    HTTP ``Retry-After`` header (seconds). None when it names none (the SDK itself ignores both)."""
+    body = exc.details if isinstance(exc.details, dict) else {}
+    error = body.get("error", body)
+    for detail in (error.get("details") if isinstance(error, dict) else None) or []:
+        if isinstance(detail, dict) and detail.get("@type") == _RETRY_INFO:
+            raw = detail.get("retryDelay")
+            try:
+                if isinstance(raw, str) and raw.endswith("s"):
+                    return min(max(float(raw[:-1]), 0.0), MAX_RETRY_DELAY)
+                if isinstance(raw, dict):
+                    seconds = float(raw.get("seconds", 0)) + float(raw.get("nanos", 0)) / 1e9
+                    return min(max(seconds, 0.0), MAX_RETRY_DELAY)
+            except (TypeError, ValueError):
+                pass
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    header = headers.get("retry-after") if headers is not None else None
+    if header is not None:
+        try:
+            return min(max(float(header), 0.0), MAX_RETRY_DELAY)
+        except ValueError:
+            return None  # an HTTP date: rare from Google; treated as no delay named
+    return None
 
 
 def _api_error(exc: genai_errors.APIError) -> EngineError:

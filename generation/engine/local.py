@@ -1,10 +1,11 @@
-"""The offline backend: the cut-out of :mod:`generation.engine.cut`, rendered per the task's options.
+"""The offline backend: the cut-out of :mod:`generation.engine.cut`, rendered per the task's outputs.
 
 No model download and no network: the salient-object model ships in
 ``weights/`` and runs through OpenCV's own ONNX runtime, the rest is NumPy,
-OpenCV and Pillow, so it runs in CI and on an air-gapped worker. Stages and
-the progress they report: decoded (10), segmented (40), composed (70),
-encoded and checked (90), done (100).
+OpenCV and Pillow, so it runs in CI and on an air-gapped worker. The cut is
+made once per task and rendered once per output. Stages and the progress they
+report: decoded (10), segmented (40), each output composed, encoded and
+checked (40-90, shared between the outputs), done (100).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import replace
 
 from . import provenance
 from .base import BackendConfig, GenerationResult, ProgressCallback
-from .compose import finish
+from .compose import finish_all
 from .cut import cut_product
 from .decode import load_rgb_alpha
 from .encode import encode_mask
@@ -37,19 +38,18 @@ class LocalBackend:
         return provenance(self.name, self.segmenter)
 
     def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
-        """Cut out the product in ``image`` and render it per ``job``'s output.
+        """Cut out the product in ``image`` once and render it per each of ``job``'s outputs.
 
         Raises ``EngineError`` (``invalid_image``, ``image_too_large``,
         ``no_product_found``; all permanent) and lets anything raised by
         ``progress`` propagate, which is how a canceled task stops here.
         """
         started = time.perf_counter()
-        spec = job.outputs[0]
         rgb, alpha = load_rgb_alpha(image)
         progress(10)
         cut = cut_product(rgb, alpha, hint_box=job.hint_box, segmenter=self.segmenter)
         progress(40)
-        result = finish(rgb, cut, spec, progress, straight_alpha=alpha is not None)
+        result = finish_all(rgb, cut, job, progress, straight_alpha=alpha is not None)
         engine = self.engine_info()
         if cut.segmenter == "alpha":
             # The seller's own transparency made this cut, not the model.
@@ -57,10 +57,12 @@ class LocalBackend:
         result = replace(result, mask=encode_mask(cut.matte), engine=engine)
         progress(100)
         logger.info(
-            "Local engine: %dx%d -> %s %dpx, %s, confidence %.2f%s, compliance %s (%dms)",
-            rgb.shape[1], rgb.shape[0], spec.preset, spec.size, cut.segmenter, cut.confidence,
+            "Local engine: %dx%d -> %s, %s, confidence %.2f%s (%dms)",
+            rgb.shape[1], rgb.shape[0],
+            ", ".join(f"{o.name} {o.width}x{o.height} {'passed' if o.compliance and o.compliance['passed'] else 'FAILED'}"
+                      for o in result.outputs),
+            cut.segmenter, cut.confidence,
             " (needs review: " + ", ".join(r.code for r in cut.review_reasons) + ")" if cut.needs_review else "",
-            "passed" if result.compliance and result.compliance["passed"] else "FAILED",
             (time.perf_counter() - started) * 1000,
         )
         return result

@@ -1,7 +1,8 @@
 """Marketplace presets.
 
-One preset shapes the single master rendering of a task: the square canvas,
-how much of it the product fills, the file format and the byte limits. The
+A preset shapes one output of a task: the canvas (square, or a fixed
+portrait ratio such as Zalando's 1801 x 2600), how much of it the product
+fills, the file format and the byte limits. The
 same table drives the compositor (``compose.finish``) and the compliance
 checker (``compliance.check``), so what we render and what we verify cannot
 drift apart. ``docs/presets.md`` shows this table to sellers; keep both in step
@@ -30,7 +31,7 @@ class Preset:
     name: str
     label: str
     default_size: int
-    min_size: int  # square canvas side, px
+    min_size: int  # the canvas's long side (a square's side), px
     max_size: int
     formats: tuple[str, ...]  # the first one is the default
     #: Target share of the canvas side taken by the product's long side. ``None``
@@ -52,18 +53,42 @@ class Preset:
     max_bytes: int | None = None
     #: Whether a drawn shadow (``shadow=keep``/``soft``) is acceptable; ``compliance`` checks it when not.
     allows_shadow: bool = True
+    #: The canvas's width:height. A portrait ratio (height > width) makes ``size`` the
+    #: canvas height and derives the width from it (Zalando: 2600 -> 1801 x 2600).
+    canvas_ratio: tuple[int, int] = (1, 1)
     notes: str = ""
 
     @property
     def exact_size(self) -> bool:
         return self.min_size == self.max_size
 
+    @property
+    def square(self) -> bool:
+        return self.canvas_ratio[0] == self.canvas_ratio[1]
+
+    def canvas(self, size: int) -> tuple[int, int]:
+        """(width, height) of the canvas whose long side is ``size``."""
+        rw, rh = self.canvas_ratio
+        if rw >= rh:
+            return size, max(1, round(size * rh / rw))
+        return max(1, round(size * rw / rh)), size
+
+    def accepts_canvas(self, width: int, height: int) -> bool:
+        """Whether a ``width`` x ``height`` file has this preset's shape and size (1 px rounding allowed)."""
+        long_side = max(width, height)
+        if not self.min_size <= long_side <= self.max_size:
+            return False
+        if self.square:
+            return self.min_size <= min(width, height) and width == height
+        expected = self.canvas(long_side)
+        return abs(expected[0] - width) <= 1 and abs(expected[1] - height) <= 1
+
     def default_margin(self, size: int) -> float:
         """The ``margin`` (percent) this preset uses at ``size`` when none is given."""
         if self.fill is not None:
             return round((1.0 - self.fill) * 100.0, 3)
         assert self.edge_gap_px is not None
-        return round(200.0 * self.edge_gap_px / size, 3)
+        return round(200.0 * self.edge_gap_px / min(self.canvas(size)), 3)
 
 
 _STANDARD_BAND = (0.80, 0.95)
@@ -116,6 +141,40 @@ PRESETS: dict[str, Preset] = {
             "pinduoduo", "Pinduoduo", 800, 480, 2000, ("jpeg", "png"),
             fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=1_000_000,
             notes="Square, at least 480 px, product centred, <= 1 MB.",
+        ),
+        Preset(
+            "zalando", "Zalando", 2600, 2600, 2600, ("jpeg",),
+            # Portrait 1801 x 2600 (the partner guide's packshot size).
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, canvas_ratio=(1801, 2600),
+            notes="Portrait 1801 x 2600 JPEG, whole product centred.",
+        ),
+        Preset(
+            "mercadolibre", "Mercado Libre", 1200, 500, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            # 95.5 %: the floor is 95 %, and a fill of 96 % would reach the checked 2 % frame.
+            fill=0.955, edge_gap_px=None, fill_band=(0.95, 0.96), max_bytes=10_000_000,
+            notes="Square, at least 500 px (1200 px recommended for zoom), the product fills 95 % of "
+            "the image, <= 10 MB.",
+        ),
+        Preset(
+            "google", "Google Merchant Center", 1500, 800, ENGINE_MAX_SIZE, ("jpeg", "png", "webp"),
+            fill=0.85, edge_gap_px=None, fill_band=(0.75, 0.90), max_bytes=16_000_000,
+            notes="The product takes 75-90 % of the image; <= 16 MB; 800 px or more recommended "
+            "(Google accepts 100 px, 250 px for apparel).",
+        ),
+        Preset(
+            "lazada", "Lazada", 1000, 500, 2000, ("jpeg", "png"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=3_000_000,
+            notes="Square 500-2000 px, white background on the main image, <= 3 MB.",
+        ),
+        Preset(
+            "tiktok", "TikTok Shop", 1200, 600, ENGINE_MAX_SIZE, ("jpeg", "png", "webp"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=5_000_000,
+            notes="Square, at least 600 px (1200 px recommended), white background on the main image, <= 5 MB.",
+        ),
+        Preset(
+            "temu", "Temu", 1600, 800, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=3_000_000,
+            notes="Square, at least 800 px, white background, <= 3 MB.",
         ),
     )
 }

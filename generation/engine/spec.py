@@ -7,13 +7,24 @@ API turns into a 400. From then on every stage (the backend, the compositor,
 the encoder, the compliance checker) reads fields of these objects and none
 checks the options again.
 
-The stored form (``JobSpec.to_options``) is flat for the single output of
-this round: ``{"preset", "size", "format", "margin", "background", "fit",
-"shadow", "hint_box"}``. Options stored before ``background``/``fit``/
-``shadow``/``hint_box`` existed load with their defaults.
+Several outputs: ``outputs`` (a JSON list of at most :data:`MAX_OUTPUTS`
+objects with any of the output fields and an optional ``name``) or
+``presets=amazon,taobao`` (one output per preset). The top-level output
+fields are the defaults of every output. ``hint_box`` belongs to the cut,
+which is made once per task; everything else, ``shadow`` included, belongs to
+an output: the cut-out is rendered once per output.
+
+The stored form (``JobSpec.to_options``) is flat for a task of one unnamed
+output, as before: ``{"preset", "size", "format", "margin", "background",
+"fit", "shadow", "hint_box"}``; a task of several (or named) outputs stores
+the first output's fields flat as well and adds ``"outputs": [{"name",
+"preset", ...}, ...]``, every field given. Options stored before
+``background``/``fit``/``shadow``/``hint_box`` existed load with their
+defaults.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -35,7 +46,13 @@ _SHADOW_ALIASES = {"remove": "remove", "none": "remove", "keep": "keep", "soft":
 #: Formats that can carry an alpha channel.
 ALPHA_FORMATS = ("png", "webp")
 
-OPTION_KEYS = ("preset", "size", "format", "margin", "background", "fit", "shadow", "hint_box")
+OUTPUT_KEYS = ("preset", "size", "format", "margin", "background", "fit", "shadow")
+OPTION_KEYS = (*OUTPUT_KEYS, "hint_box", "outputs", "presets")
+
+#: Outputs one task may render.
+MAX_OUTPUTS = 8
+#: An output's name: URL- and file-name-safe, and not all digits (``?output=2`` is an index).
+_NAME = re.compile(r"^(?!\d+$)[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 #: A hint box narrower or shorter than this (px) cannot frame a product.
 MIN_HINT_SIDE = 8
@@ -47,7 +64,7 @@ class RenderSpec:
 
     name: str
     preset: str
-    size: int  # canvas side of the square preset canvas; fit="original" ignores it
+    size: int  # the preset canvas's long side (see ``canvas``); fit="original" ignores it
     format: str  # "jpeg" | "png" | "webp"
     margin: float  # percent of the canvas side left empty along the product's long axis
     background: str = "white"  # "white" | "transparent"
@@ -59,9 +76,20 @@ class RenderSpec:
         return PRESETS[self.preset]
 
     @property
+    def canvas(self) -> tuple[int, int]:
+        """(width, height) of the preset canvas."""
+        return self.preset_def.canvas(self.size)
+
+    @property
     def fill(self) -> float:
-        """Share of the canvas side the product's long side takes."""
+        """Share of the canvas the product takes along its binding axis (the canvas side, when square)."""
         return 1.0 - self.margin / 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "preset": self.preset, "size": self.size, "format": self.format,
+            "margin": self.margin, "background": self.background, "fit": self.fit, "shadow": self.shadow,
+        }
 
     @property
     def transparent(self) -> bool:
@@ -70,17 +98,24 @@ class RenderSpec:
 
 @dataclass(frozen=True)
 class JobSpec:
-    outputs: tuple[RenderSpec, ...]  # exactly one this round
+    outputs: tuple[RenderSpec, ...]  # 1 to MAX_OUTPUTS, names unique; the first is the task's result
     hint_box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in input px after EXIF orientation
+
+    @property
+    def first(self) -> RenderSpec:
+        return self.outputs[0]
 
     def to_options(self) -> dict[str, Any]:
         """The plain JSON form stored with a task (and shown as its ``options``)."""
         out = self.outputs[0]
-        return {
+        options: dict[str, Any] = {
             "preset": out.preset, "size": out.size, "format": out.format, "margin": out.margin,
             "background": out.background, "fit": out.fit, "shadow": out.shadow,
             "hint_box": list(self.hint_box) if self.hint_box is not None else None,
         }
+        if len(self.outputs) > 1 or out.name != out.preset:
+            options["outputs"] = [o.to_dict() for o in self.outputs]
+        return options
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> JobSpec:
@@ -197,8 +232,9 @@ def _parse_hint_box(value: Any, image_size: tuple[int, int] | None) -> tuple[int
     return x0, y0, x1, y1
 
 
-def parse_render(raw: Mapping[str, Any]) -> RenderSpec:
-    """One output's fields (no ``hint_box``) into a :class:`RenderSpec`."""
+def parse_render(raw: Mapping[str, Any], name: str | None = None) -> RenderSpec:
+    """One output's fields (no ``hint_box``) into a :class:`RenderSpec` called ``name``
+    (default: its preset's name)."""
     preset = _parse_preset(raw.get("preset"))
     size = preset.default_size if _blank(raw.get("size")) else _parse_size(raw["size"], preset)
     fmt = preset.formats[0] if _blank(raw.get("format")) else _parse_format(raw["format"], preset)
@@ -223,13 +259,14 @@ def parse_render(raw: Mapping[str, Any]) -> RenderSpec:
                 f"format {fmt} cannot carry transparency; use png or webp with background transparent.",
             )
     return RenderSpec(
-        name=preset.name, preset=preset.name, size=size, format=fmt, margin=margin,
+        name=name or preset.name, preset=preset.name, size=size, format=fmt, margin=margin,
         background=background, fit=fit, shadow=shadow,
     )
 
 
 def parse_job(raw: Mapping[str, Any] | None, *, image_size: tuple[int, int] | None = None) -> JobSpec:
-    """Parse task options, or raise :class:`InvalidOptions` naming the bad field.
+    """Parse task options, or raise :class:`InvalidOptions` naming the bad field
+    (``outputs[1].format`` for a field of the second output).
 
     ``image_size`` (width, height after EXIF orientation), when known, bounds
     ``hint_box``. A margin outside what the marketplace accepts is allowed (the
@@ -243,4 +280,90 @@ def parse_job(raw: Mapping[str, Any] | None, *, image_size: tuple[int, int] | No
             unknown[0], f"unknown option(s): {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}."
         )
     hint = None if _blank(raw.get("hint_box")) else _parse_hint_box(raw["hint_box"], image_size)
+    shared = {key: raw[key] for key in OUTPUT_KEYS if not _blank(raw.get(key))}
+    has_outputs, has_presets = not _blank(raw.get("outputs")), not _blank(raw.get("presets"))
+    if has_outputs and has_presets:
+        raise InvalidOptions("presets", "Give outputs or presets, not both: presets is a shorthand for outputs.")
+    if has_presets:
+        if "preset" in shared:
+            raise InvalidOptions("preset", "Give preset (one output) or presets (one output per preset), not both.")
+        items = [{"preset": name} for name in _parse_presets(raw["presets"])]
+        return JobSpec(outputs=_parse_outputs(items, shared, "presets"), hint_box=hint)
+    if has_outputs:
+        return JobSpec(outputs=_parse_outputs(_output_items(raw["outputs"]), shared, "outputs"), hint_box=hint)
     return JobSpec(outputs=(parse_render(raw),), hint_box=hint)
+
+
+def _parse_presets(value: Any) -> list[str]:
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+    if parts is None:
+        raise InvalidOptions("presets", f"presets must be preset names separated by commas, not {value!r}.")
+    names = [p.strip().lower() if isinstance(p, str) else p for p in parts]
+    if not names or len(names) > MAX_OUTPUTS:
+        raise InvalidOptions("presets", f"presets takes 1 to {MAX_OUTPUTS} preset names, not {len(names)}.")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or name not in PRESETS:
+            raise InvalidOptions(
+                f"presets[{i}]", f"presets[{i}] must be one of {', '.join(PRESETS)}, not {parts[i]!r}."
+            )
+        if name in names[:i]:
+            raise InvalidOptions(f"presets[{i}]", f"presets[{i}]: {name} is listed twice.")
+    return names
+
+
+def _output_items(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidOptions("outputs", f"outputs must be a JSON list of objects; it does not parse: {exc}.") from None
+    if not isinstance(value, list):
+        raise InvalidOptions("outputs", f"outputs must be a JSON list of objects, not {type(value).__name__}.")
+    if not 1 <= len(value) <= MAX_OUTPUTS:
+        raise InvalidOptions("outputs", f"outputs takes 1 to {MAX_OUTPUTS} objects, not {len(value)}.")
+    return value
+
+
+def _parse_outputs(items: list[Any], shared: Mapping[str, Any], field: str) -> tuple[RenderSpec, ...]:
+    """Each item over the shared top-level fields; names unique (case-insensitively: they name files)."""
+    parsed: list[tuple[dict[str, Any], str | None]] = []
+    taken: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"{field}[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidOptions(where, f"{where} must be an object such as {{\"preset\": \"amazon\"}}.")
+        for key in item:
+            if key == "hint_box":
+                raise InvalidOptions(f"{where}.hint_box",
+                                     "hint_box belongs to the cut-out, made once per task: give it at the top level.")
+            if key not in (*OUTPUT_KEYS, "name"):
+                raise InvalidOptions(f"{where}.{key}",
+                                     f"{where}.{key} is not an output field; allowed: {', '.join(OUTPUT_KEYS)}, name.")
+        name = item.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise InvalidOptions(
+                    f"{where}.name",
+                    f"{where}.name must be 1-40 letters, digits, '-' or '_' (not all digits), not {name!r}.",
+                )
+            if name.lower() in taken:
+                raise InvalidOptions(f"{where}.name", f"{where}.name {name!r} is used by an earlier output.")
+            taken.add(name.lower())
+        parsed.append(({**shared, **{k: v for k, v in item.items() if k != "name"}}, name))
+    outputs: list[RenderSpec] = []
+    for i, (fields, name) in enumerate(parsed):
+        where = f"{field}[{i}]"
+        try:
+            spec = parse_render(fields)
+        except InvalidOptions as exc:
+            origin = "" if exc.field in items[i] else f" (from the top-level {exc.field})"
+            raise InvalidOptions(f"{where}.{exc.field}", f"{where}: {exc}{origin}") from None
+        if name is None:
+            # The preset's name when the output chose one and it is free, else output-<i>.
+            candidates = ([spec.preset] if "preset" in items[i] else []) + [f"output-{i}", f"output-{i}-{spec.preset}"]
+            name = next((c for c in candidates if c.lower() not in taken), None)
+            if name is None:
+                raise InvalidOptions(f"{where}.name", f"{where} needs a name: its default names are taken.")
+            taken.add(name.lower())
+        outputs.append(RenderSpec(**{**spec.to_dict(), "name": name}))
+    return tuple(outputs)

@@ -1,6 +1,8 @@
 """The generation queue's models: tasks and their transitions, worker rows, queue switches."""
 from __future__ import annotations
 
+from .batch import BATCH_PRIORITY, MAX_BATCH_IMAGES, Batch, BatchPart
+from .output import OutputRecord, TaskOutput, output_upload_to
 from .queue import QueueControl
 from .task import (
     Completion,
@@ -14,9 +16,13 @@ from .task import (
     mask_upload_to,
     result_upload_to,
 )
+from .upstream import UpstreamLimit
+from .usage import DailyUsage, QuotaExceeded, Usage
 from .worker import WorkerProcess, WorkerQuerySet
 
 __all__ = [
-    "Completion", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "QueueControl", "TaskQuerySet",
+    "BATCH_PRIORITY", "MAX_BATCH_IMAGES", "Batch", "BatchPart",
+    "Completion", "DailyUsage", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "OutputRecord",
+    "QueueControl", "QuotaExceeded", "TaskOutput", "TaskQuerySet", "UpstreamLimit", "Usage", "output_upload_to",
     "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,13 +29,19 @@ from django.utils import timezone
 from .. import wakeup
 from ..errors import ErrorCode
 from .memo import memoized
+from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
-from .worker import WorkerProcess
+from .usage import DailyUsage
+from .worker import WorkerProcess, alive_until
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 logger = logging.getLogger(__name__)
+
+#: First key of the PostgreSQL advisory lock that serialises claims per user under
+#: IMAGEGEN_MAX_RUNNING_PER_USER (the second key is the user id).
+RUNNING_CAP_LOCK = 7_301_013
 
 
 class InvalidTransition(Exception):
@@ -85,6 +92,9 @@ class Completion:
     #: Provenance: {"backend", "segmenter", "model", "model_sha256", "version"}, or None when the backend gave none.
     engine: dict[str, Any] | None = None
     needs_review: bool = False
+    #: Every output in the job's order (the first is ``result_name``); empty: none recorded
+    #: (a completion built by hand), the task then lists its result as its one output.
+    outputs: tuple[OutputRecord, ...] = ()
 
 
 class TaskQuerySet(models.QuerySet["GenerationTask"]):
@@ -103,16 +113,44 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         """Pending tasks whose ``expires_at`` has passed (they are never claimed; ``expire_due`` ends them)."""
         return self.pending().filter(expires_at__lte=now or timezone.now())
 
+    def next_run_after(self) -> datetime | None:
+        """The earliest ``run_after`` among these rows (None when there are none)."""
+        return self.aggregate(next=models.Min("run_after"))["next"]
+
     def finished(self) -> TaskQuerySet:
         return self.filter(status__in=GenerationTask.FINISHED)
 
     def in_claim_order(self) -> TaskQuerySet:
-        return self.order_by("-priority", "id")
+        """Highest priority first; within a priority by turn (round-robin across users, see
+        ``GenerationTask.next_turn``), then in submit order."""
+        return self.order_by("-priority", "turn", "id")
 
-    def lock_claimable(self, limit: int = 1) -> list[GenerationTask]:
-        """Lock up to ``limit`` claimable rows, skipping rows other workers hold.
-        Call inside a transaction and keep it short: the rows stay locked until commit."""
-        return list(self.claimable().in_claim_order().select_for_update(skip_locked=True)[:limit])
+    def ahead_of(self, task: GenerationTask) -> TaskQuerySet:
+        """The rows before ``task`` in claim order."""
+        p, turn = task.priority, task.turn
+        return self.filter(
+            Q(priority__gt=p) | Q(priority=p, turn__lt=turn) | Q(priority=p, turn=turn, id__lt=task.pk)
+        )
+
+    def over_running_cap(self, cap: int) -> models.QuerySet:
+        """Ids of the users with ``cap`` or more processing tasks."""
+        return (
+            self.filter(status=GenerationTask.Status.PROCESSING)
+            .values("user_id").annotate(n=models.Count("id")).filter(n__gte=cap).values("user_id")
+        )
+
+    def lock_claimable(self, limit: int = 1, exclude: Collection[int] = ()) -> list[GenerationTask]:
+        """Lock up to ``limit`` claimable rows, skipping rows other workers hold, users at
+        ``IMAGEGEN_MAX_RUNNING_PER_USER`` (as last committed: ``claim_next`` re-checks under a
+        per-user lock) and the ids in ``exclude`` (tasks the caller is still running an earlier
+        attempt of). Call inside a transaction and keep it short: the rows stay locked until commit."""
+        rows = self.claimable()
+        if exclude:
+            rows = rows.exclude(pk__in=list(exclude))
+        cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
+        if cap:
+            rows = rows.exclude(user_id__in=GenerationTask.objects.over_running_cap(cap))
+        return list(rows.in_claim_order().select_for_update(skip_locked=True, of=("self",))[:limit])
 
     def typical_run_seconds(self, sample: int = 50) -> float | None:
         """The typical run time of a task, claim to finish: the median over the ``sample``
@@ -125,11 +163,18 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
         durations = sorted((end - start).total_seconds() for start, end in rows if end)
         return durations[len(durations) // 2] if durations else None
 
-    def orphaned(self, timeout: float) -> TaskQuerySet:
-        """Processing tasks whose worker has been silent for ``timeout`` seconds (or is gone)."""
-        horizon = timezone.now() - timedelta(seconds=timeout)
-        return self.filter(status=GenerationTask.Status.PROCESSING).filter(
-            Q(worker__isnull=True) | Q(worker__last_heartbeat__lt=horizon) | Q(worker__stopped_at__isnull=False)
+    def orphaned(self, timeout: float | None = None) -> TaskQuerySet:
+        """Processing tasks whose worker is gone, has stopped, or has been silent for longer than
+        the heartbeat timeout it declared (``timeout``: an operator's explicit override)."""
+        now = timezone.now()
+        if timeout is not None:
+            silent = Q(worker__last_heartbeat__lt=now - timedelta(seconds=timeout))
+        else:
+            silent = Q(worker_alive_until__lt=now)
+        return (
+            self.filter(status=GenerationTask.Status.PROCESSING)
+            .alias(worker_alive_until=alive_until("worker__"))
+            .filter(Q(worker__isnull=True) | silent | Q(worker__stopped_at__isnull=False))
         )
 
 
@@ -158,6 +203,9 @@ class GenerationTask(models.Model):
     # The engine's own verdict that a person should look at the cut-out (copied from the
     # compliance report so the list can filter on it with an index).
     needs_review = models.BooleanField(default=False, db_index=True)
+    # The task's round in its priority's round-robin across users (``next_turn``): claims go by
+    # priority, then turn, then id, so one user's long queue does not hold back another's task.
+    turn = models.BigIntegerField(default=0)
     # Which backend, segmenter, model file (and its checksum) and engine version made the result.
     engine = models.JSONField(null=True, blank=True)
     error_code = models.CharField(max_length=64, null=True, blank=True)
@@ -180,6 +228,10 @@ class GenerationTask(models.Model):
     # The claim: which worker holds the task and the token every later write must present.
     worker = models.ForeignKey(WorkerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    # Batches: the batch a task was submitted in (null for single submissions), and the
+    # client's file name of the upload, only ever used to name the batch archive's entries.
+    batch = models.ForeignKey("generation.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    source_name = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -190,8 +242,16 @@ class GenerationTask(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            # Serves the claim query (pending, highest priority first, FIFO) and queue_position.
-            models.Index(fields=["-priority", "id"], condition=Q(status="pending"), name="task_claim_idx"),
+            # Serves the claim query (pending; highest priority, then turn, then id) and queue_position.
+            models.Index(fields=["-priority", "turn", "id"], condition=Q(status="pending"), name="task_claim_turn_idx"),
+            # A user's last pending turn in a priority (next_turn) and a user's processing count
+            # (the running cap). Deliberately not a partial index on status='pending': a second
+            # one beside the claim index let the planner, on stale statistics after a bulk
+            # insert, claim through it and sort the whole queue (measured: 11 ms a claim at
+            # 1,600 pending instead of a few index rows).
+            models.Index(fields=["user", "status", "priority", "turn"], name="task_user_status_turn_idx"),
+            # The few processing rows: the round-robin's current turn (next_turn).
+            models.Index(fields=["priority", "turn"], condition=Q(status="processing"), name="task_processing_idx"),
             models.Index(fields=["user", "-created_at"], name="task_user_recent_idx"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished_idx"),
             # intake: ?client_ref= on the list, and the expiry sweeper's next deadline.
@@ -224,28 +284,34 @@ class GenerationTask(models.Model):
         return round(max((end - self.started_at).total_seconds(), 0.0), 3)
 
     def queue_position(self) -> int | None:
-        """1-based place among pending tasks in claim order; None unless pending."""
+        """1-based place among pending tasks in claim order (priority, then round-robin turn,
+        then submit order); None unless pending. One COUNT over the claim index, as cheap as
+        the FIFO count it replaces. It can grow: another user's new task joins the current
+        round, ahead of this user's later rounds."""
         if self.status != self.Status.PENDING:
             return None
-        ahead = (
-            GenerationTask.objects.pending()
-            .filter(Q(priority__gt=self.priority) | Q(priority=self.priority, id__lt=self.pk))
-            .count()
-        )
-        return ahead + 1
+        return GenerationTask.objects.pending().ahead_of(self).count() + 1
 
     def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
         # Both figures are read for every task event and listing: a 10 s old value will do.
         typical = memoized("typical_run_seconds", 10.0, GenerationTask.objects.typical_run_seconds)
-        if typical is None or self.is_finished:
+        if self.is_finished:
             return None
+        # A pending task waiting for its run_after (a retry's backoff, the fleet's Gemini rate)
+        # starts no earlier than that, whatever its place in the queue.
+        waiting = 0.0
+        if self.status == self.Status.PENDING and self.run_after:
+            waiting = max((self.run_after - timezone.now()).total_seconds(), 0.0)
+        if typical is None:
+            return int(round(waiting)) if waiting else None  # the wait at least is known
         if self.status == self.Status.PROCESSING:
             return max(int(round(typical - (self.elapsed_time or 0.0))), 0)
         position = position if position is not None else self.queue_position()
         if position is None:
             return None
         workers = max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
-        return int(round(typical * (1 + (position - 1) / workers)))
+        queued = typical * (1 + (position - 1) / workers)
+        return int(round(max(queued, waiting + typical)))
 
     def get_result_url(self) -> str | None:
         if self.status != self.Status.COMPLETED or not self.result_image:
@@ -270,7 +336,9 @@ class GenerationTask(models.Model):
         "id", "status", "progress", "queue_position", "attempts", "error_message", "error_code",
         "options", "input_image_url", "result_image_url", "created_at", "started_at", "finished_at",
         "updated_at", "elapsed_time", "estimated_remaining_seconds", "compliance", "needs_review", "engine",
+        "outputs",
         "client_ref", "expires_at", "image_url",  # intake
+        "batch",
     )
 
     def live_state(self) -> dict[str, Any]:
@@ -296,8 +364,84 @@ class GenerationTask(models.Model):
             "estimated_remaining_seconds": self.estimated_remaining_seconds(position),
             "input_image_url": self.get_input_url(),
             "result_image_url": self.get_result_url(),
+            "batch": self.batch_id,
+            "outputs": [output.as_json() for output in self.rendered_outputs()],
         }
         return {name: _json_value(derived[name] if name in derived else getattr(self, name)) for name in self.LIVE_FIELDS}
+
+    # --- Outputs --------------------------------------------------------------------------
+    def rendered_outputs(self) -> list[TaskOutput]:
+        """The completed task's outputs in order (the first is ``result_image``), each with its
+        ``name``, ``preset``, ``format``, ``file``, ``content_type``, ``compliance``; empty
+        unless completed. One query, none after ``prefetch_related("outputs")`` or right
+        after completing. A task completed before outputs were recorded lists its result
+        as its one (unsaved) output."""
+        if self.status != self.Status.COMPLETED:
+            return []
+        cached: list[TaskOutput] | None = getattr(self, "_outputs_cache", None)
+        if cached is None:
+            cached = list(self.outputs.all())
+            if not cached and self.result_image:
+                cached = [self._result_as_output()]
+            self._outputs_cache = cached
+        return cached
+
+    def output(self, wanted: str | None) -> TaskOutput | None:
+        """The output called ``wanted`` or at index ``wanted`` (0 is the first); None (or "") is the first."""
+        outputs = self.rendered_outputs()
+        if not wanted:
+            return outputs[0] if outputs else None
+        for output in outputs:
+            if output.name == wanted:
+                return output
+        # Names are never all digits, so a number is an index.
+        if wanted.isdigit() and int(wanted) < len(outputs):
+            return outputs[int(wanted)]
+        return None
+
+    def _result_as_output(self) -> TaskOutput:
+        checks = (self.compliance or {}).get("checks") or {}
+        size = (checks.get("dimensions") or {}).get("value") or [0, 0]
+        preset = str((self.options or {}).get("preset") or (self.compliance or {}).get("preset") or "")
+        out = TaskOutput(
+            task=self, index=0, name=preset or "output-0", preset=preset,
+            format=self.result_content_type.removeprefix("image/"), width=size[0], height=size[1],
+            bytes=(checks.get("bytes") or {}).get("value") or 0, content_type=self.result_content_type,
+            compliance=self.compliance,
+        )
+        out.file.name = self.result_image.name
+        return out
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop("_outputs_cache", None)
+        super().refresh_from_db(*args, **kwargs)
+
+    # --- Fair sharing ------------------------------------------------------------------------
+    @classmethod
+    def next_turn(cls, user_id: int, priority: int) -> int:
+        """The turn a new task of this user joins at this priority: one after the user's last
+        pending task, but never before the round being served now (the highest turn
+        processing; with nothing processing, the lowest turn waiting). So a user with 5,000
+        tasks queued holds turns far ahead, and another user's single task joins the current
+        round: it is claimed within one round, not after the 5,000 (start-time fair queueing
+        with one unit per task). Two cheap index reads; concurrent submits of one user may
+        share a turn, which only orders them by id."""
+        tier = cls.objects.filter(priority=priority)
+        last = tier.filter(user_id=user_id, status=cls.Status.PENDING).aggregate(t=models.Max("turn"))["t"]
+        serving = tier.filter(status=cls.Status.PROCESSING).aggregate(t=models.Max("turn"))["t"]
+        if serving is None:
+            serving = tier.filter(status=cls.Status.PENDING).aggregate(t=models.Min("turn"))["t"] or 0
+        return serving if last is None else max(last + 1, serving)
+
+    @classmethod
+    def assign_turns(cls, tasks: list[GenerationTask]) -> None:
+        """Give unsaved tasks their turns, in list order (for code that creates many at once
+        with ``bulk_create``; ``submit`` does it itself). Call in the creating transaction."""
+        following: dict[tuple[int, int], int] = {}
+        for task in tasks:
+            key = (task.user_id, task.priority)
+            task.turn = following[key] if key in following else cls.next_turn(*key)
+            following[key] = task.turn + 1
 
     # --- Creation ------------------------------------------------------------------------
     @classmethod
@@ -318,12 +462,15 @@ class GenerationTask(models.Model):
         """Create a pending task, or return the caller's earlier task with the same
         idempotency key. Returns ``(task, created)``. ``image`` is None for an
         ``image_url`` task (a worker fetches it). Raises ``IdempotencyKeyReused``
-        when the earlier task was made from another input or other options."""
+        when the earlier task was made from another input or other options, and
+        ``QuotaExceeded`` when the user's daily task quota is spent (a repeat of an
+        earlier key is not a new task)."""
         if idempotency_key:
             existing = cls.objects.filter(user=user, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing._same_request(fingerprint), False
         now = timezone.now()
+        DailyUsage.check_quota(user, now)  # cheap refusal before the upload is stored
         task = cls(
             user=user,
             options=options,
@@ -343,6 +490,10 @@ class GenerationTask(models.Model):
             task.input_image.save(image.name, image, save=False)
         try:
             with transaction.atomic():
+                # Counted (and the user's counter row locked) in the insert's transaction:
+                # concurrent submits of one user cannot overshoot the quota.
+                DailyUsage.count_task(user, now)
+                task.turn = cls.next_turn(task.user_id, priority)
                 task.save()
                 _announce_work()
                 log_transition(task, ("status",))
@@ -376,11 +527,19 @@ class GenerationTask(models.Model):
         fresh = GenerationTask.objects.select_for_update().get(pk=self.pk)
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(fresh, field.attname))
+        self.__dict__.pop("_outputs_cache", None)
 
     def _save(self, *fields: str) -> None:
+        # A batch task's status change recounts its batch in this same transaction
+        # (generation.models.batch). The batch row is locked before the task's event takes
+        # the owner's event counter: every transaction takes task, batch, counter in that order.
+        recount = self.batch_id is not None and "status" in fields
+        batch = type(self).batch.field.related_model.locked(self.batch_id) if recount else None
         self.updated_at = timezone.now()
         self.save(update_fields=[*fields, "updated_at"])
         log_transition(self, fields)
+        if batch is not None:
+            batch.recount()
 
     def _check_claim(self, token: uuid.UUID) -> None:
         if self.status != self.Status.PROCESSING or self.claim_token != token:
@@ -402,11 +561,36 @@ class GenerationTask(models.Model):
         return self.claim_token
 
     @classmethod
-    def claim_next(cls, worker: WorkerProcess, limit: int = 1) -> list[tuple[GenerationTask, uuid.UUID]]:
-        """Claim up to ``limit`` tasks in one short transaction; generation runs after it commits."""
+    def claim_next(
+        cls, worker: WorkerProcess, limit: int = 1, exclude: Collection[int] = ()
+    ) -> list[tuple[GenerationTask, uuid.UUID]]:
+        """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
+        generation runs after it commits."""
         with transaction.atomic():
-            tasks = cls.objects.lock_claimable(limit)
+            tasks = cls.objects.lock_claimable(limit, exclude)
+            if settings.IMAGEGEN_MAX_RUNNING_PER_USER:
+                tasks = cls._within_running_cap(tasks)
+            _lock_batches_of(tasks)
             return [(task, task.claim(worker)) for task in tasks]
+
+    @classmethod
+    def _within_running_cap(cls, tasks: list[GenerationTask]) -> list[GenerationTask]:
+        """The locked ``tasks`` that fit under IMAGEGEN_MAX_RUNNING_PER_USER. The filter in
+        ``lock_claimable`` read the running counts without a lock: two workers claiming at once
+        could both see room for the same user's last slot. Here each user's count is read again
+        under a per-user transaction lock (taken in user order, so claims cannot deadlock), so
+        the second claim waits for the first to commit and sees its tasks. SQLite runs one
+        write transaction at a time, so the plain count is already serialised there."""
+        cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
+        kept: list[GenerationTask] = []
+        for user_id in sorted({t.user_id for t in tasks}):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RUNNING_CAP_LOCK, user_id])
+            room = cap - cls.objects.filter(user_id=user_id, status=cls.Status.PROCESSING).count()
+            kept.extend([t for t in tasks if t.user_id == user_id][: max(room, 0)])
+        kept.sort(key=lambda t: (-t.priority, t.turn, t.pk))  # back in claim order
+        return kept
 
     def set_progress(self, token: uuid.UUID, progress: int) -> None:
         with transaction.atomic():
@@ -432,14 +616,19 @@ class GenerationTask(models.Model):
         mask_name: str = "",
         engine: dict[str, Any] | None = None,
         needs_review: bool = False,
+        outputs: tuple[OutputRecord, ...] = (),
     ) -> None:
-        """Record the result (and mask) files, already written by the worker. Raises LostClaim
-        if the task was canceled or taken back meanwhile: the caller deletes its files."""
-        done = Completion(result_name, content_type, compliance, mask_name, engine, needs_review)
+        """Record the result (and mask) files, already written by the worker, and every output
+        (``outputs``, the first being the result). Raises LostClaim if the task was canceled
+        or taken back meanwhile: the caller deletes its files."""
+        done = Completion(result_name, content_type, compliance, mask_name, engine, needs_review, outputs)
         with transaction.atomic():
             self._lock()
             self._check_claim(token)
-            self._record_result(done)
+            outputs = [TaskOutput.from_record(self, i, r) for i, r in enumerate(done.outputs)]
+            if outputs:
+                TaskOutput.objects.bulk_create(outputs)
+            self._record_result(done, outputs)
 
     @classmethod
     def complete_batch(cls, results: list[tuple[GenerationTask, uuid.UUID, Completion]]) -> set[int]:
@@ -450,15 +639,23 @@ class GenerationTask(models.Model):
         with transaction.atomic():
             # One locking read for the batch, in id order so two batches cannot deadlock.
             fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
+            _lock_batches_of(fresh.values())
+            kept: list[tuple[GenerationTask, Completion, list[TaskOutput]]] = []
             for task, token, done in results:
                 row = fresh.get(task.pk)
                 if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
                     lost.add(task.pk)
                     continue
-                row._record_result(done)
+                kept.append((row, done, [TaskOutput.from_record(row, i, r) for i, r in enumerate(done.outputs)]))
+            # Every output of the batch in one insert, before the saves whose events list them.
+            TaskOutput.objects.bulk_create([o for _, _, outputs in kept for o in outputs])
+            for row, done, outputs in kept:
+                row._record_result(done, outputs)
         return lost
 
-    def _record_result(self, done: Completion) -> None:
+    def _record_result(self, done: Completion, outputs: list[TaskOutput]) -> None:
+        """Complete the row; ``outputs`` are ``done``'s, already inserted (the event lists them)."""
+        self._outputs_cache = outputs or None
         self.status = self.Status.COMPLETED
         self.progress = 100
         self.result_image.name = done.result_name
@@ -520,6 +717,21 @@ class GenerationTask(models.Model):
             self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
             _announce_work()
 
+    def postpone(self, token: uuid.UUID, seconds: float) -> None:
+        """Back to the queue until ``seconds`` from now, because an upstream may not be called
+        yet (the fleet's Gemini rate, or its 429): the attempt does not count and nothing
+        failed, so no error is recorded. The event carries an ETA that includes the wait."""
+        with transaction.atomic():
+            self._lock()
+            self._check_claim(token)
+            self.status = self.Status.PENDING
+            self.progress = 0
+            self.attempts = max(self.attempts - 1, 0)
+            self.claim_token = None
+            self.worker = None
+            self.run_after = timezone.now() + timedelta(seconds=seconds)
+            self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
+
     def requeue(self) -> None:
         """An operator gives a stuck processing task back to the queue. It is a ``release``
         under the claim as last read: if the worker finishes first, that claim no longer
@@ -564,6 +776,7 @@ class GenerationTask(models.Model):
         is expired twice. Returns the ids."""
         with transaction.atomic():
             due = list(cls.objects.expired().select_for_update(skip_locked=True).order_by("expires_at", "id")[:limit])
+            _lock_batches_of(due)  # batches before any event (the lock order of generation.models.batch)
             for task in due:
                 task.status = cls.Status.CANCELED
                 task.error_code = ErrorCode.EXPIRED
@@ -592,21 +805,26 @@ class GenerationTask(models.Model):
             if self.expires_at is not None:
                 # A retry is a new submission of the same work: it gets its expires_in again.
                 self.expires_at = now + (self.expires_at - self.created_at)
+            # A retry asked for by the owner is new work: it takes a fresh turn, like a submit.
+            # (Automatic retries and take-backs keep theirs: they are owed their place.)
+            self.turn = GenerationTask.next_turn(self.user_id, self.priority)
             self._save(
                 "status", "progress", "attempts", "error_code", "error_message",
-                "started_at", "finished_at", "run_after", "worker", "expires_at",
+                "started_at", "finished_at", "run_after", "worker", "expires_at", "turn",
             )
             _announce_work()
 
     @classmethod
     def rescue_orphans(cls, timeout: float | None = None, *, dry_run: bool = False) -> list[int]:
-        """Take back processing tasks whose worker has gone silent: retry them, or fail
-        them with ``worker_lost`` when their attempts are spent. Safe to run from every
-        worker at once (rows another rescuer holds are skipped). Returns the task ids."""
-        timeout = settings.IMAGEGEN_HEARTBEAT_TIMEOUT if timeout is None else timeout
+        """Take back processing tasks whose worker has gone silent (by the heartbeat timeout
+        that worker declared, never the rescuer's; ``timeout`` overrides it for an operator):
+        retry them, or fail them with ``worker_lost`` when their attempts are spent. Safe to
+        run from every worker at once (rows another rescuer holds are skipped). Returns the task ids."""
         rescued: list[int] = []
         with transaction.atomic():
             orphans = list(cls.objects.orphaned(timeout).select_for_update(skip_locked=True, of=("self",))[:100])
+            if not dry_run:
+                _lock_batches_of(orphans)
             for task in orphans:
                 rescued.append(task.pk)
                 if dry_run:
@@ -635,6 +853,14 @@ def _json_value(value: Any) -> Any:
         text = timezone.localtime(value).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     return value
+
+
+def _lock_batches_of(tasks: Any) -> None:
+    """Before changing several tasks in one transaction: lock their batches in id order,
+    so two such transactions never take the same batch rows in opposite orders."""
+    tasks = list(tasks)
+    if any(task.batch_id is not None for task in tasks):
+        GenerationTask.batch.field.related_model.lock_batches_of(tasks)
 
 
 def _announce_work() -> None:

@@ -7,10 +7,11 @@ const STORE_KEY = "imagegen.tokens";
 const REFRESH_EARLY_MS = 60_000; // renew a minute before the access token lapses
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, errors = null) {
     super(detail);
     this.status = status;
     this.detail = detail;
+    this.errors = errors; // bad input: the server's messages per field (a batch names image[i])
   }
 }
 
@@ -34,6 +35,14 @@ function refreshMargin(token) {
   return exp && iat ? Math.min(REFRESH_EARLY_MS, ((exp - iat) * 1000) / 2) : REFRESH_EARLY_MS;
 }
 
+async function errorBody(response) {
+  try {
+    return await response.clone().json();
+  } catch {
+    return null;
+  }
+}
+
 async function errorDetail(response) {
   try {
     const body = await response.json();
@@ -50,7 +59,14 @@ export class Auth {
     this.tokens = JSON.parse(sessionStorage.getItem(STORE_KEY) || "null");
     this.refreshing = null;
     this.timer = null;
+    this.renewedListeners = new Set(); // (access) => void, after each renewal
     if (this.tokens) this.schedule();
+  }
+
+  // Told of every new access token (the event feed hands it to its open socket).
+  onRenewed(listener) {
+    this.renewedListeners.add(listener);
+    return () => this.renewedListeners.delete(listener);
   }
 
   get signedIn() {
@@ -108,6 +124,7 @@ export class Auth {
     }
     const body = await response.json();
     this.save({ access: body.access, refresh: body.refresh || this.tokens.refresh });
+    for (const listener of this.renewedListeners) listener(body.access);
   }
 
   // A usable access token: refreshed first when it is about to lapse.
@@ -141,7 +158,10 @@ export async function api(auth, path, { method = "GET", body, headers = {}, raw 
       await auth.refresh();
       continue;
     }
-    if (!response.ok) throw new ApiError(response.status, await errorDetail(response));
+    if (!response.ok) {
+      const body = await errorBody(response);
+      throw new ApiError(response.status, await errorDetail(response), body && body.errors);
+    }
     return raw ? response : response.json();
   }
 }

@@ -1,6 +1,7 @@
 // Page wiring: sign-in, uploads, card buttons, and the one event feed.
 
 import { ApiError, Auth, api } from "./api.js";
+import { BatchList, chunks, droppedPhotos, photosOf, refusedParts } from "./batches.js";
 import { EventFeed } from "./feed.js";
 import { ImageCache } from "./images.js";
 import { TaskQueue } from "./queue.js";
@@ -33,6 +34,13 @@ const queue = new TaskQueue({
   images,
   announce,
   onNeedSnapshot: () => refreshMetadata(),
+});
+const batches = new BatchList({
+  list: $("#batches"),
+  template: $("#batch-template"),
+  announce,
+  onDownload: (batch) => downloadArchive(batch),
+  onCancel: (batch) => cancelBatch(batch),
 });
 let feed = null;
 const compare = new CompareView({ dialog: $("#compare"), images, onSend: (entry, box) => sendWithBox(entry, box) });
@@ -72,7 +80,7 @@ async function signedIn() {
   await loadTasks();
   feed = new EventFeed({
     auth,
-    onEvent: (event) => queue.applyEvent(event),
+    onEvent: (event) => (event.type.startsWith("batch_") ? batches.apply(event) : queue.applyEvent(event)),
     onReset: () => loadTasks(),
     onStatus: setConnection,
   });
@@ -86,6 +94,7 @@ function signedOut(message) {
   if (feed) feed.stop();
   feed = null;
   queue.clear();
+  batches.clear();
   images.clear();
   setConnection("offline");
   $("#app").hidden = true;
@@ -98,6 +107,9 @@ function signedOut(message) {
 // Initial load and resets: the list and its last_seq are one snapshot, so the
 // feed resumes right after it and misses nothing.
 async function loadTasks() {
+  // Batches first: the task page's last_seq is then the later snapshot, and the feed
+  // replays anything that changed a batch after its own read.
+  batches.replaceAll((await api(auth, "/api/batches/")).results);
   const page = await api(auth, "/api/tasks/");
   queue.replaceAll(page.results);
   window.imagegen.lastSeq = page.last_seq;
@@ -119,8 +131,16 @@ function updateEmpty() {
 }
 
 // --- Uploading ----------------------------------------------------------------------------
+// The marketplace chosen first, then each one ticked under "Also render for": one task,
+// one cut-out, one output per marketplace (presets=...); a single one stays preset=....
+function chosenPresets() {
+  const also = [...document.querySelectorAll("#also-presets input[name=also]:checked")].map((box) => box.value);
+  return [...new Set([$("#preset").value, ...also])];
+}
+
 async function upload(files) {
-  const preset = $("#preset").value;
+  const presets = chosenPresets();
+  const preset = presets.join(" + ");
   const photos = [...files];
   if (!photos.length) return;
   announce(`Uploading ${photos.length} photo${photos.length > 1 ? "s" : ""}.`);
@@ -130,7 +150,8 @@ async function upload(files) {
       updateEmpty();
       const body = new FormData();
       body.append("image", file, file.name);
-      body.append("preset", preset);
+      if (presets.length > 1) body.append("presets", presets.join(","));
+      else body.append("preset", presets[0]);
       try {
         queue.uploaded(entry, await api(auth, "/api/tasks/", { method: "POST", body }));
       } catch (error) {
@@ -160,6 +181,95 @@ drop.addEventListener("drop", (event) => {
   upload(event.dataTransfer.files);
 });
 
+// --- Batches --------------------------------------------------------------------------------
+async function sendBatches(files) {
+  const photos = [...files];
+  const error = $("#batch-error");
+  error.hidden = true;
+  if (!photos.length) {
+    showBatchError("No photos (JPEG, PNG, WebP or HEIC) in what you dropped.", []);
+    return;
+  }
+  const preset = $("#preset").value;
+  announce(`Sending ${photos.length} photo${photos.length > 1 ? "s" : ""} as a batch.`);
+  for (const part of chunks(photos)) {
+    const body = new FormData();
+    for (const file of part) body.append("image", file, file.name);
+    body.append("preset", preset);
+    try {
+      const response = await api(auth, "/api/batches/", { method: "POST", body, raw: true });
+      batches.upsert(await response.json());
+    } catch (failure) {
+      if (failure instanceof ApiError && failure.status === 400) {
+        showBatchError("Nothing was sent from this batch: the server refused these photos.", refusedParts(failure.errors, part));
+      } else {
+        showBatchError(failure instanceof ApiError ? failure.detail : "The upload did not reach the server.", []);
+      }
+      return;
+    }
+  }
+}
+
+function showBatchError(detail, parts) {
+  const error = $("#batch-error");
+  error.querySelector("[data-field=detail]").textContent = detail;
+  error.querySelector("[data-field=parts]").replaceChildren(
+    ...parts.map(({ name, message }) => {
+      const item = document.createElement("li");
+      item.textContent = `${name}: ${message}`;
+      return item;
+    }),
+  );
+  error.hidden = false;
+  announce(detail);
+}
+
+async function downloadArchive(batch) {
+  try {
+    const response = await api(auth, `/api/batches/${batch.id}/archive/`, { raw: true });
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `batch-${batch.id}.zip`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  } catch (failure) {
+    announce(failure instanceof ApiError ? failure.detail : "The server could not be reached.");
+  }
+}
+
+async function cancelBatch(batch) {
+  try {
+    batches.upsert(await api(auth, `/api/batches/${batch.id}/cancel/`, { method: "POST" }));
+  } catch (failure) {
+    announce(failure instanceof ApiError ? failure.detail : "The server could not be reached.");
+  }
+}
+
+const batchDrop = $("#batch-drop");
+for (const input of [$("#folder-input"), $("#batch-files")]) {
+  input.addEventListener("change", (event) => {
+    sendBatches(photosOf(event.target.files)).finally(() => {
+      event.target.value = "";
+    });
+  });
+}
+for (const name of ["dragenter", "dragover"]) {
+  batchDrop.addEventListener(name, (event) => {
+    event.preventDefault();
+    batchDrop.dataset.over = "";
+  });
+}
+for (const name of ["dragleave", "drop"]) {
+  batchDrop.addEventListener(name, () => delete batchDrop.dataset.over);
+}
+batchDrop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  // The entries must be read before this handler returns; the walk itself may take longer.
+  droppedPhotos(event.dataTransfer).then(sendBatches);
+});
+
 // --- Card buttons ----------------------------------------------------------------------------
 $("#queue").addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-action]");
@@ -180,6 +290,8 @@ $("#queue").addEventListener("click", async (event) => {
   try {
     if (action === "download") {
       await download(entry);
+    } else if (action === "download-output") {
+      await download(entry, (entry.task.outputs || []).find((o) => o.name === button.dataset.output));
     } else {
       queue.upsert(await api(auth, `/api/tasks/${entry.task.id}/${action}/`, { method: "POST" }));
     }
@@ -215,13 +327,15 @@ async function sendWithBox(entry, box) {
   announce(`${name}: sent again with a box around the product.`);
 }
 
-async function download(entry) {
-  const blob = await images.blob(entry.task.result_image_url);
+// The task's result, or one of its outputs (``output`` from the task JSON's ``outputs``).
+async function download(entry, output = null) {
+  const blob = await images.blob(output ? output.url : entry.task.result_image_url);
   const extension = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp" }[blob.type] || "jpg";
   const stem = (entry.name || `photo-${entry.task.id}`).replace(/\.[^.]+$/, "");
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
-  link.download = `${stem}-${entry.task.options.preset || "white"}.${extension}`;
+  const suffix = output ? output.name : (entry.task.options && entry.task.options.preset) || "white";
+  link.download = `${stem}-${suffix}.${extension}`;
   document.body.append(link);
   link.click();
   link.remove();
@@ -231,7 +345,7 @@ async function download(entry) {
 new MutationObserver(updateEmpty).observe($("#queue"), { childList: true });
 
 // A small handle for debugging and the browser tests (feed.cut() drops the socket).
-window.imagegen = { queue, auth, feed: null, lastSeq: 0 };
+window.imagegen = { queue, batches, auth, feed: null, lastSeq: 0 };
 
 if (auth.signedIn) {
   signedIn().catch(() => auth.signOut("Please sign in again."));

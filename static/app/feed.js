@@ -11,7 +11,9 @@
 //     reset only after a connection stayed up a minute;
 //   - app-level ping every 25 s and a dead-man timer: a half-open socket never
 //     reports an error by itself;
-//   - 4001 (token expired): refresh the token, reconnect at once;
+//   - the token is renewed before it expires (api.js) and handed to the open
+//     socket in band ({"type": "refresh"}): no reconnect, no replay;
+//   - 4001 (token rejected anyway): refresh the token, reconnect at once;
 //   - no WebSocket, or it keeps failing: long-poll /api/events/?wait=25 and try
 //     the WebSocket again after a while. Never a timer polling task details.
 
@@ -43,7 +45,9 @@ export class EventFeed {
     this.paused = false;
     this.catchingUp = false;
     this.mode = "websocket";
-    this.stats = { connects: 0, applied: 0, duplicates: 0, gapFetches: 0, resets: 0 };
+    this.stats = { connects: 0, applied: 0, duplicates: 0, gapFetches: 0, resets: 0, refreshed: 0 };
+    // Each renewed access token goes to the open socket, which then lives until its expiry.
+    this.auth.onRenewed((access) => this.send({ type: "refresh", token: access }));
     this.onOnline = () => {
       if (this.retryTimer && !this.ws) {
         clearTimeout(this.retryTimer);
@@ -178,6 +182,10 @@ export class EventFeed {
 
   onMessage(message) {
     if (message.type === "pong") return;
+    if (message.type === "refreshed") {
+      this.stats.refreshed += 1;
+      return;
+    }
     if (message.type === "error") {
       console.warn("imagegen: server said", message.detail);
       return;

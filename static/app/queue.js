@@ -39,7 +39,7 @@ const ERROR_TEXT = {
 
 const DYNAMIC = [
   "status", "progress", "result_image_url", "elapsed_time", "estimated_remaining_seconds",
-  "error_code", "error_message", "updated_at",
+  "error_code", "error_message", "updated_at", "outputs",
 ];
 
 const NAMES_KEY = "imagegen.names";
@@ -267,7 +267,8 @@ export class TaskQueue {
     const { task, el } = entry;
     const field = (name) => el.querySelector(`[data-field="${name}"]`);
     el.dataset.status = task.status;
-    const preset = task.options && task.options.preset;
+    const named = task.options && task.options.outputs && task.options.outputs.map((o) => o.name).join(" + ");
+    const preset = named || (task.options && task.options.preset);
     field("title").textContent = this.label(entry);
     field("subtitle").textContent = [task.id != null ? `#${task.id}` : "", preset || ""].filter(Boolean).join(" · ");
     const review = statusKey(task) === "review";
@@ -301,6 +302,7 @@ export class TaskQueue {
     error.textContent = failed ? (task.status === "rejected" ? task.error_message : plainError(task)) : "";
 
     this.renderReport(entry, review);
+    this.renderOutputs(entry);
 
     const buttons = {
       compare: task.status === "completed" && Boolean(task.result_image_url),
@@ -350,6 +352,57 @@ export class TaskQueue {
         item.dataset.state = check.state;
         item.dataset.check = check.name;
         item.textContent = check.text;
+        return item;
+      }),
+    );
+  }
+
+  // Several outputs: each with its size, format, verdict, its own checks and a download.
+  // One output is the card itself (its checks and Download button above).
+  renderOutputs(entry) {
+    const { task, el } = entry;
+    const list = el.querySelector('[data-field="outputs"]');
+    const outputs = task.status === "completed" && task.outputs && task.outputs.length > 1 ? task.outputs : [];
+    list.hidden = !outputs.length;
+    if (entry.shown.outputs === outputs || (!outputs.length && !list.children.length)) return;
+    entry.shown.outputs = outputs;
+    list.replaceChildren(
+      ...outputs.map((output) => {
+        const item = document.createElement("li");
+        item.dataset.output = output.name;
+        const report = output.compliance;
+        item.dataset.state = report && report.passed ? "passed" : "failed";
+        const head = document.createElement("p");
+        const name = document.createElement("strong");
+        name.textContent = output.name;
+        const verdict = report ? (report.passed ? `meets ${output.preset} rules` : `misses ${output.preset} rules`) : "";
+        const look = report && report.needs_review ? "needs a look" : "";
+        head.append(name, ` ${output.width} x ${output.height} ${output.format.toUpperCase()} · `,
+          [verdict, look].filter(Boolean).join(" · "));
+        const checks = describeChecks(report);
+        const details = document.createElement("details");
+        details.className = "checks";
+        const summary = document.createElement("summary");
+        const failed = checks.filter((c) => c.state === "failed").length;
+        summary.textContent = `${output.name} checks: ${checks.filter((c) => c.state === "passed").length} passed` +
+          (failed ? `, ${failed} failed` : "");
+        const ul = document.createElement("ul");
+        ul.replaceChildren(...checks.map((check) => {
+          const li = document.createElement("li");
+          li.dataset.state = check.state;
+          li.dataset.check = check.name;
+          li.textContent = check.text;
+          return li;
+        }));
+        details.append(summary, ul);
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "secondary";
+        button.dataset.action = "download-output";
+        button.dataset.output = output.name;
+        button.textContent = `Download ${output.name}`;
+        button.setAttribute("aria-label", `Download ${output.name} of ${this.label(entry)}`);
+        item.append(head, details, button);
         return item;
       }),
     );

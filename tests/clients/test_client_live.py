@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from generation.models import GenerationTask
+from generation.models import Batch, GenerationTask
 from imagegen_client import Backoff, Client
 from notifications.models import EventCounter
 from tests.conftest import wait_until
@@ -54,50 +55,61 @@ def last_seq_of(user: Any) -> int:
         connection.close()
 
 
-def outputs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+def archive_names(folder: Path) -> list[str]:
+    """Every output file in the folder's batch archives (the manifests left out)."""
+    names: list[str] = []
+    for path in sorted(folder.glob("batch-*.zip")):
+        with zipfile.ZipFile(path) as archive:
+            assert "manifest.csv" in archive.namelist()
+            names += [n for n in archive.namelist() if n != "manifest.csv"]
+    return sorted(names)
 
 
-def test_a_batch_completes_and_a_rerun_submits_nothing_new(live_server_factory: Any, seller: Any,
-                                                          tmp_path: Path) -> None:
+def test_a_folder_goes_up_in_batches_and_comes_back_as_archives(live_server_factory: Any, seller: Any,
+                                                                tmp_path: Path) -> None:
     server = live_server_factory()
-    photos(tmp_path / "in", 4)
+    photos(tmp_path / "in", 5)
     (tmp_path / "in" / "broken.jpg").write_bytes(b"this is not a photo")
+    out_dir = tmp_path / "out"
 
-    code, out, err = run_cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
-                             "--concurrency", "3")
+    code, out, err = run_cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(out_dir),
+                             "--chunk-size", "3")
 
-    assert code == 1, err  # the broken file failed, so the run says so
-    assert outputs(tmp_path / "out") == [f"product-{i}.jpg" for i in range(4)]
-    assert "4 done" in out and "1 failed" in out and "broken.jpg" in out
-    assert GenerationTask.objects.filter(user=seller).count() == 4
+    assert code == 1, err  # the broken file was refused, so the run says so
+    batches = list(Batch.objects.filter(user=seller).order_by("id"))
+    assert [b.total for b in batches] == [2, 3]  # [broken, product-0, product-1] went up without broken.jpg
+    assert sorted(p.name for p in out_dir.glob("*.zip")) == [f"batch-{b.pk}.zip" for b in batches]
+    assert archive_names(out_dir) == [f"product-{i}.jpg" for i in range(5)]
+    assert "5 done" in out and "broken.jpg" in out
 
-    (tmp_path / "out" / "product-2.jpg").unlink()
-    code, out, err = run_cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"))
+    code, out, err = run_cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(out_dir),
+                             "--chunk-size", "3")
 
-    assert "1 done, 3 already in the output folder" in out, err
-    assert outputs(tmp_path / "out") == [f"product-{i}.jpg" for i in range(4)]
-    assert GenerationTask.objects.filter(user=seller).count() == 4  # product-2 came back by its key
+    assert code == 1, err
+    assert Batch.objects.filter(user=seller).count() == 2  # nothing submitted twice
+    assert GenerationTask.objects.filter(user=seller).count() == 5
 
 
-def test_a_killed_batch_finishes_on_the_next_run(live_server_factory: Any, seller: Any, tmp_path: Path) -> None:
+def test_a_batch_interrupted_by_ctrl_c_finishes_on_the_next_run(live_server_factory: Any, seller: Any,
+                                                                tmp_path: Path) -> None:
     server = live_server_factory(SLOW, TEST_BACKEND_SECONDS="1.5")
     photos(tmp_path / "in", 5)
     out_dir = tmp_path / "out"
 
-    first = cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(out_dir), "--concurrency", "5")
+    first = cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(out_dir))
     wait_until(lambda: GenerationTask.objects.filter(user=seller, status="processing").exists(), timeout=60)
-    first.send_signal(signal.SIGINT)  # Ctrl-C while tasks are still running
+    first.send_signal(signal.SIGINT)  # Ctrl-C while the batch is still running
     _, err = first.communicate(timeout=30)
     assert first.returncode == 130, err
     assert "Run the same command again" in err
-    assert len(outputs(out_dir)) < 5
+    assert not list(out_dir.glob("*.zip"))
 
     code, out, err = run_cli(server, seller, "batch", str(tmp_path / "in"), "--out", str(out_dir))
 
     assert code == 0, err
-    assert outputs(out_dir) == [f"product-{i}.jpg" for i in range(5)]
-    assert GenerationTask.objects.filter(user=seller).count() == 5  # nothing submitted twice
+    batch = Batch.objects.get(user=seller)  # nothing submitted twice
+    assert batch.status == "completed" and GenerationTask.objects.filter(user=seller).count() == 5
+    assert archive_names(out_dir) == [f"product-{i}.jpg" for i in range(5)]
 
 
 def test_submit_wait_prints_the_finished_task(live_server_factory: Any, seller: Any, tmp_path: Path) -> None:
@@ -148,9 +160,10 @@ async def test_events_resume_exactly_after_the_server_crashes(live_server_factor
     client.close()
 
 
-async def test_events_outlive_expiring_tokens(live_server_factory: Any, seller: Any) -> None:
-    server: LiveServer = await asyncio.to_thread(live_server_factory, SLOW, TEST_BACKEND_SECONDS="5",
-                                                 JWT_ACCESS_SECONDS="2")
+async def test_events_outlive_expiring_tokens_with_no_reconnect(live_server_factory: Any, seller: Any) -> None:
+    # Three token lifetimes; the client refreshes in band 1.5 s before each expiry.
+    server: LiveServer = await asyncio.to_thread(live_server_factory, SLOW, TEST_BACKEND_SECONDS="9",
+                                                 JWT_ACCESS_SECONDS="3")
     client = Client(server.url, username=seller.username, password="seller-pass-123")
     stream = client.events(after=0, backoff=Backoff(base=0.2, cap=1.0))
     task = await asyncio.to_thread(client.submit, photo_variant(0))
@@ -165,6 +178,6 @@ async def test_events_outlive_expiring_tokens(live_server_factory: Any, seller: 
 
         await asyncio.wait_for(read(), 60)
 
-    assert stream.connects >= 2  # the server closed with 4001 at least once
+    assert stream.connects == 1  # refreshed in band: never closed with 4001, nothing replayed
     assert seen == list(range(1, await asyncio.to_thread(last_seq_of, seller) + 1))
     client.close()

@@ -7,32 +7,31 @@ import httpx
 import pytest
 
 from imagegen_client import Client, ImagegenError
-from imagegen_client.batch import discover, existing_result, idempotency_key
+from imagegen_client.batch import chunk_key, discover
 from imagegen_client.cli import build_parser
 
 
-def test_the_idempotency_key_depends_on_bytes_and_preset_only() -> None:
-    assert idempotency_key(b"photo", "amazon") == idempotency_key(b"photo", "amazon")
-    assert idempotency_key(b"photo", "amazon") != idempotency_key(b"photo", "etsy")
-    assert idempotency_key(b"photo", "amazon") != idempotency_key(b"photo2", "amazon")
-    assert len(idempotency_key(b"photo", "amazon")) <= 255  # the server's limit
+def test_the_batch_key_depends_on_the_photos_bytes_and_names_and_the_options(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"photo a")
+    b.write_bytes(b"photo b")
+    key = chunk_key([a, b], {"preset": "amazon"})
+
+    assert key == chunk_key([a, b], {"preset": "amazon"})
+    assert key != chunk_key([a, b], {"preset": "etsy"})
+    assert key != chunk_key([b, a], {"preset": "amazon"})
+    assert key != chunk_key([a], {"preset": "amazon"})
+    b.write_bytes(b"photo b, edited")
+    assert key != chunk_key([a, b], {"preset": "amazon"})
+    assert len(key) <= 255  # the server's limit
 
 
-def test_discover_keeps_colliding_names_apart_and_sees_finished_results(tmp_path: Path) -> None:
-    source, out = tmp_path / "in", tmp_path / "out"
-    source.mkdir()
-    out.mkdir()
-    for name in ("shoe.jpg", "shoe.png", "bag.webp", "notes.txt"):
-        (source / name).write_bytes(b"x")
-    (out / "bag.png").write_bytes(b"done")
-    (out / ".shoe_jpg.jpg.abc.part").write_bytes(b"half")
+def test_discover_lists_only_photos_in_name_order(tmp_path: Path) -> None:
+    for name in ("shoe.jpg", "Bag.WEBP", "notes.txt", ".hidden.part", "hat.heic"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.jpg").mkdir()
 
-    items = discover(source, out)
-
-    assert [(i.source.name, i.output_stem.name) for i in items] == [
-        ("bag.webp", "bag"), ("shoe.jpg", "shoe_jpg"), ("shoe.png", "shoe_png"),
-    ]
-    assert [existing_result(i) for i in items] == [out / "bag.png", None, None]
+    assert [p.name for p in discover(tmp_path)] == ["Bag.WEBP", "hat.heic", "shoe.jpg"]
 
 
 def test_server_errors_carry_the_detail() -> None:
@@ -47,11 +46,13 @@ def test_the_cli_reads_its_connection_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("IMAGEGEN_URL", "http://example:9000")
     monkeypatch.setenv("IMAGEGEN_USERNAME", "alice")
     monkeypatch.setenv("IMAGEGEN_PASSWORD", "secret")
-    args = build_parser().parse_args(["batch", "photos", "--out", "done", "--concurrency", "2"])
-    assert (args.url, args.username, args.password, args.concurrency, args.preset) == (
-        "http://example:9000", "alice", "secret", 2, "amazon")
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["batch", "photos", "--out", "done", "--concurrency", "0"])
+    args = build_parser().parse_args(["batch", "photos", "--out", "done", "--chunk-size", "20"])
+    assert (args.url, args.username, args.password, args.chunk_size, args.preset) == (
+        "http://example:9000", "alice", "secret", 20, "amazon")
+    assert build_parser().parse_args(["batch", "photos", "--out", "done"]).chunk_size == 100
+    for bad in ("0", "101"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["batch", "photos", "--out", "done", "--chunk-size", bad])
 
 
 def test_submit_sends_the_engine_options_as_form_fields() -> None:

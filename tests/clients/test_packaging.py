@@ -59,7 +59,7 @@ def test_the_wheel_holds_the_package_its_dependencies_and_the_cli(wheel: Path) -
 
     sources = {p.name for p in PACKAGE.glob("*.py")} | {"py.typed"}
     assert {n.removeprefix("imagegen_client/") for n in names if not n.startswith(dist_info)} == sources
-    assert sorted(Requirement(r).name for r in metadata.get_all("Requires-Dist")) == ["httpx", "rich", "websockets"]
+    assert sorted(Requirement(r).name for r in metadata.get_all("Requires-Dist")) == ["httpx", "httpx-sse", "rich", "websockets"]
     assert metadata["Requires-Python"] == ">=3.11"
     assert "imagegen = imagegen_client.cli:main" in entry_points
 

@@ -3,6 +3,7 @@ layer and the worker inside the daphne process. Everything over the network, as 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -46,6 +47,22 @@ async def test_the_embedded_default_runs_a_task_from_rest_submit_to_websocket_fi
             ws = await open_ws(port, tokens["access"])
             assert await frame(ws) == {"type": "sync_complete", "last_seq": 0, "recovered": True}
             poll = asyncio.ensure_future(http.get("/api/events/?after=0&wait=25"))
+            # Server-Sent Events with an API key, on the in-memory layer too.
+            key = (await http.post("/api/keys/", json={"name": "embedded"})).json()["key"]
+            sse_seqs: list[int] = []
+
+            async def follow_sse() -> None:
+                async with http.stream("GET", "/api/events/stream/?after=0",
+                                       headers={"Authorization": f"Api-Key {key}"}) as stream:
+                    assert stream.status_code == 200
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data: ") and '"seq"' in line:
+                            event = json.loads(line[6:])
+                            sse_seqs.append(event["seq"])
+                            if event["type"] in ("task_complete", "task_failed"):
+                                return
+
+            sse = asyncio.ensure_future(follow_sse())
             submitted = time.monotonic()
             created = await http.post("/api/tasks/", files={"image": ("shoe.jpg", product_photo())})
             assert created.status_code == 201, created.text
@@ -65,6 +82,8 @@ async def test_the_embedded_default_runs_a_task_from_rest_submit_to_websocket_fi
             print(f"embedded push lag: median {statistics.median(lags) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms")
             assert statistics.median(lags) < 0.1 and max(lags) < 0.75, lags
 
+            await asyncio.wait_for(sse, 30)
+            assert sse_seqs == [e["seq"] for e in events]
             polled = (await poll).json()
             assert polled["events"][0]["seq"] == 1 and polled["events"][0]["task_id"] == task["id"]
             result = await http.get(f"/api/tasks/{task['id']}/result/")

@@ -179,6 +179,9 @@ def test_it_ships_timeouts_above_60s_unbuffered_streams_and_an_upload_limit_in_s
     limit = int(parsed[""]["client_max_body_size"].removesuffix("m")) * 1024 * 1024
     assert settings.IMAGEGEN_MAX_UPLOAD_BYTES < limit <= settings.IMAGEGEN_MAX_UPLOAD_BYTES + 1024 * 1024
     assert parsed[""]["proxy_set_header"].startswith("Host $http_host")
+    # A batch is up to 100 uploads in one request (generation.models.MAX_BATCH_IMAGES).
+    batches = int(parsed["location = /api/batches/"]["client_max_body_size"].removesuffix("m")) * 1024 * 1024
+    assert batches >= 100 * settings.IMAGEGEN_MAX_UPLOAD_BYTES
 
 
 @pytest.fixture
@@ -283,6 +286,58 @@ async def test_it_delivers_a_push_through_nginx_within_50ms_of_the_direct_path(
     assert statistics.median(poll_gaps) < 0.05, poll_gaps
     for ws in (direct_ws, proxied_ws):
         await ws.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_server_sent_events_pass_nginx_unbuffered_with_keep_alives_and_resume(
+        cluster: Cluster, make_user: Any, make_task: Any) -> None:
+    port = cluster.daphne(options=("--proxy-headers",), IMAGEGEN_SSE_KEEPALIVE_SECONDS="0.5")
+    proxy = start_nginx(cluster, "nginx", [port])
+    user = await sync_to_async(make_user)()
+    headers = {"Authorization": f"Bearer {token_for(user)}"}
+    gaps, ids, comments = [], [], 0
+
+    async def lines(response: httpx.Response) -> Any:
+        async for line in response.aiter_lines():
+            yield line
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with client.stream("GET", f"http://127.0.0.1:{port}/api/events/stream/?after=0",
+                                 headers=headers) as direct, \
+                client.stream("GET", f"{proxy.http()}/api/events/stream/?after=0", headers=headers) as proxied:
+            assert proxied.status_code == 200 and proxied.headers["content-type"] == "text/event-stream"
+            streams = {"direct": lines(direct), "proxied": lines(proxied)}
+
+            async def next_event(name: str) -> tuple[str, float]:
+                nonlocal comments
+                while True:
+                    line = await anext(streams[name])
+                    if line.startswith(":") and name == "proxied":
+                        comments += 1  # a keep-alive made it through
+                    if line.startswith("id: "):
+                        return line[4:], time.monotonic()
+
+            assert (await next_event("direct"))[0] == (await next_event("proxied"))[0] == "0"  # sync_complete
+            for _ in range(3):
+                waiting = [asyncio.ensure_future(next_event(n)) for n in ("direct", "proxied")]
+                committed = time.monotonic()
+                await sync_to_async(make_task)(user=user)  # no worker: one task_created event each
+                (direct_id, at_direct), (proxied_id, at_proxied) = await asyncio.gather(*waiting)
+                assert direct_id == proxied_id and at_proxied - committed < 2  # pushed, not buffered
+                ids.append(int(proxied_id))
+                gaps.append(at_proxied - at_direct)
+            await asyncio.sleep(1.2)  # quiet: keep-alives only
+        # EventSource's reconnect: the original URL plus Last-Event-ID, which wins.
+        await sync_to_async(make_task)(user=user)
+        async with client.stream("GET", f"{proxy.http()}/api/events/stream/?after=0",
+                                 headers={**headers, "Last-Event-ID": str(ids[-1])}) as resumed:
+            streams["proxied"] = lines(resumed)
+            assert (await next_event("proxied"))[0] == "4"  # only the one it missed, then sync_complete
+            assert (await next_event("proxied"))[0] == "4"
+    assert ids == [1, 2, 3]
+    assert comments >= 1
+    logger.info("SSE through nginx minus direct, ms: %s", [round(g * 1000, 1) for g in gaps])
+    assert statistics.median(gaps) < 0.05, gaps
 
 
 @pytest.mark.django_db(transaction=True)

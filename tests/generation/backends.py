@@ -10,7 +10,6 @@ from PIL import Image
 
 from generation.engine.base import BackendConfig, EngineError, GenerationResult, ProgressCallback
 from generation.engine.spec import JobSpec
-from generation.engine.spec import JobSpec
 
 
 class TestBackend:
@@ -53,6 +52,17 @@ class SlowBackend(TestBackend):
         return white_jpeg()
 
 
+class SilentBackend(TestBackend):
+    """Works for TEST_BACKEND_SECONDS (default 60) without a word in between, like one long
+    upstream call (a Gemini request): nothing notices a lost claim until it returns."""
+
+    name = "silent"
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        time.sleep(float(os.environ.get("TEST_BACKEND_SECONDS", "60")))
+        return white_jpeg()
+
+
 class GatedBackend(TestBackend):
     """Signals ``started``, then reports progress until ``release`` is set (in-process tests)."""
 
@@ -70,6 +80,19 @@ class GatedBackend(TestBackend):
         return white_jpeg()
 
 
+class HushedGatedBackend(TestBackend):
+    """Signals ``started``, then waits for ``release`` without reporting progress (one long silent call)."""
+
+    name = "hushed-gated"
+    started = threading.Event()
+    release = threading.Event()
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        type(self).started.set()
+        type(self).release.wait(60)
+        return white_jpeg()
+
+
 class FlakyBackend(TestBackend):
     """Raises the configured EngineError for the first ``failures`` calls, then succeeds."""
 
@@ -84,6 +107,18 @@ class FlakyBackend(TestBackend):
         if cls.calls <= cls.failures:
             raise cls.error
         return white_jpeg()
+
+
+class BurstBackend(FlakyBackend):
+    """Refuses a photo with a ``hint_box`` for good (``no_product_found``); other photos behave as
+    ``FlakyBackend`` (in a fresh process: the first call fails transiently, later ones succeed)."""
+
+    name = "burst"
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        if job.hint_box is not None:
+            raise EngineError("no_product_found", "No product stands out from the background of this photo.")
+        return super().generate(image, job, progress)
 
 
 class CrashingBackend(TestBackend):
@@ -184,3 +219,25 @@ class ReviewBackend(TestBackend):
             out.getvalue(), "image/jpeg", "jpg", 256, 256, compliance, mask=mask_png.getvalue(),
             engine={"backend": "review", "segmenter": "classical", "model": None, "model_sha256": None, "version": "test"},
         )
+
+
+class GeminiCallBackend:
+    """Only the Gemini call of the real ``gemini`` backend: the fleet's gate, the real
+    google-genai client, its error mapping (429 -> ``UpstreamBusy``), without the image
+    pipeline around it, so a test of the fleet's rate is bound by the rate, not by CPU."""
+
+    name = "gemini-call"
+
+    def __init__(self, config: BackendConfig) -> None:
+        from generation.engine.gemini import GeminiBackend
+
+        self.inner = GeminiBackend(config)
+
+    def generate(self, image: bytes, job: JobSpec, progress: ProgressCallback) -> GenerationResult:
+        progress(10)
+        self.inner._admit()
+        try:
+            self.inner._call(white_jpeg().data)
+        finally:
+            self.inner.config.gemini_rate_gate.finished()
+        return white_jpeg()

@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -73,6 +74,8 @@ class RecordedRequest:
     model: str
     headers: dict[str, str]  # lower-case names
     body: dict[str, Any]
+    #: time.time() when the request arrived (the fleet's rate is checked against these).
+    at: float = field(default_factory=time.time)
 
     def _parts(self) -> list[dict[str, Any]]:
         return [p for c in self.body.get("contents", []) for p in c.get("parts", [])]
@@ -97,6 +100,10 @@ class FakeGemini:
     delay_s: float = 2.0
     output_scale: float = 0.8
     requests: list[RecordedRequest] = field(default_factory=list)
+    #: Scenarios for the next requests, in order, before ``scenario`` applies again.
+    script: list[str] = field(default_factory=list)
+    #: With ``http_429``: the ``RetryInfo`` delay to name (e.g. ``"3s"``), or None for none.
+    retry_delay: str | None = None
 
     def __post_init__(self) -> None:
         self._released = threading.Event()
@@ -151,11 +158,15 @@ class FakeGemini:
 
     def answer(self, request: RecordedRequest) -> tuple[int, dict[str, Any]]:
         """``(status, JSON body)`` for ``request`` under the current scenario."""
-        scenario = self.scenario
+        with self._lock:
+            scenario = self.script.pop(0) if self.script else self.scenario
         if scenario.startswith("http_"):
             status = int(scenario.removeprefix("http_"))
             name, message = _HTTP_ERRORS[status]
-            return status, {"error": {"code": status, "message": message, "status": name}}
+            error: dict[str, Any] = {"code": status, "message": message, "status": name}
+            if status == 429 and self.retry_delay is not None:
+                error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": self.retry_delay}]
+            return status, {"error": error}
         if scenario == "blocked":
             return 200, {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "modelVersion": request.model}
         if scenario == "image_safety":

@@ -278,3 +278,26 @@ def test_it_keeps_media_out_of_the_url_configuration() -> None:
 
     with pytest.raises(Resolver404):  # images are only reachable through owner- or staff-checked views
         resolve("/media/inputs/x.jpg")
+
+
+def test_the_change_page_lists_every_output_with_its_preview_and_verdict(
+    admin_client: Any, make_task: Callable[..., GenerationTask], settings: Any
+) -> None:
+    from generation.engine.spec import parse_job
+    from generation.worker import Worker
+
+    settings.IMAGEGEN_BACKEND, settings.IMAGEGEN_SEGMENTER = "local", "classical"
+    task = make_task(options=parse_job({"presets": "taobao,pinduoduo"}).to_options())
+    assert Worker(worker_id="admin").run_once() is True
+    task.refresh_from_db()
+    page = admin_client.get(reverse("admin:generation_generationtask_change", args=[task.pk])).content.decode()
+    assert "<th>name</th>" in page and ">taobao<" in page and ">pinduoduo<" in page
+    assert page.count("passed</td>") == 2
+    second = reverse("admin:generation_generationtask_image", args=[task.pk, "output-1"])
+    assert second in page
+    served = admin_client.get(second)
+    assert served.status_code == 200 and served["Content-Type"] == "image/jpeg"
+    assert b"".join(served.streaming_content) == task.rendered_outputs()[1].file.read()
+    assert admin_client.get(second + "?thumb=1").status_code == 200
+    missing = reverse("admin:generation_generationtask_image", args=[task.pk, "output-2"])
+    assert admin_client.get(missing).status_code == 404

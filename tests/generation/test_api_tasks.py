@@ -53,9 +53,11 @@ def test_it_creates_a_pending_task_with_location_and_contract_shape(auth_client,
         "compliance": None,
         "needs_review": False,
         "engine": None,
+        "outputs": [],  # listed once completed
         "client_ref": None,
         "expires_at": None,
         "image_url": None,
+        "batch": None,  # a single submission
     }
     assert task.options == parse_job({}).to_options()
     assert task.options["preset"] == "amazon" and task.options["hint_box"] is None

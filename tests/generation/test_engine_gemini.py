@@ -237,3 +237,19 @@ def test_one_backend_serves_several_calls_with_its_one_client(
 def test_it_refuses_an_unknown_fidelity_mode() -> None:
     with pytest.raises(ValueError, match="fidelity_mode"):
         GeminiBackend(BackendConfig(gemini_api_key=API_KEY, fidelity_mode="ignore"))
+
+
+def test_several_outputs_cost_one_model_call_and_each_carries_the_fidelity_check(
+    fake: FakeGemini, backend: GeminiBackend, photo: bytes
+) -> None:
+    job = parse_job({"presets": "amazon,taobao,zalando", "size": ""})
+    progress: list[int] = []
+    result = backend.generate(photo, job, progress.append)
+    assert len(fake.requests) == 1
+    assert [(o.name, o.width, o.height) for o in result.outputs] == [
+        ("amazon", 2000, 2000), ("taobao", 800, 800), ("zalando", 1801, 2600)]
+    for output in result.outputs:
+        assert output.compliance is not None and output.compliance["passed"] is True, output.compliance
+        assert output.compliance["checks"]["product_fidelity"]["passed"] is True
+    assert result.compliance == result.outputs[0].compliance and result.data == result.outputs[0].data
+    assert progress == sorted(progress) and progress[-1] == 100

@@ -364,3 +364,35 @@ def test_the_noop_backend_returns_a_white_jpeg_at_once() -> None:
     im = Image.open(io.BytesIO(result.data))
     assert im.format == "JPEG" and im.size == (result.width, result.height)
     assert (np.asarray(im.convert("RGB")) >= 254).all()
+
+
+def test_several_outputs_share_one_cut_and_each_gets_its_own_shadow_file_and_report(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import generation.engine.local as local
+
+    cuts = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        cuts.append(1)
+        return cut_product(*args, **kwargs)
+
+    # A counting wrapper around the real cut: the point is how often it runs.
+    monkeypatch.setattr(local, "cut_product", counted)
+    job = parse_job({"outputs": '[{"preset": "shopify", "size": 800, "format": "png"}, {"preset": "shopify", '
+                                '"size": 800, "format": "png", "shadow": "soft", "name": "soft"}, '
+                                '{"preset": "taobao", "name": "tb"}]'})
+    progress: list[int] = []
+    result = backend.generate(png(scenes.plain().rgb), job, progress.append)
+    assert len(cuts) == 1
+    assert [(o.name, o.format) for o in result.outputs] == [("shopify", "png"), ("soft", "png"), ("tb", "jpeg")]
+    plain, soft = (np.asarray(Image.open(io.BytesIO(o.data)).convert("RGB")).astype(int) for o in result.outputs[:2])
+    # The same cut-out on the same canvas; only the soft output adds a shadow, which only darkens,
+    # and lies under the product's base.
+    darker = plain - soft
+    assert darker.min() >= 0 and np.count_nonzero(darker) > 1000
+    rows = np.nonzero(darker.max(axis=(1, 2)))[0]
+    product_rows = np.nonzero((plain < 250).any(axis=(1, 2)))[0]
+    assert rows.min() > (product_rows.min() + product_rows.max()) / 2
+    assert result.outputs[2].compliance["checks"]["no_shadow"]["status"] == "passed"
+    assert progress == sorted(progress) and progress[0] == 10 and progress[-1] == 100

@@ -39,6 +39,10 @@ def test_it_documents_every_preset_as_coded() -> None:
     assert set(rows) == set(PRESETS)
     for name, preset in PRESETS.items():
         canvas, fill, formats, limits = rows[name][:4]
+        if not preset.square:
+            width, height = preset.canvas(preset.default_size)
+            assert canvas.startswith(f"{width} x {height} portrait: ")
+            canvas = canvas.split(": ", 1)[1]
         assert canvas.startswith(f"{preset.default_size}, ")
         if preset.exact_size:
             assert canvas.endswith(f"exactly {preset.min_size}")
@@ -57,3 +61,16 @@ def test_it_documents_every_preset_as_coded() -> None:
         else:
             expected = f"{preset.min_bytes:,}-{preset.max_bytes:,}"
         assert limits == expected
+
+
+def test_it_cites_a_source_for_every_preset() -> None:
+    sources = DOCS.read_text().split("## Sources", 1)[1].split("\n## ", 1)[0]
+    for name in PRESETS:
+        assert f"`{name}`" in sources, name
+
+
+def test_zalandos_canvas_is_portrait_1801_by_2600() -> None:
+    zalando = PRESETS["zalando"]
+    assert zalando.canvas(zalando.default_size) == (1801, 2600)
+    assert zalando.accepts_canvas(1801, 2600) and not zalando.accepts_canvas(2600, 2600)
+    assert not zalando.accepts_canvas(2600, 1801)

@@ -139,3 +139,23 @@ def test_it_is_frozen() -> None:
     job = parse_job({})
     with pytest.raises(AttributeError):
         job.outputs[0].size = 10  # type: ignore[misc]
+
+
+def test_several_outputs_round_trip_through_the_stored_form_with_their_default_names() -> None:
+    from generation.engine.spec import parse_job
+
+    job = parse_job({
+        "outputs": '[{"preset": "amazon"}, {"preset": "amazon", "format": "png"}, {}, '
+                   '{"preset": "zalando", "name": "portrait"}]',
+        "shadow": "soft", "hint_box": "10,10,200,200",
+    })
+    assert [(o.name, o.preset, o.format, o.shadow) for o in job.outputs] == [
+        ("amazon", "amazon", "jpeg", "soft"), ("output-1", "amazon", "png", "soft"),
+        ("output-2", "amazon", "jpeg", "soft"), ("portrait", "zalando", "jpeg", "soft")]
+    assert job.outputs[3].canvas == (1801, 2600) and job.hint_box == (10, 10, 200, 200)
+    stored = job.to_options()
+    assert stored["preset"] == "amazon" and len(stored["outputs"]) == 4
+    assert parse_job(stored) == job
+    # One output called after its preset keeps the flat form of before.
+    assert "outputs" not in parse_job({"presets": "taobao"}).to_options()
+    assert parse_job({"presets": "taobao"}) == parse_job({"preset": "taobao"})

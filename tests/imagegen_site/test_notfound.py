@@ -47,3 +47,10 @@ def test_a_post_without_csrf_token_to_an_unknown_path_is_a_json_404(user: Any) -
     client.force_login(user)  # a session, as the page has: Django would answer an HTML 403 for CSRF
     response = client.post("/api/tasks/x.y/cancel/")
     assert (response.status_code, response.json()) == (404, {"detail": "Not found: no API endpoint at /api/tasks/x.y/cancel/."})
+
+
+@pytest.mark.django_db
+def test_a_path_with_an_encoded_newline_is_a_json_404_too(auth_client: Any) -> None:
+    response = auth_client.post("/api/webhooks/1/deliveries/%0A/redeliver/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"

@@ -180,8 +180,8 @@ async def test_resume_frame_replays_and_resyncs_on_an_open_socket(user: Any, ama
     "frame, detail",
     [
         ("{not json", "Malformed JSON."),
-        ('{"type": "dance"}', "Unknown message type 'dance'; expected ping or resume."),
-        ("[1, 2]", "Unknown message type None; expected ping or resume."),
+        ('{"type": "dance"}', "Unknown message type 'dance'; expected ping, resume or refresh."),
+        ("[1, 2]", "Unknown message type None; expected ping, resume or refresh."),
         ('{"type": "resume", "after": -1}', "resume needs after: a non-negative integer, at most 9223372036854775807."),
         ('{"type": "resume", "after": true}', "resume needs after: a non-negative integer, at most 9223372036854775807."),
         ('{"type": "resume", "after": 9223372036854775808}', "resume needs after: a non-negative integer, at most 9223372036854775807."),

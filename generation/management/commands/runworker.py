@@ -49,7 +49,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--concurrency", type=positive_int, default=1, help="runner threads (default 1)")
-        parser.add_argument("--burst", action="store_true", help="exit when no task is claimable")
+        parser.add_argument("--burst", action="store_true", help="exit when no pending task is left, after waiting for retries that are "
+                                 "due later; prints how many tasks completed and failed")
         parser.add_argument("--worker-id", type=worker_name, default=None, help="name shown in the admin and logs")
         parser.add_argument("--metrics-port", type=port_number, default=None,
                             help="serve this worker's Prometheus metrics on http://ADDR:PORT/metrics")
@@ -82,6 +83,12 @@ class Command(BaseCommand):
         gc.freeze()
         try:
             worker.run()
+            if burst:
+                done = worker.outcomes
+                self.stdout.write(
+                    f"Burst finished: {done['completed']} completed, {done['failed']} failed "
+                    f"({done['retrying']} attempts retried, {done['discarded']} discarded)"
+                )
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()

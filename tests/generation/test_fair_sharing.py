@@ -1,0 +1,114 @@
+"""Fair sharing: round-robin across users within a priority, the per-user running cap, and the
+queue position that follows the new order."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from generation.models import GenerationTask, WorkerProcess
+from generation.worker import Worker
+from tests.generation.test_worker import BACKENDS
+
+
+def claim_order(worker: WorkerProcess, n: int) -> list[int]:
+    order: list[int] = []
+    for _ in range(n):
+        claimed = GenerationTask.claim_next(worker)
+        order += [task.pk for task, _ in claimed]
+    return order
+
+
+@pytest.mark.django_db
+def test_a_single_task_behind_40_of_another_users_starts_next_not_41st(make_task, other_user, auth_client,
+                                                                        other_client, settings):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    settings.IMAGEGEN_PREFETCH_WINDOW = 0  # one at a time, like real image tasks
+    heavy = [make_task(user=other_user) for _ in range(40)]
+    # The one worker is busy with the heavy seller's first task when the single photo arrives.
+    [(running, token)] = GenerationTask.claim_next(WorkerProcess.objects.create(name="busy"))
+    mine = make_task()
+    assert auth_client.get(f"/api/tasks/{mine.pk}/").json()["queue_position"] == 1
+    # The heavy seller's queue moved back by one place, and says so.
+    assert other_client.get(f"/api/tasks/{heavy[1].pk}/").json()["queue_position"] == 2
+    assert other_client.get(f"/api/tasks/{heavy[-1].pk}/").json()["queue_position"] == 40
+    running.complete(token, result_name="r.jpg", content_type="image/jpeg", compliance=None)
+    assert Worker(worker_id="fair").run_once() is True
+    mine.refresh_from_db()
+    assert mine.status == "completed"
+    assert GenerationTask.objects.filter(user=other_user, status="completed").count() == 1
+
+
+@pytest.mark.django_db
+def test_claims_go_round_robin_across_users_and_queue_positions_follow_that_order(
+    make_task, user, other_user, django_user_model
+):
+    third = django_user_model.objects.create_user(username="dave", password="dave-pass-123")
+    a = [make_task(user=user) for _ in range(3)]
+    b = [make_task(user=other_user) for _ in range(2)]
+    c = [make_task(user=third)]
+    expected = [a[0].pk, b[0].pk, c[0].pk, a[1].pk, b[1].pk, a[2].pk]
+    positions = {t.pk: GenerationTask.objects.get(pk=t.pk).queue_position() for t in a + b + c}
+    assert sorted(positions, key=positions.get) == expected
+    assert sorted(positions.values()) == [1, 2, 3, 4, 5, 6]
+    assert claim_order(WorkerProcess.objects.create(name="rr"), 6) == expected
+
+
+@pytest.mark.django_db
+def test_a_batch_claim_interleaves_users_too(make_task, user, other_user):
+    heavy = [make_task(user=user) for _ in range(10)]
+    single = make_task(user=other_user)
+    claimed = [t.pk for t, _ in GenerationTask.claim_next(WorkerProcess.objects.create(name="b"), limit=3)]
+    assert claimed == [heavy[0].pk, single.pk, heavy[1].pk]
+
+
+@pytest.mark.django_db
+def test_a_higher_priority_goes_first_and_round_robin_holds_within_each(make_task, user, other_user):
+    lane = [make_task(user=user, priority=-1) for _ in range(2)]  # e.g. a batch's tasks
+    later_single = make_task(user=other_user)
+    other_lane = make_task(user=other_user, priority=-1)
+    assert GenerationTask.objects.get(pk=later_single.pk).queue_position() == 1
+    assert claim_order(WorkerProcess.objects.create(name="p"), 4) == [
+        later_single.pk, lane[0].pk, other_lane.pk, lane[1].pk,
+    ]
+
+
+@pytest.mark.django_db
+def test_the_running_cap_holds_back_a_users_tasks_but_not_anothers(make_task, user, other_user, settings):
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 2
+    mine = [make_task(user=user) for _ in range(4)]
+    theirs = make_task(user=other_user)
+    worker = WorkerProcess.objects.create(name="cap")
+    claimed = [t.pk for t, _ in GenerationTask.claim_next(worker, limit=5)]
+    assert claimed == [mine[0].pk, theirs.pk, mine[1].pk]
+    assert GenerationTask.claim_next(worker, limit=5) == []
+    task = GenerationTask.objects.get(pk=mine[0].pk)
+    task.complete(task.claim_token, result_name="r.jpg", content_type="image/jpeg", compliance=None)
+    assert [t.pk for t, _ in GenerationTask.claim_next(worker, limit=5)] == [mine[2].pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_never_exceed_the_running_cap(make_task, user, settings):
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 1
+    for _ in range(8):
+        make_task(user=user)
+    rows = [WorkerProcess.objects.create(name=f"c{i}") for i in range(4)]
+    start = threading.Barrier(len(rows))
+    claimed: list[int] = []
+
+    def claim(row: WorkerProcess) -> None:
+        try:
+            start.wait(10)
+            for _ in range(5):
+                claimed.extend(t.pk for t, _ in GenerationTask.claim_next(row, limit=2))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(row,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(claimed) == 1
+    assert GenerationTask.objects.filter(status="processing").count() == 1

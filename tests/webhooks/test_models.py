@@ -1,0 +1,121 @@
+"""The delivery rows' rules: materializing from the cursor, claims with leases and fences, giving up."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from notifications.models import Event
+from webhooks import models as webhook_models
+from webhooks.delivery import attempt
+from webhooks.models import WebhookDelivery, WebhookEndpoint
+from webhooks.retention import purge_with_events
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loopback")]
+URL = "http://127.0.0.1:9/hook"
+
+
+def claim(limit: int = 10, busy: dict[int, int] | None = None, per_endpoint: int = 10, lease: float = 30) -> list:
+    """Lanes of one delivery each, flattened: (delivery, token) pairs."""
+    lanes = WebhookDelivery.claim_due(limit, busy=busy or {}, per_endpoint=per_endpoint, lease=lease)
+    return [(lane[0], token) for lane, token in lanes]
+
+
+def test_materialize_follows_each_endpoints_filter_and_cursor_in_batches(user: Any, make_task: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhook_models, "MATERIALIZE_BATCH", 2)
+    everything = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    make_task().cancel()  # seq 1 created, seq 2 canceled
+    late = WebhookEndpoint.create_for(user, url=URL, events=["task_canceled", "task_created"])
+    make_task().cancel()  # seq 3, 4
+    while WebhookEndpoint.materialize():
+        pass
+    assert list(everything.deliveries.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3, 4]
+    assert list(late.deliveries.order_by("seq").values_list("seq", "event_type")) == [
+        (3, "task_created"), (4, "task_canceled")]
+    assert set(WebhookEndpoint.objects.values_list("cursor", flat=True)) == {4}
+    assert WebhookEndpoint.materialize() == 0  # nothing twice
+
+
+def test_a_claim_holds_a_delivery_until_its_lease_ends_and_a_stale_attempt_records_nothing(
+        user: Any, make_task: Any) -> None:
+    WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    make_task()
+    WebhookEndpoint.materialize()
+    [(delivery, first_token)] = claim()
+    assert claim() == []  # held by the first claim
+    WebhookDelivery.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))  # its worker died
+    [(again, second_token)] = claim()
+    assert again.attempts == 2
+    assert delivery.mark_delivered(first_token, 200, timezone.now()) is False  # the presumed-dead worker
+    assert again.mark_delivered(second_token, 204, timezone.now()) is True
+    stored = WebhookDelivery.objects.get()
+    assert (stored.status, stored.last_status_code, stored.attempts) == ("delivered", 204, 2)
+
+
+def test_claims_leave_an_endpoint_no_more_than_its_share(user: Any, other_user: Any, make_task: Any) -> None:
+    slow = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    fast = WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
+    for _ in range(4):
+        make_task()
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    taken = claim(limit=5, busy={slow.pk: 1}, per_endpoint=2)
+    assert sorted(d.endpoint_id for d, _ in taken) == [slow.pk, fast.pk]
+
+
+def test_a_delivery_gives_up_after_the_retry_window_and_one_whose_event_was_purged_at_once(
+        settings: Any, user: Any, make_task: Any) -> None:
+    settings.IMAGEGEN_WEBHOOK_DISABLE_AFTER = 3600  # shorter than the 24 h floor
+    endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    make_task()
+    make_task()
+    WebhookEndpoint.materialize()
+    (old, old_token), (purged, purged_token) = sorted(claim(), key=lambda c: c[0].seq)
+    old.created_at = timezone.now() - timedelta(hours=23)
+    assert old.mark_failed(old_token, 500, "HTTP 500", timezone.now()) == "failed"  # under 24 h: again
+    old.created_at = timezone.now() - timedelta(hours=24, seconds=1)
+    WebhookDelivery.objects.filter(pk=old.pk).update(claim_token=old_token)  # as if claimed again
+    assert old.mark_failed(old_token, 500, "HTTP 500", timezone.now()) == "gave_up"
+
+    Event.objects.filter(seq=purged.seq, user=user).delete()
+    purged.event = None
+    with httpx.Client() as client:
+        assert attempt(purged, purged_token, client) == "gave_up"
+    stored = WebhookDelivery.objects.get(pk=purged.pk)
+    assert stored.status == "failed" and "no longer in the log" in stored.last_error
+    endpoint.refresh_from_db()
+    assert endpoint.enabled
+
+
+def test_finished_deliveries_are_purged_with_their_events_pending_ones_kept(user: Any, make_task: Any) -> None:
+    WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    make_task()
+    make_task()
+    WebhookEndpoint.materialize()
+    done, waiting = WebhookDelivery.objects.order_by("seq")
+    WebhookDelivery.objects.filter(pk=done.pk).update(status="delivered")
+    assert purge_with_events(None, older_than=timedelta(0), dry_run=False, now=timezone.now() + timedelta(seconds=1),
+                             batch_size=10) == 0
+    assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [waiting.pk]
+
+
+def test_a_lane_takes_one_endpoints_deliveries_in_order_under_one_claim(user: Any, other_user: Any,
+                                                                      make_task: Any) -> None:
+    busy_one = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
+    for _ in range(5):
+        make_task()
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    lanes = WebhookDelivery.claim_due(3, busy={}, per_endpoint=2, lease=30, lane_size=2)
+    by_endpoint = [(lane[0].endpoint_id, [d.seq for d in lane]) for lane, _ in lanes]
+    assert sorted(by_endpoint) == sorted([(busy_one.pk, [1, 2]), (busy_one.pk, [3, 4]),
+                                          (WebhookEndpoint.objects.get(user=other_user).pk, [1])])
+    (lane, token) = lanes[0]
+    lane[1].release(token)
+    stored = WebhookDelivery.objects.get(pk=lane[1].pk)
+    assert (stored.attempts, stored.claim_token) == (0, None)

@@ -1,0 +1,95 @@
+"""Webhook delivery by real ``runworker`` processes: retries, kill -9, a hanging receiver."""
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from generation.models import GenerationTask
+from notifications.models import Event
+from tests.conftest import wait_until
+from webhooks.models import WebhookDelivery, WebhookEndpoint
+
+from .receiver import Receiver
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WEBHOOK_ENV = {
+    "IMAGEGEN_FETCH_ALLOW_HTTP": "1", "IMAGEGEN_FETCH_ALLOW_PRIVATE": "1",
+    "IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS": "0.1", "IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS": "0.5",
+    "IMAGEGEN_WEBHOOK_POLL_INTERVAL": "0.05",
+}
+
+
+def logged_seqs(user: Any) -> list[int]:
+    return list(Event.objects.filter(user=user).order_by("seq").values_list("seq", flat=True))
+
+
+def test_two_workers_deliver_every_event_through_a_receiver_that_fails_the_first_attempts(
+        cluster: Any, make_user: Any, make_task: Any, receiver: Receiver, loopback: None) -> None:
+    tries: Counter[str] = Counter()
+
+    def answer(request: Any) -> int:
+        tries[request.headers["webhook-id"]] += 1
+        return 500 if tries[request.headers["webhook-id"]] <= 2 else 200
+
+    receiver.answer = answer
+    user = make_user()
+    endpoint = WebhookEndpoint.create_for(user, url=receiver.url(), events=["*"])
+    for name in ("worker-1", "worker-2"):
+        cluster.worker(name, **WEBHOOK_ENV)
+    tasks = [make_task(user=user) for _ in range(8)]
+    wait_until(lambda: GenerationTask.objects.filter(pk__in=[t.pk for t in tasks], status="completed").count() == 8,
+               timeout=60)
+    seqs = logged_seqs(user)
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == len(seqs),
+               timeout=60)
+    assert sorted(int(i.rsplit("_", 1)[1]) for i in tries) == seqs  # every event, no other
+    assert set(tries.values()) == {3}  # two failures then the success, one attempt at a time
+    assert set(WebhookDelivery.objects.values_list("attempts", "last_status_code")) == {(3, 200)}
+    delivered_by = {cluster.log(n).count("delivered (attempt 3") for n in ("worker-1", "worker-2")}
+    assert sum(delivered_by) == len(seqs)
+
+
+def test_deliveries_pending_on_a_worker_killed_with_sigkill_are_delivered_by_another(
+        cluster: Any, make_user: Any, make_task: Any, receiver: Receiver, loopback: None) -> None:
+    receiver.hang_paths.add("/hook")  # the first worker's attempts are in flight when it dies
+    user = make_user()
+    endpoint = WebhookEndpoint.create_for(user, url=receiver.url(), events=["*"])
+    env = {**WEBHOOK_ENV, "IMAGEGEN_WEBHOOK_TIMEOUT": "1"}  # a lease of 8 s
+    doomed = cluster.worker("doomed", **env)
+    tasks = [make_task(user=user) for _ in range(5)]
+    wait_until(lambda: GenerationTask.objects.filter(pk__in=[t.pk for t in tasks], status="completed").count() == 5,
+               timeout=60)
+    wait_until(lambda: len(receiver.received) >= 2)  # attempts in flight, held by the receiver
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait(10)
+    receiver.release.set()
+    seqs = logged_seqs(user)
+    assert not WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").exists()
+    cluster.worker("survivor", **env)
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == len(seqs),
+               timeout=60)
+    delivered = {int(r.headers["webhook-id"].rsplit("_", 1)[1]) for r in receiver.received}
+    assert sorted(delivered) == seqs  # at least once each: nothing lost
+    assert "delivered" in cluster.log("survivor")
+
+
+def test_a_hanging_receiver_holds_back_neither_other_endpoints_nor_the_task_queue(
+        cluster: Any, make_user: Any, make_task: Any, receiver: Receiver, loopback: None) -> None:
+    receiver.hang_paths.add("/slow")
+    slow_user, fast_user = make_user(), make_user()
+    WebhookEndpoint.create_for(slow_user, url=receiver.url("/slow"), events=["*"])
+    WebhookEndpoint.create_for(fast_user, url=receiver.url("/fast"), events=["*"])
+    cluster.worker("worker", **WEBHOOK_ENV, IMAGEGEN_WEBHOOK_TIMEOUT="60", IMAGEGEN_WEBHOOK_CONCURRENCY="3")
+    tasks = [make_task(user=slow_user) for _ in range(5)] + [make_task(user=fast_user) for _ in range(5)]
+    wait_until(lambda: GenerationTask.objects.filter(pk__in=[t.pk for t in tasks], status="completed").count() == 10,
+               timeout=60)
+    fast_seqs = logged_seqs(fast_user)
+    wait_until(lambda: sorted(int(r.headers["webhook-id"].rsplit("_", 1)[1]) for r in receiver.at("/fast")) == fast_seqs,
+               timeout=30)
+    assert len(receiver.at("/slow")) == 2  # IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY: still hanging
+    assert not receiver.release.is_set()

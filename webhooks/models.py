@@ -1,0 +1,379 @@
+"""Webhook endpoints and their deliveries, read from the owner's durable event log.
+
+Design (docs/webhooks.md, "Why a cursor"): the event's own transaction writes
+nothing for webhooks. Each endpoint keeps a ``cursor``, the last seq of its
+owner's log it has turned into ``WebhookDelivery`` rows; the workers' delivery
+loop advances it (``WebhookEndpoint.materialize``) and claims due deliveries
+with ``SKIP LOCKED`` (``WebhookDelivery.claim_due``). Because a user's seqs
+commit in order (the counter row lock), reading ``seq > cursor`` never skips
+an event that commits later with a smaller seq.
+
+Every outcome write presents the claim token, so an attempt whose lease ran
+out (its worker was presumed dead and another took over) cannot overwrite the
+newer attempt's result.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import connection, models, transaction
+from django.db.models import OuterRef, Q, Subquery
+from django.utils import timezone
+
+from notifications import events as notification_events
+from notifications.models import Event, EventCounter
+
+from . import signing
+from .metrics import ENDPOINTS_DISABLED
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
+
+ALL_EVENTS = "*"
+#: Retries go on for at least a day, whatever the disable window (the contract's floor).
+MIN_RETRY_WINDOW = timedelta(hours=24)
+MATERIALIZE_BATCH = 500
+
+
+class Unavailable(Exception):
+    """The delivery cannot be redelivered now (in flight, or its endpoint is disabled)."""
+
+
+class EndpointQuerySet(models.QuerySet["WebhookEndpoint"]):
+    def for_user(self, user: AbstractBaseUser) -> EndpointQuerySet:
+        return self.filter(user=user)
+
+    def with_backlog(self) -> EndpointQuerySet:
+        """Enabled endpoints whose owner's log has events past their cursor."""
+        last_seq = EventCounter.objects.filter(user_id=OuterRef("user_id")).values("last_seq")[:1]
+        return self.filter(enabled=True, cursor__lt=Subquery(last_seq))
+
+
+class WebhookEndpoint(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.CharField(max_length=2048)
+    events = models.JSONField(help_text='Event types delivered, or ["*"] for all')
+    description = models.CharField(max_length=500, blank=True, default="")
+    # Kept in the clear: an HMAC needs the key itself (a hash could not sign).
+    secret = models.CharField(max_length=100)
+    previous_secret = models.CharField(max_length=100, blank=True, default="")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=500, blank=True, default="")
+    # The first failure since the last success: continuous failure for DISABLE_AFTER disables.
+    failing_since = models.DateTimeField(null=True, blank=True)
+    # The last seq of the owner's log already turned into deliveries (or skipped by the filter).
+    cursor = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = EndpointQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} -> {self.url}"
+
+    # --- what it receives and how it is signed ---------------------------------------------
+    def wants(self, event_type: str) -> bool:
+        return ALL_EVENTS in self.events or event_type in self.events
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """The current secret, plus the previous one during its grace period after a rotation."""
+        now = now or timezone.now()
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+    def summary(self) -> dict[str, Any]:
+        """The endpoint as the owner's ``webhook_disabled`` event carries it (never the secret)."""
+        return {"id": self.pk, "url": self.url, "events": self.events, "description": self.description,
+                "enabled": self.enabled, "disabled_reason": self.disabled_reason}
+
+    # --- changes by the owner -------------------------------------------------------------
+    @classmethod
+    def create_for(cls, user: AbstractBaseUser, *, url: str, events: list[str], description: str = "") -> WebhookEndpoint:
+        """A new endpoint that receives the owner's events from now on (not the log's past)."""
+        with transaction.atomic():
+            return cls.objects.create(user=user, url=url, events=events, description=description,
+                                      secret=signing.new_secret(), cursor=EventCounter.last_seq_for(user.pk))
+
+    def change(self, **fields: Any) -> None:
+        """Owner's PATCH: url, events, description, enabled. Enabling a disabled endpoint
+        resumes it where it stopped: due retries at once, then the events logged meanwhile
+        (those still in the log, see IMAGEGEN_EVENT_RETENTION_SECONDS)."""
+        with transaction.atomic():
+            locked = WebhookEndpoint.objects.select_for_update().get(pk=self.pk)
+            for name in ("url", "events", "description"):
+                if name in fields:
+                    setattr(locked, name, fields[name])
+            if fields.get("enabled") is True and not locked.enabled:
+                locked.enabled, locked.disabled_at, locked.disabled_reason, locked.failing_since = True, None, "", None
+                locked.deliveries.filter(status=WebhookDelivery.Status.PENDING).update(next_attempt_at=timezone.now())
+            elif fields.get("enabled") is False and locked.enabled:
+                locked.enabled, locked.disabled_at, locked.disabled_reason = False, timezone.now(), "Disabled by its owner."
+            locked.save()
+        self.refresh_from_db()
+
+    def rotate_secret(self) -> str:
+        """A new secret; the old one keeps signing (beside it) for IMAGEGEN_WEBHOOK_SECRET_GRACE."""
+        with transaction.atomic():
+            locked = WebhookEndpoint.objects.select_for_update().get(pk=self.pk)
+            locked.previous_secret = locked.secret
+            locked.previous_secret_expires_at = timezone.now() + timedelta(seconds=settings.IMAGEGEN_WEBHOOK_SECRET_GRACE)
+            locked.secret = signing.new_secret()
+            locked.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+        self.refresh_from_db()
+        return self.secret
+
+    # --- the delivery loop's side ---------------------------------------------------------
+    @classmethod
+    def materialize(cls, limit: int = 100) -> int:
+        """Turn events past the cursors of up to ``limit`` endpoints into pending deliveries.
+        Endpoints another process is materializing are skipped (SKIP LOCKED), not waited for.
+        Returns how many deliveries were created."""
+        created = 0
+        now = timezone.now()
+        with transaction.atomic():
+            endpoints = list(cls.objects.with_backlog().order_by("id").select_for_update(skip_locked=True)[:limit])
+            by_user: dict[int, list[WebhookEndpoint]] = defaultdict(list)
+            for endpoint in endpoints:
+                by_user[endpoint.user_id].append(endpoint)
+            for user_id, owned in by_user.items():
+                start = min(e.cursor for e in owned)
+                logged = list(Event.objects.filter(user_id=user_id, seq__gt=start).order_by("seq")
+                              .values_list("id", "seq", "type", "created_at")[:MATERIALIZE_BATCH])
+                if not logged:
+                    continue
+                rows = [
+                    WebhookDelivery(endpoint=e, event_id=pk, seq=seq, event_type=type_, event_created_at=at,
+                                    next_attempt_at=now)
+                    for e in owned for pk, seq, type_, at in logged if seq > e.cursor and e.wants(type_)
+                ]
+                WebhookDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+                created += len(rows)
+                last = logged[-1][1]
+                cls.objects.filter(pk__in=[e.pk for e in owned if e.cursor < last]).update(cursor=last)
+        return created
+
+    def note_success(self) -> None:
+        if self.failing_since is None:
+            return  # as read with the claim: no failure run to end (saves a write per delivery)
+        WebhookEndpoint.objects.filter(pk=self.pk, failing_since__isnull=False).update(failing_since=None)
+
+    def note_failure(self, error: str, now: datetime) -> bool:
+        """Record a failed attempt; disable the endpoint when it has failed without a success
+        for IMAGEGEN_WEBHOOK_DISABLE_AFTER. True if this call disabled it."""
+        WebhookEndpoint.objects.filter(pk=self.pk, failing_since__isnull=True).update(failing_since=now)
+        window = timedelta(seconds=settings.IMAGEGEN_WEBHOOK_DISABLE_AFTER)
+        with transaction.atomic():
+            locked = WebhookEndpoint.objects.select_for_update().filter(pk=self.pk).first()
+            if locked is None or not locked.enabled or locked.failing_since is None:
+                return False  # deleted, disabled already, or a success came in between
+            if now - locked.failing_since < window:
+                return False
+            locked.enabled, locked.disabled_at = False, now
+            locked.disabled_reason = (f"Every delivery failed for {_duration(window)} "
+                                      f"(since {locked.failing_since.isoformat()}); last error: {error}")[:500]
+            locked.save(update_fields=["enabled", "disabled_at", "disabled_reason", "updated_at"])
+            event = Event.append(user_id=locked.user_id, task_id=None, type=Event.Type.WEBHOOK_DISABLED,
+                                 data={"webhook": locked.summary(), "failing_since": locked.failing_since.isoformat()},
+                                 created_at=now)
+            # Durable already; the push is only the fast path (as for task events).
+            transaction.on_commit(partial(notification_events.publish, event.user_id, event.as_message()), robust=True)
+        ENDPOINTS_DISABLED.inc()
+        logger.warning("Webhook %d of user %d disabled: %s", locked.pk, locked.user_id, locked.disabled_reason)
+        return True
+
+
+def _duration(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
+
+
+class DeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
+    def due(self, now: datetime) -> DeliveryQuerySet:
+        """Pending, due, of an enabled endpoint, and not held by a live attempt."""
+        return self.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__enabled=True).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+
+
+class WebhookDelivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # gave up: retried for the whole window, or the event left the log
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    # Plain values, not a foreign key: the event log is purged by raw batch deletes.
+    event_id = models.BigIntegerField()
+    seq = models.BigIntegerField()
+    event_type = models.CharField(max_length=32)
+    event_created_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The running attempt's claim: the lease bounds how long a dead worker's claim blocks a retry.
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DeliveryQuerySet.as_manager()
+    #: The event, loaded by ``claim_due`` (None: purged from the log meanwhile).
+    event: Event | None
+
+    class Meta:
+        ordering = ["-seq", "-id"]
+        constraints = [models.UniqueConstraint(fields=["endpoint", "event_id"], name="webhook_delivery_once_per_event")]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="webhook_delivery_due",
+                         condition=Q(status="pending")),
+            models.Index(fields=["endpoint", "-seq"], name="webhook_delivery_log"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.seq} -> webhook {self.endpoint_id}"
+
+    @property
+    def msg_id(self) -> str:
+        """``webhook-id``: the same for every attempt of this event to this endpoint."""
+        return f"msg_{self.endpoint_id}_{self.seq}"
+
+    @property
+    def in_flight(self) -> bool:
+        return self.claim_token is not None and self.claimed_until is not None and self.claimed_until > timezone.now()
+
+    @classmethod
+    def claim_due(cls, lanes: int, *, busy: dict[int, int], per_endpoint: int, lease: float,
+                  lane_size: int = 1) -> list[tuple[list[WebhookDelivery], uuid.UUID]]:
+        """Claim due deliveries as up to ``lanes`` lanes: each lane is up to ``lane_size``
+        deliveries of one endpoint, attempted one after the other by one thread, and one
+        endpoint gets at most ``per_endpoint`` lanes running at once (``busy``: lanes this
+        process already runs, by endpoint), so a slow receiver holds at most that many of our
+        threads. Lanes share one claim transaction, so a busy endpoint costs one claim per
+        ``lane_size`` events, not one per event. Each claim counts an attempt at once: a worker
+        killed mid-attempt still leaves it counted. The lease covers one attempt; a lane renews
+        it for its remaining deliveries as it goes (``renew``)."""
+        if lanes <= 0:
+            return []
+        now = timezone.now()
+        saturated = [endpoint for endpoint, n in busy.items() if n >= per_endpoint]
+        with transaction.atomic():
+            candidates = list(
+                cls.objects.due(now).exclude(endpoint_id__in=saturated).order_by("next_attempt_at", "seq")
+                .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: lanes * lane_size * 2]
+            )
+            running = dict(busy)
+            open_lane: dict[int, list[WebhookDelivery]] = {}
+            taken: list[list[WebhookDelivery]] = []
+            for delivery in candidates:
+                lane = open_lane.get(delivery.endpoint_id)
+                if lane is not None and len(lane) < lane_size:
+                    lane.append(delivery)
+                elif len(taken) < lanes and running.get(delivery.endpoint_id, 0) < per_endpoint:
+                    running[delivery.endpoint_id] = running.get(delivery.endpoint_id, 0) + 1
+                    open_lane[delivery.endpoint_id] = [delivery]
+                    taken.append(open_lane[delivery.endpoint_id])
+            claimed = []
+            for lane in taken:
+                token, until = uuid.uuid4(), now + timedelta(seconds=lease)
+                cls.objects.filter(pk__in=[d.pk for d in lane]).update(
+                    attempts=models.F("attempts") + 1, claim_token=token, claimed_until=until, last_attempt_at=now)
+                for delivery in lane:
+                    delivery.attempts += 1
+                    delivery.claim_token, delivery.claimed_until, delivery.last_attempt_at = token, until, now
+                claimed.append((lane, token))
+        # The events they carry, in one query (a plain id, not a foreign key: see event_id).
+        events = Event.objects.in_bulk([d.event_id for lane, _ in claimed for d in lane])
+        for lane, _ in claimed:
+            for delivery in lane:
+                delivery.event = events.get(delivery.event_id)
+        return claimed
+
+    @classmethod
+    def renew(cls, token: uuid.UUID, lease: float) -> datetime:
+        """Extend the lease of a lane's deliveries not yet attempted; returns the new end."""
+        until = timezone.now() + timedelta(seconds=lease)
+        cls.objects.filter(claim_token=token).update(claimed_until=until)
+        return until
+
+    def release(self, token: uuid.UUID) -> None:
+        """Give a claimed delivery back unattempted (the lane stopped before it): due again at once."""
+        self._fenced(token).update(claim_token=None, claimed_until=None, attempts=models.F("attempts") - 1)
+
+    def _fenced(self, token: uuid.UUID) -> DeliveryQuerySet:
+        return WebhookDelivery.objects.filter(pk=self.pk, claim_token=token)
+
+    def mark_delivered(self, token: uuid.UUID, status_code: int, now: datetime) -> bool:
+        """False: the claim was lost (lease expired and retaken, or the endpoint deleted)."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # No wait for the WAL flush: a crash can lose only this "delivered" mark, and then the
+                # event is sent once more, which at-least-once delivery allows (receivers dedupe by
+                # webhook-id). The flush wait was most of a delivery's time on a busy disk.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            done = self._fenced(token).update(status=self.Status.DELIVERED, delivered_at=now,
+                                              last_status_code=status_code, last_error="", next_attempt_at=None,
+                                              claim_token=None, claimed_until=None)
+        if done:
+            self.endpoint.note_success()
+        return bool(done)
+
+    def mark_failed(self, token: uuid.UUID, status_code: int | None, error: str, now: datetime,
+                    final: bool = False) -> str:
+        """Schedule the next attempt (backoff with jitter) or give up once the delivery has been
+        retried for the whole window (or at once with ``final``: its event left the log).
+        Returns "failed", "gave_up" or "lost" (claim lost)."""
+        window = max(MIN_RETRY_WINDOW, timedelta(seconds=settings.IMAGEGEN_WEBHOOK_DISABLE_AFTER))
+        give_up = final or now - self.created_at >= window
+        update: dict[str, Any] = {"last_status_code": status_code, "last_error": error[:500],
+                                  "claim_token": None, "claimed_until": None}
+        if give_up:
+            update.update(status=self.Status.FAILED, next_attempt_at=None)
+        else:
+            update["next_attempt_at"] = now + timedelta(seconds=retry_delay(self.attempts))
+        if not self._fenced(token).update(**update):
+            return "lost"
+        if not final:  # a purged event is not the receiver's failure
+            self.endpoint.note_failure(error, now)
+        return "gave_up" if give_up else "failed"
+
+    def redeliver(self) -> None:
+        """The owner's or an admin's "send it again": due now, same ``webhook-id``."""
+        with transaction.atomic():
+            locked = WebhookDelivery.objects.select_for_update().select_related("endpoint").get(pk=self.pk)
+            if locked.in_flight:
+                raise Unavailable("An attempt of this delivery is running; try again when it has finished.")
+            if not locked.endpoint.enabled:
+                raise Unavailable("The endpoint is disabled; enable it first (PATCH enabled=true).")
+            WebhookDelivery.objects.filter(pk=self.pk).update(status=self.Status.PENDING, next_attempt_at=timezone.now(),
+                                                              delivered_at=None)
+        self.refresh_from_db()
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones: BASE, 2xBASE, 4xBASE ...
+    capped at IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS, plus up to 25 % jitter so the retries of a
+    receiver that came back do not arrive all at once."""
+    base = settings.IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS
+    delay = min(settings.IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS, base * 2 ** min(max(attempts - 1, 0), 30))
+    return delay * (1 + 0.25 * random.random())
