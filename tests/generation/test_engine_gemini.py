@@ -64,7 +64,7 @@ def test_it_returns_a_square_pure_white_image_that_passes_compliance(
     progress: list[int] = []
     result = backend.generate(photo, OPTIONS, progress.append)
 
-    assert progress == [10, 60, 70, 90, 100]
+    assert progress == [10, 60, 78, 90, 100]  # the render step maps into 60..90 (compose.finish_all)
     assert (result.width, result.height, result.content_type) == (1000, 1000, "image/jpeg")
     written = np.asarray(Image.open(io.BytesIO(result.data)).convert("RGB"))
     assert written.shape == (1000, 1000, 3)
