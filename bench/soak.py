@@ -342,9 +342,16 @@ class Soak:
         png = buf.getvalue()
         users = [c.user for c in self.clients]
         interval = 1 / self.args.rate
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.fleet.proxy_port}", timeout=30) as http:
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=50)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.fleet.proxy_port}", timeout=30,
+                                     limits=limits) as http:
             next_at = time.monotonic()
+            report_at = next_at + 60
             while self.producing:
+                if time.monotonic() >= report_at:
+                    report_at += 60
+                    print(f"[soak] {self.now():7.1f} s  submitted {self.submitted}, submit errors "
+                          f"{self.submit_errors}, in flight {len(self.pending_submits)}", flush=True)
                 user = random.choice(users)
                 task = asyncio.create_task(self.submit(http, user, png))
                 self.pending_submits.add(task)
@@ -359,8 +366,11 @@ class Soak:
             self.submit_requests += 1
             token, _ = mint(user)
             try:
-                answer = await http.post("/api/tasks/", files={"image": ("p.png", png, "image/png")},
-                                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key})
+                # An overall deadline besides httpx's per-phase timeouts: one stuck request must not
+                # hold a connection of the producer's pool for the rest of the run.
+                answer = await asyncio.wait_for(
+                    http.post("/api/tasks/", files={"image": ("p.png", png, "image/png")},
+                              headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key}), 40)
                 if answer.status_code in (200, 201):
                     self.submitted += 1
                     return
