@@ -705,22 +705,16 @@ class GenerationTask(models.Model):
     def release(self, token: uuid.UUID) -> None:
         """Give an unfinished task back to the queue (graceful shutdown): the attempt
         does not count, as the task did nothing wrong."""
-        with transaction.atomic():
-            self._lock()
-            self._check_claim(token)
-            self.status = self.Status.PENDING
-            self.progress = 0
-            self.attempts = max(self.attempts - 1, 0)
-            self.claim_token = None
-            self.worker = None
-            self.run_after = timezone.now()
-            self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
-            _announce_work()
+        self._give_back(token, 0.0)
 
     def postpone(self, token: uuid.UUID, seconds: float) -> None:
         """Back to the queue until ``seconds`` from now, because an upstream may not be called
         yet (the fleet's Gemini rate, or its 429): the attempt does not count and nothing
         failed, so no error is recorded. The event carries an ETA that includes the wait."""
+        self._give_back(token, seconds)
+
+    def _give_back(self, token: uuid.UUID, seconds: float) -> None:
+        """Pending again from ``seconds`` from now, the claim's attempt not counted."""
         with transaction.atomic():
             self._lock()
             self._check_claim(token)
@@ -731,6 +725,8 @@ class GenerationTask(models.Model):
             self.worker = None
             self.run_after = timezone.now() + timedelta(seconds=seconds)
             self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
+            if seconds <= 0:
+                _announce_work()  # claimable now: wake an idle worker
 
     def requeue(self) -> None:
         """An operator gives a stuck processing task back to the queue. It is a ``release``
