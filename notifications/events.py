@@ -9,23 +9,30 @@ and with the in-memory layer a foreign loop would not even wake the consumers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any, TypedDict
 
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.utils import timezone
 
 from generation.models import Batch, GenerationTask
 
 from .metrics import PUBLISHES
-from .models import Event
+from .models import Event, EventCounter
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 10_000
+# At most this many pushes handed to Redis in one round trip.
+MAX_PIPELINE = 100
 PUBLISH_TIMEOUT = 5.0
 # A push that fails slowly (a hung Redis, not a refused connection) would cost
 # this long per event; then stop trying for a moment and let clients fetch what
@@ -66,6 +73,60 @@ def record(task: GenerationTask, created: bool) -> Event:
         data=task.live_state(),
         created_at=timezone.now(),
     )
+
+
+def record_many(tasks: list[GenerationTask]) -> list[Event]:
+    """Append each task's current state as its owner's next event, in list order, by one
+    statement (inside the tasks' transaction): the set-based transitions' events."""
+    now = timezone.now()
+    return append_events([(t.user_id, t.pk, event_type(t, False), t.live_state(), now) for t in tasks])
+
+
+def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetime]]) -> list[Event]:
+    """Append ``(user_id, task_id, type, data, created_at)`` rows to their users' logs in the
+    caller's transaction, in list order per user. Returns the events in list order.
+
+    On PostgreSQL one statement: each user's counter moves by its number of rows (the
+    counters are taken in user order, so two such appends cannot deadlock on each other),
+    and the user's rows take the seqs after the old value, in list order. The counter row
+    stays locked until commit, as with ``Event.append``: seqs stay gapless and in commit
+    order. Elsewhere one ``Event.append`` per row."""
+    if not rows:
+        return []
+    if connection.vendor != "postgresql":
+        return [Event.append(user_id=u, task_id=t, type=k, data=d, created_at=c) for u, t, k, d, c in rows]
+    counter = connection.ops.quote_name(EventCounter._meta.db_table)
+    table = connection.ops.quote_name(Event._meta.db_table)
+    columns = list(zip(*rows))
+    payloads = [json.dumps(data, cls=DjangoJSONEncoder) for data in columns[3]]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH r AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::jsonb[], %s::timestamptz[]) "
+            "WITH ORDINALITY AS r (user_id, task_id, type, data, created_at, ord)), "
+            "n AS (SELECT user_id, count(*) AS n FROM r GROUP BY user_id), "
+            f"bumped AS (INSERT INTO {counter} (user_id, last_seq) SELECT user_id, n FROM n ORDER BY user_id "
+            f"ON CONFLICT (user_id) DO UPDATE SET last_seq = {counter}.last_seq + EXCLUDED.last_seq "
+            "RETURNING user_id, last_seq) "
+            f"INSERT INTO {table} (user_id, seq, task_id, type, data, created_at) "
+            "SELECT r.user_id, b.last_seq - n.n + row_number() OVER (PARTITION BY r.user_id ORDER BY r.ord), "
+            "r.task_id, r.type, r.data, r.created_at FROM r JOIN n USING (user_id) JOIN bumped b USING (user_id) "
+            "RETURNING id, user_id, seq",
+            [list(columns[0]), list(columns[1]), list(columns[2]), payloads, list(columns[4])],
+        )
+        inserted = cursor.fetchall()
+    # Each user's rows took that user's new seqs in list order: match them back that way.
+    ids: dict[int, list[tuple[int, int]]] = {}
+    for pk, user_id, seq in sorted(inserted, key=lambda r: (r[1], r[2])):
+        ids.setdefault(user_id, []).append((pk, seq))
+    taken: Counter[int] = Counter()
+    recorded = []
+    for user_id, task_id, kind, data, created_at in rows:
+        pk, seq = ids[user_id][taken[user_id]]
+        taken[user_id] += 1
+        event = Event(id=pk, user_id=user_id, seq=seq, task_id=task_id, type=kind, data=data, created_at=created_at)
+        event._state.adding = False
+        recorded.append(event)
+    return recorded
 
 
 def record_batch(batch: Batch, *, finished: bool) -> list[Event]:
@@ -118,6 +179,20 @@ class Publisher:
         except RuntimeError:  # the loop closed under us; the event log still has it
             self._count("dropped")
 
+    def submit_many(self, items: list[tuple[str, dict]]) -> None:
+        """``submit`` each of ``items`` (in order), with one wake-up of the loop for them all."""
+        if not items:
+            return
+        loop = self._current_loop()
+        try:
+            loop.call_soon_threadsafe(self._enqueue_many, loop, items)
+        except RuntimeError:
+            self._count("dropped", len(items))
+
+    def _enqueue_many(self, loop: asyncio.AbstractEventLoop, items: list[tuple[str, dict]]) -> None:
+        for group, message in items:
+            self._enqueue(loop, group, message)
+
     def _enqueue(self, loop: asyncio.AbstractEventLoop, group: str, message: dict) -> None:
         self._start_drain(loop)
         queue = self._queue
@@ -134,23 +209,27 @@ class Publisher:
     async def _drain(self, queue: asyncio.Queue[tuple[str, dict]]) -> None:
         failing = 0  # consecutive failures: one warning per outage, not one per event
         while True:
-            group, message = await queue.get()
+            # Whatever has queued up meanwhile goes out together (a worker's batch of events
+            # arrives at once): one Redis round trip for them all where the layer allows it.
+            batch = [await queue.get()]
+            while len(batch) < MAX_PIPELINE and not queue.empty():
+                batch.append(queue.get_nowait())
             if time.monotonic() < self.skip_until:
-                self._count("skipped")
+                self._count("skipped", len(batch))
                 continue
             started = time.monotonic()
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):  # unlike wait_for, no extra task per push
-                    await get_channel_layer().group_send(group, message)
+                    await _send(get_channel_layer(), batch)
             except Exception as exc:
-                self._count("failed")
+                self._count("failed", len(batch))
                 if time.monotonic() - started > SLOW_FAILURE:
                     self.skip_until = time.monotonic() + RETRY_AFTER_SLOW_FAILURE
                 if not failing:
-                    logger.warning("Push to %s failed (%s); clients recover it from the event log", group, exc)
+                    logger.warning("Push to %s failed (%s); clients recover it from the event log", batch[0][0], exc)
                 failing += 1
             else:
-                self._count("published")
+                self._count("published", len(batch))
                 if failing:
                     logger.warning("Pushes work again after %d failed", failing)
                     failing = 0
@@ -158,9 +237,9 @@ class Publisher:
             # between pushes, or a burst overfills their channels (capacity) first.
             await asyncio.sleep(0)
 
-    def _count(self, result: str) -> None:
-        self.counts[result] += 1
-        PUBLISHES.labels(result).inc()
+    def _count(self, result: str, n: int = 1) -> None:
+        self.counts[result] += n
+        PUBLISHES.labels(result).inc(n)
 
     def flush_sync(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted so far was handed to the layer (tests, shutdown)."""
@@ -178,6 +257,37 @@ class Publisher:
         return done.wait(timeout)
 
 
+async def _send(layer: Any, batch: list[tuple[str, dict]]) -> None:
+    """Hand ``batch`` to the channel layer in order: on channels-redis' pub/sub layer as one
+    pipeline of PUBLISHes per Redis shard (one round trip instead of one per event: 12-16 %
+    of a no-op drain went to them), else one ``group_send`` each."""
+    if len(batch) > 1 and isinstance(layer, RedisPubSubChannelLayer):
+        await _publish_pipelined(layer, batch)
+        return
+    for i, (group, message) in enumerate(batch):
+        if i:
+            await asyncio.sleep(0)  # the in-memory layer: let consumers drain between messages
+        await layer.group_send(group, message)
+
+
+async def _publish_pipelined(layer: RedisPubSubChannelLayer, batch: list[tuple[str, dict]]) -> None:
+    """What ``RedisPubSubLoopLayer.group_send`` does per message (channels-redis 4.3, pinned:
+    group channel name, shard, serializer, the shard's publish lock), for a batch at once."""
+    inner = layer._get_layer()
+    shards: dict[int, tuple[Any, list[tuple[str, bytes]]]] = {}
+    for group, message in batch:
+        channel = inner._get_group_channel_name(group)
+        shard = inner._get_shard(channel)
+        shards.setdefault(id(shard), (shard, []))[1].append((channel, layer.serialize(message)))
+    for shard, items in shards.values():
+        async with shard._lock:
+            shard._ensure_redis()
+            pipe = shard._redis.pipeline(transaction=False)
+            for channel, payload in items:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+
+
 publisher = Publisher()
 
 
@@ -192,6 +302,19 @@ def publish(user_id: int, message: dict) -> None:
     except Exception:
         publisher._count("failed")
         logger.exception("Could not schedule push for user %d", user_id)
+
+
+def publish_many(messages: list[tuple[int, dict]]) -> None:
+    """Push several committed events, ``(user_id, message)`` in order, handed over at once (never raises)."""
+    committed_at = time.time()
+    try:
+        publisher.submit_many(
+            [(group_name(user_id), {"type": "task.event", "event": message, "committed_at": committed_at})
+             for user_id, message in messages]
+        )
+    except Exception:
+        publisher._count("failed")
+        logger.exception("Could not schedule %d pushes", len(messages))
 
 
 def close_revoked_key(sender: Any, *, key_id: int, user_id: int, **kwargs: Any) -> None:

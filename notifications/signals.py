@@ -8,7 +8,7 @@ from django.db import connections, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from generation.models import Batch, GenerationTask
+from generation.models import Batch, GenerationTask, tasks_changed
 
 from . import events
 
@@ -25,6 +25,18 @@ def record_task_event(sender: type[GenerationTask], instance: GenerationTask, cr
     event = events.record(instance, created)
     # Durable already; the push is only the fast path, so a failure must not raise.
     transaction.on_commit(partial(events.publish, event.user_id, event.as_message()), using=using, robust=True)
+
+
+@receiver(tasks_changed, sender=GenerationTask, dispatch_uid="notifications.record_task_events")
+def record_task_events(sender: type[GenerationTask], tasks: list[GenerationTask], using: str = "default",
+                       **kwargs: Any) -> None:
+    """A set-based change of several tasks (a worker's claim or its batch of results): one
+    event per task, appended by one statement, and one push of them all after commit."""
+    if not connections[using].in_atomic_block:
+        raise RuntimeError("Change tasks inside transaction.atomic(): their events must commit with them.")
+    recorded = events.record_many(tasks)
+    messages = [(event.user_id, event.as_message()) for event in recorded]
+    transaction.on_commit(partial(events.publish_many, messages), using=using, robust=True)
 
 
 @receiver(post_save, sender=Batch, dispatch_uid="notifications.record_batch_event")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .batch import BATCH_PRIORITY, MAX_BATCH_IMAGES, Batch, BatchPart
 from .output import OutputRecord, TaskOutput, output_upload_to
 from .queue import QueueControl
+from .set_transitions import tasks_changed
 from .task import (
     Completion,
     GenerationTask,
@@ -24,5 +25,5 @@ __all__ = [
     "BATCH_PRIORITY", "MAX_BATCH_IMAGES", "Batch", "BatchPart",
     "Completion", "DailyUsage", "GenerationTask", "IdempotencyKeyReused", "InvalidTransition", "LostClaim", "OutputRecord",
     "QueueControl", "QuotaExceeded", "TaskOutput", "TaskQuerySet", "UpstreamLimit", "Usage", "output_upload_to",
-    "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "input_upload_to", "mask_upload_to", "result_upload_to",
+    "WorkerProcess", "WorkerQuerySet", "backoff_seconds", "tasks_changed", "input_upload_to", "mask_upload_to", "result_upload_to",
 ]

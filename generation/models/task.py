@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from .. import wakeup
 from ..errors import ErrorCode
+from . import set_transitions
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
@@ -139,18 +140,23 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
             .values("user_id").annotate(n=models.Count("id")).filter(n__gte=cap).values("user_id")
         )
 
-    def lock_claimable(self, limit: int = 1, exclude: Collection[int] = ()) -> list[GenerationTask]:
-        """Lock up to ``limit`` claimable rows, skipping rows other workers hold, users at
-        ``IMAGEGEN_MAX_RUNNING_PER_USER`` (as last committed: ``claim_next`` re-checks under a
-        per-user lock) and the ids in ``exclude`` (tasks the caller is still running an earlier
-        attempt of). Call inside a transaction and keep it short: the rows stay locked until commit."""
+    def claimable_locked(self, limit: int = 1, exclude: Collection[int] = ()) -> TaskQuerySet:
+        """The query that locks up to ``limit`` claimable rows, skipping rows other workers hold,
+        users at ``IMAGEGEN_MAX_RUNNING_PER_USER`` (as last committed: ``claim_next`` re-checks
+        under a per-user lock) and the ids in ``exclude`` (tasks the caller is still running an
+        earlier attempt of). Run it inside a transaction and keep that short: the rows stay
+        locked until commit."""
         rows = self.claimable()
         if exclude:
             rows = rows.exclude(pk__in=list(exclude))
         cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
         if cap:
             rows = rows.exclude(user_id__in=GenerationTask.objects.over_running_cap(cap))
-        return list(rows.in_claim_order().select_for_update(skip_locked=True, of=("self",))[:limit])
+        return rows.in_claim_order().select_for_update(skip_locked=True, of=("self",))[:limit]
+
+    def lock_claimable(self, limit: int = 1, exclude: Collection[int] = ()) -> list[GenerationTask]:
+        """Lock and read the rows of ``claimable_locked``."""
+        return list(self.claimable_locked(limit, exclude))
 
     def typical_run_seconds(self, sample: int = 50) -> float | None:
         """The typical run time of a task, claim to finish: the median over the ``sample``
@@ -524,10 +530,15 @@ class GenerationTask(models.Model):
     # --- Transitions ------------------------------------------------------------------------
     def _lock(self) -> None:
         """Re-read this row under a row lock (call inside ``transaction.atomic``)."""
-        fresh = GenerationTask.objects.select_for_update().get(pk=self.pk)
+        self._take(GenerationTask.objects.select_for_update().get(pk=self.pk))
+
+    def _take(self, fresh: GenerationTask) -> None:
+        """Hold ``fresh``'s values (this row as just read or written) from now on."""
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(fresh, field.attname))
         self.__dict__.pop("_outputs_cache", None)
+        if "_outputs_cache" in fresh.__dict__:
+            self._outputs_cache = fresh._outputs_cache
 
     def _save(self, *fields: str) -> None:
         # A batch task's status change recounts its batch in this same transaction
@@ -565,13 +576,19 @@ class GenerationTask(models.Model):
         cls, worker: WorkerProcess, limit: int = 1, exclude: Collection[int] = ()
     ) -> list[tuple[GenerationTask, uuid.UUID]]:
         """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
-        generation runs after it commits."""
+        generation runs after it commits. The rows are picked, locked and claimed (each with a
+        token of its own) by one statement, their events appended by one more
+        (``set_transitions``); under a running cap the picked rows are first read and
+        re-checked per user, then claimed the same way."""
         with transaction.atomic():
-            tasks = cls.objects.lock_claimable(limit, exclude)
             if settings.IMAGEGEN_MAX_RUNNING_PER_USER:
-                tasks = cls._within_running_cap(tasks)
-            _lock_batches_of(tasks)
-            return [(task, task.claim(worker)) for task in tasks]
+                kept = [t.pk for t in cls._within_running_cap(cls.objects.lock_claimable(limit, exclude))]
+                if not kept:
+                    return []
+                picked = set_transitions.picked_ids(cls.objects.filter(pk__in=kept))
+            else:
+                picked = set_transitions.claimable_ids(cls, limit, exclude)
+            return set_transitions.claim_rows(cls, worker, picked)
 
     @classmethod
     def _within_running_cap(cls, tasks: list[GenerationTask]) -> list[GenerationTask]:
@@ -623,55 +640,20 @@ class GenerationTask(models.Model):
         or taken back meanwhile: the caller deletes its files."""
         done = Completion(result_name, content_type, compliance, mask_name, engine, needs_review, outputs)
         with transaction.atomic():
-            self._lock()
-            self._check_claim(token)
-            outputs = [TaskOutput.from_record(self, i, r) for i, r in enumerate(done.outputs)]
-            if outputs:
-                TaskOutput.objects.bulk_create(outputs)
-            self._record_result(done, outputs)
+            kept, lost = set_transitions.complete_rows(type(self), [(self, token, done)])
+        if lost:
+            raise LostClaim(f"task {self.pk}: claim {token} no longer holds")
+        self._take(kept[0])
 
     @classmethod
     def complete_batch(cls, results: list[tuple[GenerationTask, uuid.UUID, Completion]]) -> set[int]:
         """Record several results in one transaction (one commit for the batch): each
-        ``(task, token, completion)`` whose claim still holds is completed. Returns the
-        ids whose claim was lost (their files are the caller's to delete)."""
-        lost: set[int] = set()
+        ``(task, token, completion)`` whose claim still holds is completed, by one statement
+        whose ``WHERE`` is the fence (``set_transitions.complete_rows``). Returns the ids
+        whose claim was lost (their files are the caller's to delete)."""
         with transaction.atomic():
-            # One locking read for the batch, in id order so two batches cannot deadlock.
-            fresh = {t.pk: t for t in cls.objects.select_for_update().filter(pk__in=[r[0].pk for r in results]).order_by("id")}
-            _lock_batches_of(fresh.values())
-            kept: list[tuple[GenerationTask, Completion, list[TaskOutput]]] = []
-            for task, token, done in results:
-                row = fresh.get(task.pk)
-                if row is None or row.status != cls.Status.PROCESSING or row.claim_token != token:
-                    lost.add(task.pk)
-                    continue
-                kept.append((row, done, [TaskOutput.from_record(row, i, r) for i, r in enumerate(done.outputs)]))
-            # Every output of the batch in one insert, before the saves whose events list them.
-            TaskOutput.objects.bulk_create([o for _, _, outputs in kept for o in outputs])
-            for row, done, outputs in kept:
-                row._record_result(done, outputs)
+            _, lost = set_transitions.complete_rows(cls, results)
         return lost
-
-    def _record_result(self, done: Completion, outputs: list[TaskOutput]) -> None:
-        """Complete the row; ``outputs`` are ``done``'s, already inserted (the event lists them)."""
-        self._outputs_cache = outputs or None
-        self.status = self.Status.COMPLETED
-        self.progress = 100
-        self.result_image.name = done.result_name
-        self.result_content_type = done.content_type
-        self.compliance = done.compliance
-        self.mask_image.name = done.mask_name
-        self.engine = done.engine
-        self.needs_review = done.needs_review
-        self.error_code = self.error_message = None
-        self.finished_at = timezone.now()
-        self.claim_token = None
-        self._save(
-            "status", "progress", "result_image", "result_content_type", "compliance",
-            "mask_image", "engine", "needs_review",
-            "error_code", "error_message", "finished_at", "claim_token",
-        )
 
     def fail(self, token: uuid.UUID | None, *, code: str, message: str, transient: bool = False) -> bool:
         """Record a failed attempt. A transient error with attempts left goes back to

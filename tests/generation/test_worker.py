@@ -75,10 +75,10 @@ def test_run_once_claims_and_completes_in_a_pinned_number_of_queries(make_task, 
     task = make_task()
     worker = Worker(worker_id="q")
     worker.register()
-    # claim: lock + update + event (seq and insert in one statement); progress(50) check;
-    # complete: lock + the outputs' insert + update + event; plus 4 savepoint statements that
-    # are BEGIN/COMMIT outside the test's wrapping transaction.
-    with django_assert_num_queries(12):
+    # claim: one UPDATE that picks, locks and claims + the event (seqs and insert in one
+    # statement); progress(50) check; complete: one fenced UPDATE + the outputs' insert + the
+    # event; plus 4 savepoint statements that are BEGIN/COMMIT outside the test's wrapping transaction.
+    with django_assert_num_queries(10):
         assert worker.run_once() is True
     task.refresh_from_db()
     assert task.status == "completed"
@@ -433,8 +433,8 @@ def test_a_result_with_mask_engine_and_review_flag_completes_in_the_same_pinned_
     task = make_task()
     worker = Worker(worker_id="review")
     worker.register()
-    # The same 12 as a plain result: the mask, provenance and flag are columns of the completing update.
-    with django_assert_num_queries(12):
+    # The same 10 as a plain result: the mask, provenance and flag are columns of the completing update.
+    with django_assert_num_queries(10):
         assert worker.run_once() is True
     task.refresh_from_db()
     assert task.status == "completed" and task.needs_review is True

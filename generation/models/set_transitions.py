@@ -1,0 +1,168 @@
+"""Set-based transitions: a worker's batch of tasks claimed, or completed, by one SQL statement.
+
+A no-op drain spent most of its Python time in the ORM's per-row ``save()`` and the
+``post_save`` path behind it (57 % of the workers' GIL time, issue 13). Here a claim of
+up to ``MAX_BATCH`` tasks is one ``UPDATE ... RETURNING`` that gives every row its own
+claim token, and recording their results is one ``UPDATE ... FROM (VALUES ...)`` that
+only touches rows whose claim still holds: the fence is in the ``WHERE``. No ``post_save``
+fires, so the change announces itself with ``tasks_changed`` (inside its transaction),
+and the event log's receiver appends one event per task in one statement, the seqs taken
+per user in that statement (``notifications.signals``). Everything else a ``_save`` does
+is kept: the structured log line per task, and the batch rows locked after the task rows
+and recounted after the events (the lock order of ``generation.models.batch``).
+
+Both statements are plain SQL that PostgreSQL and SQLite (3.35+: ``RETURNING``, ``UPDATE
+... FROM``) both run; ``FOR UPDATE SKIP LOCKED`` is compiled by Django only where it exists.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection
+from django.dispatch import Signal
+from django.utils import timezone
+
+from .output import TaskOutput
+from .transition_log import log_transition
+
+if TYPE_CHECKING:
+    from .task import Completion, GenerationTask
+    from .worker import WorkerProcess
+
+#: Sent inside the transaction of a set-based change, after the rows are written, with
+#: ``tasks`` (the changed tasks as now stored, in the order their events must take). The
+#: receiver must record one event per task in this transaction (``post_save`` does not fire).
+tasks_changed = Signal()
+
+CLAIM_FIELDS = ("status", "worker", "claim_token", "attempts", "progress", "started_at", "finished_at")
+COMPLETE_FIELDS = (
+    "status", "progress", "result_image", "result_content_type", "compliance", "mask_image", "engine",
+    "needs_review", "error_code", "error_message", "finished_at", "claim_token",
+)
+# The per-row values of a completion, in the order of the VALUES list.
+_COMPLETION_COLUMNS = ("result_image", "result_content_type", "compliance", "mask_image", "engine", "needs_review")
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _returning(model: type[GenerationTask]) -> str:
+    # Unqualified: SQLite allows no table name in RETURNING (the VALUES columns are prefixed
+    # ``v_`` so that no name is ambiguous on PostgreSQL).
+    return ", ".join(_q(f.column) for f in model._meta.concrete_fields)
+
+
+def _new_token_sql() -> str:
+    """A fresh random claim token per row, made by the database (the rows are only known there)."""
+    if connection.vendor == "postgresql":
+        return "gen_random_uuid()"  # core since PostgreSQL 13
+    return "lower(hex(randomblob(16)))"  # SQLite stores a UUIDField as 32 hex digits
+
+
+def claim_rows(
+    model: type[GenerationTask], worker: WorkerProcess, picked: tuple[str, Sequence[Any]]
+) -> list[tuple[GenerationTask, uuid.UUID]]:
+    """Claim the pending rows that the query ``picked`` (SQL and params selecting ids, locking
+    them with ``FOR UPDATE SKIP LOCKED`` where the database has it) selects, in one statement.
+    Returns ``(task, token)`` in claim order. Call inside the claim's transaction."""
+    picked_sql, picked_params = picked
+    now = timezone.now()
+    table = _q(model._meta.db_table)
+    sql = (
+        # The CTE's column is named here: a bare "id" in the subquery would be the outer
+        # table's (a correlated subquery that claims every pending row).
+        f"WITH picked (picked_id) AS ({picked_sql}) "
+        f"UPDATE {table} SET status = %s, worker_id = %s, claim_token = {_new_token_sql()}, "
+        "attempts = attempts + 1, progress = 0, started_at = %s, finished_at = NULL, updated_at = %s "
+        f"WHERE id IN (SELECT picked_id FROM picked) AND status = %s RETURNING {_returning(model)}"
+    )
+    ts = model._meta.get_field("started_at").get_db_prep_save(now, connection)
+    params = [*picked_params, model.Status.PROCESSING, worker.pk, ts, ts, model.Status.PENDING]
+    tasks = sorted(model.objects.raw(sql, params), key=lambda t: (-t.priority, t.turn, t.pk))
+    for task in tasks:
+        task.worker = worker  # the row's worker, so the log line names it without a query
+    _announce(model, tasks, CLAIM_FIELDS)
+    return [(task, task.claim_token) for task in tasks]
+
+
+def complete_rows(
+    model: type[GenerationTask], results: Sequence[tuple[GenerationTask, uuid.UUID, Completion]]
+) -> tuple[list[GenerationTask], set[int]]:
+    """Complete every ``(task, token, completion)`` whose claim still holds, in one statement
+    (a lost claim is not in its ``WHERE``: canceled or taken back, the row is left as it is),
+    then insert the kept tasks' outputs in one more. Returns the completed tasks (as stored,
+    in the order given) and the ids whose claim was lost. Call inside a transaction."""
+    if not results:
+        return [], set()
+    now = timezone.now()
+    table = _q(model._meta.db_table)
+    fields = {name: model._meta.get_field(name) for name in ("id", "claim_token", *_COMPLETION_COLUMNS)}
+    columns = ["v_id", "v_token", *(f"v_{name}" for name in _COMPLETION_COLUMNS)]
+    rows_sql, params = [], []
+    for task, token, done in results:
+        values = {
+            "result_image": done.result_name, "result_content_type": done.content_type, "compliance": done.compliance,
+            "mask_image": done.mask_name, "engine": done.engine, "needs_review": done.needs_review,
+        }
+        rows_sql.append("(" + ", ".join(["%s"] * len(columns)) + ")")
+        params += [task.pk, fields["claim_token"].get_db_prep_save(token, connection)]
+        params += [fields[name].get_db_prep_save(values[name], connection) for name in _COMPLETION_COLUMNS]
+
+    def cast(name: str, column: str = "") -> str:
+        # VALUES columns take their type from the rows: a column of NULLs is text on PostgreSQL.
+        return f"CAST(v.{column or 'v_' + name} AS {fields[name].cast_db_type(connection)})"
+
+    sets = ", ".join(f"{_q(name)} = {cast(name)}" for name in _COMPLETION_COLUMNS)
+    sql = (
+        f"WITH v ({', '.join(columns)}) AS (VALUES {', '.join(rows_sql)}) "
+        f"UPDATE {table} SET status = %s, progress = 100, {sets}, error_code = NULL, error_message = NULL, "
+        "finished_at = %s, claim_token = NULL, updated_at = %s "
+        f"FROM v WHERE {table}.id = v.v_id AND {table}.status = %s AND {table}.claim_token = {cast('claim_token', 'v_token')} "
+        f"RETURNING {_returning(model)}"
+    )
+    ts = model._meta.get_field("finished_at").get_db_prep_save(now, connection)
+    params += [model.Status.COMPLETED, ts, ts, model.Status.PROCESSING]
+    stored = {task.pk: task for task in model.objects.raw(sql, params)}
+    kept = [stored[task.pk] for task, _, _ in results if task.pk in stored]
+    lost = {task.pk for task, _, _ in results if task.pk not in stored}
+    done_by_id = {task.pk: done for task, _, done in results}
+    # Every output of the batch in one insert, before the events that list them.
+    outputs: list[TaskOutput] = []
+    for task in kept:
+        mine = [TaskOutput.from_record(task, i, r) for i, r in enumerate(done_by_id[task.pk].outputs)]
+        task._outputs_cache = mine or None
+        outputs += mine
+    if outputs:
+        TaskOutput.objects.bulk_create(outputs)
+    _announce(model, kept, COMPLETE_FIELDS)
+    return kept, lost
+
+
+def _announce(model: type[GenerationTask], tasks: list[GenerationTask], fields: tuple[str, ...]) -> None:
+    """What ``GenerationTask._save`` does after writing one row, for a set of rows written at
+    once: the log line of each, their batches locked (after the task rows, before the owner's
+    event counter), the events (the receiver of ``tasks_changed``), then the batch recounts."""
+    if not tasks:
+        return
+    for task in tasks:
+        log_transition(task, fields)
+    batch_ids = sorted({task.batch_id for task in tasks if task.batch_id is not None})
+    batch_model = model.batch.field.related_model
+    locked = {b.pk: b for b in batch_model.objects.select_for_update().filter(pk__in=batch_ids).order_by("id")} \
+        if batch_ids else {}
+    tasks_changed.send(sender=model, tasks=tasks)
+    for batch_id in batch_ids:
+        locked[batch_id].recount()
+
+
+def picked_ids(query: Any) -> tuple[str, Sequence[Any]]:
+    """The SQL and params of a queryset of task ids, for ``claim_rows``."""
+    return query.values_list("pk", flat=True).query.sql_with_params()
+
+
+def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[int]) -> tuple[str, Sequence[Any]]:
+    """The locking query of the next ``limit`` claimable ids (``TaskQuerySet.claimable_locked``)."""
+    return picked_ids(model.objects.claimable_locked(limit, exclude))
