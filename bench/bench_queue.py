@@ -13,6 +13,7 @@ transitions, so each task also writes its events and publishes them to Redis.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -103,6 +104,51 @@ def pickup_latency(samples: int, user) -> dict[str, float]:
     return {"p50": statistics.median(latencies), "p99": percentile(latencies, 99), "n": len(latencies)}
 
 
+def pickup_to_work(samples: int, user) -> dict[str, float]:
+    """Enqueue call -> the first line of the task's work (the backend's ``generate``), as the
+    peers are measured (bench/peers/tally.py), with where imagegen's time goes: ``submit()``
+    itself (file, insert, NOTIFY, created event, commit), its commit -> the claim, and the
+    claim -> the backend's first line."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from bench.peers import tally
+    from generation.models import GenerationTask
+
+    tally.reset()
+    workers = start_workers(1, IMAGEGEN_BACKEND="bench.peers.imagegen_backend.PickupBackend")
+    try:
+        def submit():
+            return GenerationTask.submit(user=user, image=SimpleUploadedFile("x.jpg", b"x"),
+                                         content_type="image/jpeg", options={})[0]
+
+        submit()
+        tally.wait_picked_up(timeout=60)  # the worker is up and LISTENing
+        time.sleep(0.5)
+        samples_ = []
+        for i in range(samples + 5):
+            start = time.time()
+            task = submit()
+            submitted = time.time()
+            picked = tally.wait_picked_up()
+            if i >= 5:
+                samples_.append((task.pk, start, submitted, picked))
+            time.sleep(0.02)
+    finally:
+        for proc in workers:
+            proc.terminate()
+            proc.wait(30)
+    claimed = dict(GenerationTask.objects.filter(pk__in=[s[0] for s in samples_]).values_list("pk", "started_at"))
+    total = [(picked - start) * 1000 for _, start, _, picked in samples_]
+    parts = {
+        "submit": [(submitted - start) * 1000 for _, start, submitted, _ in samples_],
+        "to_claim": [(claimed[pk].timestamp() - submitted) * 1000 for pk, _, submitted, _ in samples_],
+        "to_work": [(picked - claimed[pk].timestamp()) * 1000 for pk, _, _, picked in samples_],
+    }
+    result = tally.pickup_figures(total)
+    result["parts"] = parts
+    return result
+
+
 def queue_tasks(owners: list, *, fair: bool = True) -> None:
     """Queue one task per entry of ``owners`` (setup only: bulk_create skips the created events,
     which are not what we measure). ``fair``: turns as ``submit`` gives them; otherwise all in
@@ -130,7 +176,10 @@ def drain(tasks: int, processes: int, users: list, *, fair: bool = True, skewed:
     """``tasks`` queued tasks drained by ``processes`` burst workers: tasks/s from first claim to last finish."""
     from generation.models import GenerationTask
 
+    from notifications.models import Event
+
     GenerationTask.objects.all().delete()
+    Event.objects.all().delete()  # each round appends to a log of the same size
     owners = skewed_owners(tasks, users) if skewed else [users[i % len(users)] for i in range(tasks)]
     queue_tasks(owners, fair=fair)
     wall = time.monotonic()
@@ -196,6 +245,106 @@ def start_behind(samples: int, users: list, backlog: int) -> dict[str, float]:
     return {"p50": statistics.median(waits), "p99": percentile(waits, 99), "n": len(waits)}
 
 
+PEERS = {
+    "Celery + Redis": "bench.peers.celery_peer",
+    "bare SKIP LOCKED loop": "bench.peers.bare_peer",
+    "procrastinate": "bench.peers.procrastinate_peer",
+    "django-tasks (db_worker)": "bench.peers.djangotasks_peer",
+}
+REFERENCE = "Celery + Redis"
+COMPARE_BEGIN, COMPARE_END = "<!-- compare: written by bench/bench_queue.py --compare -->", "<!-- /compare -->"
+
+
+def run_peer(python: str, module: str, what: str, **options: int) -> dict:
+    """One peer measure in the peers' virtualenv (bench/peers/common.py): its JSON line."""
+    argv = [python, "-m", module, what, *[f"--{k}={v}" for k, v in options.items()]]
+    env = {**os.environ, "REDIS_URL": REDIS, "PYTHONPATH": str(ROOT)}
+    for name in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "IMAGEGEN_BACKEND"):  # ours, not the peer's
+        env.pop(name, None)
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"{module} {what} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(args: argparse.Namespace, users: list) -> list[str]:
+    """imagegen and each peer, interleaved (the order rotates each round), on the same
+    PostgreSQL and Redis: drains (medians of the rounds) and pick-up (the rounds' samples pooled)."""
+    python = args.peer_python
+    systems = ["imagegen", *([] if args.no_peers else PEERS)]
+    rates: dict[str, list[float]] = {s: [] for s in systems}
+    picks: dict[str, list[float]] = {s: [] for s in systems}
+    parts: dict[str, list[float]] = {}
+    per_round = max(args.samples // args.rounds, 10)
+    for r in range(args.rounds):
+        order = systems[r % len(systems):] + systems[: r % len(systems)]
+        for system in order:
+            if system == "imagegen":
+                rate = drain(args.tasks, 2, users)["rate"]
+            else:
+                rate = run_peer(python, PEERS[system], "drain", tasks=args.tasks, processes=2)["rate"]
+            rates[system].append(rate)
+            print(f"round {r + 1} drain {system}: {rate:.0f} tasks/s", flush=True)
+        for system in order:
+            if system == "imagegen":
+                got = pickup_to_work(per_round, users[0])
+                for name, values in got["parts"].items():
+                    parts.setdefault(name, []).extend(values)
+            else:
+                got = run_peer(python, PEERS[system], "pickup", samples=per_round)
+            picks[system].extend(got["latencies"])
+            print(f"round {r + 1} pick-up {system}: p50 {got['p50']:.1f} ms, p99 {got['p99']:.1f} ms", flush=True)
+
+    def p(values: list[float], pct: float) -> float:
+        return statistics.median(values) if pct == 50 else percentile(values, pct)
+
+    ref_rate = statistics.median(rates[REFERENCE]) if REFERENCE in rates else None
+    ref_p50 = p(picks[REFERENCE], 50) if REFERENCE in picks else None
+    load = os.getloadavg()
+    lines = [
+        COMPARE_BEGIN,
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores, load average "
+        f"{load[0]:.1f} at the end), one PostgreSQL and one Redis for all; {args.rounds} interleaved rounds (the order "
+        f"rotates each round); production settings for imagegen (`DEBUG=0`, `REDIS_URL` set, every event written and "
+        f"pushed). Drain: {args.tasks} no-op tasks queued, then 2 worker processes, first start to last finish, the "
+        f"median of the rounds. Pick-up: enqueue call -> the first line of the task's work, one idle worker, "
+        f"{per_round} samples a round pooled ({per_round * args.rounds} each).",
+        "",
+        "| queue | drain, tasks/s (rounds) | drain vs Celery | pick-up p50 / p99 ms | p50 vs Celery |",
+        "|---|---|---|---|---|",
+    ]
+    for system in systems:
+        rate = statistics.median(rates[system])
+        p50, p99 = p(picks[system], 50), p(picks[system], 99)
+        lines.append(
+            f"| {system} | {rate:.0f} ({', '.join(f'{x:.0f}' for x in rates[system])}) | "
+            f"{f'{rate / ref_rate:.2f}x' if ref_rate else '-'} | {p50:.1f} / {p99:.1f} | "
+            f"{f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'} |"
+        )
+    if parts:
+        lines += [
+            "",
+            "imagegen's pick-up, where the time goes (medians): `submit()` itself "
+            f"{p(parts['submit'], 50):.1f} ms (file, insert, created event, NOTIFY, commit), its commit -> the claim "
+            f"{p(parts['to_claim'], 50):.1f} ms (NOTIFY, the listener, the runner's wake-up), the claim -> the "
+            f"backend's first line {p(parts['to_work'], 50):.1f} ms (the claim's statement, its event, commit, reading the input).",
+        ]
+    lines.append(COMPARE_END)
+    return lines
+
+
+def write_compare(out: Path, lines: list[str]) -> None:
+    """Put the comparison between its markers in ``out`` (appended under a heading the first time)."""
+    text = out.read_text() if out.exists() else "# Queue benchmark\n"
+    block = "\n".join(lines)
+    if COMPARE_BEGIN in text and COMPARE_END in text:
+        head, rest = text.split(COMPARE_BEGIN, 1)
+        text = head + block + rest.split(COMPARE_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Side by side with other queues\n\n" + block + "\n"
+    out.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=5000)
@@ -207,6 +356,11 @@ def main() -> None:
     parser.add_argument("--fairness-only", action="store_true",
                         help="only the fairness measures (skip pick-up latency and the plain drains)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "queue.md")
+    parser.add_argument("--compare", action="store_true",
+                        help="only the side-by-side run against the peers (bench/peers/), written into --out")
+    parser.add_argument("--no-peers", action="store_true", help="with --compare: imagegen alone (no peers' virtualenv)")
+    parser.add_argument("--peer-python", default=os.environ.get("BENCH_PEER_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python")),
+                        help="the python of the peers' virtualenv (requirements-bench.txt)")
     args = parser.parse_args()
 
     import tempfile
@@ -214,6 +368,15 @@ def main() -> None:
     media = Path(tempfile.mkdtemp(prefix="imagegen-bench-"))
     setup_django(media)
     users = make_users(args.users)
+    if args.compare:
+        if args.rounds == parser.get_default("rounds"):
+            args.rounds = 5
+        if not args.no_peers and not Path(args.peer_python).exists():
+            raise SystemExit(f"no peers' python at {args.peer_python}: see requirements-bench.txt, or --no-peers")
+        lines = compare(args, users)
+        write_compare(args.out, lines)
+        print("\n".join(lines))
+        return
     lat = pickup_latency(args.samples, users[0]) if not args.fairness_only else None
     if lat:
         print(f"pick-up latency: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms ({lat['n']} samples)")

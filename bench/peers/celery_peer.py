@@ -1,0 +1,68 @@
+"""Celery with Redis as broker, no result backend: the usual production shape.
+
+Workers: ``celery worker --pool solo`` (one process each, so "2 processes" means two
+processes of work, as for the other peers), default prefetch and acks.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from celery import Celery
+
+from bench.peers import common, tally
+
+app = Celery("bench_peer", broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+
+
+@app.task(name="bench.noop")
+def noop(pickup: bool = False) -> None:
+    if pickup:
+        tally.picked_up()
+    else:
+        tally.ran()
+
+
+def _workers(count: int) -> list:
+    return common.spawn([sys.executable, "-m", "celery", "-A", "bench.peers.celery_peer", "worker", "--pool", "solo",
+                         "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"], count)
+
+
+def drain(tasks: int, processes: int) -> dict:
+    tally.reset()
+    app.control.purge()
+    for _ in range(tasks):
+        noop.apply_async()
+    workers = _workers(processes)
+    try:
+        return tally.wait_drained(tasks)
+    finally:
+        common.stop(workers)
+
+
+def pickup(samples: int) -> dict:
+    tally.reset()
+    app.control.purge()
+    workers = _workers(1)
+    try:
+        noop.apply_async(kwargs={"pickup": True})  # wait until the worker is up
+        tally.wait_picked_up(timeout=60)
+        latencies = []
+        for i in range(samples + 5):
+            start = time.time()
+            noop.apply_async(kwargs={"pickup": True})
+            picked = tally.wait_picked_up()
+            if i >= 5:
+                latencies.append((picked - start) * 1000)
+            time.sleep(0.02)
+        return tally.pickup_figures(latencies)
+    finally:
+        common.stop(workers)
+
+
+if __name__ == "__main__":
+    from bench.peers import celery_peer as peer  # the app's one instance, as its workers import it
+
+    common.main(drain=peer.drain, pickup=peer.pickup)

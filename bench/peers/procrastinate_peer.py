@@ -1,0 +1,78 @@
+"""procrastinate: a PostgreSQL task queue (LISTEN/NOTIFY, SKIP LOCKED), its defaults.
+
+Workers: ``procrastinate worker --concurrency 1`` (one process each), jobs kept after they
+finish (its default ``--delete-jobs never``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import procrastinate
+
+from bench.peers import common, tally
+
+DB = os.environ.get("BENCH_PEER_DB", "bench_peer_procrastinate")
+
+app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=f"{common.PG}/{DB}"))
+
+
+@app.task(name="bench.noop")
+def noop(pickup: bool = False) -> None:
+    if pickup:
+        tally.picked_up()
+    else:
+        tally.ran()
+
+
+def setup() -> None:
+    common.recreate_database(DB)
+    with app.open():
+        app.schema_manager.apply_schema()
+
+
+def _workers(count: int) -> list:
+    return common.spawn([sys.executable, "-m", "procrastinate", "--app", "bench.peers.procrastinate_peer.app",
+                         "worker", "--concurrency", "1"], count, BENCH_PEER_DB=DB)
+
+
+def drain(tasks: int, processes: int) -> dict:
+    setup()
+    tally.reset()
+    with app.open():
+        for start in range(0, tasks, 1000):
+            noop.batch_defer(*[{} for _ in range(min(1000, tasks - start))])
+    workers = _workers(processes)
+    try:
+        return tally.wait_drained(tasks)
+    finally:
+        common.stop(workers)
+
+
+def pickup(samples: int) -> dict:
+    setup()
+    tally.reset()
+    workers = _workers(1)
+    try:
+        with app.open():
+            noop.defer(pickup=True)
+            tally.wait_picked_up(timeout=60)
+            time.sleep(0.5)
+            latencies = []
+            for i in range(samples + 5):
+                start = time.time()
+                noop.defer(pickup=True)
+                picked = tally.wait_picked_up()
+                if i >= 5:
+                    latencies.append((picked - start) * 1000)
+                time.sleep(0.02)
+        return tally.pickup_figures(latencies)
+    finally:
+        common.stop(workers)
+
+
+if __name__ == "__main__":
+    from bench.peers import procrastinate_peer as peer  # the app's one instance, as its workers import it
+
+    common.main(drain=peer.drain, pickup=peer.pickup)
