@@ -41,7 +41,7 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 20
+MAX_BATCH = 100
 # Sent with ``worker=`` once a worker's threads run, and as it stops: other apps run their own
 # loops inside every worker process this way (webhook delivery), unknown to this module.
 worker_started = Signal()

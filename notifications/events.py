@@ -97,12 +97,14 @@ def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetim
         return [Event.append(user_id=u, task_id=t, type=k, data=d, created_at=c) for u, t, k, d, c in rows]
     counter = connection.ops.quote_name(EventCounter._meta.db_table)
     table = connection.ops.quote_name(Event._meta.db_table)
-    columns = list(zip(*rows))
-    payloads = [json.dumps(data, cls=DjangoJSONEncoder) for data in columns[3]]
+    # The rows travel as one JSON document: a text[] of payloads would be quoted element by
+    # element on the client (measured: a regex pass per character class, 10 % of a drain).
+    # created_at goes as full ISO 8601 (DjangoJSONEncoder would cut it to milliseconds).
+    document = json.dumps([[u, t, k, d, c.isoformat()] for u, t, k, d, c in rows], cls=DjangoJSONEncoder)
     with connection.cursor() as cursor:
         cursor.execute(
-            "WITH r AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::jsonb[], %s::timestamptz[]) "
-            "WITH ORDINALITY AS r (user_id, task_id, type, data, created_at, ord)), "
+            "WITH r AS (SELECT (e->>0)::bigint AS user_id, (e->>1)::bigint AS task_id, e->>2 AS type, e->3 AS data, "
+            "(e->>4)::timestamptz AS created_at, ord FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x (e, ord)), "
             "n AS (SELECT user_id, count(*) AS n FROM r GROUP BY user_id), "
             f"bumped AS (INSERT INTO {counter} (user_id, last_seq) SELECT user_id, n FROM n ORDER BY user_id "
             f"ON CONFLICT (user_id) DO UPDATE SET last_seq = {counter}.last_seq + EXCLUDED.last_seq "
@@ -111,7 +113,7 @@ def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetim
             "SELECT r.user_id, b.last_seq - n.n + row_number() OVER (PARTITION BY r.user_id ORDER BY r.ord), "
             "r.task_id, r.type, r.data, r.created_at FROM r JOIN n USING (user_id) JOIN bumped b USING (user_id) "
             "RETURNING id, user_id, seq",
-            [list(columns[0]), list(columns[1]), list(columns[2]), payloads, list(columns[4])],
+            [document],
         )
         inserted = cursor.fetchall()
     # Each user's rows took that user's new seqs in list order: match them back that way.

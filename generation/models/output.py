@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
-from django.urls import reverse
 from django.utils import timezone
+
+from .links import task_url
 
 if TYPE_CHECKING:
     from .task import GenerationTask
@@ -73,7 +74,7 @@ class TaskOutput(models.Model):
 
     def get_url(self) -> str:
         # Names are URL-safe by construction (spec._NAME); the first output is also result_image_url.
-        return f"{reverse('task-result', args=[self.task_id])}?output={self.name}"
+        return f"{task_url('task-result', self.task_id)}?output={self.name}"
 
     def as_json(self) -> dict[str, Any]:
         """One entry of the task JSON's ``outputs``."""

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import Q
-from django.urls import reverse
 from django.utils import timezone
 
 from .. import wakeup
@@ -32,6 +31,7 @@ from . import set_transitions
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
+from .links import task_url
 from .usage import DailyUsage
 from .worker import WorkerProcess, alive_until
 
@@ -322,18 +322,18 @@ class GenerationTask(models.Model):
     def get_result_url(self) -> str | None:
         if self.status != self.Status.COMPLETED or not self.result_image:
             return None
-        return reverse("task-result", args=[self.pk])
+        return task_url("task-result", self.pk)
 
     def get_mask_url(self) -> str | None:
         if self.status != self.Status.COMPLETED or not self.mask_image:
             return None
-        return reverse("task-mask", args=[self.pk])
+        return task_url("task-mask", self.pk)
 
     def get_input_url(self) -> str | None:
         # An image_url task has no input until a worker has fetched it.
         if not self.input_image:
             return None
-        return reverse("task-input", args=[self.pk])
+        return task_url("task-input", self.pk)
 
     #: What clients see of a task, in this order: ``live_state()``. A new field of the
     #: task JSON is added here only (a computed one also to ``live_state``'s ``derived``);
@@ -373,7 +373,10 @@ class GenerationTask(models.Model):
             "batch": self.batch_id,
             "outputs": [output.as_json() for output in self.rendered_outputs()],
         }
-        return {name: _json_value(derived[name] if name in derived else getattr(self, name)) for name in self.LIVE_FIELDS}
+        tz = timezone.get_current_timezone()  # once, not per timestamp (a context-local lookup each)
+        return {
+            name: _json_value(derived[name] if name in derived else getattr(self, name), tz) for name in self.LIVE_FIELDS
+        }
 
     # --- Outputs --------------------------------------------------------------------------
     def rendered_outputs(self) -> list[TaskOutput]:
@@ -836,11 +839,12 @@ def backoff_seconds(attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(value: Any, tz: Any = None) -> Any:
     # Datetimes as the REST API has always written them: ISO 8601 in the server's
-    # time zone, UTC as "Z". Everything else on the task is JSON already.
+    # time zone (``tz``: the current one, looked up by the caller), UTC as "Z".
+    # Everything else on the task is JSON already.
     if isinstance(value, datetime):
-        text = timezone.localtime(value).isoformat()
+        text = value.astimezone(tz or timezone.get_current_timezone()).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     return value
 
