@@ -236,3 +236,35 @@ async def test_state_rebuilt_from_replayed_events_equals_the_task_list(user: Any
     pending = next(s for s in state.values() if s["status"] == "pending")
     assert (processing["elapsed_time"], processing["estimated_remaining_seconds"]) == (1.5, 2)  # round(4 - 1.5)
     assert (pending["queue_position"], pending["estimated_remaining_seconds"]) == (1, 4)
+
+async def test_a_workers_batch_reaches_the_socket_in_seq_order_in_pipelined_pushes(user: Any, make_task: Any,
+                                                                                   monkeypatch: Any) -> None:
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from generation.models import Completion
+    from notifications import events
+
+    if not isinstance(get_channel_layer(), RedisPubSubChannelLayer):
+        pytest.skip("the pipeline is channels-redis' pub/sub layer's (REDIS_URL)")
+    pipelined: list[int] = []
+    real = events._publish_pipelined
+
+    async def counted(layer: Any, batch: list) -> None:
+        pipelined.append(len(batch))
+        await real(layer, batch)
+
+    monkeypatch.setattr(events, "_publish_pipelined", counted)
+    await sync_to_async(lambda: [make_task() for _ in range(5)])()
+    ws = await open_socket(token_for(user), after=5)  # past the five task_created
+    await read_until_sync(ws)
+
+    def work() -> None:
+        claimed = GenerationTask.claim_next(WorkerProcess.objects.create(name="pipe"), limit=5)
+        GenerationTask.complete_batch([(t, token, Completion(f"results/{t.pk}.jpg", "image/jpeg")) for t, token in claimed])
+
+    await sync_to_async(work)()
+    frames = [await ws.receive_json_from(10) for _ in range(10)]
+    await ws.disconnect()
+    assert [f["seq"] for f in frames] == list(range(6, 16))
+    assert [f["type"] for f in frames] == ["task_update"] * 5 + ["task_complete"] * 5
+    assert sum(pipelined) >= 10 and max(pipelined) >= 5  # a batch's events went to Redis together
