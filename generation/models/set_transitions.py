@@ -80,7 +80,8 @@ def claim_rows(
         f"WHERE id IN (SELECT picked_id FROM picked) AND status = %s RETURNING {_returning(model)}"
     )
     ts = model._meta.get_field("started_at").get_db_prep_save(now, connection)
-    params = [*picked_params, model.Status.PROCESSING, worker.pk, ts, ts, model.Status.PENDING]
+    worker_id = model._meta.get_field("worker").get_db_prep_save(worker.pk, connection)
+    params = [*picked_params, model.Status.PROCESSING, worker_id, ts, ts, model.Status.PENDING]
     tasks = sorted(model.objects.raw(sql, params), key=lambda t: (-t.priority, t.turn, t.pk))
     for task in tasks:
         task.worker = worker  # the row's worker, so the log line names it without a query
