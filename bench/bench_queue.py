@@ -4,6 +4,15 @@ Run on demand (not part of the test suite):
 
     .venv/bin/python bench/bench_queue.py [--tasks 5000] [--samples 200] [--users 50] [--fair-samples 30]
 
+Side by side with other queues (Celery + Redis, a bare SKIP LOCKED loop, procrastinate,
+django-tasks; ``bench/peers/``), interleaved rounds on the same PostgreSQL and Redis:
+
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
+    .venv/bin/python bench/bench_queue.py --compare [--rounds 5] [--tasks 5000] [--samples 200]
+
+(``BENCH_PEER_PYTHON`` or ``--peer-python`` names another virtualenv's python; ``--no-peers``
+runs imagegen's half alone.) The comparison replaces its own section of the output file.
+
 It creates a scratch database ``imagegen_bench`` on the local PostgreSQL, uses
 the no-op backend by dotted path (so the figures are the queue's, not the image
 engine's), starts real ``manage.py runworker`` processes and writes the results
