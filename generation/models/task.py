@@ -438,18 +438,28 @@ class GenerationTask(models.Model):
 
         ``announce``: the caller queues work in this transaction; on PostgreSQL its NOTIFY
         rides in the same statement (it is delivered at commit wherever it is issued), one
-        round trip fewer on the submit path. The caller still calls ``_announce_work(notified=True)``."""
+        round trip fewer. The caller still calls ``_announce_work(notified=True)``."""
+        reads, params = cls._turn_reads(user_id, priority, announce=announce)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {reads}", params)
+            return cls._turn_from(*cursor.fetchone()[:3])
+
+    @classmethod
+    def _turn_reads(cls, user_id: int, priority: int, *, announce: bool) -> tuple[str, list[Any]]:
+        """``next_turn``'s reads as three scalar subqueries (and the NOTIFY), for any statement to carry."""
         table = connection.ops.quote_name(cls._meta.db_table)
         pending, processing = cls.Status.PENDING, cls.Status.PROCESSING
-        notify = ", pg_notify(%s, '')" if announce and connection.vendor == "postgresql" else ""
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT (SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = %s), "
-                f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = %s), "
-                f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = %s){notify}",
-                [priority, user_id, pending, priority, processing, priority, pending, *([wakeup.CHANNEL] if notify else [])],
-            )
-            last, serving, lowest = cursor.fetchone()[:3]
+        notify = announce and connection.vendor == "postgresql"
+        sql = (
+            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = %s), "
+            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = %s), "
+            f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = %s)"
+            + (", pg_notify(%s, '')" if notify else "")
+        )
+        return sql, [priority, user_id, pending, priority, processing, priority, pending, *([wakeup.CHANNEL] if notify else [])]
+
+    @staticmethod
+    def _turn_from(last: int | None, serving: int | None, lowest: int | None) -> int:
         if serving is None:
             serving = lowest or 0
         return serving if last is None else max(last + 1, serving)
@@ -513,8 +523,11 @@ class GenerationTask(models.Model):
             with transaction.atomic():
                 # Counted (and the user's counter row locked) in the insert's transaction:
                 # concurrent submits of one user cannot overshoot the quota.
-                DailyUsage.count_task(user, now)
-                task.turn = cls.next_turn(task.user_id, priority, announce=True)
+                # The turn reads and the NOTIFY ride in the count's statement: one round trip for all.
+                # (Its reads keep the statement's snapshot: a submit of the same user that held the
+                # counter row may be unseen and share our turn, which only orders the two by id.)
+                reads, params = cls._turn_reads(task.user_id, priority, announce=True)
+                task.turn = cls._turn_from(*DailyUsage.count_task(user, now, also=reads, also_params=params)[:3])
                 task.save()
                 _announce_work(notified=True)
                 log_transition(task, ("status",))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone as dt_timezone
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, models
@@ -60,23 +61,30 @@ class DailyUsage(models.Model):
         return f"{self.user_id} on {self.day}: {self.tasks}"
 
     @classmethod
-    def count_task(cls, user: AbstractBaseUser, now: datetime, tasks: int = 1) -> None:
+    def count_task(cls, user: AbstractBaseUser, now: datetime, tasks: int = 1, *, also: str = "",
+                   also_params: Sequence[Any] = ()) -> tuple[Any, ...]:
         """Count ``tasks`` new tasks (a batch counts each) for ``user`` or raise ``QuotaExceeded``. Call inside the
         transaction that inserts the task: one upsert increments the day's counter and
         keeps its row locked until that transaction ends, so a concurrent submit of the
         same user waits for it and then sees its count (and a refused or failed submit
-        rolls its increment back with everything else)."""
+        rolls its increment back with everything else).
+
+        ``also``: further expressions (scalar subqueries) for the upsert's ``RETURNING``, so the
+        caller's own reads ride in this round trip (``GenerationTask.submit``'s turn reads);
+        their values are returned, in order."""
         table = connection.ops.quote_name(cls._meta.db_table)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} (user_id, day, tasks) VALUES (%s, %s, %s) "
-                f"ON CONFLICT (user_id, day) DO UPDATE SET tasks = {table}.tasks + EXCLUDED.tasks RETURNING tasks",
-                [user.pk, utc_day(now), tasks],
+                f"ON CONFLICT (user_id, day) DO UPDATE SET tasks = {table}.tasks + EXCLUDED.tasks "
+                f"RETURNING tasks{', ' + also if also else ''}",
+                [user.pk, utc_day(now), tasks, *also_params],
             )
-            counted = int(cursor.fetchone()[0])
+            counted, *extra = cursor.fetchone()
         limit = settings.IMAGEGEN_DAILY_TASKS_PER_USER
-        if limit and counted > limit:
+        if limit and int(counted) > limit:
             raise QuotaExceeded(limit, seconds_to_next_utc_midnight(now))
+        return tuple(extra)
 
     @classmethod
     def check_quota(cls, user: AbstractBaseUser, now: datetime) -> None:
