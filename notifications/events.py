@@ -150,6 +150,7 @@ class Publisher:
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self.counts: Counter[str] = Counter()
         self.skip_until = 0.0  # monotonic time until which pushes are skipped after a failure
+        self._sending = 0  # messages of the batch being sent now
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Publish on ``loop`` (the ASGI server's) from now on."""
@@ -220,6 +221,7 @@ class Publisher:
                 self._count("skipped", len(batch))
                 continue
             started = time.monotonic()
+            self._sending = len(batch)  # taken from the queue, not yet handed over (flush_sync waits for it)
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):  # unlike wait_for, no extra task per push
                     await _send(get_channel_layer(), batch)
@@ -235,6 +237,7 @@ class Publisher:
                 if failing:
                     logger.warning("Pushes work again after %d failed", failing)
                     failing = 0
+            self._sending = 0
             # The in-memory layer's group_send need not yield: let the consumers run
             # between pushes, or a burst overfills their channels (capacity) first.
             await asyncio.sleep(0)
@@ -249,7 +252,7 @@ class Publisher:
         done = threading.Event()
 
         def check() -> None:
-            if self._queue is None or self._queue.empty():
+            if (self._queue is None or self._queue.empty()) and not self._sending:
                 # one more turn so the item just taken by _drain finishes its send
                 loop.call_later(0.01, done.set)
             else:
