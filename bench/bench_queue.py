@@ -285,30 +285,41 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
     picks: dict[str, list[float]] = {s: [] for s in systems}
     parts: dict[str, list[float]] = {}
     per_round = max(args.samples // args.rounds, 10)
+    failures: list[str] = []
     for r in range(args.rounds):
         order = systems[r % len(systems):] + systems[: r % len(systems)]
         for system in order:
-            if system == "imagegen":
-                rate = drain(args.tasks, 2, users)["rate"]
-            else:
-                rate = run_peer(python, PEERS[system], "drain", tasks=args.tasks, processes=2)["rate"]
+            try:
+                if system == "imagegen":
+                    rate = drain(args.tasks, 2, users)["rate"]
+                else:
+                    rate = run_peer(python, PEERS[system], "drain", tasks=args.tasks, processes=2)["rate"]
+            except SystemExit as exc:  # one failed round (a shared Redis emptied under it) is not the run
+                print(f"round {r + 1} drain {system} FAILED: {exc}", flush=True)
+                failures.append(f"round {r + 1} drain of {system}: {str(exc).splitlines()[-1]}")
+                continue
             rates[system].append(rate)
             print(f"round {r + 1} drain {system}: {rate:.0f} tasks/s", flush=True)
         for system in order:
-            if system == "imagegen":
-                got = pickup_to_work(per_round, users[0])
-                for name, values in got["parts"].items():
-                    parts.setdefault(name, []).extend(values)
-            else:
-                got = run_peer(python, PEERS[system], "pickup", samples=per_round)
+            try:
+                if system == "imagegen":
+                    got = pickup_to_work(per_round, users[0])
+                    for name, values in got["parts"].items():
+                        parts.setdefault(name, []).extend(values)
+                else:
+                    got = run_peer(python, PEERS[system], "pickup", samples=per_round)
+            except SystemExit as exc:
+                print(f"round {r + 1} pick-up {system} FAILED: {exc}", flush=True)
+                failures.append(f"round {r + 1} pick-up of {system}: {str(exc).splitlines()[-1]}")
+                continue
             picks[system].extend(got["latencies"])
             print(f"round {r + 1} pick-up {system}: p50 {got['p50']:.1f} ms, p99 {got['p99']:.1f} ms", flush=True)
 
     def p(values: list[float], pct: float) -> float:
         return statistics.median(values) if pct == 50 else percentile(values, pct)
 
-    ref_rate = statistics.median(rates[REFERENCE]) if REFERENCE in rates else None
-    ref_p50 = p(picks[REFERENCE], 50) if REFERENCE in picks else None
+    ref_rate = statistics.median(rates[REFERENCE]) if rates.get(REFERENCE) else None
+    ref_p50 = p(picks[REFERENCE], 50) if picks.get(REFERENCE) else None
     load = os.getloadavg()
     lines = [
         COMPARE_BEGIN,
@@ -323,6 +334,9 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for system in systems:
+        if not rates[system] or not picks[system]:
+            lines.append(f"| {system} | no round completed | - | - | - |")
+            continue
         rate = statistics.median(rates[system])
         p50, p99 = p(picks[system], 50), p(picks[system], 99)
         lines.append(
@@ -338,6 +352,8 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
             f"{p(parts['to_claim'], 50):.1f} ms (NOTIFY, the listener, the runner's wake-up), the claim -> the "
             f"backend's first line {p(parts['to_work'], 50):.1f} ms (the claim's statement, its event, commit, reading the input).",
         ]
+    if failures:
+        lines += ["", "Rounds that failed (left out of the figures): " + "; ".join(failures) + "."]
     lines.append(COMPARE_END)
     return lines
 
