@@ -28,9 +28,11 @@ MANAGE = [sys.executable, str(Path(__file__).resolve().parents[2] / "manage.py")
 
 
 def claims_per_task() -> Counter[int]:
-    return Counter(
-        e.task_id for e in Event.objects.filter(type="task_update") if e.data["status"] == "processing"
-    )
+    # A claim is a distinct attempt seen processing: a progress step is a "processing" event too
+    # (written when the step comes later than the progress interval, as it does under load).
+    attempts = {(e.task_id, e.data["attempts"]) for e in Event.objects.filter(type="task_update")
+                if e.data["status"] == "processing"}
+    return Counter(task_id for task_id, _ in attempts)
 
 
 def run_once_in_thread(worker: Worker) -> threading.Thread:
