@@ -12,6 +12,10 @@ from generation.errors import ErrorCode
 
 _NULLABLE_STR = {"type": "string", "nullable": True}
 
+#: The component drf-spectacular makes of ``generation.serializers.OutputSerializer`` (the
+#: task JSON's outputs): an event's outputs are the same objects, so they share its schema.
+OUTPUT = "Output"
+
 EVENT = {
     "type": "object",
     "required": ["type", "seq", "task_id", "timestamp", "data"],
@@ -31,8 +35,9 @@ EVENT = {
                 "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "canceled"]},
                 "progress": {"type": "integer", "minimum": 0, "maximum": 100},
                 "result_image_url": _NULLABLE_STR,
-                "outputs": {"type": "array", "description": "Every output once completed (the task JSON's outputs).",
-                            "items": {"type": "object"}},
+                "outputs": {"type": "array", "description": "Every output once completed, in the order asked "
+                                                            "for (the task JSON's outputs); empty before.",
+                            "items": {"$ref": f"#/components/schemas/{OUTPUT}"}},
                 "elapsed_time": {"type": "number", "nullable": True},
                 "estimated_remaining_seconds": {"type": "integer", "nullable": True},
                 "error_code": {"type": "string", "nullable": True, "enum": [*ErrorCode.values, None]},
