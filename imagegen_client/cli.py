@@ -25,7 +25,9 @@ from .client import Client
 from .errors import ImagegenError
 from .errors import StreamError
 
-PRESETS = ("amazon", "walmart", "shopify", "etsy", "ebay", "taobao", "jd", "pinduoduo")
+# The server's presets (generation.engine.presets; tests/clients/test_cli.py keeps them equal).
+PRESETS = ("amazon", "walmart", "shopify", "etsy", "ebay", "taobao", "jd", "pinduoduo", "zalando", "mercadolibre",
+           "google", "lazada", "tiktok", "temu")
 
 
 def positive_int(raw: str) -> int:

@@ -1,5 +1,5 @@
-"""Photos by URL from the CLI (``submit --url``, ``batch`` from a file of URLs), against a real daphne + worker
-that fetch them from a photo server on loopback."""
+"""The CLI: its presets, and photos by URL (``submit --url``, ``batch`` from a file of URLs) against a real
+daphne + worker that fetch them from a photo server on loopback."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,18 @@ import pytest
 
 from generation.models import Batch, GenerationTask
 from imagegen_client.batch import read_urls
-from imagegen_client.cli import main
+from imagegen_client.cli import PRESETS, main
 
 from .conftest import photo_variant
 from .photo_server import FETCH_ENV, serve_photos
 from .test_client_live import run_cli
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_cli_offers_exactly_the_servers_presets() -> None:
+    server = pytest.importorskip("generation.engine.presets", reason="the server is not in this tree")
+    assert sorted(PRESETS) == sorted(server.PRESETS)
 
 
 def test_a_url_list_skips_blank_lines_comments_and_repeats_and_keeps_fragments(tmp_path: Path) -> None:
