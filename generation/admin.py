@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from notifications.models import Event
 
-from . import dashboard, retention, thumbnails
+from . import batch_admin, dashboard, retention, thumbnails  # noqa: F401  (batch_admin registers BatchAdmin)
 from .models import GenerationTask, InvalidTransition, QueueControl, WorkerProcess
 
 TIMELINE_LIMIT = 500
@@ -46,7 +46,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     actions = ["retry_tasks", "cancel_tasks", "requeue_tasks"]
     change_list_template = "admin/generation/generationtask/change_list.html"
     fieldsets = (
-        (None, {"fields": ("id", "user", "status", "progress_bar", "attempts", "max_attempts",
+        (None, {"fields": ("id", "user", "batch", "status", "progress_bar", "attempts", "max_attempts",
                            "error_code", "error_message")}),
         ("Images", {"fields": ("input_preview", "result_preview", "mask_preview", "outputs_table", "options", "compliance")}),
         ("Review and provenance", {"fields": ("needs_review", "review_reasons", "engine")}),
