@@ -12,12 +12,13 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from .models import Batch, InvalidTransition
 from .models.batch import COUNTED
+from .work_admin import WorkAdmin
 
 #: The change page lists at most this many of a batch's tasks (a batch holds up to 100).
 TASKS_SHOWN = 100
@@ -30,7 +31,7 @@ def tasks_url(batch: Batch, status: str | None = None) -> str:
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(WorkAdmin):
     list_display = ("id", "user", "status", "progress_bar", "total", *COUNTED, "client_ref", "created_at",
                     "finished_at", "tasks_link")
     list_filter = ("status", ("user", admin.RelatedOnlyFieldListFilter), "created_at", "finished_at")
@@ -50,21 +51,8 @@ class BatchAdmin(admin.ModelAdmin):
     )
     readonly_fields = [*(f.name for f in Batch._meta.fields), "progress_bar", "counts_table", "tasks_table"]
 
-    # --- permissions ---------------------------------------------------------------
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # batches come in through the API, with every photo checked
-
-    def has_delete_permission(self, request: HttpRequest, obj: Batch | None = None) -> bool:
-        # An unfinished batch is work in flight: cancel it first. Deleting a finished one
-        # leaves its tasks as single tasks (batch set to null), as retention does not.
-        if obj is not None and not obj.is_finished:
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None) -> HttpResponse:
-        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
-        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+    # Deleting a finished batch (WorkAdmin allows no other) leaves its tasks as single
+    # tasks (batch set to null), as retention does not.
 
     def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
         finished = [batch for batch in queryset if batch.is_finished]

@@ -88,7 +88,8 @@ def cursor(request: HttpRequest) -> tuple[int | None, str | None]:
     return values.get("Last-Event-ID", values.get("after")), None
 
 
-async def events_stream(request: HttpRequest) -> HttpResponseBase:
+async def _caller_and_cursor(request: HttpRequest) -> tuple[Caller, int | None] | HttpResponseBase:
+    """What every stream checks first: a GET, an authenticated caller, a valid cursor."""
     if request.method != "GET":
         return error(405, f'Method "{request.method}" not allowed.', Allow="GET")
     caller, denied = await aauthenticate(request, query=True)
@@ -98,6 +99,14 @@ async def events_stream(request: HttpRequest) -> HttpResponseBase:
     after, problem = cursor(request)
     if problem is not None:
         return error(400, problem)
+    return caller, after
+
+
+async def events_stream(request: HttpRequest) -> HttpResponseBase:
+    opened = await _caller_and_cursor(request)
+    if isinstance(opened, HttpResponseBase):
+        return opened
+    caller, after = opened
     return await _open(request, EventFeed(caller, after))
 
 
@@ -116,15 +125,10 @@ atask_bounds = database_sync_to_async(_task_bounds, thread_sensitive=False)
 
 async def task_events_stream(request: HttpRequest, task_id: int) -> HttpResponseBase:
     """``GET /api/tasks/{id}/events/stream/``: one task's events, ending after its final state."""
-    if request.method != "GET":
-        return error(405, f'Method "{request.method}" not allowed.', Allow="GET")
-    caller, denied = await aauthenticate(request, query=True)
-    if caller is None:
-        assert denied is not None
-        return denied
-    after, problem = cursor(request)
-    if problem is not None:
-        return error(400, problem)
+    opened = await _caller_and_cursor(request)
+    if isinstance(opened, HttpResponseBase):
+        return opened
+    caller, after = opened
     status, first, last = await atask_bounds(caller.user.pk, task_id)
     if status is None:
         return error(404, "No GenerationTask matches the given query.")  # another user's is no different
