@@ -195,7 +195,9 @@ def test_sigterm_lets_a_short_task_finish_within_the_grace_period(make_task, sub
         subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", TEST_BACKEND_SECONDS="2",
         IMAGEGEN_SHUTDOWN_GRACE="30",
     )
-    wait_until(lambda: GenerationTask.objects.get(pk=task.pk).status == "processing", timeout=30)
+    # Started work (a progress step), not just claimed: a claimed task not yet started when the
+    # signal lands goes back to the queue, for another worker (Worker.run_once).
+    wait_until(lambda: GenerationTask.objects.get(pk=task.pk).progress > 0, timeout=30)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
