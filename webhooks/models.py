@@ -42,6 +42,9 @@ ALL_EVENTS = "*"
 #: Retries go on for at least a day, whatever the disable window (the contract's floor).
 MIN_RETRY_WINDOW = timedelta(hours=24)
 MATERIALIZE_BATCH = 500
+#: First key of the PostgreSQL advisory lock that serialises delivery claims per endpoint (the
+#: second key is the endpoint id), so the per-endpoint lane cap holds across worker processes.
+CLAIM_LOCK = 7_301_014
 
 
 class Unavailable(Exception):
@@ -247,6 +250,9 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["next_attempt_at"], name="webhook_delivery_due",
                          condition=Q(status="pending")),
             models.Index(fields=["endpoint", "-seq"], name="webhook_delivery_log"),
+            # The live lanes counted at every claim (``live_lanes``): only rows in flight, a handful.
+            models.Index(fields=["endpoint", "claimed_until"], name="webhook_delivery_claimed",
+                         condition=Q(claim_token__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -262,29 +268,41 @@ class WebhookDelivery(models.Model):
         return self.claim_token is not None and self.claimed_until is not None and self.claimed_until > timezone.now()
 
     @classmethod
-    def claim_due(cls, lanes: int, *, busy: dict[int, int], per_endpoint: int, lease: float,
+    def claim_due(cls, lanes: int, *, per_endpoint: int, lease: float,
                   lane_size: int = 1) -> list[tuple[list[WebhookDelivery], uuid.UUID]]:
         """Claim due deliveries as up to ``lanes`` lanes: each lane is up to ``lane_size``
-        deliveries of one endpoint, attempted one after the other by one thread, and one
-        endpoint gets at most ``per_endpoint`` lanes running at once (``busy``: lanes this
-        process already runs, by endpoint), so a slow receiver holds at most that many of our
-        threads. Lanes share one claim transaction, so a busy endpoint costs one claim per
-        ``lane_size`` events, not one per event. Each claim counts an attempt at once: a worker
-        killed mid-attempt still leaves it counted. The lease covers one attempt; a lane renews
-        it for its remaining deliveries as it goes (``renew``)."""
+        deliveries of one endpoint, attempted one after the other by one thread. One endpoint
+        has at most ``per_endpoint`` lanes running at once across the whole fleet: a lane is
+        live while a delivery holds its token under an unexpired lease, and the live lanes are
+        counted in the database under a per-endpoint lock (``_lock_endpoints``), so two
+        workers claiming at once cannot both take an endpoint's last slot. A slow receiver thus
+        holds at most that many threads of the fleet, and its slots never stop another
+        endpoint's claim (saturated endpoints are left out of the candidates).
+
+        Lanes share one claim transaction, so a busy endpoint costs one claim per ``lane_size``
+        events, not one per event. Each claim counts an attempt at once: a worker killed
+        mid-attempt still leaves it counted, and its lanes keep their slots until their lease
+        runs out. The lease covers one attempt; a lane renews it for its remaining deliveries
+        as it goes (``renew``)."""
         if lanes <= 0:
             return []
         now = timezone.now()
-        saturated = [endpoint for endpoint, n in busy.items() if n >= per_endpoint]
         with transaction.atomic():
+            # Unlocked first look: endpoints already at their cap are not candidates, so a few
+            # slow receivers with long backlogs cannot fill the candidate list.
+            saturated = [endpoint for endpoint, n in cls.live_lanes(now).items() if n >= per_endpoint]
             candidates = list(
                 cls.objects.due(now).exclude(endpoint_id__in=saturated).order_by("next_attempt_at", "seq")
                 .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: lanes * lane_size * 2]
             )
-            running = dict(busy)
+            held = cls._lock_endpoints({d.endpoint_id for d in candidates})
+            # Counted again under the locks: authoritative, whichever process runs the lanes.
+            running = cls.live_lanes(now, held)
             open_lane: dict[int, list[WebhookDelivery]] = {}
             taken: list[list[WebhookDelivery]] = []
             for delivery in candidates:
+                if delivery.endpoint_id not in held:
+                    continue  # another process is claiming for this endpoint right now
                 lane = open_lane.get(delivery.endpoint_id)
                 if lane is not None and len(lane) < lane_size:
                     lane.append(delivery)
@@ -307,6 +325,34 @@ class WebhookDelivery(models.Model):
             for delivery in lane:
                 delivery.event = events.get(delivery.event_id)
         return claimed
+
+    @classmethod
+    def live_lanes(cls, now: datetime, endpoints: set[int] | None = None) -> dict[int, int]:
+        """Running lanes by endpoint, fleet-wide: distinct claim tokens under an unexpired lease
+        (a lane's token stays on its deliveries not yet finished, so it counts until the lane
+        ends, or until the lease runs out if its worker died)."""
+        live = cls.objects.filter(claim_token__isnull=False, claimed_until__gt=now)
+        if endpoints is not None:
+            live = live.filter(endpoint_id__in=endpoints)
+        counted = live.values("endpoint_id").annotate(lanes=models.Count("claim_token", distinct=True))
+        return {row["endpoint_id"]: row["lanes"] for row in counted}
+
+    @staticmethod
+    def _lock_endpoints(endpoints: set[int]) -> set[int]:
+        """Those of ``endpoints`` this transaction now holds the claim lock of. PostgreSQL:
+        a transaction-scoped advisory lock per endpoint, tried, never waited for (the claim
+        skips an endpoint another claim holds, and try-locks cannot deadlock). Not the
+        endpoint's row lock: materializing holds that on every busy endpoint at every loop, and
+        claims would skip exactly the endpoints with work. SQLite runs one write transaction
+        at a time (BEGIN IMMEDIATE), so every endpoint is already held."""
+        if not endpoints or connection.vendor != "postgresql":
+            return set(endpoints)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM unnest(%s::bigint[]) AS id "
+                "WHERE pg_try_advisory_xact_lock(%s, (id %% 2147483647)::int)",
+                [sorted(endpoints), CLAIM_LOCK])
+            return {row[0] for row in cursor.fetchall()}
 
     @classmethod
     def renew(cls, token: uuid.UUID, lease: float) -> datetime:
