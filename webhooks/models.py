@@ -306,7 +306,10 @@ class WebhookDelivery(models.Model):
                 cls.objects.due(now).exclude(endpoint_id__in=saturated).order_by("next_attempt_at", "seq")
                 .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: lanes * lane_size * 2]
             )
-            held = cls._lock_endpoints({d.endpoint_id for d in candidates})
+            # At most ``lanes`` endpoints can get a lane: lock only those (the first in due order),
+            # so a concurrent claim in another worker finds the rest free.
+            wanted = list(dict.fromkeys(d.endpoint_id for d in candidates))[:lanes]
+            held = cls._lock_endpoints(set(wanted))
             # Counted again under the locks: authoritative, whichever process runs the lanes.
             running = cls.live_lanes(now, held)
             open_lane: dict[int, list[WebhookDelivery]] = {}

@@ -147,3 +147,19 @@ def test_a_claim_skips_an_endpoint_whose_claim_lock_another_process_holds(user: 
         assert claim() == []  # not waited for: the next loop comes back to it
         other.execute("SELECT pg_advisory_unlock(%s, %s)", [webhook_models.CLAIM_LOCK, endpoint.pk])
     assert [d.endpoint_id for d, _ in claim()] == [endpoint.pk]
+
+
+def test_a_claim_locks_only_the_endpoints_it_has_threads_for(user: Any, other_user: Any, make_task: Any) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the claim lock is PostgreSQL's advisory lock")
+    first = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
+    make_task()
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    assert [d.endpoint_id for d, _ in claim(limit=1)] == [first.pk]
+    with connection.cursor() as cursor:  # the test's transaction still holds what the claim took
+        cursor.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND pid = pg_backend_pid()",
+                       [webhook_models.CLAIM_LOCK])
+        # the other endpoint stays free for a claim in another worker meanwhile
+        assert [row[0] for row in cursor.fetchall()] == [first.pk]
