@@ -64,16 +64,6 @@ def read_urls(path: Path) -> list[str]:
     return list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
 
 
-def submit_url_batch(client: Client, urls: list[str], *, idempotency_key: str | None = None,
-                     **options: object) -> Batch:
-    """``POST /api/batches/`` with ``{"image_urls": [...], ...options}``: the server fetches each photo."""
-    body: dict[str, Any] = {k: str(v) for k, v in options.items() if v is not None}
-    body["image_urls"] = list(urls)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    batch: Batch = client._request("POST", "/api/batches/", json=body, headers=headers).json()
-    return batch
-
-
 @dataclass
 class Chunk:
     files: list[str]  # photo names inside the source folder (or the list's URLs), in upload order
@@ -164,8 +154,8 @@ class BatchRun:
         while chunk.files and chunk.batch_id is None:
             try:
                 if self.by_url:
-                    batch = submit_url_batch(self.client, chunk.files, **self.state.options,
-                                             idempotency_key=url_chunk_key(chunk.files, self.state.options))
+                    batch = self.client.submit_batch(image_urls=chunk.files, **self.state.options,
+                                                     idempotency_key=url_chunk_key(chunk.files, self.state.options))
                 else:
                     paths = [self.source / name for name in chunk.files]
                     batch = self.client.submit_batch(paths, idempotency_key=chunk_key(paths, self.state.options),
