@@ -264,6 +264,38 @@ def _faint_box(raw: np.ndarray, work: np.ndarray, shape: tuple[int, int]) -> tup
     return box
 
 
+#: The model sees a photo squashed to a square; a strip longer than this many times its width is first
+#: mirrored out (reflected copies of itself) to this aspect, so its width is not squashed to a few px
+#: (a 4000x120 strip: 10 of the model's 320 px across, 38 with the copies).
+MAX_MODEL_ASPECT = 4.0
+
+
+def _saliency(segmenter: Segmenter, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The model's map of ``rgb`` (at the model's resolution, or a strip's share of it) and its raw range.
+
+    Reflected copies rather than a flat pad: the model takes a flat field around a band of texture for
+    a salient band, while the strip's own content continued outwards looks like a wider photo of it.
+    """
+    h, w = rgb.shape[:2]
+    if max(h, w) <= MAX_MODEL_ASPECT * min(h, w):
+        return segmenter.saliency(rgb)
+    short = int(np.ceil(max(h, w) / MAX_MODEL_ASPECT))
+    pad = short - min(h, w)
+    before, after = pad // 2, pad - pad // 2
+    if h < w:
+        padded = cv2.copyMakeBorder(rgb, before, after, 0, 0, cv2.BORDER_REFLECT_101 if h > 1 else cv2.BORDER_REPLICATE)
+    else:
+        padded = cv2.copyMakeBorder(rgb, 0, 0, before, after, cv2.BORDER_REFLECT_101 if w > 1 else cv2.BORDER_REPLICATE)
+    raw, spread = segmenter.saliency(padded)
+    ph, pw = padded.shape[:2]
+    sy, sx = raw.shape[0] / ph, raw.shape[1] / pw
+    if h < w:
+        part = raw[int(before * sy):max(int(before * sy) + 1, int(np.ceil((before + h) * sy))), :]
+    else:
+        part = raw[:, int(before * sx):max(int(before * sx) + 1, int(np.ceil((before + w) * sx)))]
+    return np.ascontiguousarray(part), spread
+
+
 def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
              box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | _Faint:
@@ -273,7 +305,7 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     ``photo_share`` is the region's share of the photo: the product's size is judged against the
     photo, not the region, when a second look crops it."""
     h, w = rgb.shape[:2]
-    raw, spread = segmenter.saliency(rgb)
+    raw, spread = _saliency(segmenter, rgb)
     gw, gh = guide_size(h, w)
     prob = cv2.resize(raw, (gw, gh), interpolation=cv2.INTER_LINEAR)
     if box_in_region is not None:

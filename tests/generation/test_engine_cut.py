@@ -258,6 +258,15 @@ def test_a_product_well_inside_the_frame_is_seen_again_at_its_own_box(
     assert iou(cut, truth) >= 0.94 > before
 
 
+def test_a_4000x120_strip_is_seen_wider_than_the_models_square(model: Segmenter, tmp_path: Any) -> None:
+    # Squashed to 320x320 the strip is 10 model px across and the model sees nothing it can cut
+    # (IoU 0.000 before); mirrored out to 4:1 it sees the syringe 38 px across.
+    photo, truth = _set_sample(tmp_path, "strip-syringe", 2)
+    assert photo.shape[:2] == (120, 4000)
+    cut = cut_product(photo, None, segmenter=model)
+    assert iou(cut, truth) >= 0.7
+
+
 def test_a_tiny_key_the_model_barely_sees_is_cut_and_flagged_not_refused(model: Segmenter, tmp_path: Any) -> None:
     # A key 0.2 % of a burlap photo: the model's raw answer spans 0.01 (nothing salient) but points
     # at the key; it used to be refused as no_product_found.
