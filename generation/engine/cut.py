@@ -321,7 +321,9 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     product = _fill_specks(product)
     small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
     matte = refine(rgb, prob, product, segmenter.side, small)
-    classical, score = _classical_check(work)
+    # The backdrop model's comparison signals are logged, not judged (review.UNJUDGED): only worth
+    # their time when someone reads the debug log.
+    classical, score = _classical_check(work) if logger.isEnabledFor(logging.DEBUG) else (None, None)
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
     signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score)
