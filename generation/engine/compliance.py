@@ -35,7 +35,10 @@ and connected to the frame (an enclosed highlight is product, not backdrop).
 They must be exactly (255, 255, 255), with one exemption for lossy files:
 inside an 8x8 block shared with the product's edge no JPEG can promise exact
 white (measured: q100 4:4:4 still leaves 0.07-0.17 % of background pixels 1-5
-levels off there), so those pixels are counted in the report but not judged.
+levels off there), so those pixels are counted in the report but not judged. With a verified claim the product's edge
+is where the renderer drew any coverage (a faint edge pixel the encoder lightened past
+:data:`PRODUCT_LEVEL` still shares its block with the product), and solidly covered pixels are product
+whatever their colour; partially covered pixels outside those blocks are judged as before.
 Ringing that leaks *beyond* the edge's own block (4:2:0 chroma, low quality)
 fails the check; the encoder avoids it with 4:4:4 chroma.
 """
@@ -329,9 +332,13 @@ def _pixel_checks(pixels: np.ndarray, target: _Target, lossy: bool,
 
     k = 2 * PRODUCT_CLEARANCE_PX + 1
     product = strong
+    edge_of = strong
     if verified and claim is not None and claim.coverage is not None:
         # Solid product is product whatever its colour (a white product's near-white edge).
         product = strong | (claim.coverage >= SOLID_COVERAGE)
+        # The product's edge, for the codec's blocks, is where it was drawn at all: a faint edge pixel
+        # that the encoder lightened past PRODUCT_LEVEL still shares its block with the product.
+        edge_of = product | (claim.coverage > 0)
     near = cv2.dilate(product.view(np.uint8), np.ones((k, k), np.uint8))
     if shadow_box is not None:
         # A drawn shadow is meant to be there (the frame check above still holds it off the edges).
@@ -340,7 +347,11 @@ def _pixel_checks(pixels: np.ndarray, target: _Target, lossy: bool,
     # the product's edge (q100 4:4:4 still leaves 1-3 levels of rounding
     # ringing there, and decoders differ by one level): those pixels are
     # reported, not judged. Every other background pixel must be exact.
-    exempt = _codec_blocks(near > 0) if lossy else near > 0
+    if lossy:
+        edge = near if edge_of is strong else cv2.dilate(edge_of.view(np.uint8), np.ones((k, k), np.uint8))
+        exempt = _codec_blocks(edge > 0)
+    else:
+        exempt = near > 0
     # The backdrop is what surrounds the product, reached from the frame: a
     # blown highlight enclosed by the product is product, however white.
     # A frame of padding links every border pixel, so one flood fill reaches them all.
