@@ -18,8 +18,9 @@ from django.utils.html import format_html, format_html_join
 
 from notifications.models import Event
 
-from . import dashboard, retention, thumbnails
+from . import batch_admin, dashboard, retention, thumbnails  # noqa: F401  (batch_admin registers BatchAdmin)
 from .models import GenerationTask, InvalidTransition, QueueControl, WorkerProcess
+from .work_admin import WorkAdmin
 
 TIMELINE_LIMIT = 500
 _IMAGE_HEADERS = {
@@ -31,7 +32,7 @@ _IMAGE_HEADERS = {
 
 
 @admin.register(GenerationTask)
-class GenerationTaskAdmin(admin.ModelAdmin):
+class GenerationTaskAdmin(WorkAdmin):
     list_display = (
         "id", "user", "status", "needs_review", "progress_bar", "attempts", "error_code", "worker_name",
         "created_at", "started_at", "finished_at", "duration", "input_thumb", "result_thumb",
@@ -46,7 +47,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     actions = ["retry_tasks", "cancel_tasks", "requeue_tasks"]
     change_list_template = "admin/generation/generationtask/change_list.html"
     fieldsets = (
-        (None, {"fields": ("id", "user", "status", "progress_bar", "attempts", "max_attempts",
+        (None, {"fields": ("id", "user", "batch", "status", "progress_bar", "attempts", "max_attempts",
                            "error_code", "error_message")}),
         ("Images", {"fields": ("input_preview", "result_preview", "mask_preview", "outputs_table", "options", "compliance")}),
         ("Review and provenance", {"fields": ("needs_review", "review_reasons", "engine")}),
@@ -59,22 +60,6 @@ class GenerationTaskAdmin(admin.ModelAdmin):
         "progress_bar", "duration", "input_preview", "result_preview", "mask_preview", "outputs_table", "review_reasons",
         "timeline",
     ]
-
-    # --- permissions ---------------------------------------------------------------
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # tasks come in through the API, with a validated upload
-
-    def has_delete_permission(self, request: HttpRequest, obj: GenerationTask | None = None) -> bool:
-        # An active task is still someone's work in flight: cancel it first.
-        if obj is not None and not obj.is_finished:
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None) -> HttpResponse:
-        # Read-only page: state changes are the actions, not form edits.
-        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
-        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     # --- columns ----------------------------------------------------------------------
     @admin.display(description="progress", ordering="progress")

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -23,21 +23,12 @@ from rest_framework.response import Response
 from . import archive
 from .batch_serializers import BatchCreateSerializer, BatchSerializer, BatchURLsCreateSerializer, request_fingerprint
 from .exceptions import Conflict
-from .intake import intake_paused_response, quota_exceeded_response
-from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition, QuotaExceeded
-from .views import IDEMPOTENCY_HEADER, DownloadNegotiation, SubmitThrottle
+from .serializers import IdempotencyReusedSerializer
+from .intake import IDEMPOTENCY_HEADER, IdempotencyKeyReused, SubmitIntake
+from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition
+from .views import DownloadNegotiation, SubmitThrottle
 
 _END = object()
-
-
-class IdempotencyKeyReused(APIException):
-    status_code = 422
-    default_detail = "This Idempotency-Key was used for another batch (other photos or options); use a new key."
-    default_code = "idempotency_key_reused"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.detail = {"detail": self.default_detail, "code": self.default_code}  # type: ignore[assignment]
 
 
 async def _in_threads(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -53,7 +44,7 @@ async def _in_threads(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     list=extend_schema(summary="The caller's batches, newest first"),
     retrieve=extend_schema(summary="One of the caller's batches"),
 )
-class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class BatchViewSet(SubmitIntake, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = BatchSerializer
     # Only for the schema generator (the id's type); requests always go through get_queryset.
     queryset = Batch.objects.none()
@@ -86,17 +77,14 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
                                      description="a repeat with the same key returns the first batch (200)")],
         responses={201: BatchSerializer, 200: BatchSerializer,
-                   422: OpenApiResponse(description="the Idempotency-Key was used for another request "
-                                        "(code idempotency_key_reused)"),
+                   422: OpenApiResponse(IdempotencyReusedSerializer,
+                                        description="the Idempotency-Key was used with other photos or options"),
+                   429: OpenApiResponse(description="throttled, or the batch's photos would pass the daily task "
+                                                    "quota (`code: quota_exceeded`; Retry-After)"),
                    503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        paused = intake_paused_response()
-        if paused is not None:
-            return paused
-        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
-        if key is not None and len(key) > 255:
-            raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})
+        key = self.open_intake(request)
         try:
             data = request.data
         except TooManyFilesSent:
@@ -115,11 +103,8 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         creator = BatchCreateSerializer if hasattr(data, "getlist") else BatchURLsCreateSerializer
         serializer = creator(data=data)
         serializer.is_valid(raise_exception=True)
-        try:
-            batch, created = Batch.submit(user=request.user, idempotency_key=key, fingerprint=fingerprint,
-                                          **serializer.validated_data)
-        except QuotaExceeded as exc:
-            return quota_exceeded_response(exc)
+        batch, created = Batch.submit(user=request.user, idempotency_key=key, fingerprint=fingerprint,
+                                      **serializer.validated_data)
         if not created:  # an identical request raced this one and won
             return self._repeat(batch, fingerprint)
         body = self.get_serializer(batch).data
@@ -128,7 +113,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def _repeat(self, earlier: Batch, fingerprint: str) -> Response:
         """A repeated Idempotency-Key: the first batch (200) if the request is the same one."""
         if earlier.fingerprint and earlier.fingerprint != fingerprint:
-            raise IdempotencyKeyReused()
+            raise IdempotencyKeyReused("batch", earlier.pk, "other photos")
         return Response(self.get_serializer(earlier).data, status=status.HTTP_200_OK)
 
     @extend_schema(

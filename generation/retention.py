@@ -5,6 +5,12 @@ every worker's retention thread (automatically, when due). Rules:
 
 - only finished tasks (completed, failed, canceled) are ever deleted; the
   status is re-checked under the row lock, so a task retried meanwhile stays;
+- a batch's tasks wait for their batch: they are due once the batch itself
+  finished (every task of it finished) longer ago than the cutoff, so a batch
+  goes as a whole, and its row goes in the transaction that deletes its last
+  task. A batch that still has tasks (a purge of some statuses only, or tasks
+  deleted one by one) keeps its row: its counts stay the outcome it had, and
+  its ``tasks`` list what it still holds;
 - rows go in small batches, each its own short transaction, so no long lock
   blocks the queue; a row file is deleted only after its row's delete commits
   (a rolled-back batch keeps its files);
@@ -28,12 +34,12 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
 from .metrics import RETENTION_DELETED
-from .models import GenerationTask, QueueControl, TaskOutput, WorkerProcess
+from .models import Batch, GenerationTask, QueueControl, TaskOutput, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class PurgeResult:
     files: int = 0
     events: int = 0
     workers: int = 0
+    batches: int = 0
     dry_run: bool = False
     skipped: str | None = None  # why an automatic run did nothing: "disabled", "not due", "locked"
 
@@ -62,6 +69,7 @@ class PurgeResult:
         self.files += other.files
         self.events += other.events
         self.workers += other.workers
+        self.batches += other.batches
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,29 +84,51 @@ def _delete_files(names: list[str]) -> None:
             logger.warning("Could not delete stored file %s", name, exc_info=True)
 
 
-def _delete_locked(candidates: Any, *, limit: int | None, skip_locked: bool) -> tuple[list[int], int]:
+@dataclass(frozen=True)
+class _Deleted:
+    ids: list[int]
+    files: int = 0
+    batches: int = 0
+
+
+def _empty_batches(ids: Iterable[int]) -> Any:
+    """The batches among ``ids`` that have no task left."""
+    return Batch.objects.filter(pk__in=list(ids)).exclude(Exists(GenerationTask.objects.filter(batch=OuterRef("pk"))))
+
+
+def _delete_locked(candidates: Any, *, limit: int | None, skip_locked: bool) -> _Deleted:
     """Lock and delete the finished tasks among ``candidates`` (up to ``limit``) in one
-    transaction; their files go once it commits. Returns (deleted ids, file count)."""
+    transaction, and the batches this leaves empty; their files go once it commits."""
     with transaction.atomic():
         rows = (
             candidates.finished()
-            .select_for_update(skip_locked=skip_locked)
+            # Only the task rows: the batch join of ``expired_tasks`` must not lock batches
+            # here, before their tasks (the lock order of generation.models.batch).
+            .select_for_update(skip_locked=skip_locked, of=("self",))
             .order_by("id")
-            .values_list("id", "input_image", "result_image", "mask_image")
+            .values_list("id", "input_image", "result_image", "mask_image", "batch_id")
         )
         batch = list(rows[:limit] if limit else rows)
         if not batch:
-            return [], 0
+            return _Deleted([])
         ids = [row[0] for row in batch]
-        names = [name for row in batch for name in row[1:] if name]
+        names = [name for row in batch for name in row[1:4] if name]
         # Every output's file too (the first output's is result_image: listed once).
         outputs = TaskOutput.objects.filter(task_id__in=ids).exclude(file="").values_list("file", flat=True)
         names = list(dict.fromkeys([*names, *outputs]))
         # A plain delete fires no post_save: deleting is not a state change, and the
         # owner's event log keeps its history until event retention removes it.
         GenerationTask.objects.filter(id__in=ids).delete()
+        batch_ids = sorted({row[4] for row in batch if row[4] is not None})
+        emptied = 0
+        if batch_ids:
+            # Task rows first, then their batches in id order: a task of one of them being
+            # retried right now holds its batch until it commits, and then still counts.
+            list(Batch.objects.select_for_update().filter(pk__in=batch_ids).order_by("id").values_list("id", flat=True))
+            _, by_model = _empty_batches(batch_ids).delete()
+            emptied = by_model.get(Batch._meta.label, 0)
         transaction.on_commit(partial(_delete_files, names))
-    return ids, len(names)
+    return _Deleted(ids, len(names), emptied)
 
 
 def delete_tasks(ids: Iterable[int]) -> list[int]:
@@ -107,13 +137,14 @@ def delete_tasks(ids: Iterable[int]) -> list[int]:
     ids = list(ids)
     if not ids:
         return []
-    deleted, _ = _delete_locked(GenerationTask.objects.filter(id__in=ids), limit=None, skip_locked=False)
-    RETENTION_DELETED.labels("tasks").inc(len(deleted))
-    return deleted
+    deleted = _delete_locked(GenerationTask.objects.filter(id__in=ids), limit=None, skip_locked=False)
+    RETENTION_DELETED.labels("tasks").inc(len(deleted.ids))
+    return deleted.ids
 
 
 def expired_tasks(older_than: timedelta, statuses: Iterable[str] | None = None, now: datetime | None = None) -> Any:
-    """Finished tasks (of ``statuses``) that finished more than ``older_than`` ago."""
+    """Finished tasks (of ``statuses``) that finished more than ``older_than`` ago; a
+    batch's tasks only once their batch finished that long ago (they go together)."""
     finished = GenerationTask.FINISHED
     statuses = list(statuses or finished)
     bad = sorted(set(statuses) - set(finished))
@@ -122,7 +153,17 @@ def expired_tasks(older_than: timedelta, statuses: Iterable[str] | None = None, 
     cutoff = (now or timezone.now()) - older_than
     return GenerationTask.objects.filter(status__in=statuses).filter(
         Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, updated_at__lt=cutoff)
-    )
+    ).filter(Q(batch__isnull=True) | Q(batch__status__in=Batch.FINISHED, batch__finished_at__lt=cutoff))
+
+
+def _due_batches(older_than: timedelta, now: datetime | None, candidates: Any = None) -> Any:
+    """Finished batches that finished more than ``older_than`` ago with no task left
+    outside ``candidates`` (with None: no task left at all)."""
+    cutoff = (now or timezone.now()) - older_than
+    kept = GenerationTask.objects.filter(batch=OuterRef("pk"))
+    if candidates is not None:
+        kept = kept.exclude(pk__in=candidates.values("pk"))
+    return Batch.objects.filter(status__in=Batch.FINISHED, finished_at__lt=cutoff).exclude(Exists(kept))
 
 
 def purge_tasks(
@@ -145,16 +186,26 @@ def purge_tasks(
         # Outputs after the first (the first's file is the result counted above).
         extra = TaskOutput.objects.filter(task__in=candidates, index__gt=0).exclude(file="").count()
         return PurgeResult(tasks=found["tasks"], files=found["inputs"] + found["results"] + found["masks"] + extra,
-                           dry_run=True)
+                           batches=_due_batches(older_than, now, candidates).count(), dry_run=True)
     result = PurgeResult()
     while True:
         # skip_locked: a row someone holds right now (a retry in flight) waits for the next run.
-        ids, files = _delete_locked(candidates, limit=batch_size, skip_locked=True)
-        result.tasks += len(ids)
-        result.files += files
-        if len(ids) < batch_size or (should_stop is not None and should_stop()):
+        deleted = _delete_locked(candidates, limit=batch_size, skip_locked=True)
+        result.tasks += len(deleted.ids)
+        result.files += deleted.files
+        result.batches += deleted.batches
+        if len(deleted.ids) < batch_size or (should_stop is not None and should_stop()):
             break
+    # Batches left without tasks some other way (their tasks deleted in the admin, one
+    # by one): nothing of them is left to show, so their rows go when they are due.
+    with transaction.atomic():
+        leftover = _due_batches(older_than, now)
+        ids = list(leftover.select_for_update(skip_locked=True).order_by("id").values_list("id", flat=True))
+        if ids:
+            _, by_model = _empty_batches(ids).delete()
+            result.batches += by_model.get(Batch._meta.label, 0)
     RETENTION_DELETED.labels("tasks").inc(result.tasks)
+    RETENTION_DELETED.labels("batches").inc(result.batches)
     return result
 
 
@@ -247,10 +298,10 @@ def run_retention(
             result.events += purge_events(older_than=timedelta(seconds=event_seconds), now=now)
         if worker_days:
             result.workers += purge_workers(older_than=timedelta(days=worker_days), now=now)
-    if result.tasks or result.events or result.workers:
+    if result.tasks or result.events or result.workers or result.batches:
         logger.info(
-            "Retention deleted %d tasks, %d files, %d events, %d worker rows",
-            result.tasks, result.files, result.events, result.workers,
+            "Retention deleted %d tasks, %d files, %d batches, %d events, %d worker rows",
+            result.tasks, result.files, result.batches, result.events, result.workers,
             extra={"event": "retention", **result.as_dict()},
         )
     return result

@@ -21,12 +21,12 @@ from imagegen_site.throttling import ScopedThrottle
 
 from .exceptions import Conflict
 from .files import file_response
-from .models import DailyUsage, GenerationTask, IdempotencyKeyReused, InvalidTransition, QuotaExceeded
-from .intake import intake_paused_response, quota_exceeded_response
+from .intake import IDEMPOTENCY_HEADER, IdempotencyKeyReused, SubmitIntake
+from .models import DailyUsage, GenerationTask, InvalidTransition
+from .models import IdempotencyKeyReused as TaskKeyReused
 from .serializers import IdempotencyReusedSerializer, TaskCreateSerializer, TaskSerializer
 from .waiting import PREFER_HEADER, parse_prefer_wait
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 # With shared object storage (STORAGE_URL) a download is a redirect to the store.
 PRESIGNED = OpenApiResponse(description="with shared object storage: `Location` is a presigned link "
                                         "to the file, valid for a few minutes")
@@ -65,7 +65,7 @@ class SubmitThrottle(ScopedThrottle):
     ),
     retrieve=extend_schema(summary="One of the caller's tasks"),
 )
-class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class TaskViewSet(SubmitIntake, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TaskSerializer
     # Only for the schema generator (the id's type); requests always go through get_queryset.
     queryset = GenerationTask.objects.none()
@@ -120,23 +120,18 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                    503: OpenApiResponse(description="intake paused by the operators (Retry-After)")},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        paused = intake_paused_response()  # operators paused intake: 503 + Retry-After, no row
-        if paused is not None:
-            return paused
-        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
-        if key is not None and len(key) > 255:
-            raise ValidationError({IDEMPOTENCY_HEADER: "At most 255 characters."})
+        key = self.open_intake(request)
         try:
             parse_prefer_wait(request.headers.get(PREFER_HEADER))  # the wait itself: generation.waiting
         except ValueError as exc:
             raise ValidationError({PREFER_HEADER: str(exc)}) from None
+        if key is None:  # a repeat of a key is no new task: submit checks the quota after looking it up
+            DailyUsage.check_quota(request.user, timezone.now())  # before the upload is decoded
+        serializer = TaskCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        checked = serializer.checked_upload
         try:
-            if key is None:  # a repeat of a key is no new task: submit checks the quota after looking it up
-                DailyUsage.check_quota(request.user, timezone.now())  # before the upload is decoded
-            serializer = TaskCreateSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-            checked = serializer.checked_upload
             task, created = GenerationTask.submit(
                 user=request.user,
                 image=data.get("image"),
@@ -148,14 +143,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 image_url=data.get("image_url"),
                 fingerprint=serializer.fingerprint,
             )
-        except QuotaExceeded as exc:
-            return quota_exceeded_response(exc)
-        except IdempotencyKeyReused as exc:
-            return Response(
-                {"detail": f"This Idempotency-Key was already used for task {exc.task.pk} with another file or "
-                           "other options; use a new key for a new task.", "code": "idempotency_key_reused"},
-                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
-            )
+        except TaskKeyReused as exc:
+            raise IdempotencyKeyReused("task", exc.task.pk, "another file") from None
         body = self.get_serializer(task).data
         if not created:
             return Response(body, status=status.HTTP_200_OK)

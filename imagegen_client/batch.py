@@ -1,5 +1,10 @@
 """``batch DIR --out DIR``: a folder of photos through the batches API, resumably.
 
+``batch URLS.txt --out DIR`` does the same for a file of photo addresses, one
+``https://`` URL a line (blank lines and ``#`` comments skipped): the server
+fetches them (``{"image_urls": [...]}``), and archive entries are named after the
+file name at the end of each URL.
+
 The photos go up in batches of at most 100 (``POST /api/batches/``); the run then
 follows the event stream until every batch is finished and saves each batch's
 ZIP archive (its outputs and ``manifest.csv``) as ``OUT/batch-<id>.zip``.
@@ -14,8 +19,9 @@ Safe to interrupt (Ctrl-C) and run again:
   the same batch (HTTP 200) instead of a second one;
 * archives are written to a temporary file and renamed.
 
-A photo the server refuses (not an image, too small, ...) would make its whole
-batch a 400 naming it: the run leaves it out, says why, and sends the rest.
+A photo the server refuses (not an image, too small, a URL it will not fetch, ...)
+would make its whole batch a 400 naming it: the run leaves it out, says why, and
+sends the rest. (A URL's photo is checked once fetched: a bad one fails its own task.)
 Batch progress comes from ``batch_update``/``batch_complete`` events (never by
 polling): the cursor is taken before the first upload or state read, so no
 change can happen unseen.
@@ -43,7 +49,7 @@ from .errors import ImagegenError
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
 CHUNK = 100  # the server's limit per batch
 STATE_NAME = ".imagegen-batch.json"
-_PART = re.compile(r"^image\[(\d+)\]$")
+_PART = re.compile(r"^image(?:_urls)?\[(\d+)\]$")  # image[i] (uploads) or image_urls[i] (URLs)
 
 
 def discover(source_dir: Path) -> list[Path]:
@@ -51,9 +57,16 @@ def discover(source_dir: Path) -> list[Path]:
     return sorted(p for p in source_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
+def read_urls(path: Path) -> list[str]:
+    """The photo URLs of a list file, in its order, each once; blank lines and ``#`` comments skipped."""
+    # Whole-line comments only: a URL may hold a "#" fragment.
+    lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
+    return list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+
+
 @dataclass
 class Chunk:
-    files: list[str]  # photo names inside the source folder, in upload order
+    files: list[str]  # photo names inside the source folder (or the list's URLs), in upload order
     batch_id: int | None = None
     archive: str | None = None  # file name in the output folder, once saved
     status: str | None = None
@@ -98,6 +111,14 @@ def chunk_key(paths: list[Path], options: dict[str, str]) -> str:
     return "batch-" + digest.hexdigest()
 
 
+def url_chunk_key(urls: list[str], options: dict[str, str]) -> str:
+    """Same URLs (in order) and options, same key."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for url in urls:
+        digest.update(url.encode() + b"\0")
+    return "batch-urls-" + digest.hexdigest()
+
+
 class BatchRun:
     def __init__(self, client: Client, source: Path, out: Path, options: dict[str, str], console: Console,
                  chunk: int = CHUNK) -> None:
@@ -107,6 +128,7 @@ class BatchRun:
         self.out = out
         self.state_path = out / STATE_NAME
         self.console = console
+        self.by_url = source.is_file()  # a list of URLs, not a folder of photos
         state = State.load(self.state_path)
         if state is not None and (state.source != str(source.resolve()) or state.options != options):
             raise SystemExit(f"{self.state_path} belongs to another run (another folder or other options): "
@@ -122,17 +144,22 @@ class BatchRun:
     # --- Upload ------------------------------------------------------------------------------
     def plan(self) -> None:
         """New photos (all of them on a first run) go into new chunks of at most 100."""
-        new = [p.name for p in discover(self.source) if p.name not in self.state.placed]
+        found = read_urls(self.source) if self.by_url else [p.name for p in discover(self.source)]
+        new = [name for name in found if name not in self.state.placed]
         for start in range(0, len(new), self.chunk):
             self.state.chunks.append(Chunk(files=new[start:start + self.chunk]))
         self.state.save(self.state_path)
 
     def upload(self, chunk: Chunk) -> None:
         while chunk.files and chunk.batch_id is None:
-            paths = [self.source / name for name in chunk.files]
             try:
-                batch = self.client.submit_batch(paths, idempotency_key=chunk_key(paths, self.state.options),
-                                                 **self.state.options)
+                if self.by_url:
+                    batch = self.client.submit_batch(image_urls=chunk.files, **self.state.options,
+                                                     idempotency_key=url_chunk_key(chunk.files, self.state.options))
+                else:
+                    paths = [self.source / name for name in chunk.files]
+                    batch = self.client.submit_batch(paths, idempotency_key=chunk_key(paths, self.state.options),
+                                                     **self.state.options)
             except ImagegenError as exc:
                 bad = {int(m.group(1)): v for k, v in exc.errors.items() if (m := _PART.match(k))}
                 if exc.status_code != 400 or not bad:

@@ -25,7 +25,9 @@ from .client import Client
 from .errors import ImagegenError
 from .errors import StreamError
 
-PRESETS = ("amazon", "walmart", "shopify", "etsy", "ebay", "taobao", "jd", "pinduoduo")
+# The server's presets (generation.engine.presets; tests/clients/test_cli.py keeps them equal).
+PRESETS = ("amazon", "walmart", "shopify", "etsy", "ebay", "taobao", "jd", "pinduoduo", "zalando", "mercadolibre",
+           "google", "lazada", "tiktok", "temu")
 
 
 def positive_int(raw: str) -> int:
@@ -56,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and fallbacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    submit = commands.add_parser("submit", help="upload one photo and print its task as JSON")
-    submit.add_argument("photo", type=Path)
+    submit = commands.add_parser("submit", help="upload one photo (or name one by --url) and print its task as JSON")
+    submit.add_argument("photo", type=Path, nargs="?", help="the photo to upload (or give --url)")
+    # After the command, --url is the photo's address; the server's is the --url before it.
+    submit.add_argument("--url", dest="image_url", metavar="IMAGE_URL",
+                        help="an https:// address of the photo for the server to fetch, instead of PHOTO")
     submit.add_argument("--preset", choices=PRESETS, default="amazon")
     submit.add_argument("--wait", action="store_true", help="follow the task until it finishes")
     submit.add_argument("--out", type=Path, help="with --wait: save the result here (file or folder)")
@@ -65,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="print live events, one JSON object per line")
     watch.add_argument("--after", type=int, default=None, help="replay events after this seq first")
 
-    batch = commands.add_parser("batch", help="process every photo in a folder as batches of up to 100 "
-                                "and save their ZIP archives (resumable: run it again after Ctrl-C)")
-    batch.add_argument("source", type=Path, metavar="DIR")
+    batch = commands.add_parser("batch", help="process every photo in a folder (or every URL in a list file) as "
+                                "batches of up to 100 and save their ZIP archives (resumable: run it again after Ctrl-C)")
+    batch.add_argument("source", type=Path, metavar="DIR_OR_URL_LIST",
+                       help="a folder of photos, or a text file of photo URLs (one a line, # comments)")
     batch.add_argument("--out", type=Path, required=True,
                        help="folder for the archives (batch-<id>.zip) and the run's state file")
     batch.add_argument("--preset", choices=PRESETS, default="amazon")
@@ -112,7 +118,7 @@ async def watch(client: Client, after: int | None) -> None:
 def run(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         if args.command == "submit":
-            task = client.submit(args.photo, preset=args.preset)
+            task = client.submit(args.photo, preset=args.preset, image_url=args.image_url)
             if args.wait:
                 task = client.wait(task["id"])
                 if args.out and task["status"] == "completed":
@@ -123,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(watch(client, args.after))
             return 0
         if args.command == "batch":
-            if not args.source.is_dir():
-                raise SystemExit(f"{args.source} is not a folder.")
+            if not (args.source.is_dir() or args.source.is_file()):
+                raise SystemExit(f"{args.source} is neither a folder of photos nor a file of URLs.")
             console = Console(stderr=True)
             state = run_batch(client, args.source, args.out, options={"preset": args.preset},
                               chunk=args.chunk_size, timeout=args.timeout, console=console)
@@ -144,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "submit" and (args.photo is None) == (args.image_url is None):
+        parser.error("submit: give a photo to upload or --url with its address (one of them)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return run(args)

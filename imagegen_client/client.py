@@ -13,7 +13,6 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 import httpx
@@ -283,21 +282,35 @@ class Client:
     # --- Batches ------------------------------------------------------------------------------
     def submit_batch(
         self,
-        photos: Sequence[str | os.PathLike[str]],
+        photos: Sequence[str | os.PathLike[str]] | None = None,
         *,
+        image_urls: Sequence[str] | None = None,
         client_ref: str | None = None,
         idempotency_key: str | None = None,
         **options: object,
     ) -> Batch:
-        """Upload up to 100 photos (paths) as one batch sharing ``options`` (``preset``,
-        ``size``, ... as :meth:`submit`). The files are streamed, not read into memory.
-        A bad photo makes the server refuse the whole batch: :class:`ImagegenError` with
-        ``status_code`` 400 and ``errors`` naming each bad part (``image[0]`` is the first)."""
+        """Queue up to 100 photos as one batch sharing ``options`` (``preset``, ``size``, ...
+        as :meth:`submit`): either ``photos`` (paths, uploaded and streamed, not read into
+        memory) or ``image_urls`` (``https://`` addresses the server fetches itself), not both.
+
+        The server checks every part first and refuses the whole batch if one is bad:
+        :class:`ImagegenError` with ``status_code`` 400 and ``errors`` naming each bad part
+        (``image[0]`` is the first photo, ``image_urls[2]`` the third URL), and nothing is
+        created. (A URL's photo is checked once fetched: a bad one fails its own task.)
+        With ``idempotency_key`` a repeat returns the first batch (HTTP 200), as for :meth:`submit`."""
+        if (photos is None) == (image_urls is None):
+            raise ValueError("pass exactly one of photos and image_urls")
         fields = {k: str(v) for k, v in options.items() if v is not None}
         if client_ref is not None:
             fields["client_ref"] = client_ref
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        paths = [Path(p) for p in photos]
+        if image_urls is not None:
+            if isinstance(image_urls, str):
+                raise TypeError("image_urls is a list of URLs, not one URL")
+            body: dict[str, object] = {**fields, "image_urls": list(image_urls)}
+            url_batch: Batch = self._request("POST", "/api/batches/", json=body, headers=headers).json()
+            return url_batch
+        paths = [Path(p) for p in photos or ()]
         handles = [path.open("rb") for path in paths]
         try:
             files = [("image", (path.name, handle, mimetypes.guess_type(path.name)[0] or "application/octet-stream"))

@@ -12,6 +12,10 @@ from generation.errors import ErrorCode
 
 _NULLABLE_STR = {"type": "string", "nullable": True}
 
+#: The component drf-spectacular makes of ``generation.serializers.OutputSerializer`` (the
+#: task JSON's outputs): an event's outputs are the same objects, so they share its schema.
+OUTPUT = "Output"
+
 EVENT = {
     "type": "object",
     "required": ["type", "seq", "task_id", "timestamp", "data"],
@@ -31,8 +35,9 @@ EVENT = {
                 "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "canceled"]},
                 "progress": {"type": "integer", "minimum": 0, "maximum": 100},
                 "result_image_url": _NULLABLE_STR,
-                "outputs": {"type": "array", "description": "Every output once completed (the task JSON's outputs).",
-                            "items": {"type": "object"}},
+                "outputs": {"type": "array", "description": "Every output once completed, in the order asked "
+                                                            "for (the task JSON's outputs); empty before.",
+                            "items": {"$ref": f"#/components/schemas/{OUTPUT}"}},
                 "elapsed_time": {"type": "number", "nullable": True},
                 "estimated_remaining_seconds": {"type": "integer", "nullable": True},
                 "error_code": {"type": "string", "nullable": True, "enum": [*ErrorCode.values, None]},
@@ -129,6 +134,42 @@ STREAM_PATH = {
 }
 
 
+TASK_STREAM_PATH = {
+    "get": {
+        "operationId": "tasks_events_stream",
+        "summary": "One task's events as Server-Sent Events, ending after its final state",
+        "description": "The owner's log narrowed to one task: its events from its first one (or after the cursor, "
+                       "if later), each as on `/api/events/stream/` (`id: <seq>` of the owner's log), "
+                       "`sync_complete` after the replay, keep-alive comments, then live events; after the "
+                       "event of its final state (completed, failed or canceled) a last `close` event (reason "
+                       "`task_finished`) and the stream ends. A reconnect with a `Last-Event-ID` at or after "
+                       "that event is a 204, which stops EventSource. Auth as `/api/events/stream/`.",
+        "tags": ["events"],
+        "security": [{"jwtAuth": []}],
+        "parameters": [
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"},
+             "description": "The task's id (another user's is a 404)."},
+            *STREAM_PATH["get"]["parameters"],
+        ],
+        "responses": {
+            "200": STREAM_PATH["get"]["responses"]["200"],
+            "204": {"description": "The task is finished and the cursor is at or after its last event."},
+            "400": STREAM_PATH["get"]["responses"]["400"],
+            "401": STREAM_PATH["get"]["responses"]["401"],
+            "404": {**_ERROR, "description": "No such task of the caller."},
+            "429": STREAM_PATH["get"]["responses"]["429"],
+        },
+    }
+}
+TASK_STREAM_PATH["get"]["parameters"][1] = {
+    **TASK_STREAM_PATH["get"]["parameters"][1],
+    "description": "Replay this task's events with seq greater than this; without it (and without "
+                   "Last-Event-ID), the task's whole kept history.",
+}
+
+
 def add_stream_path(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    result.setdefault("paths", {})["/api/events/stream/"] = STREAM_PATH
+    paths = result.setdefault("paths", {})
+    paths["/api/events/stream/"] = STREAM_PATH
+    paths["/api/tasks/{id}/events/stream/"] = TASK_STREAM_PATH
     return result

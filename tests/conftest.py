@@ -13,6 +13,38 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 
+def _own_redis_per_xdist_worker() -> None:
+    """Under pytest-xdist, give each worker its own Redis database and channel prefix.
+
+    The test database is already per process (below), but every test clears the cache
+    (a FLUSHDB on Redis) and Redis pub/sub channels span databases: two workers on one
+    Redis would wipe each other's presence and rate counters, and a worker's pushes for
+    user 1 would reach the other worker's sockets for its own user 1. Settings were read
+    when pytest-django set Django up; no cache or layer has been opened yet, so the
+    process's settings and the environment its subprocesses inherit are rewritten here."""
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.conf import settings as dj
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not getattr(dj, "REDIS_URL", ""):
+        return
+    n = int(worker[2:])
+    parts = urlsplit(dj.REDIS_URL)
+    base = int(parts.path.strip("/") or 0)
+    url = urlunsplit(parts._replace(path=f"/{(base + 1 + n) % 16}"))
+    prefix = f"{dj.CHANNEL_LAYER_PREFIX}-{worker}"
+    os.environ["REDIS_URL"], os.environ["CHANNEL_LAYER_PREFIX"] = url, prefix
+    dj.REDIS_URL, dj.CHANNEL_LAYER_PREFIX = url, prefix
+    dj.CACHES["default"]["LOCATION"] = url
+    layer = dj.CHANNEL_LAYERS["default"]["CONFIG"]
+    layer["hosts"][0]["address"], layer["prefix"] = url, prefix
+
+
+_own_redis_per_xdist_worker()
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
     """A test database per pytest run (test_<name>_<pid>), so concurrent runs on one
@@ -22,6 +54,19 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     from pytest_django.fixtures import _set_suffix_to_test_databases
 
     _set_suffix_to_test_databases(suffix=str(os.getpid()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pool_connections(django_db_setup: Any, django_db_blocker: Any) -> Any:
+    """At the very end, end the connections other threads still hold (async views and
+    consumers read through pool threads, each with its own): PostgreSQL refuses to drop
+    the test database while sessions remain. Only here: ended mid-run, they would break
+    the next test that reaches one of those threads."""
+    yield
+    from tests.notifications.support import terminate_other_sessions
+
+    with django_db_blocker.unblock():
+        terminate_other_sessions()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

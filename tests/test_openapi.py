@@ -2,7 +2,7 @@
 generated requests (valid and invalid) and checks each answer against the schema."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -17,7 +17,6 @@ from notifications import views as event_views
 from notifications.stream import EventFeed, frame
 
 from .conftest import bearer
-from .notifications.support import terminate_other_sessions
 
 # Fixed and small: every operation gets this many generated cases per mode.
 EXAMPLES = 5
@@ -42,14 +41,6 @@ def api_schema(transactional_db: Any, user: Any, make_task: Any, monkeypatch: py
     # Every operation is also sent methods it does not have (a 405 each): two are enough.
     schema.config.phases.coverage.unexpected_methods = {"delete", "patch"}
     return schema
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _drop_pool_connections(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
-    # The long-poll view reads the log from pool threads, each with its own connection.
-    yield
-    with django_db_blocker.unblock():
-        terminate_other_sessions()
 
 
 async def _replay_only(self: EventFeed) -> Any:

@@ -1,9 +1,10 @@
 """The delivery loop: one per worker process (``runworker`` and the embedded worker).
 
 A ``Dispatcher`` thread turns new events into deliveries and claims due ones; a
-bounded pool of its own threads makes the HTTP calls, so a receiver that hangs
-holds at most IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY of them, never the task
-runners nor other endpoints' slots. Everything it knows is in the database:
+bounded pool of its own threads makes the HTTP calls. A receiver that hangs
+holds at most IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY lanes in the whole fleet
+(counted in the database at each claim), never the task runners nor other
+endpoints' slots. Everything it knows is in the database:
 a worker killed with -9 leaves claims whose lease runs out, and any other
 worker's loop takes those deliveries again.
 """
@@ -14,7 +15,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,7 +68,7 @@ class Dispatcher:
         self.per_endpoint = settings.IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="imagegen-webhook")
         self._lock = threading.Lock()
-        self._busy: Counter[int] = Counter()  # running lanes by endpoint id
+        self._running = 0  # lanes this process runs (each holds one pool thread)
         self._wake = threading.Event()
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
@@ -111,13 +111,13 @@ class Dispatcher:
         """Materialize new events and start due lanes. True: found work, look again now."""
         created = WebhookEndpoint.materialize()
         with self._lock:
-            free = self.concurrency - sum(self._busy.values())
-            busy = dict(self._busy)
-        claimed = WebhookDelivery.claim_due(free, busy=busy, per_endpoint=self.per_endpoint, lease=lease_seconds(),
+            free = self.concurrency - self._running
+        # The per-endpoint cap is the fleet's: claim_due counts every process's live lanes.
+        claimed = WebhookDelivery.claim_due(free, per_endpoint=self.per_endpoint, lease=lease_seconds(),
                                             lane_size=LANE_SIZE)
         for lane, token in claimed:
             with self._lock:
-                self._busy[lane[0].endpoint_id] += 1
+                self._running += 1
             self._pool.submit(self._run_lane, lane, token)
         return bool(created or claimed)
 
@@ -145,9 +145,7 @@ class Dispatcher:
             logger.exception("Webhook lane of endpoint %d crashed", endpoint_id)
         finally:
             with self._lock:
-                self._busy[endpoint_id] -= 1
-                if self._busy[endpoint_id] <= 0:
-                    del self._busy[endpoint_id]
+                self._running -= 1
             self._wake.set()  # a lane is free: the endpoint's next deliveries may go now
 
     def _client(self) -> httpx.Client:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from notifications import events as notification_events
@@ -42,6 +43,9 @@ ALL_EVENTS = "*"
 #: Retries go on for at least a day, whatever the disable window (the contract's floor).
 MIN_RETRY_WINDOW = timedelta(hours=24)
 MATERIALIZE_BATCH = 500
+#: First key of the PostgreSQL advisory lock that serialises delivery claims per endpoint (the
+#: second key is the endpoint id), so the per-endpoint lane cap holds across worker processes.
+CLAIM_LOCK = 7_301_014
 
 
 class Unavailable(Exception):
@@ -143,29 +147,39 @@ class WebhookEndpoint(models.Model):
         """Turn events past the cursors of up to ``limit`` endpoints into pending deliveries.
         Endpoints another process is materializing are skipped (SKIP LOCKED), not waited for.
         Returns how many deliveries were created."""
-        created = 0
         now = timezone.now()
         with transaction.atomic():
             endpoints = list(cls.objects.with_backlog().order_by("id").select_for_update(skip_locked=True)[:limit])
             by_user: dict[int, list[WebhookEndpoint]] = defaultdict(list)
             for endpoint in endpoints:
                 by_user[endpoint.user_id].append(endpoint)
+            if not by_user:
+                return 0
+            # Every owner's events past its endpoints' lowest cursor, at most MATERIALIZE_BATCH each,
+            # in one query: a query per owner made a loop over 100 busy endpoints 300 round trips.
+            after = Q()
             for user_id, owned in by_user.items():
-                start = min(e.cursor for e in owned)
-                logged = list(Event.objects.filter(user_id=user_id, seq__gt=start).order_by("seq")
-                              .values_list("id", "seq", "type", "created_at")[:MATERIALIZE_BATCH])
-                if not logged:
-                    continue
-                rows = [
-                    WebhookDelivery(endpoint=e, event_id=pk, seq=seq, event_type=type_, event_created_at=at,
-                                    next_attempt_at=now)
-                    for e in owned for pk, seq, type_, at in logged if seq > e.cursor and e.wants(type_)
-                ]
-                WebhookDelivery.objects.bulk_create(rows, ignore_conflicts=True)
-                created += len(rows)
-                last = logged[-1][1]
-                cls.objects.filter(pk__in=[e.pk for e in owned if e.cursor < last]).update(cursor=last)
-        return created
+                after |= Q(user_id=user_id, seq__gt=min(e.cursor for e in owned))
+            ranked = Event.objects.filter(after).annotate(
+                rank=Window(RowNumber(), partition_by=[F("user_id")], order_by=F("seq").asc()))
+            logged: dict[int, list[tuple[int, int, str, datetime]]] = defaultdict(list)
+            for user_id, pk, seq, type_, at in (ranked.filter(rank__lte=MATERIALIZE_BATCH).order_by("user_id", "seq")
+                                                .values_list("user_id", "id", "seq", "type", "created_at")):
+                logged[user_id].append((pk, seq, type_, at))
+            rows = [
+                WebhookDelivery(endpoint=e, event_id=pk, seq=seq, event_type=type_, event_created_at=at,
+                                next_attempt_at=now)
+                for user_id, events in logged.items() for e in by_user[user_id]
+                for pk, seq, type_, at in events if seq > e.cursor and e.wants(type_)
+            ]
+            WebhookDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+            moved = {e.pk: events[-1][1] for user_id, events in logged.items() for e in by_user[user_id]
+                     if e.cursor < events[-1][1]}
+            if moved:
+                cls.objects.filter(pk__in=moved).update(
+                    cursor=Case(*(When(pk=pk, then=Value(last)) for pk, last in moved.items()),
+                                output_field=models.BigIntegerField()))
+        return len(rows)
 
     def note_success(self) -> None:
         if self.failing_since is None:
@@ -247,6 +261,9 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["next_attempt_at"], name="webhook_delivery_due",
                          condition=Q(status="pending")),
             models.Index(fields=["endpoint", "-seq"], name="webhook_delivery_log"),
+            # The live lanes counted at every claim (``live_lanes``): only rows in flight, a handful.
+            models.Index(fields=["endpoint", "claimed_until"], name="webhook_delivery_claimed",
+                         condition=Q(claim_token__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -262,29 +279,44 @@ class WebhookDelivery(models.Model):
         return self.claim_token is not None and self.claimed_until is not None and self.claimed_until > timezone.now()
 
     @classmethod
-    def claim_due(cls, lanes: int, *, busy: dict[int, int], per_endpoint: int, lease: float,
+    def claim_due(cls, lanes: int, *, per_endpoint: int, lease: float,
                   lane_size: int = 1) -> list[tuple[list[WebhookDelivery], uuid.UUID]]:
         """Claim due deliveries as up to ``lanes`` lanes: each lane is up to ``lane_size``
-        deliveries of one endpoint, attempted one after the other by one thread, and one
-        endpoint gets at most ``per_endpoint`` lanes running at once (``busy``: lanes this
-        process already runs, by endpoint), so a slow receiver holds at most that many of our
-        threads. Lanes share one claim transaction, so a busy endpoint costs one claim per
-        ``lane_size`` events, not one per event. Each claim counts an attempt at once: a worker
-        killed mid-attempt still leaves it counted. The lease covers one attempt; a lane renews
-        it for its remaining deliveries as it goes (``renew``)."""
+        deliveries of one endpoint, attempted one after the other by one thread. One endpoint
+        has at most ``per_endpoint`` lanes running at once across the whole fleet: a lane is
+        live while a delivery holds its token under an unexpired lease, and the live lanes are
+        counted in the database under a per-endpoint lock (``_lock_endpoints``), so two
+        workers claiming at once cannot both take an endpoint's last slot. A slow receiver thus
+        holds at most that many threads of the fleet, and its slots never stop another
+        endpoint's claim (saturated endpoints are left out of the candidates).
+
+        Lanes share one claim transaction, so a busy endpoint costs one claim per ``lane_size``
+        events, not one per event. Each claim counts an attempt at once: a worker killed
+        mid-attempt still leaves it counted, and its lanes keep their slots until their lease
+        runs out. The lease covers one attempt; a lane renews it for its remaining deliveries
+        as it goes (``renew``)."""
         if lanes <= 0:
             return []
         now = timezone.now()
-        saturated = [endpoint for endpoint, n in busy.items() if n >= per_endpoint]
         with transaction.atomic():
+            # Unlocked first look: endpoints already at their cap are not candidates, so a few
+            # slow receivers with long backlogs cannot fill the candidate list.
+            saturated = [endpoint for endpoint, n in cls.live_lanes(now).items() if n >= per_endpoint]
             candidates = list(
                 cls.objects.due(now).exclude(endpoint_id__in=saturated).order_by("next_attempt_at", "seq")
                 .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: lanes * lane_size * 2]
             )
-            running = dict(busy)
+            # At most ``lanes`` endpoints can get a lane: lock only those (the first in due order),
+            # so a concurrent claim in another worker finds the rest free.
+            wanted = list(dict.fromkeys(d.endpoint_id for d in candidates))[:lanes]
+            held = cls._lock_endpoints(set(wanted))
+            # Counted again under the locks: authoritative, whichever process runs the lanes.
+            running = cls.live_lanes(now, held)
             open_lane: dict[int, list[WebhookDelivery]] = {}
             taken: list[list[WebhookDelivery]] = []
             for delivery in candidates:
+                if delivery.endpoint_id not in held:
+                    continue  # another process is claiming for this endpoint right now
                 lane = open_lane.get(delivery.endpoint_id)
                 if lane is not None and len(lane) < lane_size:
                     lane.append(delivery)
@@ -307,6 +339,34 @@ class WebhookDelivery(models.Model):
             for delivery in lane:
                 delivery.event = events.get(delivery.event_id)
         return claimed
+
+    @classmethod
+    def live_lanes(cls, now: datetime, endpoints: set[int] | None = None) -> dict[int, int]:
+        """Running lanes by endpoint, fleet-wide: distinct claim tokens under an unexpired lease
+        (a lane's token stays on its deliveries not yet finished, so it counts until the lane
+        ends, or until the lease runs out if its worker died)."""
+        live = cls.objects.filter(claim_token__isnull=False, claimed_until__gt=now)
+        if endpoints is not None:
+            live = live.filter(endpoint_id__in=endpoints)
+        counted = live.values("endpoint_id").annotate(lanes=models.Count("claim_token", distinct=True))
+        return {row["endpoint_id"]: row["lanes"] for row in counted}
+
+    @staticmethod
+    def _lock_endpoints(endpoints: set[int]) -> set[int]:
+        """Those of ``endpoints`` this transaction now holds the claim lock of. PostgreSQL:
+        a transaction-scoped advisory lock per endpoint, tried, never waited for (the claim
+        skips an endpoint another claim holds, and try-locks cannot deadlock). Not the
+        endpoint's row lock: materializing holds that on every busy endpoint at every loop, and
+        claims would skip exactly the endpoints with work. SQLite runs one write transaction
+        at a time (BEGIN IMMEDIATE), so every endpoint is already held."""
+        if not endpoints or connection.vendor != "postgresql":
+            return set(endpoints)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM unnest(%s::bigint[]) AS id "
+                "WHERE pg_try_advisory_xact_lock(%s, (id %% 2147483647)::int)",
+                [sorted(endpoints), CLAIM_LOCK])
+            return {row[0] for row in cursor.fetchall()}
 
     @classmethod
     def renew(cls, token: uuid.UUID, lease: float) -> datetime:

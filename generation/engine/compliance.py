@@ -35,7 +35,10 @@ and connected to the frame (an enclosed highlight is product, not backdrop).
 They must be exactly (255, 255, 255), with one exemption for lossy files:
 inside an 8x8 block shared with the product's edge no JPEG can promise exact
 white (measured: q100 4:4:4 still leaves 0.07-0.17 % of background pixels 1-5
-levels off there), so those pixels are counted in the report but not judged.
+levels off there), so those pixels are counted in the report but not judged. With a verified claim the product's edge
+is where the renderer drew any coverage (a faint edge pixel the encoder lightened past
+:data:`PRODUCT_LEVEL` still shares its block with the product), and solidly covered pixels are product
+whatever their colour; partially covered pixels outside those blocks are judged as before.
 Ringing that leaks *beyond* the edge's own block (4:2:0 chroma, low quality)
 fails the check; the encoder avoids it with 4:4:4 chroma.
 """
@@ -50,7 +53,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from .coverage import Box, product_box
+from .coverage import COVERAGE_EPS_BYTE, Box, product_box
 from .presets import Preset, preset_for
 
 if TYPE_CHECKING:
@@ -72,6 +75,8 @@ FRAME_SHARE = 0.02
 #: The product's bounding box centre may sit this far (share of the side) from the canvas centre.
 MAX_CENTRE_OFFSET = 0.01
 
+#: Claimed coverage at or above this (8-bit) is solid product: exempt from the backdrop's white.
+SOLID_COVERAGE = 255 - COVERAGE_EPS_BYTE
 #: A claimed box edge must have product pixels within this many px (a white
 #: product's outermost antialiased pixels may round to exact white).
 CLAIM_TOLERANCE_PX = 2
@@ -114,12 +119,19 @@ def _webp_lossless(data: bytes) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Claim:
-    """What our renderer says it drew, for the checker to verify against the pixels."""
+    """What our renderer says it drew, for the checker to verify against the pixels.
+
+    ``coverage`` (HxW uint8, the canvas's size) is the product's coverage as drawn: where it is solid
+    the pixel is product whatever its colour, so a white product's near-white edge (solid, 251-254)
+    is neither lost from its box nor taken for an off-white backdrop. Partially covered pixels are
+    still judged by their colour: a faint veil left by a soft matte fails as before.
+    """
 
     product_box: Box
     shadow_box: Box | None = None
+    coverage: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +261,20 @@ def _verified(claim: Claim, present: np.ndarray, strong: np.ndarray, lossy: bool
         if box is not None:
             g = _grown(box, reach, (h, w))
             outside[g.top:g.bottom, g.left:g.right] = False
+    if outside.any():
+        return False
+    if claim.coverage is None:
+        return True
+    cov = claim.coverage
+    # The coverage is the one the box was taken from (coverage.product_box), and every visibly dark
+    # product pixel lies in it (or in the claimed shadow), give or take the codec's reach.
+    if cov.shape != (h, w) or product_box(cov > 0) != claim.product_box:
+        return False
+    k = 2 * reach + 1
+    outside = strong & ~(cv2.dilate((cov > 0).view(np.uint8), np.ones((k, k), np.uint8)) > 0)
+    if claim.shadow_box is not None:
+        s = _grown(claim.shadow_box, reach, (h, w))
+        outside[s.top:s.bottom, s.left:s.right] = False
     return not outside.any()
 
 
@@ -305,7 +331,15 @@ def _pixel_checks(pixels: np.ndarray, target: _Target, lossy: bool,
         checks[frame_name] = _item(frame_off == 0, frame_off, 0)
 
     k = 2 * PRODUCT_CLEARANCE_PX + 1
-    near = cv2.dilate(strong.view(np.uint8), np.ones((k, k), np.uint8))
+    product = strong
+    edge_of = strong
+    if verified and claim is not None and claim.coverage is not None:
+        # Solid product is product whatever its colour (a white product's near-white edge).
+        product = strong | (claim.coverage >= SOLID_COVERAGE)
+        # The product's edge, for the codec's blocks, is where it was drawn at all: a faint edge pixel
+        # that the encoder lightened past PRODUCT_LEVEL still shares its block with the product.
+        edge_of = product | (claim.coverage > 0)
+    near = cv2.dilate(product.view(np.uint8), np.ones((k, k), np.uint8))
     if shadow_box is not None:
         # A drawn shadow is meant to be there (the frame check above still holds it off the edges).
         near[shadow_box.top:shadow_box.bottom, shadow_box.left:shadow_box.right] = 1
@@ -313,7 +347,11 @@ def _pixel_checks(pixels: np.ndarray, target: _Target, lossy: bool,
     # the product's edge (q100 4:4:4 still leaves 1-3 levels of rounding
     # ringing there, and decoders differ by one level): those pixels are
     # reported, not judged. Every other background pixel must be exact.
-    exempt = _codec_blocks(near > 0) if lossy else near > 0
+    if lossy:
+        edge = near if edge_of is strong else cv2.dilate(edge_of.view(np.uint8), np.ones((k, k), np.uint8))
+        exempt = _codec_blocks(edge > 0)
+    else:
+        exempt = near > 0
     # The backdrop is what surrounds the product, reached from the frame: a
     # blown highlight enclosed by the product is product, however white.
     # A frame of padding links every border pixel, so one flood fill reaches them all.

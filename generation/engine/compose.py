@@ -90,6 +90,7 @@ class Rendering:
     pixels: np.ndarray  # HxWx3 RGB (white background) or HxWx4 straight RGBA (transparent) uint8
     product_box: Box  # the product's box in output pixels (coverage.product_box)
     shadow_box: Box | None  # where a drawn shadow lies, or None
+    coverage: np.ndarray | None = None  # HxW uint8: the product's coverage as drawn (the box is taken from it)
 
 
 def _local_backdrop(crop: np.ndarray, matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -399,7 +400,7 @@ def render(rgb: np.ndarray, cut: Cut, spec: RenderSpec, *, straight_alpha: bool 
         shadow = None
     pixels = _rgba(ink, coverage, shadow, box.union(shadow_box)) if spec.transparent \
         else _white(ink, coverage, shadow)
-    return Rendering(pixels=pixels, product_box=box, shadow_box=shadow_box)
+    return Rendering(pixels=pixels, product_box=box, shadow_box=shadow_box, coverage=coverage)
 
 
 def render_canvas(rgb: np.ndarray, matte: np.ndarray, spec: RenderSpec, *,
@@ -436,7 +437,9 @@ def finish(rgb: np.ndarray, cut: Cut, spec: RenderSpec,
     rendering = render(rgb, cut, spec, straight_alpha=straight_alpha)
     if progress is not None:
         progress(70)
-    claim = compliance.Claim(product_box=rendering.product_box, shadow_box=rendering.shadow_box)
+    # The checker is told what was drawn (box and coverage) and verifies it against the written pixels.
+    claim = compliance.Claim(product_box=rendering.product_box, shadow_box=rendering.shadow_box,
+                             coverage=rendering.coverage)
     data, report = encode_image(rendering.pixels, spec, claim)
     if progress is not None:
         progress(90)

@@ -20,10 +20,9 @@
    of bark) gets a second look at the biggest blobs of colours the border
    lacks; a candidate that stands out from its surroundings clearly more
    replaces it, and the flag stays.
-7. A flagged cut of a product well inside the frame gets one second model
-   pass on its own box (a small or thin product seen at a better
-   resolution); it replaces the first cut only when it keeps most of it,
-   and the flag stays.
+7. A cut of a product well inside the frame gets one second model pass on
+   its own box (a small or thin product seen at a better resolution); it
+   replaces the first cut only when it keeps most of it, and a flag stays.
 8. A faint model answer (nothing salient) that points at a spot with
    colours the border lacks gets a closer look at that spot, flagged,
    instead of a refusal.
@@ -67,8 +66,8 @@ SURE_PART_SHARE, SURE_PART_PROB = 0.002, 0.95
 HINT_MARGIN = 0.08
 #: Enclosed background specks below this share of the product are filled.
 MAX_SPECK_SHARE = 0.001
-#: A flagged cut gets one more model pass on its own box plus this margin (share of the box's
-#: larger side), when that box is at most this share of the photo.
+#: A cut gets one more model pass on its own box plus this margin (share of the box's larger
+#: side), when that box is at most this share of the photo (else the model saw it large enough).
 SECOND_LOOK_MARGIN, SECOND_LOOK_MAX_SHARE = 0.25, 0.5
 #: The second look replaces the first cut only when it keeps at least this share of it (it may add
 #: parts the first missed or trim a shadow tail); one that drops more lost the product's context.
@@ -217,10 +216,11 @@ def _shadow(work: np.ndarray, product: np.ndarray, matte: np.ndarray) -> np.ndar
     sx, sy = w / ww, h / wh
     x0, y0 = max(0, int((bx - 1) * sx)), max(0, int((by - 1) * sy))
     x1, y1 = min(w, int(np.ceil((bx + bw + 1) * sx))), min(h, int(np.ceil((by + bh + 1) * sy)))
-    # Sample the small map at the box's full-resolution pixel centres.
-    map_x = ((np.arange(x0, x1, dtype=np.float32) + 0.5) / sx - 0.5)[None, :].repeat(y1 - y0, 0)
-    map_y = ((np.arange(y0, y1, dtype=np.float32) + 0.5) / sy - 0.5)[:, None].repeat(x1 - x0, 1)
-    part = cv2.remap(opacity, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Sample the small map at the box's full-resolution pixel centres: small x = (X + 0.5) / sx - 0.5,
+    # an affine map, so no per-pixel coordinate arrays are built.
+    to_small = np.float32([[1 / sx, 0, (x0 + 0.5) / sx - 0.5], [0, 1 / sy, (y0 + 0.5) / sy - 0.5]])
+    part = cv2.warpAffine(opacity.astype(np.float32, copy=False), to_small, (x1 - x0, y1 - y0),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     m = matte[y0:y1, x0:x1]
     part *= 1.0 - m
     # Where the cut says product, nothing is shadow (the renderer draws the shadow under it).
@@ -264,6 +264,38 @@ def _faint_box(raw: np.ndarray, work: np.ndarray, shape: tuple[int, int]) -> tup
     return box
 
 
+#: The model sees a photo squashed to a square; a strip longer than this many times its width is first
+#: mirrored out (reflected copies of itself) to this aspect, so its width is not squashed to a few px
+#: (a 4000x120 strip: 10 of the model's 320 px across, 38 with the copies).
+MAX_MODEL_ASPECT = 4.0
+
+
+def _saliency(segmenter: Segmenter, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The model's map of ``rgb`` (at the model's resolution, or a strip's share of it) and its raw range.
+
+    Reflected copies rather than a flat pad: the model takes a flat field around a band of texture for
+    a salient band, while the strip's own content continued outwards looks like a wider photo of it.
+    """
+    h, w = rgb.shape[:2]
+    if max(h, w) <= MAX_MODEL_ASPECT * min(h, w):
+        return segmenter.saliency(rgb)
+    short = int(np.ceil(max(h, w) / MAX_MODEL_ASPECT))
+    pad = short - min(h, w)
+    before, after = pad // 2, pad - pad // 2
+    if h < w:
+        padded = cv2.copyMakeBorder(rgb, before, after, 0, 0, cv2.BORDER_REFLECT_101 if h > 1 else cv2.BORDER_REPLICATE)
+    else:
+        padded = cv2.copyMakeBorder(rgb, 0, 0, before, after, cv2.BORDER_REFLECT_101 if w > 1 else cv2.BORDER_REPLICATE)
+    raw, spread = segmenter.saliency(padded)
+    ph, pw = padded.shape[:2]
+    sy, sx = raw.shape[0] / ph, raw.shape[1] / pw
+    if h < w:
+        part = raw[int(before * sy):max(int(before * sy) + 1, int(np.ceil((before + h) * sy))), :]
+    else:
+        part = raw[:, int(before * sx):max(int(before * sx) + 1, int(np.ceil((before + w) * sx)))]
+    return np.ascontiguousarray(part), spread
+
+
 def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
              box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | _Faint:
@@ -273,7 +305,7 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     ``photo_share`` is the region's share of the photo: the product's size is judged against the
     photo, not the region, when a second look crops it."""
     h, w = rgb.shape[:2]
-    raw, spread = segmenter.saliency(rgb)
+    raw, spread = _saliency(segmenter, rgb)
     gw, gh = guide_size(h, w)
     prob = cv2.resize(raw, (gw, gh), interpolation=cv2.INTER_LINEAR)
     if box_in_region is not None:
@@ -289,7 +321,9 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     product = _fill_specks(product)
     small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
     matte = refine(rgb, prob, product, segmenter.side, small)
-    classical, score = _classical_check(work)
+    # The backdrop model's comparison signals are logged, not judged (review.UNJUDGED): only worth
+    # their time when someone reads the debug log.
+    classical, score = _classical_check(work) if logger.isEnabledFor(logging.DEBUG) else (None, None)
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
     signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score)
@@ -328,10 +362,11 @@ def cut_product(
     first = _cut(rgb, hint_box, segmenter)
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
-    # Only a doubtful cut of a product inside the frame is worth the time of a second pass
-    # (a crop would hide that it runs off the frame or fills it).
+    # A product well inside the frame is seen once more, cropped to its own box, so it fills more of
+    # the model's 320 px (a crop would hide that a product runs off the frame or fills it, and a
+    # faint or model-less cut has no box worth trusting).
     codes = {r.code for r in first.review_reasons}
-    if hint_box is not None or not segmenter.learned or not codes or codes & NO_SECOND_LOOK:
+    if hint_box is not None or not segmenter.learned or codes & NO_SECOND_LOOK:
         return first
     box = _second_look_box(first.matte)
     if box is None:

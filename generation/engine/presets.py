@@ -122,8 +122,9 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "ebay", "eBay", 1600, 500, ENGINE_MAX_SIZE, ("jpeg",),
             fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND,
-            jpeg_quality=95, min_jpeg_quality=90, check_jpeg_quality=True,
-            notes="JPEG quality >= 90, no borders; 500 px minimum, 1600 px recommended.",
+            # eBay's developer guides: JPEG quality 90 or more, at most 12 MB a picture.
+            jpeg_quality=95, min_jpeg_quality=90, check_jpeg_quality=True, max_bytes=12_000_000,
+            notes="JPEG quality >= 90, no borders, <= 12 MB; 500 px minimum, 800-1600 px for zoom.",
         ),
         Preset(
             "taobao", "Taobao", 800, 800, 800, ("jpeg",),
@@ -143,23 +144,28 @@ PRESETS: dict[str, Preset] = {
             notes="Square, at least 480 px, product centred, <= 1 MB.",
         ),
         Preset(
-            "zalando", "Zalando", 2600, 2600, 2600, ("jpeg",),
-            # Portrait 1801 x 2600 (the partner guide's packshot size).
+            "zalando", "Zalando", 2600, 1100, ENGINE_MAX_SIZE, ("jpeg",),
+            # Zalando's partner guide: 1:1.44 upright, 1801 x 2600 best practice,
+            # 762 x 1100 minimum (no maximum given), JPEG, at most 20 MB.
             fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, canvas_ratio=(1801, 2600),
-            notes="Portrait 1801 x 2600 JPEG, whole product centred.",
+            max_bytes=20_000_000,
+            notes="Portrait 1:1.44 JPEG: 1801 x 2600 recommended, 762 x 1100 minimum, <= 20 MB; "
+            "whole product centred.",
         ),
         Preset(
-            "mercadolibre", "Mercado Libre", 1200, 500, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            "mercadolibre", "Mercado Libre", 1200, 500, 1920, ("jpeg", "png"),
+            # 1920: Mercado Libre keeps at most 1920 x 1920 and shrinks anything larger.
             # 95.5 %: the floor is 95 %, and a fill of 96 % would reach the checked 2 % frame.
             fill=0.955, edge_gap_px=None, fill_band=(0.95, 0.96), max_bytes=10_000_000,
-            notes="Square, at least 500 px (1200 px recommended for zoom), the product fills 95 % of "
-            "the image, <= 10 MB.",
+            notes="Square, 500-1920 px (1200 px recommended; zoom from 800 px wide), the product "
+            "fills 95 % of the image, <= 10 MB.",
         ),
         Preset(
             "google", "Google Merchant Center", 1500, 800, ENGINE_MAX_SIZE, ("jpeg", "png", "webp"),
             fill=0.85, edge_gap_px=None, fill_band=(0.75, 0.90), max_bytes=16_000_000,
-            notes="The product takes 75-90 % of the image; <= 16 MB; 800 px or more recommended "
-            "(Google accepts 100 px, 250 px for apparel).",
+            # The 800 px floor is ours: Google accepts 100 px (250 px for apparel), suggests 1500 px.
+            notes="The product takes 75-90 % of the image; <= 16 MB and 64 megapixels; 1500 px "
+            "suggested (Google accepts 100 px, 250 px for apparel).",
         ),
         Preset(
             "lazada", "Lazada", 1000, 500, 2000, ("jpeg", "png"),
@@ -167,14 +173,17 @@ PRESETS: dict[str, Preset] = {
             notes="Square 500-2000 px, white background on the main image, <= 3 MB.",
         ),
         Preset(
-            "tiktok", "TikTok Shop", 1200, 600, ENGINE_MAX_SIZE, ("jpeg", "png", "webp"),
+            "tiktok", "TikTok Shop", 1200, 600, ENGINE_MAX_SIZE, ("jpeg", "png"),
+            # No WebP: every seller guide we found says TikTok Shop takes JPG and PNG only.
             fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=5_000_000,
             notes="Square, at least 600 px (1200 px recommended), white background on the main image, <= 5 MB.",
         ),
         Preset(
             "temu", "Temu", 1600, 800, ENGINE_MAX_SIZE, ("jpeg", "png"),
-            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=3_000_000,
-            notes="Square, at least 800 px, white background, <= 3 MB.",
+            # 2 MB: the limit every seller guide we found gives (none gave 3 MB).
+            fill=0.85, edge_gap_px=None, fill_band=_STANDARD_BAND, max_bytes=2_000_000,
+            notes="Square, at least 800 px (1600 px suggested), <= 2 MB; Temu asks for a clean "
+            "background and does not require white.",
         ),
     )
 }

@@ -62,18 +62,27 @@ def _solve3(m: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _sample(img: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``img`` (HxW or HxWxC) at fractional (row, col) positions."""
-    h, w = img.shape[:2]
-    fy, fx = np.clip(fy, 0, h - 1), np.clip(fx, 0, w - 1)
-    y0 = np.minimum(fy.astype(np.intp), max(h - 2, 0))
-    x0 = np.minimum(fx.astype(np.intp), max(w - 2, 0))
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    dy, dx = fy - y0, fx - x0
-    if img.ndim == 3:
-        dy, dx = dy[:, None], dx[:, None]
-    top = img[y0, x0] * (1 - dx) + img[y0, x1] * dx
-    bottom = img[y1, x0] * (1 - dx) + img[y1, x1] * dx
-    return top * (1 - dy) + bottom * dy
+    """Bilinear samples of ``img`` (HxW or HxWxC float32) at fractional (row, col) positions (clamped
+    to the image), one row per position.
+
+    ``cv2.remap`` on a 1xN map does the gather and the weights in one C pass: about 5x faster than
+    NumPy's fancy indexing over the hundreds of thousands of band pixels of a 4000 px photo (its
+    weights are quantised to 1/32 px, far below the model's 12 px resolution there).
+    """
+    n = fy.size
+    if n == 0:
+        return np.empty((0,) + img.shape[2:], np.float32)
+    # remap's maps are at most 32767 wide: the positions go in rows of _ROW, the last one padded.
+    rows = -(-n // _ROW)
+    map_x = np.zeros(rows * _ROW, np.float32)
+    map_y = np.zeros(rows * _ROW, np.float32)
+    map_x[:n], map_y[:n] = fx, fy
+    got = cv2.remap(img, map_x.reshape(rows, _ROW), map_y.reshape(rows, _ROW), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return got.reshape((rows * _ROW,) + img.shape[2:])[:n]
+
+
+_ROW = 4096
 
 
 def guide_size(h: int, w: int) -> tuple[int, int]:

@@ -161,6 +161,42 @@ async function upload(files) {
   );
 }
 
+// A photo by its address: the server checks the URL at once (a bad or forbidden one is
+// a 400 shown on the rejected card) and a worker fetches it (image_url).
+async function submitUrl(url) {
+  const presets = chosenPresets();
+  const entry = queue.addUpload(url, presets.join(" + "));
+  updateEmpty();
+  const body = new FormData();
+  body.append("image_url", url);
+  if (presets.length > 1) body.append("presets", presets.join(","));
+  else body.append("preset", presets[0]);
+  announce(`Sending ${url} to be fetched.`);
+  try {
+    queue.uploaded(entry, await api(auth, "/api/tasks/", { method: "POST", body }));
+    return true;
+  } catch (error) {
+    queue.rejected(entry, error instanceof ApiError ? error.detail : "The address did not reach the server.");
+    return false;
+  }
+}
+
+$("#url-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const url = form.image_url.value.trim();
+  if (!url) {
+    form.image_url.focus();
+    return;
+  }
+  form.querySelector("button").disabled = true;
+  try {
+    if (await submitUrl(url)) form.image_url.value = "";
+  } finally {
+    form.querySelector("button").disabled = false;
+  }
+});
+
 const drop = $("#drop-zone");
 $("#file-input").addEventListener("change", (event) => {
   upload(event.target.files).finally(() => {

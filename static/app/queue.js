@@ -55,6 +55,18 @@ function duration(seconds) {
   return `${Math.round(seconds / 60)} min`;
 }
 
+// A photo sent by its address is named after the file at the end of the URL's path
+// (as the batch archive names it), else after its host.
+export function urlName(url) {
+  try {
+    const parsed = new URL(url);
+    const last = parsed.pathname.split("/").filter(Boolean).pop();
+    return last ? decodeURIComponent(last) : parsed.host;
+  } catch {
+    return url;
+  }
+}
+
 // A completed task the engine doubts reads "Needs a look", never a green "Done".
 export function statusKey(task) {
   return task.status === "completed" && task.needs_review ? "review" : task.status;
@@ -165,12 +177,15 @@ export class TaskQueue {
   }
 
   // --- Uploads (optimistic cards) -------------------------------------------------------
-  addUpload(file, preset) {
+  // ``source`` is a File (its local preview shows at once) or a photo's URL (the server
+  // fetches it; its "before" image comes with the task once fetched).
+  addUpload(source, preset) {
     this.uploads += 1;
+    const byUrl = typeof source === "string";
     const entry = this.create({
-      task: { id: null, status: "uploading", progress: 0, options: { preset } },
-      name: file.name,
-      localPreview: URL.createObjectURL(file),
+      task: { id: null, status: "uploading", progress: 0, options: { preset }, image_url: byUrl ? source : null },
+      name: byUrl ? urlName(source) : source.name,
+      localPreview: byUrl ? null : URL.createObjectURL(source),
     });
     entry.el.dataset.uploading = "";
     this.list.prepend(entry.el);
@@ -260,7 +275,7 @@ export class TaskQueue {
   }
 
   label(entry) {
-    return entry.name || `Photo ${entry.task.id}`;
+    return entry.name || (entry.task.image_url ? urlName(entry.task.image_url) : `Photo ${entry.task.id}`);
   }
 
   render(entry) {

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from tests.conftest import accepts, free_port, wait_until
-from tests.notifications.support import isolate_channel_layer, terminate_other_sessions
+from tests.notifications.support import isolate_channel_layer
 
 isolate_channel_layer()
 
@@ -93,13 +93,6 @@ def cluster(transactional_db: Any, subprocess_env: dict[str, str], tmp_path: Pat
     if rep is not None and rep.failed:
         for name, _ in running.procs:
             print(f"--- {name} ---\n{running.tail(name)}")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _drop_pool_connections(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
-    yield
-    with django_db_blocker.unblock():
-        terminate_other_sessions()
 
 
 @pytest.fixture

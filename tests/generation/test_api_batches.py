@@ -183,6 +183,7 @@ def test_an_idempotency_key_reused_for_other_photos_or_options_is_a_422_that_cre
     for answer in (other_photo, other_option):
         assert answer.status_code == 422
         assert answer.json()["code"] == "idempotency_key_reused"
+        assert f"batch {first.json()['id']}" in answer.json()["detail"]
     assert Batch.objects.count() == GenerationTask.objects.count() == 1
     assert stored_files(settings) == files_before
 

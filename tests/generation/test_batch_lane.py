@@ -46,8 +46,9 @@ def test_a_single_photo_sent_after_a_100_photo_batch_starts_before_the_batchs_re
         wait_until(lambda: processing_seq(single_id), timeout=30)
         started_seq = processing_seq(single_id)
         batch_starts = [processing_seq(task_id) for task_id in batch["tasks"]]
-        # Between its arrival and its start, no batch task was claimed: it went first.
-        assert not [s for s in batch_starts if s is not None and created_seq < s < started_seq]
+        # Between its arrival and its start, no batch task was claimed but (at most) the one whose
+        # claim was already choosing as the photo's row committed (one runner: it could not see it).
+        assert len([s for s in batch_starts if s is not None and created_seq < s < started_seq]) <= 1
         # ... while most of the batch was still waiting.
         later = [s for s in batch_starts if s is None or s > started_seq]
         assert len(later) >= 80

@@ -263,6 +263,53 @@ def test_it_passes_fill_for_a_white_product_on_white() -> None:
     assert check(result.data, s)["checks"]["fill"]["value"] < report["checks"]["fill"]["value"]
 
 
+def _white_ball(side: int, rim_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """A white ball on a light backdrop: shaded 215-250 inside, its outer ``rim_px`` solid but near-white (252)."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    d = np.hypot(yy - side / 2, xx - side / 2)
+    radius = 0.4 * side
+    matte = np.clip(radius - d + 0.5, 0, 1)
+    shade = np.where(d < radius - rim_px, 215 + 35 * d / radius, 252)
+    rgb = np.clip(np.dstack([shade] * 3) * matte[..., None] + 235 * (1 - matte[..., None]), 0, 255).astype(np.uint8)
+    return rgb, matte
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_a_white_products_near_white_rim_is_product_not_a_veil(fmt: str) -> None:
+    # The ball's outer 6 px are solid product at 252: invisible against white, but they are the product,
+    # so they count for fill and are not an off-white backdrop.
+    rgb, matte = _white_ball(400, rim_px=6)
+    s = spec(preset="amazon", size=1000, format=fmt)
+    result = finish(rgb, make_cut(matte), s)
+    report = result.compliance
+    assert report is not None
+    assert report["checks"]["background_white"]["status"] == "passed", report["checks"]["background_white"]
+    assert report["checks"]["fill"]["value"] == pytest.approx(0.86, abs=0.005)
+    assert report["passed"] is True, report
+    # From the bytes alone the rim is indistinguishable from an off-white backdrop.
+    assert "background_white" in {k for k, v in check(result.data, s)["checks"].items() if v["status"] == "failed"}
+
+
+def test_a_veil_outside_the_product_still_fails_with_the_renderers_coverage() -> None:
+    from generation.engine.compliance import Claim
+
+    rgb, matte = _white_ball(400, rim_px=6)
+    s = spec(preset="amazon", size=1000, format="png")
+    result = finish(rgb, make_cut(matte), s)
+    out = decode(result.data).copy()
+    # A faint ring 15 px outside the product, as a leftover soft matte would leave.
+    covered = (darkest(out) < 255).astype(np.uint8)
+    ring = (cv2.dilate(covered, np.ones((41, 41), np.uint8)) > 0) & ~(cv2.dilate(covered, np.ones((31, 31), np.uint8)) > 0)
+    out[ring] = 253
+    buf = io.BytesIO()
+    Image.fromarray(out).save(buf, "PNG")
+    box = product_box(covered)
+    assert box is not None
+    report = check(buf.getvalue(), s, claim=Claim(box, coverage=covered > 0))
+    assert report["checks"]["background_white"]["status"] == "failed"
+    assert report["checks"]["background_white"]["value"]["off_white_pixels"] >= np.count_nonzero(ring) * 0.9
+
+
 def test_it_centres_a_sellers_soft_alpha_png_as_the_checker_measures_it() -> None:
     # A seller's cut-out with a long faint feather on one side only.
     h, w = 160, 200

@@ -1,11 +1,17 @@
 """The preset table: sound defaults, and the docs table that shows it to sellers."""
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
-import pytest
 
+import pytest
+from PIL import Image
+
+from generation.engine import compliance
+from generation.engine.base import InvalidOptions
 from generation.engine.presets import PRESETS, fill_from_margin
+from generation.engine.spec import RenderSpec, parse_job
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "presets.md"
 
@@ -74,3 +80,45 @@ def test_zalandos_canvas_is_portrait_1801_by_2600() -> None:
     assert zalando.canvas(zalando.default_size) == (1801, 2600)
     assert zalando.accepts_canvas(1801, 2600) and not zalando.accepts_canvas(2600, 2600)
     assert not zalando.accepts_canvas(2600, 1801)
+
+
+def test_zalando_takes_the_partner_guides_minimum_of_762_by_1100_and_nothing_smaller() -> None:
+    smallest = parse_job({"preset": "zalando", "size": "1100"}).outputs[0]
+    assert smallest.canvas == (762, 1100)
+    assert PRESETS["zalando"].accepts_canvas(762, 1100)
+    assert not PRESETS["zalando"].accepts_canvas(761, 1099)
+    with pytest.raises(InvalidOptions) as exc:
+        parse_job({"preset": "zalando", "size": "1099"})
+    assert exc.value.field == "size"
+
+
+def test_mercado_libre_stops_at_the_1920_px_it_keeps() -> None:
+    assert parse_job({"preset": "mercadolibre", "size": "1920"}).outputs[0].size == 1920
+    with pytest.raises(InvalidOptions, match="between 500 and 1920") as exc:
+        parse_job({"preset": "mercadolibre", "size": "2000"})
+    assert exc.value.field == "size"
+
+
+def test_tiktok_shop_refuses_webp_and_carries_transparency_in_png() -> None:
+    with pytest.raises(InvalidOptions, match="format webp is not accepted by the tiktok preset") as exc:
+        parse_job({"preset": "tiktok", "format": "webp"})
+    assert exc.value.field == "format"
+    assert parse_job({"preset": "tiktok", "background": "transparent"}).outputs[0].format == "png"
+
+
+def _white_jpeg_of(spec: RenderSpec, length: int) -> bytes:
+    """A white canvas for ``spec``, padded after its end marker (decoders ignore that) to ``length`` bytes."""
+    buf = io.BytesIO()
+    Image.new("RGB", spec.canvas, (255, 255, 255)).save(buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    assert len(data) < length
+    return data + b"\0" * (length - len(data))
+
+
+@pytest.mark.parametrize(("name", "limit"), [("temu", 2_000_000), ("ebay", 12_000_000), ("zalando", 20_000_000)])
+def test_the_bytes_check_holds_each_marketplaces_file_limit(name: str, limit: int) -> None:
+    spec = parse_job({"preset": name}).outputs[0]
+    at_limit = compliance.check(_white_jpeg_of(spec, limit), spec)["checks"]["bytes"]
+    over = compliance.check(_white_jpeg_of(spec, limit + 1), spec)["checks"]["bytes"]
+    assert (at_limit["status"], at_limit["value"]) == ("passed", limit)
+    assert (over["status"], over["value"]) == ("failed", limit + 1)

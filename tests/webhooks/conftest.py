@@ -22,4 +22,4 @@ def receiver() -> Iterator[Receiver]:
 
 
 # The end-to-end fixtures (real daphne and runworker processes on the test database).
-from tests.e2e.conftest import _drop_pool_connections, cluster, make_user  # noqa: E402, F401
+from tests.e2e.conftest import cluster, make_user  # noqa: E402, F401

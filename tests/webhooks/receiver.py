@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -21,13 +23,19 @@ class Received:
 
 @dataclass
 class Receiver:
-    """``answer(request) -> status`` decides each answer; ``hang`` blocks a path until released."""
+    """``answer(request) -> status`` decides each answer; ``hang`` blocks a path until released;
+    ``delay`` seconds pass before every answer. ``peak`` is the most requests that were in
+    flight at once, by path."""
 
     answer: Callable[[Received], int] = lambda request: 200
     received: list[Received] = field(default_factory=list)
     hang_paths: set[str] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
+    delay: float = 0.0
+    peak: Counter[str] = field(default_factory=Counter)
     port: int = 0
+    _in_flight: Counter[str] = field(default_factory=Counter)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -43,9 +51,18 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 request = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 receiver.received.append(request)
-                if self.path in receiver.hang_paths:
-                    receiver.release.wait(60)
-                status = receiver.answer(request)
+                with receiver._count_lock:
+                    receiver._in_flight[self.path] += 1
+                    receiver.peak[self.path] = max(receiver.peak[self.path], receiver._in_flight[self.path])
+                try:
+                    if self.path in receiver.hang_paths:
+                        receiver.release.wait(60)
+                    if receiver.delay:
+                        time.sleep(receiver.delay)  # a slow receiver: the attempts overlap
+                    status = receiver.answer(request)
+                finally:
+                    with receiver._count_lock:
+                        receiver._in_flight[self.path] -= 1
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -5,7 +5,9 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from notifications.models import Event
@@ -18,9 +20,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loopback")]
 URL = "http://127.0.0.1:9/hook"
 
 
-def claim(limit: int = 10, busy: dict[int, int] | None = None, per_endpoint: int = 10, lease: float = 30) -> list:
+def claim(limit: int = 10, per_endpoint: int = 10, lease: float = 30) -> list:
     """Lanes of one delivery each, flattened: (delivery, token) pairs."""
-    lanes = WebhookDelivery.claim_due(limit, busy=busy or {}, per_endpoint=per_endpoint, lease=lease)
+    lanes = WebhookDelivery.claim_due(limit, per_endpoint=per_endpoint, lease=lease)
     return [(lane[0], token) for lane, token in lanes]
 
 
@@ -56,15 +58,27 @@ def test_a_claim_holds_a_delivery_until_its_lease_ends_and_a_stale_attempt_recor
     assert (stored.status, stored.last_status_code, stored.attempts) == ("delivered", 204, 2)
 
 
-def test_claims_leave_an_endpoint_no_more_than_its_share(user: Any, other_user: Any, make_task: Any) -> None:
+def test_claims_leave_an_endpoint_no_more_than_its_share_counting_every_claim_in_the_database(
+        user: Any, other_user: Any, make_task: Any) -> None:
     slow = WebhookEndpoint.create_for(user, url=URL, events=["*"])
     fast = WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
     for _ in range(4):
         make_task()
-    make_task(user=other_user)
     WebhookEndpoint.materialize()
-    taken = claim(limit=5, busy={slow.pk: 1}, per_endpoint=2)
-    assert sorted(d.endpoint_id for d, _ in taken) == [slow.pk, fast.pk]
+    [(running, _)] = claim(limit=1, per_endpoint=2)  # a lane another worker runs, say
+    assert running.endpoint_id == slow.pk
+    for _ in range(3):
+        make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    taken = claim(limit=5, per_endpoint=2)
+    assert sorted(d.endpoint_id for d, _ in taken) == [slow.pk, fast.pk, fast.pk]
+    assert claim(limit=5, per_endpoint=2) == []  # two live lanes each, whoever runs them
+    (delivery, token), *_ = [c for c in taken if c[0].endpoint_id == fast.pk]
+    assert delivery.mark_delivered(token, 204, timezone.now())
+    assert [d.endpoint_id for d, _ in claim(limit=5, per_endpoint=2)] == [fast.pk]  # its lane ended
+    WebhookDelivery.objects.filter(endpoint=slow, claim_token__isnull=False).update(
+        claimed_until=timezone.now() - timedelta(seconds=1))  # their worker died: the slots come back
+    assert sorted(d.endpoint_id for d, _ in claim(limit=5, per_endpoint=2)) == [slow.pk, slow.pk]
 
 
 def test_a_delivery_gives_up_after_the_retry_window_and_one_whose_event_was_purged_at_once(
@@ -111,7 +125,7 @@ def test_a_lane_takes_one_endpoints_deliveries_in_order_under_one_claim(user: An
         make_task()
     make_task(user=other_user)
     WebhookEndpoint.materialize()
-    lanes = WebhookDelivery.claim_due(3, busy={}, per_endpoint=2, lease=30, lane_size=2)
+    lanes = WebhookDelivery.claim_due(3, per_endpoint=2, lease=30, lane_size=2)
     by_endpoint = [(lane[0].endpoint_id, [d.seq for d in lane]) for lane, _ in lanes]
     assert sorted(by_endpoint) == sorted([(busy_one.pk, [1, 2]), (busy_one.pk, [3, 4]),
                                           (WebhookEndpoint.objects.get(user=other_user).pk, [1])])
@@ -119,3 +133,33 @@ def test_a_lane_takes_one_endpoints_deliveries_in_order_under_one_claim(user: An
     lane[1].release(token)
     stored = WebhookDelivery.objects.get(pk=lane[1].pk)
     assert (stored.attempts, stored.claim_token) == (0, None)
+
+
+def test_a_claim_skips_an_endpoint_whose_claim_lock_another_process_holds(user: Any, make_task: Any) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the claim lock is PostgreSQL's advisory lock (SQLite runs one writer at a time)")
+    endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    make_task()
+    WebhookEndpoint.materialize()
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:  # another worker, mid-claim
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [webhook_models.CLAIM_LOCK, endpoint.pk])
+        assert claim() == []  # not waited for: the next loop comes back to it
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [webhook_models.CLAIM_LOCK, endpoint.pk])
+    assert [d.endpoint_id for d, _ in claim()] == [endpoint.pk]
+
+
+def test_a_claim_locks_only_the_endpoints_it_has_threads_for(user: Any, other_user: Any, make_task: Any) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the claim lock is PostgreSQL's advisory lock")
+    first = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
+    make_task()
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    assert [d.endpoint_id for d, _ in claim(limit=1)] == [first.pk]
+    with connection.cursor() as cursor:  # the test's transaction still holds what the claim took
+        cursor.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND pid = pg_backend_pid()",
+                       [webhook_models.CLAIM_LOCK])
+        # the other endpoint stays free for a claim in another worker meanwhile
+        assert [row[0] for row in cursor.fetchall()] == [first.pk]

@@ -1,4 +1,4 @@
-"""Webhook delivery by real ``runworker`` processes: retries, kill -9, a hanging receiver."""
+"""Webhook delivery by real ``runworker`` processes: retries, kill -9, a hanging receiver, the fleet-wide cap."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from django.db import transaction
+from django.utils import timezone
 
 from generation.models import GenerationTask
 from notifications.models import Event
@@ -26,6 +28,31 @@ WEBHOOK_ENV = {
 
 def logged_seqs(user: Any) -> list[int]:
     return list(Event.objects.filter(user=user).order_by("seq").values_list("seq", flat=True))
+
+
+def delivering(cluster: Any, *names: str) -> None:
+    """Wait until each worker's delivery loop runs (so each could claim as soon as events come)."""
+    wait_until(lambda: all("Webhook delivery started" in cluster.log(n) for n in names), timeout=30)
+
+
+def test_two_workers_together_never_run_more_than_the_per_endpoint_cap_against_one_receiver(
+        cluster: Any, make_user: Any, receiver: Receiver, loopback: None) -> None:
+    # Each worker alone may run 4 lanes, and there are 10 lanes of work: a per-process cap
+    # would let the two workers hold 4 requests open at once against this receiver.
+    receiver.delay = 0.03
+    user = make_user()
+    endpoint = WebhookEndpoint.create_for(user, url=receiver.url(), events=["*"])
+    env = {**WEBHOOK_ENV, "IMAGEGEN_WEBHOOK_CONCURRENCY": "4", "IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY": "2"}
+    for name in ("worker-1", "worker-2"):
+        cluster.worker(name, **env)
+    delivering(cluster, "worker-1", "worker-2")
+    with transaction.atomic():
+        for i in range(200):
+            Event.append(user_id=user.pk, task_id=None, type="task_update", data={"i": i}, created_at=timezone.now())
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == 200,
+               timeout=90)
+    assert {int(r.headers["webhook-id"].rsplit("_", 1)[1]) for r in receiver.received} == set(range(1, 201))
+    assert receiver.peak["/hook"] == 2  # the cap reached, never passed, across both processes
 
 
 def test_two_workers_deliver_every_event_through_a_receiver_that_fails_the_first_attempts(
@@ -50,7 +77,7 @@ def test_two_workers_deliver_every_event_through_a_receiver_that_fails_the_first
     assert sorted(int(i.rsplit("_", 1)[1]) for i in tries) == seqs  # every event, no other
     assert set(tries.values()) == {3}  # two failures then the success, one attempt at a time
     assert set(WebhookDelivery.objects.values_list("attempts", "last_status_code")) == {(3, 200)}
-    delivered_by = {cluster.log(n).count("delivered (attempt 3") for n in ("worker-1", "worker-2")}
+    delivered_by = [cluster.log(n).count("delivered (attempt 3") for n in ("worker-1", "worker-2")]
     assert sum(delivered_by) == len(seqs)
 
 
@@ -84,12 +111,14 @@ def test_a_hanging_receiver_holds_back_neither_other_endpoints_nor_the_task_queu
     slow_user, fast_user = make_user(), make_user()
     WebhookEndpoint.create_for(slow_user, url=receiver.url("/slow"), events=["*"])
     WebhookEndpoint.create_for(fast_user, url=receiver.url("/fast"), events=["*"])
-    cluster.worker("worker", **WEBHOOK_ENV, IMAGEGEN_WEBHOOK_TIMEOUT="60", IMAGEGEN_WEBHOOK_CONCURRENCY="3")
+    for name in ("worker-1", "worker-2"):  # each has room for 3 lanes; the hanging endpoint gets 2 in all
+        cluster.worker(name, **WEBHOOK_ENV, IMAGEGEN_WEBHOOK_TIMEOUT="60", IMAGEGEN_WEBHOOK_CONCURRENCY="3")
+    delivering(cluster, "worker-1", "worker-2")
     tasks = [make_task(user=slow_user) for _ in range(5)] + [make_task(user=fast_user) for _ in range(5)]
     wait_until(lambda: GenerationTask.objects.filter(pk__in=[t.pk for t in tasks], status="completed").count() == 10,
                timeout=60)
     fast_seqs = logged_seqs(fast_user)
     wait_until(lambda: sorted(int(r.headers["webhook-id"].rsplit("_", 1)[1]) for r in receiver.at("/fast")) == fast_seqs,
                timeout=30)
-    assert len(receiver.at("/slow")) == 2  # IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY: still hanging
+    assert len(receiver.at("/slow")) == 2  # IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY, fleet-wide: still hanging
     assert not receiver.release.is_set()
