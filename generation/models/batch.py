@@ -228,7 +228,19 @@ class Batch(models.Model):
         batch, after the task change): saves, and so records its events, only when a
         count moved."""
         rows = self.tasks.order_by().values_list("status").annotate(n=Count("id"))
-        counts = dict.fromkeys(COUNTED, 0) | {status: n for status, n in rows}
+        self._set_counts(dict.fromkeys(COUNTED, 0) | {status: n for status, n in rows})
+
+    def count_move(self, old: str, new: str) -> None:
+        """One of the batch's tasks went from ``old`` to ``new`` (call on a ``locked`` batch, after
+        that task's event): the counts as they stand after it, without a query. A set-based change
+        of several of its tasks (``set_transitions``) steps through them this way, so each task's
+        event is followed by its own ``batch_update``, as when the tasks change one by one."""
+        counts = self.counts
+        counts[old] -= 1
+        counts[new] += 1
+        self._set_counts(counts)
+
+    def _set_counts(self, counts: dict[str, int]) -> None:
         if counts == self.counts:
             return
         for name, value in counts.items():

@@ -85,7 +85,7 @@ def claim_rows(
     tasks = sorted(model.objects.raw(sql, params), key=lambda t: (-t.priority, t.turn, t.pk))
     for task in tasks:
         task.worker = worker  # the row's worker, so the log line names it without a query
-    _announce(model, tasks, CLAIM_FIELDS)
+    _announce(model, tasks, CLAIM_FIELDS, model.Status.PENDING)
     return [(task, task.claim_token) for task in tasks]
 
 
@@ -138,25 +138,40 @@ def complete_rows(
         outputs += mine
     if outputs:
         TaskOutput.objects.bulk_create(outputs)
-    _announce(model, kept, COMPLETE_FIELDS)
+    _announce(model, kept, COMPLETE_FIELDS, model.Status.PROCESSING)
     return kept, lost
 
 
-def _announce(model: type[GenerationTask], tasks: list[GenerationTask], fields: tuple[str, ...]) -> None:
+def _announce(model: type[GenerationTask], tasks: list[GenerationTask], fields: tuple[str, ...], old: str) -> None:
     """What ``GenerationTask._save`` does after writing one row, for a set of rows written at
-    once: the log line of each, their batches locked (after the task rows, before the owner's
-    event counter), the events (the receiver of ``tasks_changed``), then the batch recounts."""
+    once (all of them from status ``old``): the log line of each, their batches locked (after
+    the task rows, before the owner's event counter), the events (the receiver of
+    ``tasks_changed``: one call for each run of tasks outside batches), and after each batch
+    task's event its batch's ``batch_update`` (``Batch.count_move``), as one by one."""
     if not tasks:
         return
     for task in tasks:
         log_transition(task, fields)
     batch_ids = sorted({task.batch_id for task in tasks if task.batch_id is not None})
+    if not batch_ids:
+        tasks_changed.send(sender=model, tasks=tasks)
+        return
     batch_model = model.batch.field.related_model
-    locked = {b.pk: b for b in batch_model.objects.select_for_update().filter(pk__in=batch_ids).order_by("id")} \
-        if batch_ids else {}
-    tasks_changed.send(sender=model, tasks=tasks)
-    for batch_id in batch_ids:
-        locked[batch_id].recount()
+    locked = {b.pk: b for b in batch_model.objects.select_for_update().filter(pk__in=batch_ids).order_by("id")}
+    run: list[GenerationTask] = []
+    for task in tasks:
+        if task.batch_id is None:
+            run.append(task)
+            continue
+        if run:
+            tasks_changed.send(sender=model, tasks=run)
+            run = []
+        tasks_changed.send(sender=model, tasks=[task])
+        locked[task.batch_id].count_move(old, task.status)
+    if run:
+        tasks_changed.send(sender=model, tasks=run)
+    for batch in locked.values():
+        batch.recount()  # the stored counts were stale (a row changed by hand): set them right
 
 
 def picked_ids(query: Any) -> tuple[str, Sequence[Any]]:
