@@ -267,8 +267,11 @@ async def _send(layer: Any, batch: list[tuple[str, dict]]) -> None:
     pipeline of PUBLISHes per Redis shard (one round trip instead of one per event: 12-16 %
     of a no-op drain went to them), else one ``group_send`` each."""
     if len(batch) > 1 and isinstance(layer, RedisPubSubChannelLayer):
-        await _publish_pipelined(layer, batch)
-        return
+        try:
+            await _publish_pipelined(layer, batch)
+            return
+        except AttributeError:  # channels-redis internals moved (an upgrade past the pin): one by one
+            logger.warning("channels-redis internals changed: pushing a batch message by message", exc_info=True)
     for i, (group, message) in enumerate(batch):
         if i:
             await asyncio.sleep(0)  # the in-memory layer: let consumers drain between messages
