@@ -183,3 +183,17 @@ def test_a_dispatcher_with_every_thread_busy_waits_instead_of_materializing_each
     finally:
         receiver.release.set()
         running.stop()
+
+
+def test_a_receiver_that_refuses_one_event_still_gets_all_the_others(
+        user: Any, receiver: Receiver, dispatcher: Dispatcher) -> None:
+    receiver.answer = lambda request: 400 if request.json["seq"] == 1 else 200  # a payload it chokes on
+    endpoint = endpoint_for(user, receiver.url())
+    for i in range(10):
+        Event.append(user_id=user.pk, task_id=None, type="task_update", data={"i": i}, created_at=timezone.now())
+    # The breaker opens at each refusal, and its probe is another event: nothing waits behind seq 1.
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == 9, timeout=20)
+    refused = WebhookDelivery.objects.get(endpoint=endpoint, seq=1)
+    assert refused.status == "pending" and refused.attempts >= 1 and refused.last_status_code == 400
+    assert sorted({r.json["seq"] for r in receiver.received if r.json["seq"] != 1}) == list(range(2, 11))
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).enabled
