@@ -328,12 +328,16 @@ class WebhookDelivery(models.Model):
             return []
         now = timezone.now()
         with transaction.atomic():
-            # Unlocked first look: endpoints already at their cap are not candidates.
-            saturated = [endpoint for endpoint, n in cls.live_lanes(now).items() if n >= per_endpoint]
+            # Unlocked first look: endpoints already at their cap are not candidates, nor are open
+            # ones whose probe is running (in any worker): they would take a place in ``ready``
+            # and get no lane, and a few dead receivers could then fill it.
+            live = cls.live_lanes(now)
+            saturated = [endpoint for endpoint, n in live.items() if n >= per_endpoint]
             first_waiting = (cls.objects.waiting(now).filter(endpoint_id=OuterRef("pk"))
                              .order_by("next_attempt_at").values("next_attempt_at")[:1])
             ready = list(
                 WebhookEndpoint.objects.filter(enabled=True).exclude(pk__in=saturated)
+                .exclude(failures__gt=0, pk__in=list(live))
                 .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
                 .annotate(first_waiting=Subquery(first_waiting)).filter(first_waiting__isnull=False)
                 .order_by("first_waiting", "pk")[:lanes]

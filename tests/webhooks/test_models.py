@@ -233,3 +233,7 @@ def test_an_endpoint_waiting_on_its_breaker_leaves_the_claim_to_the_others(user:
     assert [d.endpoint_id for d, _ in claim(limit=1)] == [alive.pk]
     WebhookDelivery.objects.filter(endpoint=dead).first().redeliver()  # the owner asks: a probe now
     assert [d.endpoint_id for d, _ in claim(limit=5)] == [dead.pk]  # one probe, not the backlog
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    # The probe runs (another worker's, say): the dead endpoint's older backlog takes no thread's place.
+    assert [d.endpoint_id for d, _ in claim(limit=1)] == [alive.pk]
