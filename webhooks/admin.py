@@ -12,13 +12,15 @@ from .models import Unavailable, WebhookDelivery, WebhookEndpoint
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
-    list_display = ("id", "user", "url", "events", "enabled", "failing_since", "disabled_at", "cursor", "created_at")
+    list_display = ("id", "user", "url", "events", "enabled", "failing_since", "failures", "retry_at", "disabled_at",
+                    "cursor", "created_at")
     list_filter = ("enabled",)
     search_fields = ("=id", "user__username", "url")
     list_select_related = ("user",)
     # The secret is never shown here either: owners see it once, at creation or rotation.
     exclude = ("secret", "previous_secret")
-    readonly_fields = ("user", "cursor", "failing_since", "disabled_at", "disabled_reason",
+    # failures/retry_at: the circuit breaker (open while failures > 0; no attempt before retry_at).
+    readonly_fields = ("user", "cursor", "failing_since", "failures", "retry_at", "disabled_at", "disabled_reason",
                        "previous_secret_expires_at", "created_at", "updated_at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:

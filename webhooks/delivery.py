@@ -108,10 +108,15 @@ class Dispatcher:
             connection.close()
 
     def run_once(self) -> bool:
-        """Materialize new events and start due lanes. True: found work, look again now."""
-        created = WebhookEndpoint.materialize()
+        """Materialize new events and start due lanes. True: lanes were started and threads
+        are left, look again now. False: wait for a lane to end or the poll interval. With
+        every thread busy it does nothing at all: new events wait in the log (the cursor keeps
+        them), and materializing once per new event while nothing could be claimed was a spin."""
         with self._lock:
             free = self.concurrency - self._running
+        if free <= 0:
+            return False
+        WebhookEndpoint.materialize()
         # The per-endpoint cap is the fleet's: claim_due counts every process's live lanes.
         claimed = WebhookDelivery.claim_due(free, per_endpoint=self.per_endpoint, lease=lease_seconds(),
                                             lane_size=LANE_SIZE)
@@ -119,7 +124,9 @@ class Dispatcher:
             with self._lock:
                 self._running += 1
             self._pool.submit(self._run_lane, lane, token)
-        return bool(created or claimed)
+        # Deliveries made but not claimable (their endpoints at their cap, or waiting on their
+        # breaker) are no reason to loop: a lane's end or the poll brings the next look.
+        return bool(claimed) and len(claimed) < free
 
     def _run_lane(self, lane: list[WebhookDelivery], token: uuid.UUID) -> None:
         # Each pool thread keeps its connection (at most IMAGEGEN_WEBHOOK_CONCURRENCY per
@@ -132,8 +139,8 @@ class Dispatcher:
         try:
             for index, delivery in enumerate(lane):
                 if self.stopped or outcome != "delivered":
-                    # Stopping, or the receiver just failed: the rest go back unattempted (their
-                    # retries are due at once, by whichever lane or worker comes next).
+                    # Stopping, or the receiver just failed: the rest go back unattempted. After a
+                    # failure the endpoint's breaker is open: they wait for its probe to succeed.
                     for rest in lane[index:]:
                         rest.release(token)
                     break

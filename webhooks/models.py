@@ -78,6 +78,10 @@ class WebhookEndpoint(models.Model):
     failing_since = models.DateTimeField(null=True, blank=True)
     # The last seq of the owner's log already turned into deliveries (or skipped by the filter).
     cursor = models.BigIntegerField(default=0)
+    # The circuit breaker: failed attempts in a row since the last success (open while > 0),
+    # and no attempt of this endpoint before ``retry_at`` (the backoff of that many failures).
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -124,6 +128,7 @@ class WebhookEndpoint(models.Model):
                     setattr(locked, name, fields[name])
             if fields.get("enabled") is True and not locked.enabled:
                 locked.enabled, locked.disabled_at, locked.disabled_reason, locked.failing_since = True, None, "", None
+                locked.failures, locked.retry_at = 0, None  # a fresh start: the backlog flows at once
                 locked.deliveries.filter(status=WebhookDelivery.Status.PENDING).update(next_attempt_at=timezone.now())
             elif fields.get("enabled") is False and locked.enabled:
                 locked.enabled, locked.disabled_at, locked.disabled_reason = False, timezone.now(), "Disabled by its owner."
@@ -182,25 +187,39 @@ class WebhookEndpoint(models.Model):
         return len(rows)
 
     def note_success(self) -> None:
-        if self.failing_since is None:
-            return  # as read with the claim: no failure run to end (saves a write per delivery)
-        WebhookEndpoint.objects.filter(pk=self.pk, failing_since__isnull=False).update(failing_since=None)
+        """A 2xx closes the breaker and ends the failure run."""
+        if self.failing_since is None and not self.failures:
+            return  # as read with the claim: nothing to close (saves a write per delivery)
+        WebhookEndpoint.objects.filter(pk=self.pk).filter(Q(failing_since__isnull=False) | Q(failures__gt=0)).update(
+            failing_since=None, failures=0, retry_at=None)
 
     def note_failure(self, error: str, now: datetime) -> bool:
-        """Record a failed attempt; disable the endpoint when it has failed without a success
-        for IMAGEGEN_WEBHOOK_DISABLE_AFTER. True if this call disabled it."""
-        WebhookEndpoint.objects.filter(pk=self.pk, failing_since__isnull=True).update(failing_since=now)
+        """Record a failed attempt: the breaker opens (or stays open) and the endpoint's next
+        attempt waits the backoff of this many failures in a row, whichever delivery fails, so
+        a dead receiver with a backlog is tried on one delivery's schedule, not each one's.
+        Disable the endpoint when it has failed without a success for
+        IMAGEGEN_WEBHOOK_DISABLE_AFTER. True if this call disabled it."""
         window = timedelta(seconds=settings.IMAGEGEN_WEBHOOK_DISABLE_AFTER)
         with transaction.atomic():
             locked = WebhookEndpoint.objects.select_for_update().filter(pk=self.pk).first()
-            if locked is None or not locked.enabled or locked.failing_since is None:
-                return False  # deleted, disabled already, or a success came in between
-            if now - locked.failing_since < window:
+            if locked is None:
+                return False  # deleted meanwhile
+            locked.failures += 1
+            locked.failing_since = locked.failing_since or now
+            # Later than what is already set, never earlier: two lanes failing at once must not
+            # shorten the wait the other one set.
+            retry_at = now + timedelta(seconds=retry_delay(locked.failures))
+            locked.retry_at = max(retry_at, locked.retry_at) if locked.retry_at else retry_at
+            fields = ["failures", "failing_since", "retry_at"]
+            disabled = locked.enabled and now - locked.failing_since >= window
+            if disabled:
+                locked.enabled, locked.disabled_at = False, now
+                locked.disabled_reason = (f"Every delivery failed for {_duration(window)} "
+                                          f"(since {locked.failing_since.isoformat()}); last error: {error}")[:500]
+                fields += ["enabled", "disabled_at", "disabled_reason"]
+            locked.save(update_fields=[*fields, "updated_at"])
+            if not disabled:
                 return False
-            locked.enabled, locked.disabled_at = False, now
-            locked.disabled_reason = (f"Every delivery failed for {_duration(window)} "
-                                      f"(since {locked.failing_since.isoformat()}); last error: {error}")[:500]
-            locked.save(update_fields=["enabled", "disabled_at", "disabled_reason", "updated_at"])
             event = Event.append(user_id=locked.user_id, task_id=None, type=Event.Type.WEBHOOK_DISABLED,
                                  data={"webhook": locked.summary(), "failing_since": locked.failing_since.isoformat()},
                                  created_at=now)
@@ -220,9 +239,9 @@ def _duration(window: timedelta) -> str:
 
 
 class DeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
-    def due(self, now: datetime) -> DeliveryQuerySet:
-        """Pending, due, of an enabled endpoint, and not held by a live attempt."""
-        return self.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__enabled=True).filter(
+    def waiting(self, now: datetime) -> DeliveryQuerySet:
+        """Pending, due, and not held by a live attempt (whatever its endpoint's state)."""
+        return self.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now).filter(
             Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
@@ -258,7 +277,12 @@ class WebhookDelivery(models.Model):
         ordering = ["-seq", "-id"]
         constraints = [models.UniqueConstraint(fields=["endpoint", "event_id"], name="webhook_delivery_once_per_event")]
         indexes = [
-            models.Index(fields=["next_attempt_at"], name="webhook_delivery_due",
+            # The claim's two reads per endpoint (``claim_due``): its longest-waiting delivery, and
+            # its pending ones in seq order. Pending rows only: a busy endpoint's delivered rows
+            # (kept for the event retention) are never scanned.
+            models.Index(fields=["endpoint", "next_attempt_at"], name="webhook_delivery_waiting",
+                         condition=Q(status="pending")),
+            models.Index(fields=["endpoint", "seq"], name="webhook_delivery_pending",
                          condition=Q(status="pending")),
             models.Index(fields=["endpoint", "-seq"], name="webhook_delivery_log"),
             # The live lanes counted at every claim (``live_lanes``): only rows in flight, a handful.
@@ -282,13 +306,18 @@ class WebhookDelivery(models.Model):
     def claim_due(cls, lanes: int, *, per_endpoint: int, lease: float,
                   lane_size: int = 1) -> list[tuple[list[WebhookDelivery], uuid.UUID]]:
         """Claim due deliveries as up to ``lanes`` lanes: each lane is up to ``lane_size``
-        deliveries of one endpoint, attempted one after the other by one thread. One endpoint
-        has at most ``per_endpoint`` lanes running at once across the whole fleet: a lane is
-        live while a delivery holds its token under an unexpired lease, and the live lanes are
-        counted in the database under a per-endpoint lock (``_lock_endpoints``), so two
-        workers claiming at once cannot both take an endpoint's last slot. A slow receiver thus
-        holds at most that many threads of the fleet, and its slots never stop another
-        endpoint's claim (saturated endpoints are left out of the candidates).
+        deliveries of one endpoint in seq order, attempted one after the other by one thread.
+
+        Endpoints are served the longest-waiting first, one lane each before any gets a second.
+        One endpoint has at most ``per_endpoint`` lanes running at once across the whole fleet:
+        a lane is live while a delivery holds its token under an unexpired lease, and the live
+        lanes are counted in the database under a per-endpoint lock (``_lock_endpoints``), so
+        two workers claiming at once cannot both take an endpoint's last slot. An endpoint whose
+        breaker is open (``failures`` > 0) gets nothing before its ``retry_at``, and then one
+        probe at a time: a lane of one delivery, the least-tried one (lowest seq among equals),
+        so a receiver that refuses one event is probed with another and a receiver that is down
+        sees one request per backoff step. Endpoints at their cap or waiting on their breaker
+        are not candidates at all: a dead receiver's backlog never crowds the others out.
 
         Lanes share one claim transaction, so a busy endpoint costs one claim per ``lane_size``
         events, not one per event. Each claim counts an attempt at once: a worker killed
@@ -299,31 +328,47 @@ class WebhookDelivery(models.Model):
             return []
         now = timezone.now()
         with transaction.atomic():
-            # Unlocked first look: endpoints already at their cap are not candidates, so a few
-            # slow receivers with long backlogs cannot fill the candidate list.
-            saturated = [endpoint for endpoint, n in cls.live_lanes(now).items() if n >= per_endpoint]
-            candidates = list(
-                cls.objects.due(now).exclude(endpoint_id__in=saturated).order_by("next_attempt_at", "seq")
-                .select_related("endpoint").select_for_update(skip_locked=True, of=("self",))[: lanes * lane_size * 2]
+            # Unlocked first look: endpoints already at their cap are not candidates, nor are open
+            # ones whose probe is running (in any worker): they would take a place in ``ready``
+            # and get no lane, and a few dead receivers could then fill it.
+            live = cls.live_lanes(now)
+            saturated = [endpoint for endpoint, n in live.items() if n >= per_endpoint]
+            first_waiting = (cls.objects.waiting(now).filter(endpoint_id=OuterRef("pk"))
+                             .order_by("next_attempt_at").values("next_attempt_at")[:1])
+            ready = list(
+                WebhookEndpoint.objects.filter(enabled=True).exclude(pk__in=saturated)
+                .exclude(failures__gt=0, pk__in=list(live))
+                .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
+                .annotate(first_waiting=Subquery(first_waiting)).filter(first_waiting__isnull=False)
+                .order_by("first_waiting", "pk")[:lanes]
             )
-            # At most ``lanes`` endpoints can get a lane: lock only those (the first in due order),
-            # so a concurrent claim in another worker finds the rest free.
-            wanted = list(dict.fromkeys(d.endpoint_id for d in candidates))[:lanes]
-            held = cls._lock_endpoints(set(wanted))
+            # Lock only the endpoints this claim can serve, so a concurrent claim in another
+            # worker finds the rest free.
+            held = cls._lock_endpoints({e.pk for e in ready})
             # Counted again under the locks: authoritative, whichever process runs the lanes.
             running = cls.live_lanes(now, held)
-            open_lane: dict[int, list[WebhookDelivery]] = {}
+            endpoints = [e for e in ready if e.pk in held]
+            plan: dict[int, int] = {}
+            budget = lanes
+            for top_up in (False, True):  # one lane each first, then the rest of each one's room
+                for endpoint in endpoints:
+                    room = (1 if endpoint.failures else per_endpoint) - running.get(endpoint.pk, 0)
+                    add = min((room if top_up else min(room, 1)) - plan.get(endpoint.pk, 0), budget)
+                    if add > 0:
+                        plan[endpoint.pk] = plan.get(endpoint.pk, 0) + add
+                        budget -= add
             taken: list[list[WebhookDelivery]] = []
-            for delivery in candidates:
-                if delivery.endpoint_id not in held:
-                    continue  # another process is claiming for this endpoint right now
-                lane = open_lane.get(delivery.endpoint_id)
-                if lane is not None and len(lane) < lane_size:
-                    lane.append(delivery)
-                elif len(taken) < lanes and running.get(delivery.endpoint_id, 0) < per_endpoint:
-                    running[delivery.endpoint_id] = running.get(delivery.endpoint_id, 0) + 1
-                    open_lane[delivery.endpoint_id] = [delivery]
-                    taken.append(open_lane[delivery.endpoint_id])
+            for endpoint in endpoints:
+                if not plan.get(endpoint.pk):
+                    continue
+                waiting = cls.objects.waiting(now).filter(endpoint_id=endpoint.pk)
+                if endpoint.failures:  # the breaker's probe
+                    rows = list(waiting.order_by("attempts", "seq").select_for_update(skip_locked=True)[:1])
+                else:
+                    rows = list(waiting.order_by("seq").select_for_update(skip_locked=True)[: plan[endpoint.pk] * lane_size])
+                for delivery in rows:
+                    delivery.endpoint = endpoint
+                taken += [rows[i:i + lane_size] for i in range(0, len(rows), lane_size)]
             claimed = []
             for lane in taken:
                 token, until = uuid.uuid4(), now + timedelta(seconds=lease)
@@ -384,6 +429,9 @@ class WebhookDelivery(models.Model):
 
     def mark_delivered(self, token: uuid.UUID, status_code: int, now: datetime) -> bool:
         """False: the claim was lost (lease expired and retaken, or the endpoint deleted)."""
+        # The breaker closes first: a 2xx proves the receiver alive whoever owns the claim now,
+        # and whoever then sees this delivered sees the endpoint closed.
+        self.endpoint.note_success()
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 # No wait for the WAL flush: a crash can lose only this "delivered" mark, and then the
@@ -394,8 +442,6 @@ class WebhookDelivery(models.Model):
             done = self._fenced(token).update(status=self.Status.DELIVERED, delivered_at=now,
                                               last_status_code=status_code, last_error="", next_attempt_at=None,
                                               claim_token=None, claimed_until=None)
-        if done:
-            self.endpoint.note_success()
         return bool(done)
 
     def mark_failed(self, token: uuid.UUID, status_code: int | None, error: str, now: datetime,
@@ -411,10 +457,12 @@ class WebhookDelivery(models.Model):
             update.update(status=self.Status.FAILED, next_attempt_at=None)
         else:
             update["next_attempt_at"] = now + timedelta(seconds=retry_delay(self.attempts))
+        if not final:  # a purged event is not the receiver's failure
+            # Before the claim is let go: in between, the endpoint would look free to probe at
+            # once. The attempt failed whoever owns the claim now, so it counts either way.
+            self.endpoint.note_failure(error, now)
         if not self._fenced(token).update(**update):
             return "lost"
-        if not final:  # a purged event is not the receiver's failure
-            self.endpoint.note_failure(error, now)
         return "gave_up" if give_up else "failed"
 
     def redeliver(self) -> None:
@@ -425,8 +473,12 @@ class WebhookDelivery(models.Model):
                 raise Unavailable("An attempt of this delivery is running; try again when it has finished.")
             if not locked.endpoint.enabled:
                 raise Unavailable("The endpoint is disabled; enable it first (PATCH enabled=true).")
-            WebhookDelivery.objects.filter(pk=self.pk).update(status=self.Status.PENDING, next_attempt_at=timezone.now(),
+            now = timezone.now()
+            WebhookDelivery.objects.filter(pk=self.pk).update(status=self.Status.PENDING, next_attempt_at=now,
                                                               delivered_at=None)
+            # The owner asked for an attempt now: an open breaker probes at once instead of at its
+            # next step (the probe is its least-tried delivery, not necessarily this one).
+            WebhookEndpoint.objects.filter(pk=locked.endpoint_id, retry_at__gt=now).update(retry_at=now)
         self.refresh_from_db()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any, Iterator
 
@@ -146,3 +147,53 @@ def test_a_url_that_became_forbidden_fails_at_delivery_time(settings: Any, user:
     delivery = wait_until(lambda: WebhookDelivery.objects.filter(attempts__gte=1, last_error__gt="").first())
     assert "loopback" in delivery.last_error and delivery.last_status_code is None
     assert receiver.received == []
+
+
+def test_a_dispatcher_with_every_thread_busy_waits_instead_of_materializing_each_new_event(
+        settings: Any, user: Any, receiver: Receiver, fast_retries: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.IMAGEGEN_WEBHOOK_CONCURRENCY = 1
+    settings.IMAGEGEN_WEBHOOK_POLL_INTERVAL = 0.2
+    settings.IMAGEGEN_WEBHOOK_TIMEOUT = 30.0
+    calls: list[float] = []
+    materialize = WebhookEndpoint.materialize
+
+    def counted(cls: type[WebhookEndpoint], limit: int = 100) -> int:
+        calls.append(time.monotonic())
+        return materialize(limit)
+
+    monkeypatch.setattr(WebhookEndpoint, "materialize", classmethod(counted))
+    receiver.hang_paths.add("/hook")
+    endpoint = endpoint_for(user, receiver.url())
+    running = Dispatcher("test")
+    running.start()
+    try:
+        Event.append(user_id=user.pk, task_id=None, type="task_update", data={}, created_at=timezone.now())
+        wait_until(lambda: len(receiver.received) == 1)  # the only thread hangs on it
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:  # new events commit one by one meanwhile
+            Event.append(user_id=user.pk, task_id=None, type="task_update", data={}, created_at=timezone.now())
+        elapsed = time.monotonic() - started
+        busy_calls = len([t for t in calls if started <= t <= started + elapsed])
+        logged = Event.objects.filter(user=user).count()
+        # A look per poll interval at most (the spin made one per new event: hundreds here).
+        assert busy_calls <= elapsed / 0.2 + 2, (busy_calls, logged)
+        receiver.release.set()
+        wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == logged,
+                   timeout=30)
+    finally:
+        receiver.release.set()
+        running.stop()
+
+
+def test_a_receiver_that_refuses_one_event_still_gets_all_the_others(
+        user: Any, receiver: Receiver, dispatcher: Dispatcher) -> None:
+    receiver.answer = lambda request: 400 if request.json["seq"] == 1 else 200  # a payload it chokes on
+    endpoint = endpoint_for(user, receiver.url())
+    for i in range(10):
+        Event.append(user_id=user.pk, task_id=None, type="task_update", data={"i": i}, created_at=timezone.now())
+    # The breaker opens at each refusal, and its probe is another event: nothing waits behind seq 1.
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == 9, timeout=20)
+    refused = WebhookDelivery.objects.get(endpoint=endpoint, seq=1)
+    assert refused.status == "pending" and refused.attempts >= 1 and refused.last_status_code == 400
+    assert sorted({r.json["seq"] for r in receiver.received if r.json["seq"] != 1}) == list(range(2, 11))
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).enabled

@@ -163,3 +163,77 @@ def test_a_claim_locks_only_the_endpoints_it_has_threads_for(user: Any, other_us
                        [webhook_models.CLAIM_LOCK])
         # the other endpoint stays free for a claim in another worker meanwhile
         assert [row[0] for row in cursor.fetchall()] == [first.pk]
+
+
+def reopen_now(endpoint: WebhookEndpoint) -> None:
+    """The breaker's wait is over (as if its retry_at had passed)."""
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(retry_at=timezone.now() - timedelta(milliseconds=1))
+
+
+def test_a_failure_opens_the_endpoints_breaker_then_one_probe_at_a_time_and_a_success_lets_the_backlog_flow_in_order(
+        settings: Any, user: Any, make_task: Any) -> None:
+    settings.IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = 10
+    endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    for _ in range(6):
+        make_task()
+    WebhookEndpoint.materialize()
+    [(lane, token)] = WebhookDelivery.claim_due(4, per_endpoint=1, lease=30, lane_size=3)
+    assert [d.seq for d in lane] == [1, 2, 3]
+    assert lane[0].mark_failed(token, 503, "HTTP 503", timezone.now()) == "failed"
+    for rest in lane[1:]:
+        rest.release(token)  # as the lane does after a failure
+    endpoint.refresh_from_db()
+    assert endpoint.failures == 1 and 10 <= (endpoint.retry_at - timezone.now()).total_seconds() <= 12.5
+    # Open: deliveries 2..6 are due on their own, but the endpoint waits its backoff.
+    assert WebhookDelivery.claim_due(4, per_endpoint=2, lease=30, lane_size=3) == []
+    reopen_now(endpoint)
+    WebhookDelivery.objects.filter(seq=1).update(next_attempt_at=timezone.now())  # its own wait over too
+    [(probe, probe_token)] = [(lane[0], t) for lane, t in WebhookDelivery.claim_due(4, per_endpoint=2, lease=30,
+                                                                                    lane_size=3)]
+    assert probe.seq == 2  # the least-tried: an event the receiver refuses is not probed again and again
+    assert WebhookDelivery.claim_due(4, per_endpoint=2, lease=30, lane_size=3) == []  # one probe at a time
+    assert probe.mark_delivered(probe_token, 200, timezone.now())
+    endpoint.refresh_from_db()
+    assert (endpoint.failures, endpoint.retry_at, endpoint.failing_since) == (0, None, None)
+    lanes = WebhookDelivery.claim_due(4, per_endpoint=2, lease=30, lane_size=3)
+    assert [[d.seq for d in lane] for lane, _ in lanes] == [[1, 3, 4], [5, 6]]  # closed: in seq order again
+
+
+def test_the_endpoints_wait_grows_with_failures_in_a_row_whichever_delivery_failed(
+        settings: Any, user: Any, make_task: Any) -> None:
+    settings.IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = 10
+    settings.IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS = 3600
+    endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    for _ in range(4):
+        make_task()
+    WebhookEndpoint.materialize()
+    waits = []
+    for _ in range(4):
+        reopen_now(endpoint)
+        [(probe, token)] = claim(limit=1 if not waits else 10)  # then open: a probe, however many threads
+        now = timezone.now()
+        probe.mark_failed(token, None, "ConnectError", now)
+        endpoint.refresh_from_db()
+        waits.append((probe.seq, (endpoint.retry_at - now).total_seconds()))
+    assert [seq for seq, _ in waits] == [1, 2, 3, 4]  # each delivery tried once ...
+    for (_, wait), floor in zip(waits, (10, 20, 40, 80)):  # ... on one delivery's schedule
+        assert floor <= wait <= floor * 1.25
+    assert set(WebhookDelivery.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_an_endpoint_waiting_on_its_breaker_leaves_the_claim_to_the_others(user: Any, other_user: Any,
+                                                                          make_task: Any) -> None:
+    dead = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    alive = WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
+    for _ in range(30):
+        make_task()  # the dead endpoint's backlog is the longest waiting
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    WebhookEndpoint.objects.filter(pk=dead.pk).update(failures=3, retry_at=timezone.now() + timedelta(minutes=5))
+    assert [d.endpoint_id for d, _ in claim(limit=1)] == [alive.pk]
+    WebhookDelivery.objects.filter(endpoint=dead).first().redeliver()  # the owner asks: a probe now
+    assert [d.endpoint_id for d, _ in claim(limit=5)] == [dead.pk]  # one probe, not the backlog
+    make_task(user=other_user)
+    WebhookEndpoint.materialize()
+    # The probe runs (another worker's, say): the dead endpoint's older backlog takes no thread's place.
+    assert [d.endpoint_id for d, _ in claim(limit=1)] == [alive.pk]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 from typing import Any
 
@@ -122,3 +123,51 @@ def test_a_hanging_receiver_holds_back_neither_other_endpoints_nor_the_task_queu
                timeout=30)
     assert len(receiver.at("/slow")) == 2  # IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY, fleet-wide: still hanging
     assert not receiver.release.is_set()
+
+
+def test_a_receiver_down_with_a_backlog_is_probed_on_one_deliverys_schedule_then_gets_every_event_once_in_order(
+        cluster: Any, make_user: Any, receiver: Receiver, loopback: None) -> None:
+    down = threading.Event()
+    down.set()
+    answered: list[tuple[int, int]] = []  # (seq, status) of every request to the dead receiver
+
+    def answer(request: Any) -> int:
+        status = 503 if down.is_set() else 200
+        if request.path == "/dead":
+            answered.append((request.json["seq"], status))
+        return status if request.path == "/dead" else 200
+
+    receiver.answer = answer
+    user, other = make_user(), make_user()
+    dead = WebhookEndpoint.create_for(user, url=receiver.url("/dead"), events=["*"])
+    healthy = WebhookEndpoint.create_for(other, url=receiver.url("/ok"), events=["*"])
+    # One lane per endpoint: the whole flow after recovery is then one sequence to check.
+    cluster.worker("worker-1", **{**WEBHOOK_ENV, "IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+                                  "IMAGEGEN_WEBHOOK_RETRY_MAX_SECONDS": "1",
+                                  "IMAGEGEN_WEBHOOK_ENDPOINT_CONCURRENCY": "1"})
+    delivering(cluster, "worker-1")
+    backlog = 40
+    for owner in (user, other):  # the dead receiver's backlog is the older one
+        with transaction.atomic():
+            for i in range(backlog):
+                Event.append(user_id=owner.pk, task_id=None, type="task_update", data={"i": i},
+                             created_at=timezone.now())
+    # The dead endpoint's backlog holds back no one else.
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=healthy, status="delivered").count() == backlog,
+               timeout=30)
+    wait_until(lambda: len(receiver.at("/dead")) >= 5, timeout=30)
+    down.clear()  # the receiver comes back
+    probes = receiver.at("/dead")[:5]
+    # One request per backoff step (0.2, 0.4, 0.8, 1, ... s): one delivery's schedule, not one
+    # attempt per pending event back to back (40 requests within the first moment).
+    assert probes[-1].at - probes[0].at >= 0.2 + 0.4 + 0.8 + 1.0
+    wait_until(lambda: WebhookDelivery.objects.filter(endpoint=dead, status="delivered").count() == backlog,
+               timeout=60)
+    failed = [seq for seq, status in answered if status == 503]
+    assert 5 <= len(failed) <= 6  # the five seen, and at most one more in flight as it came back
+    assert len(set(failed)) == len(failed)  # each probe a different event: none singled out
+    delivered = [seq for seq, status in answered if status == 200]
+    assert sorted(delivered) == list(range(1, backlog + 1))  # every event, once
+    assert delivered[1:] == sorted(delivered[1:])  # after the successful probe, in seq order
+    dead.refresh_from_db()
+    assert (dead.failures, dead.retry_at, dead.failing_since, dead.enabled) == (0, None, None, True)
