@@ -8,7 +8,8 @@ What runs (all on loopback, production settings: DEBUG=0, Redis channel layer, e
 - two ``daphne`` processes behind ``bench/tcp_proxy.py`` (round-robin; SIGUSR1 cuts every connection);
 - two ``manage.py runworker`` processes (the no-op backend: this measures delivery, not OpenCV);
 - in this process: one WebSocket client per user (the ``websockets`` library), each tracking the seq it has
-  seen, reconnecting with ``after=<last seq>`` after any close, pinging in band every 10 s (as the Python
+  seen, reconnecting with ``after=<last seq>`` after any close (with the Python client's ``Backoff``: full
+  jitter, seeded per client), pinging in band every 10 s (as the Python
   client does) and refreshing its token in band before expiry (``{"type": "refresh"}``); and a producer
   submitting tasks over REST through the proxy at a steady rate (each with an Idempotency-Key, retried on
   errors so no task is lost to a restart).
@@ -269,7 +270,12 @@ class Soak:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+        from imagegen_client import Backoff
+
         lead = min(30.0, self.args.token_seconds * 0.25)
+        # The Python client's own policy (full jitter, doubling from 0.5 s to 30 s, reset after a minute up),
+        # seeded from the client: a herd cut at once comes back spread, as real clients would.
+        backoff = Backoff(seed=f"{SECRET}:{c.user}")
         while not self.stopping:
             c.attempts += 1
             token, exp = mint(c.user)
@@ -282,9 +288,10 @@ class Soak:
                 reason = (f"HTTP {error.response.status_code}" if isinstance(error, InvalidStatus)
                           else type(error).__name__)
                 self.connect_failures[reason] = self.connect_failures.get(reason, 0) + 1
-                await asyncio.sleep(random.uniform(0.5, 2.0))  # a client's back-off, not synchronisation
+                await asyncio.sleep(backoff.next_delay())  # a client's back-off, not synchronisation
                 continue
             c.opened += 1
+            backoff.opened()
             synced = False
             pending_refresh = False
             next_ping = time.monotonic() + 10
@@ -329,7 +336,9 @@ class Soak:
             except ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
                 c.closes.append((self.now(), code))
-                await asyncio.sleep(random.uniform(0.1, 1.0))  # reconnect back-off
+                backoff.closed()
+                if code != 4001:  # an expired token: renew and come straight back, as the client does
+                    await asyncio.sleep(backoff.next_delay())
                 continue
             await ws.close()
 
