@@ -14,6 +14,7 @@ idle a lookup costs what it did (one hop), under a storm the batches grow instea
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Callable, Generic, Hashable, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -37,26 +38,27 @@ class Batcher(Generic[K, V]):
         # In the default thread pool, not Django's one sync thread (which serves sync HTTP views);
         # the database variant also closes the thread's stale connections around the call.
         self._call = (database_sync_to_async if database else sync_to_async)(load_many, thread_sensitive=False)
-        self._pending: dict[K, list[asyncio.Future[V]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: asyncio.Task[None] | None = None
+        # Per event loop: a future belongs to its loop, and a process may run more than one
+        # (daphne's, plus a loop per async_to_sync call from a sync thread).
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _State[K, V]] = weakref.WeakKeyDictionary()
         self.calls = 0  # load_many calls so far (tests and benchmarks read it)
 
     async def load(self, key: K) -> V:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new loop (tests run one per test): nothing pending carries over
-            self._loop, self._pending, self._runner = loop, {}, None
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _State()
         future: asyncio.Future[V] = loop.create_future()
-        self._pending.setdefault(key, []).append(future)
-        if self._runner is None or self._runner.done():
-            self._runner = loop.create_task(self._run())
+        state.pending.setdefault(key, []).append(future)
+        if state.runner is None or state.runner.done():
+            state.runner = loop.create_task(self._run(state))
         return await future
 
-    async def _run(self) -> None:
-        while self._pending:
+    async def _run(self, state: _State[K, V]) -> None:
+        while state.pending:
             await asyncio.sleep(0)  # the callers of this turn of the loop join the batch
-            keys = list(self._pending)[: self.max_batch]
-            waiting = {key: self._pending.pop(key) for key in keys}
+            keys = list(state.pending)[: self.max_batch]
+            waiting = {key: state.pending.pop(key) for key in keys}
             try:
                 self.calls += 1
                 found = await self._call(keys)
@@ -74,3 +76,10 @@ class Batcher(Generic[K, V]):
                     if not future.done():  # its connection went meanwhile
                         future.set_result(value)
 
+
+class _State(Generic[K, V]):
+    """One event loop's waiting lookups and the task that answers them."""
+
+    def __init__(self) -> None:
+        self.pending: dict[K, list[asyncio.Future[V]]] = {}
+        self.runner: asyncio.Task[None] | None = None

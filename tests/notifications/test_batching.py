@@ -172,3 +172,22 @@ async def _sync_or_close(ws: Any) -> Any:
         return message["code"]
     return "synced" if '"sync_complete"' in message.get("text", "") else message
 
+
+
+def test_loops_in_several_threads_each_get_their_own_answers() -> None:
+    import threading
+
+    batcher: Batcher[int, int] = Batcher(lambda keys: {k: -k for k in keys}, default=0, database=False)
+    results: dict[int, list[int]] = {}
+
+    def in_own_loop(base: int) -> None:
+        async def many() -> list[int]:
+            return list(await asyncio.gather(*(batcher.load(base + k) for k in range(20))))
+        results[base] = asyncio.run(many())
+
+    threads = [threading.Thread(target=in_own_loop, args=(b,)) for b in (100, 200, 300)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert results == {b: [-(b + k) for k in range(20)] for b in (100, 200, 300)}
