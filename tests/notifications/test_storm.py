@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import connection
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from notifications.events import group_name
 from notifications.models import Event
@@ -33,8 +35,13 @@ SOCKETS = 400
 STORM_BOUND = 20.0  # seconds for every socket to be synced (measured ~2-4 s on a loaded 2-core machine)
 
 
+class Daphne:
+    def __init__(self, port: int, proc: subprocess.Popen[bytes]) -> None:
+        self.port, self.proc = port, proc
+
+
 @pytest.fixture
-def daphne(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
+def server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[Daphne]:
     if connection.vendor != "postgresql" or not os.environ.get("REDIS_URL"):
         pytest.skip("needs DATABASE_URL=postgres://... and REDIS_URL (shared with the server)")
     port = free_port()
@@ -47,10 +54,11 @@ def daphne(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
     try:
         wait_until(lambda: accepts(port) or proc.poll() is not None, timeout=30)
         assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
-        yield port
+        yield Daphne(port, proc)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
         log.close()
 
 
@@ -62,7 +70,8 @@ def make_users(django_user_model: Any, count: int) -> list[Any]:
 
 
 async def test_hundreds_of_sockets_at_once_all_sync_with_their_own_replay_then_all_fill_a_hole(
-        daphne: int, django_user_model: Any) -> None:
+        server: Daphne, django_user_model: Any) -> None:
+    daphne = server.port
     users = await sync_to_async(make_users)(django_user_model, SOCKETS)
     started = time.monotonic()
 
@@ -106,3 +115,16 @@ async def test_hundreds_of_sockets_at_once_all_sync_with_their_own_replay_then_a
     assert all(seqs == [4, 5, 6] for seqs in filled)
     await asyncio.gather(*(ws.close() for ws in sockets))
     print(f"{SOCKETS} sockets at once: all synced in {took:.2f}s")
+
+
+async def test_a_daphne_going_away_stops_accepting_before_it_says_so(server: Daphne, user: Any) -> None:
+    """A handshake that reached a draining server would be cut when it exits, with no answer at all;
+    refused, it goes to another server at once (the soak's proxy, a load balancer)."""
+    ws = await connect(f"ws://127.0.0.1:{server.port}/ws/notifications?token={token_for(user)}", open_timeout=20)
+    assert json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "sync_complete"
+    server.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    # The 1001 went out after the listener stopped: nothing accepts on the port any more.
+    assert not accepts(server.port)
