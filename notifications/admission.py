@@ -28,6 +28,31 @@ CLOSE_UNAVAILABLE = 4013  # channel layer unreachable: retry with backoff, then 
 CLOSE_RATE_LIMITED = 4029  # too many attempts, or too many open sockets for this user
 
 
+async def accept_on_arrival(scope: dict, receive: Any, send: Any) -> Any:
+    """Accept the handshake as soon as it arrives, before the token, the database or the channel
+    layer is asked anything; returns the ``receive`` to hand on (it gives the connect message again).
+
+    Daphne closes a handshake that is not accepted within its connect timeout (5 s), and the client
+    then sees no HTTP answer at all. Under a reconnect storm, or on a server that has just started
+    (its first connections warm its pools), everything before the accept queues: accepting first
+    keeps that wait inside an open socket, and admission answers it with a close code.
+    """
+    first = await receive()
+    if first["type"] == "websocket.connect":
+        await send({"type": "websocket.accept"})
+        scope["accepted"] = True
+    replayed = False
+
+    async def receive_after_first() -> dict:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return first
+        return await receive()
+
+    return receive_after_first
+
+
 # (address, user id or None, a serial that keeps two attempts of one client apart in a batch)
 Attempt = tuple["str | None", "int | None", int]
 # (within the attempt rate, the user's sockets in other processes, when the user's last socket closed)

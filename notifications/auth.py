@@ -27,6 +27,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from apikeys.models import ApiKey
 
+from .admission import accept_on_arrival
 from .batching import Batcher
 
 logger = logging.getLogger(__name__)
@@ -204,4 +205,6 @@ class SocketAuthMiddleware(BaseMiddleware):
     the copy it passes on."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        return await self.inner(await with_user(with_origin_check(scope)), receive, send)
+        scope = with_origin_check(scope)
+        receive = await accept_on_arrival(scope, receive, send)  # before the token check: see there
+        return await self.inner(await with_user(scope), receive, send)

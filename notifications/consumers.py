@@ -1,7 +1,7 @@
 """``/ws/notifications``: the WebSocket transport for the event log.
 
 Transport only: the log (``Event`` rows) is the truth and a push is just the
-fast path. On connect: accept at once (before the channel layer is touched), admit (Origin 4003, attempt rate 4029, token 4001,
+fast path. On connect: accepted on arrival (``admission.accept_on_arrival``), admit (Origin 4003, attempt rate 4029, token 4001,
 sockets per user 4029), join the user's group FIRST, replay seq > after from the
 database, send ``sync_complete``, then live events (``follower.py``, shared with
 the Server-Sent Events stream). Channels dispatches one message at a time per
@@ -44,32 +44,16 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     _expiry_task: asyncio.Future | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        first = await receive()
-        if first["type"] == "websocket.connect":
-            # Accept before anything else, the channel layer's subscription included: daphne closes a
-            # handshake that is not accepted within its connect timeout (5 s), and under a reconnect
-            # storm the layer's subscriptions queue behind each other on its one pub/sub connection.
-            # Admission decides right after, with a close code the client can act on.
-            await send({"type": "websocket.accept"})
-        replayed = False
-
-        async def receive_after_first() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
-
         try:
-            await super().__call__(scope, receive_after_first, send)
+            await super().__call__(scope, receive, send)
         except (RedisError, OSError) as exc:
             if hasattr(self, "channel_name"):
                 raise
             # new_channel() failed before the connect was handled: close with a code the client
-            # can act on rather than an HTTP 500.
+            # can act on rather than an HTTP 500 (the handshake was accepted on arrival).
             logger.warning("Channel layer unavailable (%s); refusing WebSocket with %d", exc, CLOSE_UNAVAILABLE)
             WS_CONNECTS.labels("unavailable").inc()
-            if first["type"] == "websocket.connect":
+            if scope.get("accepted"):
                 await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
 
     async def dispatch(self, message: dict) -> None:
@@ -83,7 +67,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     # --- connection lifecycle ----------------------------------------------------------
     async def websocket_connect(self, message: dict) -> None:
-        # Accepted already (__call__), so a refused client gets our close code, not an HTTP 403.
+        # Accepted on arrival (admission.accept_on_arrival), so a refused client gets our close
+        # code, not an HTTP 403.
         prepare_socket(self.base_send)  # 1009 / 1001 close frames under daphne
         code, result, self.user_id = await admit(self.scope)
         WS_CONNECTS.labels(result).inc()
