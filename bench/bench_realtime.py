@@ -41,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BENCH_DB = "imagegen_bench_realtime"
+BENCH_DB = os.environ.get("BENCH_DB", "imagegen_bench_realtime")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 STEPS = 99  # set_progress only moves forward: 1..99 per task
@@ -638,6 +638,226 @@ whole run (polling): **{polls}**.
 """
 
 
+# --- reconnect storm and mass gap fill (--storm) ------------------------------------------------------
+def make_users(count: int) -> list[dict[str, Any]]:
+    """Users with an access token each (setup, not measured)."""
+    from django.contrib.auth import get_user_model
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    User = get_user_model()
+    created = User.objects.bulk_create(User(username=f"st{uuid.uuid4().hex[:12]}", password="!") for _ in range(count))
+    return [{"user": u.pk, "token": str(AccessToken.for_user(u))} for u in created]
+
+
+async def storm(port: int, entries: list[dict], timeout: float) -> tuple[dict[str, Any], list[Any]]:
+    """Every socket at once (no waves): how long until each one has its ``sync_complete``."""
+    from websockets.asyncio.client import connect
+
+    started = time.monotonic()
+    times: list[float] = []
+    failures: dict[str, int] = {}
+    sockets: list[Any] = []
+
+    async def one(entry: dict) -> None:
+        try:
+            ws = await connect(f"ws://127.0.0.1:{port}/ws/notifications?token={entry['token']}&after=0",
+                               open_timeout=timeout, max_queue=None, ping_interval=None)
+            while json.loads(await asyncio.wait_for(ws.recv(), timeout))["type"] != "sync_complete":
+                pass
+        except Exception as error:  # noqa: BLE001 - counted by kind: the figure is how many fail
+            failures[type(error).__name__] = failures.get(type(error).__name__, 0) + 1
+            return
+        times.append(time.monotonic() - started)
+        sockets.append((entry["user"], ws))
+
+    await asyncio.gather(*(one(e) for e in entries))
+    return {"sockets": len(entries), "synced": len(times), "failures": failures,
+            "p50_s": percentile(times, 50) if times else float("nan"),
+            "p99_s": percentile(times, 99) if times else float("nan"),
+            "all_s": max(times) if times else float("nan")}, sockets
+
+
+async def mass_gap_fill(sockets: list[Any], holes: int) -> dict[str, Any]:
+    """Each socket's user gets ``holes + 1`` events in the log, and only the last one is pushed (as after a
+    Redis blip lost the others): every socket finds a hole at the same moment and fills it from the log.
+    The stall is the time from the pushes to the last socket holding all of its events. The same sockets
+    first get the same number of events all pushed in order (no hole): the control, what the pushes and
+    frames alone cost, so the difference is the fill's."""
+    rounds: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(REPEATS):  # alternating, so a moment of load elsewhere hits both alike
+        for push_all in (True, False):
+            rounds[push_all].append(await _pushed_round(sockets, holes=holes, push_all=push_all))
+
+    def median(key: str, push_all: bool) -> float:
+        return statistics.median(r[key] for r in rounds[push_all])
+
+    filled = rounds[False][-1]
+    return {**filled, **{k: median(k, False) for k in ("p50_ms", "p99_ms", "all_ms")},
+            "lost": sum(r["lost"] for r in rounds[False]), "duplicated": sum(r["duplicated"] for r in rounds[False]),
+            "control_p50_ms": median("p50_ms", True), "control_all_ms": median("all_ms", True)}
+
+
+REPEATS = 3
+
+
+async def _pushed_round(sockets: list[Any], holes: int, push_all: bool = False) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+    from channels.layers import get_channel_layer
+
+    from notifications.events import group_name
+    from notifications.models import Event
+
+    users = [u for u, _ in sockets]
+    afters = await asyncio.to_thread(log_events, users, holes + 1)
+    pushed = await asyncio.to_thread(lambda: [
+        (e.user_id, e.as_message()) for e in Event.objects.filter(user_id__in=users).order_by("seq", "user_id")
+        if e.seq > afters[str(e.user_id)] and (push_all or e.seq == afters[str(e.user_id)] + holes + 1)])
+    layer = get_channel_layer()
+    done: list[float] = []
+    lost = duplicated = 0
+
+    async def read(user: int, ws: Any) -> None:
+        nonlocal lost, duplicated
+        want = list(range(afters[str(user)] + 1, afters[str(user)] + holes + 2))
+        got: list[int] = []
+        while len(set(got)) < len(want):
+            message = json.loads(await ws.recv())
+            if "seq" in message:
+                got.append(message["seq"])
+        done.append(time.monotonic())
+        duplicated += len(got) - len(set(got))
+        lost += len(set(want) - set(got))
+
+    # One pipelined PUBLISH per push, all at once: group_send would send them one round trip at a
+    # time behind the layer's lock, and the sender, not the server, would set the pace.
+    loop_layer = layer._get_layer()
+    redis = aioredis.from_url(REDIS)
+    frames = [(loop_layer._get_group_channel_name(group_name(u)), {"type": "task.event", "event": event})
+              for u, event in pushed]
+    readers = [asyncio.ensure_future(read(u, ws)) for u, ws in sockets]
+    started = time.monotonic()
+    pipe = redis.pipeline(transaction=False)
+    for channel, message in frames:
+        pipe.publish(channel, layer.serialize({**message, "committed_at": time.time()}))
+    await pipe.execute()
+    sent = time.monotonic() - started
+    await redis.aclose()
+    await asyncio.wait_for(asyncio.gather(*readers), 60)
+    stalls = sorted(t - started for t in done)
+    return {"sockets": len(sockets), "holes": holes, "send_s": sent, "lost": lost, "duplicated": duplicated,
+            "p50_ms": percentile(stalls, 50) * 1000, "p99_ms": percentile(stalls, 99) * 1000,
+            "all_ms": stalls[-1] * 1000}
+
+
+async def storm_run(tree: Path, entries: list[dict], gap_sockets: int, timeout: float,
+                    backlog: int = 0) -> dict[str, Any]:
+    """One daphne started from ``tree`` (this checkout, or a baseline one): the storm, then the gap fill."""
+    env = {**bench_env(Path(f"/tmp/bench_storm_{os.getpid()}/media")), "PYTHONPATH": str(tree)}
+    port = free_port()
+    log = Path(f"/tmp/bench_storm_{os.getpid()}_{tree.name}.log")
+    with open(log, "wb") as out:
+        # The listen backlog (Twisted's default is 50) decides whether a storm's SYNs wait in the kernel
+        # or are dropped and retried by the client 1 s, 3 s, 7 s later: part of what is measured.
+        listen = (["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"] if backlog
+                  else ["-b", "127.0.0.1", "-p", str(port)])
+        daphne = subprocess.Popen([sys.executable, "-m", "daphne", *listen, "imagegen_site.asgi:application"],
+                                  cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        warm, warm_sockets = await storm(port, entries[:5], timeout)  # imports and pools, not measured
+        await asyncio.gather(*(ws.close() for _, ws in warm_sockets))
+        cpu = cpu_seconds(daphne.pid)
+        result, sockets = await storm(port, entries, timeout)
+        result["server_cpu_ms"] = (cpu_seconds(daphne.pid) - cpu) * 1000 / max(result["synced"], 1)
+        print(tree.name, "storm", result, flush=True)
+        result["gap_fill"] = await mass_gap_fill(sockets[:gap_sockets], holes=2)
+        print(tree.name, "gap fill", result["gap_fill"], flush=True)
+        await asyncio.gather(*(ws.close() for _, ws in sockets), return_exceptions=True)
+    finally:
+        daphne.terminate()
+        daphne.wait(20)
+    return result
+
+
+STORM_BEGIN, STORM_END = "<!-- storm -->", "<!-- /storm -->"
+
+
+def storm_main(args: argparse.Namespace) -> None:
+    """``--storm N``: the reconnect storm and the mass gap fill, on this tree and (``--baseline``) another."""
+    # Production settings (DEBUG on wraps every query in the debug cursor); the servers check the
+    # tokens this process mints, so they share its key.
+    os.environ.update({"DEBUG": "0", "SECRET_KEY": os.environ.get("SECRET_KEY") or f"bench-{uuid.uuid4().hex}"})
+    setup_django(bench_env(Path(f"/tmp/bench_storm_{os.getpid()}/media")), fresh=True)
+    trees = [Path(t).resolve() for t in ([args.baseline] if args.baseline else [])] + [ROOT]
+    entries = make_users(args.storm * len(trees))  # fresh users per tree: no replay left from the other run
+    load = os.getloadavg()
+    runs = {}
+    for i, tree in enumerate(trees):
+        gc.collect()
+        runs["baseline" if tree != ROOT else "this tree"] = asyncio.run(
+            storm_run(tree, entries[i * args.storm:(i + 1) * args.storm], args.gap_sockets, args.storm_timeout,
+                      args.backlog))
+    write_storm_section(args, runs, load, os.getloadavg())
+
+
+def write_storm_section(args: argparse.Namespace, runs: dict[str, dict[str, Any]], load: tuple, load_end: tuple) -> None:
+    storm_rows = "\n".join(
+        f"| {name} | {r['sockets']} | {r['synced']} | {sum(r['failures'].values())} {r['failures'] or ''} "
+        f"| {r['p50_s']:.2f} s | {r['p99_s']:.2f} s | {r['all_s']:.2f} s | {r['server_cpu_ms']:.2f} ms |"
+        for name, r in runs.items())
+    gap_rows = "\n".join(
+        f"| {name} | {g['sockets']} | {g['holes']} | {g['lost']} | {g['duplicated']} | {g['p50_ms']:.0f} ms "
+        f"| {g['p99_ms']:.0f} ms | {g['all_ms']:.0f} ms | {g['control_all_ms']:.0f} ms "
+        f"| {g['all_ms'] - g['control_all_ms']:+.0f} ms |"
+        for name, r in runs.items() for g in [r["gap_fill"]])
+    section = STORM_SECTION.format(
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), n=args.storm, gap=args.gap_sockets,
+        timeout=args.storm_timeout, load="/".join(f"{x:.1f}" for x in load),
+        load_end="/".join(f"{x:.1f}" for x in load_end), storm_rows=storm_rows, gap_rows=gap_rows,
+        baseline=f"`{args.baseline_label}`" if args.baseline else "none", repeats=REPEATS)
+    out = ROOT / "docs" / "benchmarks" / "realtime.md"
+    text = out.read_text() if out.exists() else ""
+    if STORM_BEGIN in text:
+        head, rest = text.split(STORM_BEGIN, 1)
+        text = head + section + rest.split(STORM_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    out.write_text(text)
+    print(f"wrote the storm section of {out}")
+
+
+STORM_SECTION = STORM_BEGIN + """
+## Reconnect storm and mass gap fill
+
+`bench/bench_realtime.py --storm {n} --gap-sockets {gap}`, {date}, one daphne per row (baseline: {baseline}).
+Load average {load} at the start, {load_end} at the end (the machine is shared: compare the rows with each
+other).
+
+**Storm**: {n} sockets of {n} users open at the same instant (no waves, as after a proxy cut every client
+at once), each with `after=0`; a socket counts once its `sync_complete` arrived, within {timeout:.0f} s.
+
+| server | sockets | synced | failed | p50 | p99 | all synced | daphne CPU per connect |
+|---|---|---|---|---|---|---|---|
+{storm_rows}
+
+**Mass gap fill**: {gap} of those sockets; each user gets 3 events in the log and only the last is
+pushed (what a Redis blip leaves behind), so every socket finds a hole of 2 at the same moment and
+fills it from the log. Time from the pushes to each socket holding all 3 events (the median of
+{repeats} rounds; lost and duplicated summed over them); the control is the
+same sockets each getting 3 events all pushed in order just before (no hole: what the pushes and
+frames themselves cost, sent from one process), and the last column what the fill adds to it.
+
+| server | sockets | hole | lost | duplicated | p50 | p99 | all filled | control: all delivered | the fill adds |
+|---|---|---|---|---|---|---|---|---|---|
+{gap_rows}
+""" + STORM_END
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -650,10 +870,21 @@ def main() -> None:
     parser.add_argument("--notes", default="", help="markdown appended to the report")
     parser.add_argument("--latency-only", action="store_true",
                         help="only the latency run (WebSocket and SSE side by side); rewrites only its section")
+    parser.add_argument("--storm", type=int, default=0, metavar="N",
+                        help="only the reconnect storm (N sockets at once) and the mass gap fill")
+    parser.add_argument("--gap-sockets", type=int, default=500, help="sockets that find a hole at once (--storm)")
+    parser.add_argument("--storm-timeout", type=float, default=30.0, help="seconds a storm socket may take to sync")
+    parser.add_argument("--baseline", help="another checkout of this repository to run the storm against first "
+                        "(e.g. a git worktree of main): before and after in the same run")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="daphne's listen backlog for --storm (0: daphne's own default, Twisted's 50)")
+    parser.add_argument("--baseline-label", default="main", help="what --baseline is, for the report")
     parser.add_argument("--produce", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
         produce(*args.produce)
+    elif args.storm:
+        storm_main(args)
     else:
         prepared = prepare(args)
         # The clients are the measuring instrument: keep this process's collector from walking

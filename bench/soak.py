@@ -8,7 +8,8 @@ What runs (all on loopback, production settings: DEBUG=0, Redis channel layer, e
 - two ``daphne`` processes behind ``bench/tcp_proxy.py`` (round-robin; SIGUSR1 cuts every connection);
 - two ``manage.py runworker`` processes (the no-op backend: this measures delivery, not OpenCV);
 - in this process: one WebSocket client per user (the ``websockets`` library), each tracking the seq it has
-  seen, reconnecting with ``after=<last seq>`` after any close, pinging in band every 10 s (as the Python
+  seen, reconnecting with ``after=<last seq>`` after any close (with the Python client's ``Backoff``: full
+  jitter, seeded per client), pinging in band every 10 s (as the Python
   client does) and refreshing its token in band before expiry (``{"type": "refresh"}``); and a producer
   submitting tasks over REST through the proxy at a steady rate (each with an Idempotency-Key, retried on
   errors so no task is lost to a restart).
@@ -259,7 +260,9 @@ class Soak:
         self.submitted = self.submit_errors = self.submit_requests = 0
         self.pending_submits: set[asyncio.Task[None]] = set()
         self.idle_rss = 0.0
+        self.load_start = os.getloadavg()
         self.connect_failures: dict[str, int] = {}
+        self.failed_at: list[float] = []  # when each failed attempt failed (run seconds)
         self.submit_failures: dict[str, int] = {}
 
     def now(self) -> float:
@@ -269,7 +272,12 @@ class Soak:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+        from imagegen_client import Backoff
+
         lead = min(30.0, self.args.token_seconds * 0.25)
+        # The Python client's own policy (full jitter, doubling from 0.5 s to 30 s, reset after a minute up),
+        # seeded from the client: a herd cut at once comes back spread, as real clients would.
+        backoff = Backoff(seed=f"{SECRET}:{c.user}")
         while not self.stopping:
             c.attempts += 1
             token, exp = mint(c.user)
@@ -282,9 +290,11 @@ class Soak:
                 reason = (f"HTTP {error.response.status_code}" if isinstance(error, InvalidStatus)
                           else type(error).__name__)
                 self.connect_failures[reason] = self.connect_failures.get(reason, 0) + 1
-                await asyncio.sleep(random.uniform(0.5, 2.0))  # a client's back-off, not synchronisation
+                self.failed_at.append(self.now())
+                await asyncio.sleep(backoff.next_delay())  # a client's back-off, not synchronisation
                 continue
             c.opened += 1
+            backoff.opened()
             synced = False
             pending_refresh = False
             next_ping = time.monotonic() + 10
@@ -329,7 +339,9 @@ class Soak:
             except ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
                 c.closes.append((self.now(), code))
-                await asyncio.sleep(random.uniform(0.1, 1.0))  # reconnect back-off
+                backoff.closed()
+                if code != 4001:  # an expired token: renew and come straight back, as the client does
+                    await asyncio.sleep(backoff.next_delay())
                 continue
             await ws.close()
 
@@ -394,6 +406,7 @@ class Soak:
                 "t": self.now(), "cpu_share": used / ((now - last_t) * (os.cpu_count() or 1)),
                 "rss": {n: rss_kib(p) for n, p in pids.items() if n.startswith("daphne")},
                 "connected": sum(1 for c in self.clients if c.opened > len(c.closes)),
+                "load1": os.getloadavg()[0],  # the machine is shared: what else ran, as it ran
                 "latencies": sum(len(c.latencies) for c in self.clients),
             })
             last_cpu, last_t = cpu, now
@@ -442,6 +455,8 @@ class Soak:
         for c in self.clients:  # the connect phase is not part of the measured run
             c.closes.clear()
             c.attempts = c.opened = 1
+        self.connect_failures.clear()
+        self.failed_at.clear()
         sampler = asyncio.create_task(self.sampler())
         faults = asyncio.create_task(self.faults_schedule())
         producer = asyncio.create_task(self.producer())
@@ -523,7 +538,23 @@ class Soak:
         attempts = sum(c.attempts for c in self.clients)
         opened = sum(c.opened for c in self.clients)
         statuses = dict(GenerationTask.objects.values_list("status").annotate(n=Count("id")).order_by())
+        # How long each fault kept clients away: from the fault to the first sample with every client connected.
+        recovered_after = []
+        for at, _name in self.faults:
+            back = next((smp["t"] for smp in self.samples if smp["t"] > at and smp["connected"] == len(self.clients)),
+                        None)
+            recovered_after.append(None if back is None else back - at)
+        loads = [smp["load1"] for smp in self.samples if "load1" in smp]
+        # Failed attempts by the fault they followed (until the next one); before the first: "steady".
+        marks = [(0.0, "steady"), *[(at, name) for at, name in self.faults]]
+        failed_after: dict[str, int] = {}
+        for at in self.failed_at:
+            name = [n for t, n in marks if t <= at][-1]
+            failed_after[name] = failed_after.get(name, 0) + 1
         return {
+            "recovered_after_s": recovered_after, "failed_attempts_after": failed_after, "load_start": self.load_start, "load_end": os.getloadavg(),
+            "load1_median": statistics.median(loads) if loads else float("nan"),
+            "load1_max": max(loads, default=float("nan")),
             "clients": len(self.clients), "seconds": load_end, "rate": self.args.rate,
             "token_seconds": self.args.token_seconds, "faults": self.faults, "settled": settled,
             "tasks": statuses, "submitted": self.submitted, "submit_requests": self.submit_requests,
@@ -572,26 +603,31 @@ def seed_table(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def write_report(args: argparse.Namespace, r: dict[str, Any], path: Path) -> None:
-    load = os.getloadavg()
+    load = r.get("load_end") or os.getloadavg()
     lines = [
         "# Soak: an hour's faults in one run, nothing lost",
         "",
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `bench/soak.py --clients {r['clients']} "
         f"--seconds {args.seconds:g} --rate {args.rate:g} --token-seconds {args.token_seconds}` on "
-        f"{platform.node() or 'vm'}: {os.cpu_count()} cores, Python {platform.python_version()}; load average at "
-        f"the end {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (the machine is shared: the clients, the proxy, "
-        "PostgreSQL and Redis run on the same 2 cores as the servers).",
+        f"{platform.node() or 'vm'}: {os.cpu_count()} cores, Python {platform.python_version()}. The machine is "
+        "shared: the clients, the proxy, PostgreSQL and Redis run on the same 2 cores as the servers, and so did "
+        "whatever else was running. Load average (1/5/15 min) at the start "
+        f"{'/'.join(f'{x:.2f}' for x in r['load_start'])}, at the end {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; "
+        f"the 1-minute load sampled during the run: median {r['load1_median']:.2f}, max {r['load1_max']:.2f}.",
         "",
         "Two daphne processes behind `bench/tcp_proxy.py`, two `runworker --concurrency 2` (no-op backend), "
         f"its own Redis and PostgreSQL database; {r['clients']} WebSocket clients, one per user, each pinging in "
         f"band every 10 s and refreshing its {args.token_seconds} s token in band before expiry; tasks submitted "
         f"over REST through the proxy at {args.rate:g}/s.",
         "",
+        *([args.notes.read_text().rstrip("\n"), ""] if args.notes else []),
         "## Faults",
         "",
-        "| at (s) | fault |",
-        "|---|---|",
-        *[f"| {t:.0f} | {name.replace('_', ' ')} |" for t, name in r["faults"]],
+        "| at (s) | fault | every client connected again after |",
+        "|---|---|---|",
+        *[f"| {t:.0f} | {name.replace('_', ' ')} | "
+          f"{'never (by the end)' if back is None else f'{back:.0f} s (sampled every {args.sample_seconds:g} s)'} |"
+          for (t, name), back in zip(r["faults"], r["recovered_after_s"])],
         "",
         "## Delivery",
         "",
@@ -607,6 +643,8 @@ def write_report(args: argparse.Namespace, r: dict[str, Any], path: Path) -> Non
         f"{r['push_p99_ms_outside_faults']:.1f} ms |",
         f"| connection attempts / opened (success) | {r['connection_attempts']} / {r['connections_opened']} "
         f"({r['connection_success']:.4f}) |",
+        f"| failed attempts by kind | {r['connect_failures'] or 'none'} |",
+        f"| failed attempts by the fault they followed | {r.get('failed_attempts_after') or 'none'} |",
         f"| reconnects (all / in the 30 s after an injected cut / closed for token expiry) | {r['reconnects']} / "
         f"{r['reconnects_injected']} / {r['closes_token_expiry']} |",
         f"| reconnects per connected user-hour, all / without the injected cuts | "
@@ -642,10 +680,11 @@ def write_report(args: argparse.Namespace, r: dict[str, Any], path: Path) -> Non
         *[f"| {n} | {v['first_kib']} | {v['last_kib']} | {v['slope_kib_per_min']:.1f} |"
           for n, v in sorted(r["daphne_rss"].items())],
         "",
-        "| t (s) | connected | daphne0 RSS (KiB) | daphne1 RSS (KiB) | server CPU |",
-        "|---|---|---|---|---|",
+        "| t (s) | connected | daphne0 RSS (KiB) | daphne1 RSS (KiB) | server CPU | machine load (1 min) |",
+        "|---|---|---|---|---|---|",
         *[f"| {s['t']:.0f} | {s['connected']} | {s['rss'].get('daphne0', '-')} | {s['rss'].get('daphne1', '-')} | "
-          f"{s['cpu_share']:.0%} |" for s in r["samples"][:: max(1, len(r["samples"]) // 20)]],
+          f"{s['cpu_share']:.0%} | {s.get('load1', float('nan')):.1f} |"
+          for s in r["samples"][:: max(1, len(r["samples"]) // 20)]],
         "",
     ]
     path.write_text("\n".join(lines))
@@ -670,9 +709,15 @@ def main() -> None:
     parser.add_argument("--no-faults", action="store_true", help="the same load without injected faults")
     parser.add_argument("--direct", action="store_true", help="clients connect to the daphnes, not the proxy")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
+    parser.add_argument("--notes", type=Path, help="markdown put into the report after its introduction")
+    parser.add_argument("--report-from", type=Path, metavar="JSON",
+                        help="no run: write the report from a run's --json (with the same --seconds, --rate, ...)")
     args = parser.parse_args()
     if args.minutes:
         args.seconds = args.minutes * 60
+    if args.report_from:
+        write_report(args, json.loads(args.report_from.read_text()), args.report)
+        return
     import logging
     import resource
     import tempfile

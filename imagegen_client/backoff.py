@@ -1,11 +1,12 @@
 """How long to wait before trying the server again."""
 from __future__ import annotations
 
+import os
 import random
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable
+from typing import Any, Callable
 
 #: A server asking for more than this (a misconfigured proxy, a typo) is not
 #: taken at its word: the stream would otherwise stand still for hours.
@@ -19,6 +20,12 @@ class Backoff:
     far better than a fixed delay plus a little noise. The attempt count resets
     only once a connection has stayed up ``stable_after`` seconds, so a server
     that accepts and at once drops us is still backed off.
+
+    Each backoff draws from a generator of its own, seeded from the client:
+    ``seed`` (anything ``random.Random`` takes, e.g. a client id, for a
+    reproducible spread) or else the OS's randomness. A shared or fixed-seeded
+    generator would give clients started together the same delays, and they
+    would come back in lockstep. ``rng`` replaces the generator (tests).
     """
 
     def __init__(
@@ -26,14 +33,15 @@ class Backoff:
         base: float = 0.5,
         cap: float = 30.0,
         stable_after: float = 60.0,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        seed: Any = None,
     ) -> None:
         self.base = base
         self.cap = cap
         self.stable_after = stable_after
         self.attempts = 0
-        self._rng = rng
+        self._rng = rng or random.Random(seed if seed is not None else os.urandom(16)).random
         self._clock = clock
         self._opened_at: float | None = None
 

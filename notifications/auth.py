@@ -27,6 +27,9 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from apikeys.models import ApiKey
 
+from .admission import accept_on_arrival
+from .batching import Batcher
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,26 +38,53 @@ def query_param(scope: dict, name: str) -> str | None:
     return values[0] if values else None
 
 
-def user_for_token(raw: str) -> tuple[Any, float | None]:
-    """The active user and the token's expiry (epoch seconds), or (AnonymousUser, None)."""
+# The user stays in the scope for the socket's life: load the fields a socket
+# needs, not the password hash and profile (about 1 KB a socket).
+USER_FIELDS = (jwt_settings.USER_ID_FIELD, "username", "is_active", "is_staff", "is_superuser")
+
+
+def verified_token(raw: str) -> AccessToken | None:
+    """The access token if its signature, type and expiry hold (pure CPU, tens of microseconds)."""
     try:
-        token = AccessToken(raw)
+        return AccessToken(raw)
     except TokenError:
+        return None
+
+
+def active_users(user_ids: list[Any]) -> dict[Any, Any]:
+    """The active users among ``user_ids`` by id, one query (the token is signed; only "is this
+    account still active" needs the database)."""
+    # Claims carry ids as the token was minted (a string or an int): query by the model's own type
+    # (one malformed claim must not fail the batch) and answer under the key asked for.
+    ids = {key: user_id for key in user_ids if (user_id := _as_id(key)) is not None}
+    users = (get_user_model().objects.filter(**{f"{jwt_settings.USER_ID_FIELD}__in": set(ids.values())},
+                                             is_active=True).only(*USER_FIELDS))
+    found = {getattr(user, jwt_settings.USER_ID_FIELD): user for user in users}
+    return {key: found[user_id] for key, user_id in ids.items() if user_id in found}
+
+
+def _as_id(value: Any) -> Any:
+    try:
+        return get_user_model()._meta.get_field(jwt_settings.USER_ID_FIELD).to_python(value)
+    except Exception:  # noqa: BLE001 - a claim that is no id of this model matches no user
+        return None
+
+
+# Every handshake of a reconnect storm asks this at once: one query per batch of users (batching.py).
+_active_users: Batcher[Any, Any] = Batcher(active_users, default=None)
+
+
+async def auser_for_token(raw: str) -> tuple[Any, float | None]:
+    """The active user and the token's expiry (epoch seconds), or (AnonymousUser, None): the
+    signature checked on the event loop, the user read in a batch with every other handshake's."""
+    token = verified_token(raw)
+    if token is None:
         return AnonymousUser(), None
     user_id = token.get(jwt_settings.USER_ID_CLAIM)
-    # The user stays in the scope for the socket's life: load the fields a socket
-    # needs, not the password hash and profile (about 1 KB a socket).
-    fields = (jwt_settings.USER_ID_FIELD, "username", "is_active", "is_staff", "is_superuser")
-    user = (get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}, is_active=True)
-            .only(*fields).first())
-    if user is None:
+    if user_id is None or not isinstance(user_id, (str, int)):
         return AnonymousUser(), None
-    return user, float(token["exp"])
-
-
-# In the default thread pool, not Django's one sync thread: a reconnect storm
-# would otherwise queue every handshake (and every sync HTTP view) behind it.
-auser_for_token = database_sync_to_async(user_for_token, thread_sensitive=False)
+    user = await _active_users.load(user_id)
+    return (user, float(token["exp"])) if user is not None else (AnonymousUser(), None)
 
 
 def user_for_api_key(raw: str) -> tuple[Any, int | None]:
@@ -175,4 +205,6 @@ class SocketAuthMiddleware(BaseMiddleware):
     the copy it passes on."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        return await self.inner(await with_user(with_origin_check(scope)), receive, send)
+        scope = with_origin_check(scope)
+        receive = await accept_on_arrival(scope, receive, send)  # before the token check: see there
+        return await self.inner(await with_user(scope), receive, send)

@@ -11,7 +11,8 @@ On SIGTERM daphne cancels its applications and stops the reactor, which also
 drops every socket (1006 again, which clients treat as a network fault and may
 back off from). A "before shutdown" trigger first sends each open socket 1001
 ("going away") and waits, briefly, for the closing handshakes, so clients
-reconnect at once to another server.
+reconnect at once to another server; it stops listening before that, so no new
+handshake lands on a server that is going.
 
 (Daphne's own trigger, which cancels the applications, can fail with a
 KeyError when an HTTP connection's entry is already reaped; ours is a separate
@@ -55,6 +56,25 @@ def prepare_socket(send: Any) -> None:
 def close_all(server: Any) -> Any:
     """Send 1001 to every open socket of ``server``; a Deferred that fires once they are
     closed (or after ``SHUTDOWN_CLOSE_SECONDS``), which holds the reactor's shutdown."""
+    from twisted.internet import defer, reactor
+
+    # Stop accepting first, and only then say goodbye: a handshake that reaches a server already
+    # draining is cut when the process exits (the client sees no HTTP answer at all), while a refused
+    # connection makes a load balancer (or a client) go to another server at once. Twisted closes a
+    # port on its next turn (until then the kernel still completes handshakes into its backlog).
+    # (daphne keeps only the listen() Deferreds, whose result it drops: find its ports among the
+    # reactor's readers, by the factory they serve.)
+    from twisted.internet.tcp import Port
+
+    factory = getattr(server, "http_factory", None)
+    ports = [r for r in reactor.getReaders() if isinstance(r, Port) and factory is not None and r.factory is factory]
+    stopped = [defer.maybeDeferred(port.stopListening) for port in ports]
+    done = defer.DeferredList(stopped, consumeErrors=True)
+    done.addCallback(lambda _: _going_away(server))
+    return done
+
+
+def _going_away(server: Any) -> Any:
     from twisted.internet import defer, reactor
 
     closing = []

@@ -1,7 +1,7 @@
 """``/ws/notifications``: the WebSocket transport for the event log.
 
 Transport only: the log (``Event`` rows) is the truth and a push is just the
-fast path. On connect: admit (Origin 4003, attempt rate 4029, token 4001,
+fast path. On connect: accepted on arrival (``admission.accept_on_arrival``), admit (Origin 4003, attempt rate 4029, token 4001,
 sockets per user 4029), join the user's group FIRST, replay seq > after from the
 database, send ``sync_complete``, then live events (``follower.py``, shared with
 the Server-Sent Events stream). Channels dispatches one message at a time per
@@ -49,12 +49,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         except (RedisError, OSError) as exc:
             if hasattr(self, "channel_name"):
                 raise
-            # new_channel() failed before the handshake was read: answer it with a
-            # close code the client can act on rather than an HTTP 500.
+            # new_channel() failed before the connect was handled: close with a code the client
+            # can act on rather than an HTTP 500 (the handshake was accepted on arrival).
             logger.warning("Channel layer unavailable (%s); refusing WebSocket with %d", exc, CLOSE_UNAVAILABLE)
             WS_CONNECTS.labels("unavailable").inc()
-            if (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
+            if scope.get("accepted"):
                 await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
 
     async def dispatch(self, message: dict) -> None:
@@ -68,9 +67,9 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     # --- connection lifecycle ----------------------------------------------------------
     async def websocket_connect(self, message: dict) -> None:
-        # Accept first, so a refused client gets our close code, not an HTTP 403.
+        # Accepted on arrival (admission.accept_on_arrival), so a refused client gets our close
+        # code, not an HTTP 403.
         prepare_socket(self.base_send)  # 1009 / 1001 close frames under daphne
-        await self.accept()
         code, result, self.user_id = await admit(self.scope)
         WS_CONNECTS.labels(result).inc()
         if code is not None or self.user_id is None:

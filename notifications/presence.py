@@ -72,6 +72,11 @@ class Presence:
     async def try_open(self, user_id: int, cap: int) -> bool:
         """Count a new socket of ``user_id`` unless the user already has ``cap`` open."""
         others, closed_at = await sync_to_async(self._others_for, thread_sensitive=False)(user_id)
+        return self.open_counted(user_id, cap, others, closed_at)
+
+    def open_counted(self, user_id: int, cap: int, others: int, closed_at: float | None) -> bool:
+        """``try_open`` once the cache was read (``others``: the user's sockets in other processes,
+        ``closed_at``: when the user's last socket closed anywhere), e.g. in one batch for many connects."""
         # Read our own count only now: connects of this user that finished while
         # we were reading the cache are included.
         if others + self.by_user[user_id] >= cap:
@@ -170,13 +175,20 @@ class Presence:
     def _others_for(self, user_id: int) -> tuple[int, float | None]:
         """The user's sockets in other processes, and when the user's socket last closed (one cache read)."""
         try:
-            keys = [user_key(user_id, p) for p in self._other_processes()]
-            found = process_cache().get_many([*keys, closed_key(user_id)])
-            closed_at = found.pop(closed_key(user_id), None)
-            return sum(int(n) for n in found.values()), closed_at
+            return self.others_from(user_id, process_cache().get_many(self.keys_for(user_id)))
         except Exception as exc:
             logger.warning("Socket cap not checked across processes (%s)", exc)
             return 0, None
+
+    def keys_for(self, user_id: int) -> list[str]:
+        """The cache keys ``_others_for`` reads (callers that batch many users read them together)."""
+        return [*(user_key(user_id, p) for p in self._other_processes()), closed_key(user_id)]
+
+    def others_from(self, user_id: int, found: dict) -> tuple[int, float | None]:
+        """``_others_for`` from values read under ``keys_for(user_id)`` (absent keys: missing)."""
+        closed_at = found.get(closed_key(user_id))
+        counts = (found.get(user_key(user_id, p)) for p in self._other_processes())
+        return sum(int(n) for n in counts if n is not None), closed_at
 
     def windows(self) -> list[dict]:
         """The seed's figures of every web process (this one read now, the others as last published)."""

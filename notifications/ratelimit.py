@@ -24,9 +24,13 @@ logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 
 
+def window_key(bucket: str, window: int = WINDOW_SECONDS) -> str:
+    return f"imagegen:rl:{bucket}:{int(time.time() // window)}"
+
+
 def hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> bool:
     """Count one attempt in ``bucket``'s current window; False when it is over ``limit``."""
-    key = f"imagegen:rl:{bucket}:{int(time.time() // window)}"
+    key = window_key(bucket, window)
     cache = process_cache()
     try:
         cache.add(key, 0, window + 1)
@@ -35,6 +39,13 @@ def hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> bool:
         logger.warning("Rate limit %s not checked (%s); admitting", bucket, exc)
         return True
     return count <= limit
+
+
+def connect_buckets(ip: str | None, user_id: int | None) -> list[tuple[str, int]]:
+    """The windows one WebSocket connection attempt counts in, with their limits: its address
+    (always) and its user (if known)."""
+    return ([(f"ws-ip:{ip}", settings.IMAGEGEN_WS_CONNECTS_PER_MINUTE_IP)] if ip else []) + (
+        [(f"ws-user:{user_id}", settings.IMAGEGEN_WS_CONNECTS_PER_MINUTE_USER)] if user_id is not None else [])
 
 
 def connect_allowed(ip: str | None, user_id: int | None) -> bool:

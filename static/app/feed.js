@@ -8,7 +8,9 @@
 //     /api/events/?after=<last> before applying anything later;
 //   - recovered:false (purged by retention): reload the task list;
 //   - reconnect with exponential backoff and full jitter (cap 30 s), the count
-//     reset only after a connection stayed up a minute;
+//     reset only after a connection stayed up a minute; the draws come from the
+//     browser's own random source per tab, and coming back online waits a
+//     jittered moment too (every tab of an office sees the network return at once);
 //   - app-level ping every 25 s and a dead-man timer: a half-open socket never
 //     reports an error by itself;
 //   - the token is renewed before it expires (api.js) and handed to the open
@@ -27,6 +29,13 @@ const STABLE_MS = 60_000;
 const FALLBACK_AFTER = 4; // failed connects in a row before long-polling
 const RETRY_WEBSOCKET_MS = 5 * 60_000;
 const POLL_WAIT_S = 25;
+const ONLINE_SPREAD_MS = 2_000;
+
+// A uniform draw in [0, ceilingMs): full jitter. crypto's generator is seeded per tab by the browser.
+function jitter(ceilingMs) {
+  const draw = crypto.getRandomValues(new Uint32Array(1))[0] / 2 ** 32;
+  return draw * ceilingMs;
+}
 
 export class EventFeed {
   constructor({ auth, onEvent, onReset, onStatus }) {
@@ -49,9 +58,10 @@ export class EventFeed {
     // Each renewed access token goes to the open socket, which then lives until its expiry.
     this.auth.onRenewed((access) => this.send({ type: "refresh", token: access }));
     this.onOnline = () => {
+      // Back online: try soon rather than at the end of a long backoff, but not all tabs at once.
       if (this.retryTimer && !this.ws) {
         clearTimeout(this.retryTimer);
-        this.connect();
+        this.retryTimer = setTimeout(() => this.connect(), jitter(ONLINE_SPREAD_MS));
       }
     };
   }
@@ -174,7 +184,7 @@ export class EventFeed {
       this.poll();
       return;
     }
-    const delay = Math.random() * Math.min(CAP_MS, BASE_MS * 2 ** this.attempts);
+    const delay = jitter(Math.min(CAP_MS, BASE_MS * 2 ** this.attempts));
     this.attempts += 1;
     this.status("reconnecting", delay);
     this.retryTimer = setTimeout(() => this.connect(), delay);
@@ -303,7 +313,7 @@ export class EventFeed {
       } catch (error) {
         if (this.stopped || error.name === "AbortError") return;
         if (error instanceof ApiError && error.status === 401) return; // signed out
-        const delay = Math.random() * Math.min(CAP_MS, BASE_MS * 2 ** this.attempts++);
+        const delay = jitter(Math.min(CAP_MS, BASE_MS * 2 ** this.attempts++));
         this.status("reconnecting", delay);
         await new Promise((resolve) => setTimeout(resolve, delay));
       }

@@ -59,3 +59,6 @@ def test_a_short_soak_with_every_fault_loses_and_duplicates_nothing(postgres_bas
     # Connections dropped only at the injected cuts (a daphne restart, the proxy's cut).
     assert r["reconnects"] - r["reconnects_injected"] <= CLIENTS // 50, summary
     assert r["reconnects_injected"] >= CLIENTS, summary  # the proxy's cut reached every client
+    # The storms after the daphne restart and the proxy's cut: handshakes are answered, not timed out
+    # (the seed rolls back under 95 % connection success).
+    assert r["connection_success"] >= 0.95, summary
