@@ -294,11 +294,11 @@ def _ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-def _masked_blur(lab: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """A Gaussian blur that averages product pixels only: a shadow or backdrop next
-    to the product's edge must not bleed into the product's judged colour."""
+def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """A Gaussian blur of an HxWx3 image that averages product pixels only: a shadow
+    or backdrop next to the product's edge must not bleed into its judged colour."""
     m = mask.astype(np.float32)
-    num = cv2.GaussianBlur(lab * m[..., None], (0, 0), sigma)
+    num = cv2.GaussianBlur(img * m[..., None], (0, 0), sigma)
     den = cv2.GaussianBlur(m, (0, 0), sigma)
     return num / np.maximum(den, 1e-6)[..., None]
 
