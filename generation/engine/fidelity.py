@@ -68,6 +68,8 @@ MAX_LIGHT_GAIN = 1.3
 MAX_LIGHT_OFFSET = 20.0
 #: ...and tint it (warm or cool light) by at most this share per channel.
 MAX_TINT = 0.08
+#: From this sRGB level a channel of the answer counts as clipped (overexposed) for the light fit.
+CLIPPED = 250.0
 #: Output pixels outside the input product with chroma below this and darker than
 #: the backdrop are shadow (kept or added by the model), not product.
 SHADOW_MAX_CHROMA = 8.0
@@ -318,8 +320,15 @@ def _relight_fit(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     for c in range(3):
         design[c::3, c] = a[:, c]
     design[:, 3] = 1.0
+    target = b.astype(np.float64).reshape(-1)
+    # A channel at the top of its range is overexposed: its true value is only a
+    # lower bound, and fitting it bends the light (one clipped channel over most
+    # of a brightly relit product failed it). Such rows are left out, while enough remain.
+    kept = target < CLIPPED
+    if kept.sum() >= 0.2 * len(target) and kept.sum() >= 12:
+        design, target = design[kept], target[kept]
     try:
-        sol = np.linalg.lstsq(design, b.astype(np.float64).reshape(-1), rcond=None)[0]
+        sol = np.linalg.lstsq(design, target, rcond=None)[0]
     except np.linalg.LinAlgError:
         sol = np.array([1.0, 1.0, 1.0, 0.0])
     gains = sol[:3]
