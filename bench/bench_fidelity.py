@@ -21,7 +21,7 @@ from bench.fidelity_pairs import ALTERED, FAITHFUL, make_pairs  # noqa: E402
 from generation.engine.fidelity import FidelityThresholds, compare_products  # noqa: E402
 
 MEASURES = (("iou", "min"), ("aspect_change", "max"), ("ssim", "min"), ("delta_e", "max"),
-            ("altered_share", "max"))
+            ("altered_share", "max"), ("recoloured_share", "max"), ("local_redraw", "max"))
 
 
 def main() -> None:
@@ -42,8 +42,8 @@ def main() -> None:
 
     lines = [f"Pairs: {len(pairs)} ({args.per_change} per change, seed {args.seed}); "
              f"median time per comparison {sorted(times)[len(times) // 2] * 1000:.0f} ms.", ""]
-    lines += ["| change | kind | n | passed | iou | aspect | ssim | delta E | altered share |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| change | kind | n | passed | iou | aspect | ssim | delta E | altered share | recoloured share "
+              "| local redraw |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for change in FAITHFUL + ALTERED:
         sel = [r for p, r in rows if p.change == change]
         def rng(name: str) -> str:
@@ -51,7 +51,8 @@ def main() -> None:
             return f"{min(vals):.3f}-{max(vals):.3f}"
         kind = "faithful" if change in FAITHFUL else "altered"
         lines.append(f"| {change} | {kind} | {len(sel)} | {sum(r.passed for r in sel)} | {rng('iou')} | "
-                     f"{rng('aspect_change')} | {rng('ssim')} | {rng('delta_e')} | {rng('altered_share')} |")
+                     f"{rng('aspect_change')} | {rng('ssim')} | {rng('delta_e')} | {rng('altered_share')} | "
+                     f"{rng('recoloured_share')} | {rng('local_redraw')} |")
     lines += ["", "| measure | threshold | worst faithful | margin |", "|---|---|---|---|"]
     for name, side in MEASURES:
         vals = [getattr(r, name) for p, r in rows if p.faithful]
@@ -66,7 +67,8 @@ def main() -> None:
               f"{sum(not p.faithful for p in pairs)}."]
     for p, r in false_alarms + missed:
         lines.append(f"- {p.name}: failed {list(r.failed)} iou {r.iou:.3f} aspect {r.aspect_change:.3f} "
-                     f"ssim {r.ssim:.3f} dE {r.delta_e:.2f} altered {r.altered_share:.3f}")
+                     f"ssim {r.ssim:.3f} dE {r.delta_e:.2f} altered {r.altered_share:.3f} "
+                     f"recoloured {r.recoloured_share:.3f} local {r.local_redraw:.3f}")
     text = "\n".join(lines)
     print(text)
     if args.out:

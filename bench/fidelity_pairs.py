@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-FAITHFUL = ("moved", "kept_shadow", "soft_shadow", "relit", "warm_light", "rotated", "jpeg_soft")
+FAITHFUL = ("moved", "kept_shadow", "soft_shadow", "relit", "warm_light", "rotated", "jpeg_soft",
+            "relit_unevenly", "scaled_down")
 ALTERED = ("recoloured", "reshaped", "stretched", "garbled_label", "label_moved", "mirrored",
-           "part_missing", "retextured")
+           "part_missing", "retextured", "relabelled", "hue_step", "cropped")
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,16 @@ def make_pairs(seed: int = 0, per_change: int = 4, side: int = 320) -> list[Pair
                 light = (1.0, 0.0, (1 + t, 1.0, 1 - t))
             elif change == "rotated":
                 angle = rng.uniform(-4, 4)
+            elif change == "relit_unevenly":
+                # Light from one side: up to +-12 % across the product, not one gain for all of it.
+                yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side - 0.5
+                a = rng.uniform(0, 2 * np.pi)
+                ramp = 1.0 + rng.uniform(0.15, 0.25) * (np.cos(a) * xx + np.sin(a) * yy)
+                out_paint = out_paint * ramp[..., None]
+            elif change == "scaled_down":
+                # The answer shows the product at half the photo's resolution or less.
+                scale = rng.uniform(0.35, 0.6)
+                shift = (shift[0] * scale, shift[1] * scale)
             elif change == "recoloured":
                 hsv = cv2.cvtColor(np.clip(out_paint, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
                 hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(25, 155))) % 180
@@ -193,6 +204,22 @@ def make_pairs(seed: int = 0, per_change: int = 4, side: int = 320) -> list[Pair
                 ys, xs = np.nonzero(out_mask_src > 0.5)
                 cut = ys.min() + int(rng.uniform(0.2, 0.3) * (ys.max() - ys.min()))
                 out_mask_src[:cut] = 0
+            elif change == "relabelled":
+                # Other words of the same print, at the same place: the same text density.
+                x0, y0, lw, lh = label_box
+                other, _ = _label(paint, mask, greys[("text", "page")[i % 2]], rng)
+                out_paint[y0:y0 + lh, x0:x0 + lw] = other[y0:y0 + lh, x0:x0 + lw]
+            elif change == "hue_step":
+                # A small hue step, saturation as it was: a shade the seller does not sell.
+                hsv = cv2.cvtColor(np.clip(out_paint, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
+                step = int(rng.integers(12, 25)) * int(rng.choice([-1, 1]))
+                hsv[..., 0] = (hsv[..., 0].astype(int) + step) % 180
+                out_paint = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+            elif change == "cropped":
+                # The model's camera cut a side of the product off at the frame.
+                ys, xs = np.nonzero(out_mask_src > 0.5)
+                cut = xs.min() + int(rng.uniform(0.15, 0.3) * (xs.max() - xs.min()))
+                out_mask_src[:, :cut] = 0
             elif change == "retextured":
                 other = sources[names[(names.index(next(n for n in names if sources[n] is src)) + 3) % len(names)]]
                 out_paint = _paint(other, side, side, rng)

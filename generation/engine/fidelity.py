@@ -17,17 +17,31 @@ redraw it.
    the product cannot pull the alignment (aligning bounding boxes did: a
    shadow widened the output's box, shifted the crops and failed a faithful
    answer with delta E 14.7). It starts from two guesses (the boxes, and the
-   mattes' centroids and areas) and keeps the better-correlated result.
+   mattes' centroids and areas). Candidates are ranked by the masks' overlap
+   with what looks like a shadow in the answer left out (a segmenter often
+   keeps a dark shadow in the answer's mask, and counting it chose warps
+   stretched towards it), plus the grey levels' correlation over the input
+   product's interior (a one-pixel slip barely moves the overlap but ruins
+   every structure comparison on a textured product).
 2. **Shape**: the affine's anisotropy ``|log(s1/s2)|`` (its singular values: a
    stretch along one axis; a mirror image has a negative determinant and
-   fails), and the IoU of the input matte with the aligned output matte, from
-   which output pixels that look like a shadow (a neutral darkening of the
-   white backdrop outside the input product) are left out.
-3. **Structure**: SSIM of the aligned lightness inside the product, after a
-   global gain/offset fit (relighting is not redrawing).
-4. **Colour**: CIE76 delta E in Lab over the product, after the same bounded
-   lightness fit; chroma is compared as is (a warm/cool shift of a few units
-   is tolerated by the threshold, another colour is not).
+   fails), the IoU of the input matte with the aligned output matte, from
+   which output pixels that look like a shadow (neutral, no darker than a
+   shadow gets, outside the input product) are left out, and the share of the
+   product where the two masks disagree after an opening (a missing cap).
+3. **Light**: per-channel gains and one offset in sRGB, bounded (overall gain,
+   a tint of a few per cent, an offset), fitted over the shared product: a
+   brighter light scales chroma along with lightness, a warm one tints every
+   channel alike; neither turns one hue into another. When the answer shows
+   the product at a lower resolution than the working size, the input is put
+   through the same loss first.
+4. **Structure**: SSIM of the aligned lightness inside the product.
+5. **Colour**: CIE76 delta E over the product (blurred lightly), and the share
+   of the product whose windowed a*b* distance (hue and chroma, blind to
+   lightness) exceeds a bound: a label recoloured on a dark product.
+6. **Detail**: the worst label-sized window's lightness difference against
+   its own contrast, after the difference's smooth part (uneven light) is
+   removed: glyphs swapped or rewritten in the same print (``_local_redraw``).
 
 The thresholds were calibrated on a generated set of faithful and altered
 pairs (``bench/bench_fidelity.py``, margins in ``docs/benchmarks/fidelity.md``).
@@ -50,11 +64,16 @@ WORK_SIDE = 256
 RING_SHARE = 0.06
 #: A relit answer may scale the product's lightness by at most this factor (either way)...
 MAX_LIGHT_GAIN = 1.3
-#: ...and shift it by at most this many L* units.
-MAX_LIGHT_OFFSET = 15.0
+#: ...shift it by at most this many sRGB levels...
+MAX_LIGHT_OFFSET = 20.0
+#: ...and tint it (warm or cool light) by at most this share per channel.
+MAX_TINT = 0.08
+#: From this sRGB level a channel of the answer counts as clipped (overexposed) for the light fit.
+CLIPPED = 250.0
 #: Output pixels outside the input product with chroma below this and darker than
 #: the backdrop are shadow (kept or added by the model), not product.
 SHADOW_MAX_CHROMA = 8.0
+SHADOW_MIN_L = 35.0
 _NEUTRAL_GREY = 128.0
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 80, 1e-5)
 
@@ -64,11 +83,14 @@ class FidelityThresholds:
     min_iou: float = 0.85
     max_aspect_change: float = 0.08  # ~8 % stretch along one axis
     min_ssim: float = 0.55
-    max_delta_e: float = 10.0
-    #: Share of the product in regions redrawn locally (see ``_altered_share``).
+    max_delta_e: float = 6.0
+    #: Share of the product where the masks disagree (see ``_altered_share``).
     max_altered_share: float = 0.03
-    local_min_ssim: float = 0.45
-    local_max_delta_e: float = 30.0
+    #: Share of the product whose windowed hue/chroma distance exceeds ``local_max_delta_ab``.
+    max_recoloured_share: float = 0.01
+    local_max_delta_ab: float = 15.0
+    #: The worst window's lightness difference against its contrast (see ``_local_redraw``).
+    max_local_redraw: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,9 @@ class FidelityReport:
     ssim: float
     delta_e: float  # mean per-pixel delta E over the shared product area, after the lightness fit
     mean_colour_delta_e: float  # delta E between the two products' mean colours (no fit)
-    altered_share: float  # share of the product in locally redrawn regions (a label, a missing part)
+    altered_share: float  # share of the product where the masks disagree (a missing or added part)
+    recoloured_share: float  # share of the product whose hue or chroma changed (after the relight fit)
+    local_redraw: float  # the worst label-sized window's difference against its contrast
     failed: tuple[str, ...]  # names of the measures outside their threshold
     thresholds: FidelityThresholds
 
@@ -97,6 +121,8 @@ class FidelityReport:
             "delta_e": _json_number(self.delta_e, 2),
             "mean_colour_delta_e": _json_number(self.mean_colour_delta_e, 2),
             "altered_share": _json_number(self.altered_share, 4),
+            "recoloured_share": _json_number(self.recoloured_share, 4),
+            "local_redraw": _json_number(self.local_redraw, 3),
             "failed": list(self.failed),
             "thresholds": asdict(self.thresholds),
         }
@@ -111,13 +137,17 @@ class FidelityReport:
             f"(max {math.expm1(self.thresholds.max_aspect_change):.0%})",
             "ssim": f"structure similarity {self.ssim:.2f} (min {self.thresholds.min_ssim})",
             "delta_e": f"colour difference {self.delta_e:.1f} delta E (max {self.thresholds.max_delta_e})",
-            "altered_share": f"{self.altered_share:.0%} of the product redrawn locally "
+            "altered_share": f"{self.altered_share:.0%} of the product's outline changed "
             f"(max {self.thresholds.max_altered_share:.0%})",
+            "recoloured_share": f"{self.recoloured_share:.0%} of the product in another colour "
+            f"(max {self.thresholds.max_recoloured_share:.0%})",
+            "local_redraw": f"a detail such as a label redrawn (local difference {self.local_redraw:.2f}, "
+            f"max {self.thresholds.max_local_redraw})",
         }
         return "The generated image altered the product: " + ", ".join(parts[f] for f in self.failed) + "."
 
 
-_ALL_FAILED = ("iou", "aspect_change", "ssim", "delta_e", "altered_share")
+_ALL_FAILED = ("iou", "aspect_change", "ssim", "delta_e", "altered_share", "recoloured_share", "local_redraw")
 
 
 def _json_number(x: float, digits: int) -> float | None:
@@ -190,15 +220,17 @@ def _guesses(frame: _Frame, in_box: tuple[int, int, int, int], in_mask: np.ndarr
     return guesses
 
 
-def _register(frame: _Frame, out_grey: np.ndarray, out_mask: np.ndarray, guesses: list[np.ndarray]) -> np.ndarray:
+def _register(frame: _Frame, out_grey: np.ndarray, out_mask: np.ndarray, out_shadow_like: np.ndarray,
+              guesses: list[np.ndarray]) -> np.ndarray:
     """The affine (working frame -> output image at working scale) under which the
     output's product mask best covers the input's.
 
     Candidates: each guess as is, and ECC refined from each guess twice, once
     over the product and a ring of white around it (edges for a flat-coloured
     product), once over the product's interior alone (a hard shadow the model
-    drew in the ring cannot pull that one). Correlations over different masks
-    do not compare, so the candidates are ranked by mask agreement instead.
+    drew in the ring cannot pull that one). ECC's own correlations are over
+    different masks and do not compare, so every candidate is scored on the
+    same pixels (see ``score``).
     """
     # The input product as the model should have drawn it: on white. Its own
     # backdrop (brick, wood) in the ring would pull ECC towards nothing in the answer.
@@ -218,16 +250,36 @@ def _register(frame: _Frame, out_grey: np.ndarray, out_mask: np.ndarray, guesses
                 continue  # no convergence from this guess (a flat template, or a guess far off)
             candidates.append(warp)
     size = frame.mask.shape[::-1]
+    inner = interior > 0 if interior.sum() > 64 else frame.mask
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
-    def agreement(warp: np.ndarray) -> float:
-        seen = cv2.warpAffine(out_mask, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) >= 0.5
-        return float((seen & frame.mask).sum() / max(1, (seen | frame.mask).sum()))
+    def score(warp: np.ndarray) -> float:
+        # Mask agreement, with what looks like a shadow outside the input product
+        # left out (a segmenter often keeps a dark shadow in the answer's mask:
+        # counting it would favour a warp stretched towards it), plus the grey
+        # levels' correlation over the input product's interior, the same pixels
+        # for every candidate: a one-pixel slip barely moves the masks' overlap
+        # but ruins the structure comparison on a textured product.
+        seen = cv2.warpAffine(out_mask, warp, size, flags=flags) >= 0.5
+        seen &= frame.mask | ~(cv2.warpAffine(out_shadow_like, warp, size, flags=flags) >= 0.5)
+        iou = float((seen & frame.mask).sum() / max(1, (seen | frame.mask).sum()))
+        b = cv2.warpAffine(out_grey, warp, size, flags=flags, borderValue=255.0)[inner]
+        a = template[inner]
+        sa, sb = float(a.std()), float(b.std())
+        ncc = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa > 1.0 and sb > 1.0 else 0.0
+        return iou + max(0.0, ncc)
 
-    return max(candidates, key=agreement)
+    return max(candidates, key=score)
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor((rgb / 255.0).astype(np.float32), cv2.COLOR_RGB2LAB)
+
+
+def _shadow_like(lab: np.ndarray) -> np.ndarray:
+    """Pixels of an answer on white that may be a shadow: neutral, and no darker
+    than a shadow gets (opacity 0.85 on white is L* ~ 40; a black part is product)."""
+    return (np.hypot(lab[..., 1], lab[..., 2]) < SHADOW_MAX_CHROMA) & (lab[..., 0] >= SHADOW_MIN_L)
 
 
 def _ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -244,58 +296,120 @@ def _ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-def _masked_blur(lab: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """A Gaussian blur that averages product pixels only: a shadow or backdrop next
-    to the product's edge must not bleed into the product's judged colour."""
+def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """A Gaussian blur of an HxWx3 image that averages product pixels only: a shadow
+    or backdrop next to the product's edge must not bleed into its judged colour."""
     m = mask.astype(np.float32)
-    num = cv2.GaussianBlur(lab * m[..., None], (0, 0), sigma)
+    num = cv2.GaussianBlur(img * m[..., None], (0, 0), sigma)
     den = cv2.GaussianBlur(m, (0, 0), sigma)
     return num / np.maximum(den, 1e-6)[..., None]
 
 
-def _lightness_fit(l_in: np.ndarray, l_out: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``l_out ~ gain * l_in + offset``, clipped to what counts as relighting."""
-    var = float(l_in.var())
-    gain = float(((l_in - l_in.mean()) * (l_out - l_out.mean())).mean() / var) if var > 1e-3 else 1.0
-    gain = min(MAX_LIGHT_GAIN, max(1.0 / MAX_LIGHT_GAIN, gain))
-    offset = float(np.clip(l_out.mean() - gain * l_in.mean(), -MAX_LIGHT_OFFSET, MAX_LIGHT_OFFSET))
-    return gain, offset
+def _relight_fit(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-channel gains and one offset, ``b ~ gains * a + offset`` over N x 3 sRGB
+    pixels, clipped to what counts as relighting: an overall gain within
+    ``MAX_LIGHT_GAIN``, a tint (each channel's gain against their mean) within
+    ``MAX_TINT``, an offset within ``MAX_LIGHT_OFFSET`` levels.
 
-
-#: Window (working px) over which local structure and colour are averaged: about
-#: a label's line of text at the working size.
-LOCAL_WINDOW = 15
-#: Lightness spread (0-255 scale) below which a window is flat: no structure to compare.
-LOCAL_MIN_STD = 8.0
-
-
-def _altered_share(a_mask: np.ndarray, b_mask: np.ndarray, a_l: np.ndarray, ssim_map: np.ndarray,
-                   delta_e_map: np.ndarray, t: FidelityThresholds) -> float:
-    """Share of the input product lying in regions the answer redrew.
-
-    A garbled label or a missing cap is a few per cent of the product: the
-    means over the whole product (``ssim``, ``delta_e``, ``iou``) dilute it
-    below any threshold a faithful answer also meets. Here each pixel is judged
-    on its neighbourhood: the masks disagree there (after an opening, so the
-    1-2 px slivers of resampling and registration at the edge do not count),
-    or the windowed SSIM is low, or the windowed colour difference is high.
+    Fitted in sRGB, not in L*: a brighter or dimmer light scales a colour's
+    chroma along with its lightness, which a fit of L* alone left as a colour
+    difference (a faithful answer relit by 15 % measured delta E 10.3). A tint
+    bounded this tightly cannot turn one hue into another.
     """
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (LOCAL_WINDOW // 2 | 1,) * 2)
-    disagree = cv2.morphologyEx((a_mask ^ b_mask).view(np.uint8), cv2.MORPH_OPEN, k) > 0
+    design = np.zeros((3 * len(a), 4), np.float64)
+    for c in range(3):
+        design[c::3, c] = a[:, c]
+    design[:, 3] = 1.0
+    target = b.astype(np.float64).reshape(-1)
+    # A channel at the top of its range is overexposed: its true value is only a
+    # lower bound, and fitting it bends the light (one clipped channel over most
+    # of a brightly relit product failed it). Such rows are left out, while enough remain.
+    kept = target < CLIPPED
+    if kept.sum() >= 0.2 * len(target) and kept.sum() >= 12:
+        design, target = design[kept], target[kept]
+    try:
+        sol = np.linalg.lstsq(design, target, rcond=None)[0]
+    except np.linalg.LinAlgError:
+        sol = np.array([1.0, 1.0, 1.0, 0.0])
+    gains = sol[:3]
+    mean = float(np.clip(gains.mean(), 1.0 / MAX_LIGHT_GAIN, MAX_LIGHT_GAIN))
+    if not math.isfinite(mean) or gains.mean() <= 0:
+        mean = 1.0
+    gains = mean * np.clip(gains / max(gains.mean(), 1e-6), 1.0 - MAX_TINT, 1.0 + MAX_TINT)
+    offset = float(np.clip((b - a * gains).mean(), -MAX_LIGHT_OFFSET, MAX_LIGHT_OFFSET))
+    return gains.astype(np.float32), offset
+
+
+#: Window (working px) of the local measures: a few letters of a label's print at the working size.
+LOCAL_WINDOW = 9
+#: Detail finer than this blur (working px) is resampling, not the product: a re-rendered answer
+#: never reproduces single-pixel grain.
+LOCAL_BLUR = 1.0
+#: Light that varies across the product (a lamp from one side) is this smooth (working px):
+#: the lightness difference at that scale is removed before windows are judged.
+LIGHT_SCALE = 10.0
+#: Contrast (0-255 lightness) added to a window's own: flat windows are judged on differences
+#: well above the answer's noise.
+LOCAL_MIN_CONTRAST = 10.0
+#: Window (working px) over which hue and chroma are averaged.
+COLOUR_WINDOW = 15
+
+
+def _masked_mean(x: np.ndarray, m: np.ndarray, box: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    w = cv2.boxFilter(m, -1, box)
+    return cv2.boxFilter(x * m, -1, box) / np.maximum(w, 1e-6), w
+
+
+def _local_redraw(a_l: np.ndarray, b_l: np.ndarray, core: np.ndarray) -> float:
+    """The worst label-sized window: its lightness difference against its own contrast.
+
+    A garbled label, other words in the same print, a moved logo: a few per
+    cent of the product whose mean colour and overall structure stay the same,
+    so every whole-product mean dilutes it below what a faithful answer also
+    reaches. Judged at matched positions instead: in each window inside both
+    products, the mean absolute lightness difference after the relight fit,
+    with the difference's smooth part (uneven light) removed, divided by the
+    window's contrast (the larger of the two) plus ``LOCAL_MIN_CONTRAST``. A
+    faithful answer stays well under 1 everywhere (resampling, noise, JPEG);
+    swapped glyphs reach 1-3, because what was ink is now paper.
+    """
+    if not core.any():
+        return math.inf
+    m = core.astype(np.float32)
+    a = cv2.GaussianBlur(a_l, (0, 0), LOCAL_BLUR)
+    b = cv2.GaussianBlur(b_l, (0, 0), LOCAL_BLUR)
+    diff = a - b
+    diff -= cv2.GaussianBlur(diff * m, (0, 0), LIGHT_SCALE) / np.maximum(cv2.GaussianBlur(m, (0, 0), LIGHT_SCALE), 1e-6)
     box = (LOCAL_WINDOW, LOCAL_WINDOW)
-    inside = a_mask & b_mask
-    weight = cv2.boxFilter(inside.astype(np.float32), -1, box)
-    local_ssim = cv2.boxFilter(np.where(inside, ssim_map, 0).astype(np.float32), -1, box) / np.maximum(weight, 1e-6)
-    local_de = cv2.boxFilter(np.where(inside, delta_e_map, 0).astype(np.float32), -1, box) / np.maximum(weight, 1e-6)
-    mean = cv2.boxFilter(a_l, -1, box)
-    local_std = np.sqrt(np.maximum(cv2.boxFilter(a_l * a_l, -1, box) - mean * mean, 0.0))
-    # Only windows mostly inside the product: the silhouette's edge is the mask check's job.
-    core = inside & (weight > 0.6)
-    # SSIM of two flat, noisy patches is noise itself: structure is judged only
-    # where the input has some (a label, an edge, a texture), colour everywhere.
-    textured = local_std > LOCAL_MIN_STD
-    redrawn = disagree | (core & (((local_ssim < t.local_min_ssim) & textured) | (local_de > t.local_max_delta_e)))
-    return float((redrawn & (a_mask | b_mask)).sum() / max(1, a_mask.sum()))
+    mean_diff, w = _masked_mean(np.abs(diff), m, box)
+    mu_a, _ = _masked_mean(a, m, box)
+    mu_b, _ = _masked_mean(b, m, box)
+    var_a = _masked_mean(a * a, m, box)[0] - mu_a * mu_a
+    var_b = _masked_mean(b * b, m, box)[0] - mu_b * mu_b
+    contrast = np.sqrt(np.maximum(np.maximum(var_a, var_b), 0.0))
+    inside = core & (w > 0.7)  # windows mostly inside: the silhouette's edge is the masks' job
+    if not inside.any():
+        return math.inf
+    return float((mean_diff / (contrast + LOCAL_MIN_CONTRAST))[inside].max())
+
+
+def _recoloured_share(a_lab: np.ndarray, b_lab: np.ndarray, both: np.ndarray, t: FidelityThresholds) -> float:
+    """Share of the product whose hue or chroma changed: the windowed a*b* distance
+    after the relight fit, blind to lightness (a relit answer changes L*, and its
+    chroma only as the fit allows), so a grey label turned green on a black product
+    shows even when the whole product's mean barely moves."""
+    ab = np.linalg.norm(a_lab[..., 1:] - b_lab[..., 1:], axis=2).astype(np.float32)
+    local, w = _masked_mean(ab, both.astype(np.float32), (COLOUR_WINDOW, COLOUR_WINDOW))
+    changed = both & (w > 0.6) & (local > t.local_max_delta_ab)
+    return float(changed.sum() / max(1, both.sum()))
+
+
+def _altered_share(a_mask: np.ndarray, b_mask: np.ndarray) -> float:
+    """Share of the input product where the masks disagree: a missing cap, an added
+    part. After an opening, so the 1-2 px slivers of resampling at the edge do not count."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    disagree = cv2.morphologyEx((a_mask ^ b_mask).view(np.uint8), cv2.MORPH_OPEN, k) > 0
+    return float(disagree.sum() / max(1, a_mask.sum()))
 
 
 def compare_products(
@@ -316,7 +430,7 @@ def compare_products(
     in_mask, out_mask = _binary(in_matte), _binary(out_matte)
     in_box, out_box = _bbox(in_mask), _bbox(out_mask)
     if in_box is None or out_box is None:
-        return FidelityReport(0.0, math.inf, 0.0, math.inf, math.inf, 1.0, _ALL_FAILED, t)
+        return FidelityReport(0.0, math.inf, 0.0, math.inf, math.inf, 1.0, 1.0, math.inf, _ALL_FAILED, t)
 
     frame = _input_frame(in_rgb, in_mask, in_box)
     # Register at working scale: shrink the output so one output px ~ one working px.
@@ -330,13 +444,24 @@ def compare_products(
     guesses = [(to_small @ np.vstack([g, [0, 0, 1]])).astype(np.float32)
                for g in _guesses(frame, in_box, in_mask, out_box, out_mask)]
     out_grey = cv2.cvtColor(out_small, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    warp = _register(frame, out_grey, out_small_mask, guesses)
+    out_small_lab = _lab(out_small.astype(np.float32))
+    out_shadow_like = _shadow_like(out_small_lab).astype(np.float32)
+    warp = _register(frame, out_grey, out_small_mask, out_shadow_like, guesses)
 
     size = frame.mask.shape[::-1]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     b_rgb = cv2.warpAffine(out_small.astype(np.float32), warp, size, flags=flags, borderValue=(255, 255, 255))
     b_cover = cv2.warpAffine(out_small_mask, warp, size, flags=flags) >= 0.5
     a_rgb, a_mask = frame.rgb, frame.mask
+    upsampled = frame.scale / s_box
+    if upsampled > 1.05:
+        # The answer shows the product smaller than the working size: its fine
+        # detail (small print, a texture's grain) is gone at any registration.
+        # The input goes through the same loss, or every faithful answer drawn
+        # smaller than the photo would look locally redrawn.
+        h, w = a_mask.shape
+        low = (max(4, round(w / upsampled)), max(4, round(h / upsampled)))
+        a_rgb = cv2.resize(cv2.resize(a_rgb, low, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
 
     # Shape: a stretch along one axis, or a mirror image, is a reshaped product.
     lin = warp[:, :2].astype(np.float64)
@@ -345,21 +470,25 @@ def compare_products(
     if np.linalg.det(lin) <= 0:
         aspect_change = math.inf
 
-    a_lab, b_lab = _lab(a_rgb), _lab(b_rgb)
+    b_lab = _lab(b_rgb)
     # A kept or added shadow is product-shaped darkness only below/beside the
     # product: neutral, darker than the white it falls on, outside the input product.
-    chroma = np.hypot(b_lab[..., 1], b_lab[..., 2])
-    shadow_like = ~a_mask & (chroma < SHADOW_MAX_CHROMA)
+    shadow_like = ~a_mask & _shadow_like(b_lab)
     b_mask = b_cover & ~shadow_like
     union, both = a_mask | b_mask, a_mask & b_mask
     iou = float(both.sum() / max(1, union.sum()))
     if not both.any():
-        return FidelityReport(iou, aspect_change, 0.0, math.inf, math.inf, 1.0, _ALL_FAILED, t)
+        return FidelityReport(iou, aspect_change, 0.0, math.inf, math.inf, 1.0, 1.0, math.inf, _ALL_FAILED, t)
 
-    # Lightness: a bounded global fit absorbs relighting before structure and colour are judged.
-    gain, offset = _lightness_fit(a_lab[..., 0][both], b_lab[..., 0][both])
-    a_fit = a_lab.copy()
-    a_fit[..., 0] = gain * a_lab[..., 0] + offset
+    # A light blur first: colour is judged on areas, not on pixel-exact
+    # texture that a re-rendering legitimately resamples.
+    a_blur_rgb = _masked_blur(a_rgb, a_mask)
+    b_blur_rgb = _masked_blur(b_rgb, b_mask)
+    # Light: a bounded global fit absorbs relighting before structure and colour are judged.
+    gains, offset = _relight_fit(a_blur_rgb[both], b_blur_rgb[both])
+    a_fit = _lab(np.clip(a_rgb * gains + offset, 0, 255))
+    a_blur = _lab(np.clip(a_blur_rgb * gains + offset, 0, 255))
+    b_blur = _lab(b_blur_rgb)
 
     a_l = a_fit[..., 0] * (255.0 / 100.0)
     b_l = b_lab[..., 0] * (255.0 / 100.0)
@@ -368,13 +497,14 @@ def compare_products(
     ssim_map = _ssim_map(a_l, b_l)
     ssim = float(ssim_map[union].mean())
 
-    # A light blur first: colour is judged on areas, not on pixel-exact
-    # texture that a re-rendering legitimately resamples.
-    a_blur = _masked_blur(a_fit, a_mask)
-    b_blur = _masked_blur(b_lab, b_mask)
-    delta_e = float(np.linalg.norm(a_blur[both] - b_blur[both], axis=1).mean())
+    de_map = np.linalg.norm(a_blur - b_blur, axis=2)
+    delta_e = float(de_map[both].mean())
+    a_lab = _lab(a_rgb)
     mean_colour_delta_e = float(np.linalg.norm(a_lab[both].mean(axis=0) - b_lab[both].mean(axis=0)))
-    altered_share = _altered_share(a_mask, b_mask, a_l, ssim_map, np.linalg.norm(a_blur - b_blur, axis=2), t)
+    altered_share = _altered_share(a_mask, b_mask)
+    recoloured_share = _recoloured_share(a_blur, b_blur, both, t)
+    core = cv2.erode(both.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
+    local_redraw = _local_redraw(a_l, b_l, core)
 
     failed = tuple(
         name
@@ -384,9 +514,12 @@ def compare_products(
             ("ssim", ssim < t.min_ssim),
             ("delta_e", delta_e > t.max_delta_e),
             ("altered_share", altered_share > t.max_altered_share),
+            ("recoloured_share", recoloured_share > t.max_recoloured_share),
+            ("local_redraw", local_redraw > t.max_local_redraw),
         )
         if bad
     )
-    report = FidelityReport(iou, aspect_change, ssim, delta_e, mean_colour_delta_e, altered_share, failed, t)
-    logger.debug("Product fidelity: %s (light gain %.2f, offset %.1f)", report.as_check(), gain, offset)
+    report = FidelityReport(iou, aspect_change, ssim, delta_e, mean_colour_delta_e, altered_share,
+                            recoloured_share, local_redraw, failed, t)
+    logger.debug("Product fidelity: %s (light gains %s, offset %.1f)", report.as_check(), gains.round(3), offset)
     return report

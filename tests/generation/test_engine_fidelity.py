@@ -106,14 +106,16 @@ def generated_pairs() -> list:
     return make_pairs(seed=7, per_change=1)
 
 
-@pytest.mark.parametrize("change", ["kept_shadow", "soft_shadow", "relit", "warm_light", "rotated", "jpeg_soft"])
+@pytest.mark.parametrize("change", ["kept_shadow", "soft_shadow", "relit", "warm_light", "rotated", "jpeg_soft",
+                                    "relit_unevenly", "scaled_down"])
 def test_a_faithful_answer_with_a_shadow_or_new_light_passes(generated_pairs: list, change: str) -> None:
     (pair,) = [p for p in generated_pairs if p.change == change]
     report = compare_products(pair.in_rgb, pair.in_mask, pair.out_rgb, pair.out_mask)
     assert report.passed, (pair.name, report.as_check())
 
 
-@pytest.mark.parametrize("change", ["reshaped", "stretched", "label_moved", "mirrored", "part_missing", "retextured"])
+@pytest.mark.parametrize("change", ["reshaped", "stretched", "label_moved", "mirrored", "part_missing", "retextured",
+                                    "garbled_label", "relabelled", "recoloured", "cropped"])
 def test_a_redrawn_answer_fails(generated_pairs: list, change: str) -> None:
     (pair,) = [p for p in generated_pairs if p.change == change]
     report = compare_products(pair.in_rgb, pair.in_mask, pair.out_rgb, pair.out_mask)
@@ -136,14 +138,51 @@ def test_a_garbled_label_is_caught_by_the_local_measure(scene: scenes.Scene, pai
     redrawn = compare_products(photo, scene.mask, garbled_rgb, garbled_mask)
 
     assert kept.passed, kept.as_check()
-    assert "altered_share" in redrawn.failed, redrawn.as_check()
+    assert "local_redraw" in redrawn.failed, redrawn.as_check()
     assert redrawn.iou > 0.95  # the whole-product measures alone would have passed it
+
+
+def test_a_grey_label_turned_green_on_a_dark_product_is_caught_by_its_hue(
+    scene: scenes.Scene,
+) -> None:
+    # A recolouring confined to the light label of a near-black product: the
+    # whole product's delta E stays under its threshold (5.2 against 6), the
+    # windowed hue comparison names it. (A fainter tint of the label alone is
+    # what a tinted light does too, and passes: see docs/benchmarks/fidelity.md.)
+    h, w = scene.mask.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    label = (np.abs(yy - h // 2) < h // 12) & (np.abs(xx - w // 2) < w // 10)
+    dark = np.full((h, w, 3), 20.0)
+    photo_paint = np.where(label[..., None], np.float32([180, 180, 180]), dark)
+    answer_paint = np.where(label[..., None], np.float32([140, 200, 140]), dark)
+    kept_rgb, kept_mask = on_white(photo_paint, scene.mask, scale=1.4)
+    green_rgb, green_mask = on_white(answer_paint, scene.mask, scale=1.4)
+    photo = on_grey(photo_paint, scene.mask)
+
+    kept = compare_products(photo, scene.mask, kept_rgb, kept_mask)
+    green = compare_products(photo, scene.mask, green_rgb, green_mask)
+
+    assert kept.passed, kept.as_check()
+    assert "recoloured_share" in green.failed, green.as_check()
+
+
+def test_a_kept_shadow_in_the_answers_mask_does_not_pull_the_registration() -> None:
+    # A segmenter that keeps the shadow in the answer's mask: ranking warps by
+    # that mask's overlap chose one stretched towards the shadow (on this pair
+    # aspect 0.036 and a false alarm); the shadow is left out of the ranking now.
+    from bench.fidelity_pairs import make_pairs
+
+    (pair,) = [p for p in make_pairs(seed=8, per_change=1) if p.change == "kept_shadow"]
+    report = compare_products(pair.in_rgb, pair.in_mask, pair.out_rgb, pair.out_mask)
+    assert report.passed, report.as_check()
+    assert report.aspect_change < 0.01, report.as_check()
 
 
 def test_a_missing_product_fails_everything_and_stays_json_safe(scene: scenes.Scene) -> None:
     empty = np.zeros_like(scene.mask)
     report = compare_products(scene.rgb, scene.mask, scene.rgb, empty)
-    assert set(report.failed) == {"iou", "aspect_change", "ssim", "delta_e", "altered_share"}
+    assert set(report.failed) == {"iou", "aspect_change", "ssim", "delta_e", "altered_share", "recoloured_share",
+                                  "local_redraw"}
     json.dumps(report.as_check(), allow_nan=False)  # stored in a jsonb column
 
 
