@@ -73,6 +73,13 @@ SECOND_LOOK_MARGIN, SECOND_LOOK_MAX_SHARE = 0.25, 0.5
 #: parts the first missed or trim a shadow tail); one that drops more lost the product's context.
 SECOND_LOOK_KEEP = 0.85
 NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing", "faint_product"})
+#: A cut the engine doubts is cut again with the model at this input side instead of its own 320:
+#: U²-Net-P is fully convolutional, and a thin or see-through product gets twice the model's pixels.
+#: About 2.2x one pass, and only for flagged cuts, so the median photo's time is unchanged. Not for
+#: a cut the model barely saw (nothing to look at more closely) nor one a second look at the
+#: backdrop's missing colours already replaced (the larger view sees the same backdrop again).
+LARGER_SIDE = 448
+NO_LARGER_LOOK = frozenset({"model_found_nothing", "faint_product", "backdrop_picked"})
 #: A faint answer (the model's raw range under MIN_MODEL_RANGE) still points somewhere: when the
 #: spot it points at has colours the frame's border does not (median border likeness at most this;
 #: the spot of a photo of nothing, a flat wall or a texture, measured 0.9-0.99, a small key 0.31),
@@ -326,7 +333,8 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     classical, score = _classical_check(work) if logger.isEnabledFor(logging.DEBUG) else (None, None)
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
-    signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score)
+    signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score,
+                      model_side=segmenter.side)
     signals["model_range"] = spread
     for key in ("tiny", "huge"):
         if key in signals:
@@ -362,6 +370,9 @@ def cut_product(
     first = _cut(rgb, hint_box, segmenter)
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
+    codes = {r.code for r in first.review_reasons}
+    if hint_box is None and segmenter.learned and first.needs_review and not codes & NO_LARGER_LOOK:
+        first = _larger_look(rgb, first, segmenter)
     # A product well inside the frame is seen once more, cropped to its own box, so it fills more of
     # the model's 320 px (a crop would hide that a product runs off the frame or fills it, and a
     # faint or model-less cut has no box worth trusting).
@@ -446,6 +457,26 @@ def _rescue(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
     reasons = first.review_reasons + (RESCUE_REASON,) + tuple(
         r for r in best.review_reasons if r not in first.review_reasons)
     return replace(best, confidence=min(first.confidence, best.confidence, 0.4), review_reasons=reasons)
+
+
+def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
+    """``first`` cut again with the model at :data:`LARGER_SIDE`; the flag and its reasons stay.
+
+    The larger cut replaces the first one: measured on the evaluation set (docs/engine.md, "The
+    model at a larger input") it is at least as good on most doubted cuts, and the review signals
+    of either view do not tell which of the two is better. An operator's model that cannot run at
+    that size keeps the first cut.
+    """
+    try:
+        big = _cut(rgb, None, replace(segmenter, side=LARGER_SIDE))
+    except EngineError:
+        return first
+    except cv2.error as exc:
+        logger.info("Segmenter %s cannot run at %d px (%s); keeping its %d px cut", segmenter.name,
+                    LARGER_SIDE, exc.err or exc, segmenter.side)
+        return first
+    reasons = first.review_reasons + tuple(r for r in big.review_reasons if r not in first.review_reasons)
+    return replace(big, confidence=min(first.confidence, big.confidence), review_reasons=reasons)
 
 
 def _second_look_box(matte: np.ndarray) -> tuple[int, int, int, int] | None:

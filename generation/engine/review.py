@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .segment import border_likeness
+
 
 @dataclass(frozen=True)
 class ReviewReason:
@@ -56,6 +58,9 @@ RAMPS: dict[str, Ramp] = {
     "fill": Ramp(0.12, 0.05, "unusual_shape", "The cut-out is unusually thin or scattered for a product."),
     "edge_contrast": Ramp(8.0, 4.0, "low_contrast",
                           "The product barely differs from its backdrop along its outline."),
+    "enclosed_backdrop": Ramp(0.10, 0.26, "backdrop_inside",
+                              "Part of the cut-out, enclosed by the product, has the backdrop's colours "
+                              "and texture: the backdrop may show through gaps in the product."),
 }
 #: Measured and logged but not judged: on the calibration set they did not
 #: separate good cuts from wrong ones (see docs/engine.md).
@@ -109,6 +114,63 @@ def _edge_contrast(lab: np.ndarray, mask: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(mean_in - mean_out, axis=1)))
 
 
+#: A pixel has the backdrop's colour above this border likeness (segment.border_likeness); a patch of
+#: it counts when it is at least ENCLOSED_MIN_SHARE of the product, ENCLOSED_RING of the pixels just
+#: around it are product pixels of other colours, and its texture (median local grey-level spread,
+#: 5x5) is at least ENCLOSED_TEXTURE of the backdrop's at the frame's border and at least
+#: ENCLOSED_MIN_TEXTURE grey levels: smooth patches (a white ball's lit side on white paper) are not
+#: backdrop showing through.
+ENCLOSED_LIKENESS, ENCLOSED_MIN_SHARE, ENCLOSED_RING = 0.5, 0.01, 0.7
+ENCLOSED_TEXTURE, ENCLOSED_MIN_TEXTURE = 0.6, 3.0
+
+
+def _local_spread(grey: np.ndarray) -> np.ndarray:
+    mean = cv2.blur(grey, (5, 5))
+    return np.sqrt(np.maximum(cv2.blur(grey * grey, (5, 5)) - mean * mean, 0.0))
+
+
+def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the product taken by patches of backdrop that the product encloses.
+
+    The cut of an open product (a trumpet's loops of tube, a guitar's neck and strings against
+    bark) can fill its gaps with the backdrop behind them, and the model is sure of it: its
+    outline follows the product's outer edge. Inside, those gaps have the backdrop's colours and
+    its texture (wood grain, gravel) and are surrounded by the product's own colours. A white ball
+    on white paper has the backdrop's colour but no texture and is not enclosed by other colours; a
+    label has texture, in its own colours.
+    """
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return 0.0
+    like = border_likeness(rgb) > ENCLOSED_LIKENESS
+    patches = cv2.morphologyEx((like & mask).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
+    if count <= 1:
+        return 0.0
+    spread = _local_spread(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    h, w = mask.shape
+    b = max(3, round(0.03 * max(h, w)))
+    border = np.zeros_like(mask)
+    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    backdrop = border & ~mask
+    floor = max(ENCLOSED_TEXTURE * float(np.median(spread[backdrop])) if backdrop.any() else 0.0,
+                ENCLOSED_MIN_TEXTURE)
+    other = mask & ~like
+    enclosed = 0
+    for i in range(1, count):
+        if stats[i, cv2.CC_STAT_AREA] < ENCLOSED_MIN_SHARE * area:
+            continue
+        x, y, bw, bh = (int(v) for v in stats[i, :4])
+        x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(w, x + bw + 1), min(h, y + bh + 1)
+        patch = labels[y0:y1, x0:x1] == i
+        ring = (cv2.dilate(patch.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~patch
+        if not ring.any() or other[y0:y1, x0:x1][ring].mean() < ENCLOSED_RING:
+            continue
+        if float(np.median(spread[y0:y1, x0:x1][patch])) >= floor:
+            enclosed += int(stats[i, cv2.CC_STAT_AREA])
+    return enclosed / area
+
+
 def _holes(mask: np.ndarray) -> int:
     """Enclosed background regions bigger than 0.5 % of the product."""
     inverse = (~mask).view(np.uint8)
@@ -125,14 +187,15 @@ def _holes(mask: np.ndarray) -> int:
 
 def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts: int,
             classical: np.ndarray | None, backdrop_score: np.ndarray | None = None,
-            frame: np.ndarray | None = None) -> dict[str, float]:
+            frame: np.ndarray | None = None, model_side: int = 320) -> dict[str, float]:
     """The review signals of a product ``mask`` (bool) on ``rgb`` (both at the guide resolution).
 
     ``prob`` is the model's map (None for the classical pipeline),
     ``classical`` the backdrop model's own product mask when it is
     trustworthy enough to compare with (None otherwise), ``backdrop_score``
     the border model's distance to the backdrop per pixel, ``frame`` the
-    region whose edge counts as the photo's edge (default: all of it).
+    region whose edge counts as the photo's edge (default: all of it),
+    ``model_side`` the side of the model's input the map came from.
     """
     area = int(np.count_nonzero(mask))
     signals: dict[str, float] = {"parts": float(parts)}
@@ -146,6 +209,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     signals["edge_contrast"] = _edge_contrast(lab, mask)
     signals["holes"] = float(_holes(mask))
+    signals["enclosed_backdrop"] = _enclosed_backdrop(rgb, mask)
     if prob is not None:
         near = cv2.dilate(mask.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
         mid = (prob > 0.2) & (prob < 0.8) & near
@@ -153,7 +217,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
         # Per unit of outline: a thin product (a thermometer) has much outline for its area.
         m = mask.view(np.uint8)
         outline = np.count_nonzero(m & ~cv2.erode(m, np.ones((3, 3), np.uint8)) & 1)
-        scale = max(mask.shape) / 320.0  # guide px per model px
+        scale = max(mask.shape) / float(model_side)  # guide px per model px
         signals["edge_uncertainty"] = np.count_nonzero(mid) / max(outline * scale, 1.0)
     if backdrop_score is not None:
         small = cv2.resize(m if prob is not None else mask.view(np.uint8),

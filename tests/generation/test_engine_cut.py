@@ -247,6 +247,15 @@ def test_a_see_through_glass_is_not_traded_for_a_part_of_it(model: Segmenter, tm
     assert "backdrop_picked" not in {r.code for r in cut.review_reasons}
 
 
+def test_a_doubted_cut_is_looked_at_again_with_the_model_at_a_larger_input(model: Segmenter, tmp_path: Any) -> None:
+    # A glass on wood (seed 2): at the model's 320 px its cut keeps 58 % of the glass and is flagged;
+    # with the model at 448 px it is whole. The flag stays: a second view is not a reason to trust it.
+    photo, truth = _set_sample(tmp_path, "glass-wood", 2)
+    cut = cut_product(photo, None, segmenter=model)
+    assert iou(cut, truth) >= 0.9
+    assert cut.needs_review and cut.confidence < 0.5
+
+
 @pytest.mark.parametrize(("name", "seed", "before"), [("thermometer-fabric", 0, 0.929), ("glass-wood", 1, 0.850)])
 def test_a_product_well_inside_the_frame_is_seen_again_at_its_own_box(
         model: Segmenter, tmp_path: Any, name: str, seed: int, before: float) -> None:
@@ -260,11 +269,13 @@ def test_a_product_well_inside_the_frame_is_seen_again_at_its_own_box(
 
 def test_a_4000x120_strip_is_seen_wider_than_the_models_square(model: Segmenter, tmp_path: Any) -> None:
     # Squashed to 320x320 the strip is 10 model px across and the model sees nothing it can cut
-    # (IoU 0.000 before); mirrored out to 4:1 it sees the syringe 38 px across.
+    # (IoU 0.000 before); mirrored out to 4:1 it sees the syringe 38 px across (0.754 in engine 2.1;
+    # 0.674 since the flagged cut is taken from the model at 448 px, also mirrored). It stays flagged.
     photo, truth = _set_sample(tmp_path, "strip-syringe", 2)
     assert photo.shape[:2] == (120, 4000)
     cut = cut_product(photo, None, segmenter=model)
-    assert iou(cut, truth) >= 0.7
+    assert iou(cut, truth) >= 0.65
+    assert cut.needs_review
 
 
 def test_a_tiny_key_the_model_barely_sees_is_cut_and_flagged_not_refused(model: Segmenter, tmp_path: Any) -> None:
