@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import psycopg
 
@@ -75,18 +74,7 @@ def pickup(samples: int) -> dict:
     workers = _workers(1)
     try:
         with psycopg.connect(url(), autocommit=True) as conn:
-            enqueue(conn, pickup=True)
-            tally.wait_picked_up(timeout=60)
-            time.sleep(0.5)
-            latencies = []
-            for i in range(samples + 5):
-                start = time.time()
-                enqueue(conn, pickup=True)
-                picked = tally.wait_picked_up()
-                if i >= 5:
-                    latencies.append((picked - start) * 1000)
-                time.sleep(0.02)
-        return tally.pickup_figures(latencies)
+            return tally.sample_pickups(lambda: enqueue(conn, pickup=True), samples)
     finally:
         common.stop(workers)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from celery import Celery
 
@@ -47,17 +46,7 @@ def pickup(samples: int) -> dict:
     app.control.purge()
     workers = _workers(1)
     try:
-        noop.apply_async(kwargs={"pickup": True})  # wait until the worker is up
-        tally.wait_picked_up(timeout=60)
-        latencies = []
-        for i in range(samples + 5):
-            start = time.time()
-            noop.apply_async(kwargs={"pickup": True})
-            picked = tally.wait_picked_up()
-            if i >= 5:
-                latencies.append((picked - start) * 1000)
-            time.sleep(0.02)
-        return tally.pickup_figures(latencies)
+        return tally.sample_pickups(lambda: noop.apply_async(kwargs={"pickup": True}), samples)
     finally:
         common.stop(workers)
 

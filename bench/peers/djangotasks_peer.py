@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from bench.peers import common, tally
 
@@ -66,18 +65,7 @@ def pickup(samples: int) -> dict:
     tally.reset()
     workers = _workers(1)
     try:
-        noop.enqueue(pickup=True)
-        tally.wait_picked_up(timeout=60)
-        time.sleep(0.5)
-        latencies = []
-        for i in range(samples + 5):
-            start = time.time()
-            noop.enqueue(pickup=True)
-            picked = tally.wait_picked_up()
-            if i >= 5:
-                latencies.append((picked - start) * 1000)
-            time.sleep(0.02)
-        return tally.pickup_figures(latencies)
+        return tally.sample_pickups(lambda: noop.enqueue(pickup=True), samples)
     finally:
         common.stop(workers)
 

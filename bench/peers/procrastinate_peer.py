@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import procrastinate
 
@@ -56,18 +55,7 @@ def pickup(samples: int) -> dict:
     workers = _workers(1)
     try:
         with app.open():
-            noop.defer(pickup=True)
-            tally.wait_picked_up(timeout=60)
-            time.sleep(0.5)
-            latencies = []
-            for i in range(samples + 5):
-                start = time.time()
-                noop.defer(pickup=True)
-                picked = tally.wait_picked_up()
-                if i >= 5:
-                    latencies.append((picked - start) * 1000)
-                time.sleep(0.02)
-        return tally.pickup_figures(latencies)
+            return tally.sample_pickups(lambda: noop.defer(pickup=True), samples)
     finally:
         common.stop(workers)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -111,3 +112,20 @@ def pickup_figures(latencies_ms: list[float]) -> dict[str, float]:
 
     return {"p50": statistics.median(latencies_ms), "p99": percentile(latencies_ms, 99), "n": len(latencies_ms),
             "latencies": latencies_ms}
+
+
+def sample_pickups(enqueue: Callable[[], object], samples: int) -> dict[str, float]:
+    """Pick-up as every peer is timed: one job to see the worker up, then ``samples`` jobs (after
+    five warm-ups), each from the enqueue call to its first line, one at a time."""
+    enqueue()
+    wait_picked_up(timeout=60)
+    time.sleep(0.5)  # let the worker settle into its idle wait
+    latencies = []
+    for i in range(samples + 5):
+        start = time.time()
+        enqueue()
+        picked = wait_picked_up()
+        if i >= 5:
+            latencies.append((picked - start) * 1000)
+        time.sleep(0.02)
+    return pickup_figures(latencies)
