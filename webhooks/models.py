@@ -46,6 +46,10 @@ MATERIALIZE_BATCH = 500
 #: First key of the PostgreSQL advisory lock that serialises delivery claims per endpoint (the
 #: second key is the endpoint id), so the per-endpoint lane cap holds across worker processes.
 CLAIM_LOCK = 7_301_014
+#: Failed attempts in a row (since the endpoint's last success) that open its circuit breaker.
+#: Not one: a receiver that refuses some requests but answers the rest (a flaky one, or one event
+#: it chokes on) must keep its throughput; a dead one fails this many at once and then waits.
+BREAKER_OPENS_AFTER = 3
 
 
 class Unavailable(Exception):
@@ -78,8 +82,8 @@ class WebhookEndpoint(models.Model):
     failing_since = models.DateTimeField(null=True, blank=True)
     # The last seq of the owner's log already turned into deliveries (or skipped by the filter).
     cursor = models.BigIntegerField(default=0)
-    # The circuit breaker: failed attempts in a row since the last success (open while > 0),
-    # and no attempt of this endpoint before ``retry_at`` (the backoff of that many failures).
+    # The circuit breaker: failed attempts in a row since the last success (open from
+    # BREAKER_OPENS_AFTER on), and while open no attempt of this endpoint before ``retry_at``.
     failures = models.PositiveIntegerField(default=0)
     retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -186,6 +190,11 @@ class WebhookEndpoint(models.Model):
                                 output_field=models.BigIntegerField()))
         return len(rows)
 
+    @property
+    def is_open(self) -> bool:
+        """The breaker is open: one probe at a time, none before ``retry_at``."""
+        return self.failures >= BREAKER_OPENS_AFTER
+
     def note_success(self) -> None:
         """A 2xx closes the breaker and ends the failure run."""
         if self.failing_since is None and not self.failures:
@@ -206,11 +215,13 @@ class WebhookEndpoint(models.Model):
                 return False  # deleted meanwhile
             locked.failures += 1
             locked.failing_since = locked.failing_since or now
-            # Later than what is already set, never earlier: two lanes failing at once must not
-            # shorten the wait the other one set.
-            retry_at = now + timedelta(seconds=retry_delay(locked.failures))
-            locked.retry_at = max(retry_at, locked.retry_at) if locked.retry_at else retry_at
-            fields = ["failures", "failing_since", "retry_at"]
+            fields = ["failures", "failing_since"]
+            if locked.is_open:
+                # Later than what is already set, never earlier: two lanes failing at once must
+                # not shorten the wait the other one set.
+                retry_at = now + timedelta(seconds=retry_delay(locked.failures - BREAKER_OPENS_AFTER + 1))
+                locked.retry_at = max(retry_at, locked.retry_at) if locked.retry_at else retry_at
+                fields.append("retry_at")
             disabled = locked.enabled and now - locked.failing_since >= window
             if disabled:
                 locked.enabled, locked.disabled_at = False, now
@@ -337,7 +348,7 @@ class WebhookDelivery(models.Model):
                              .order_by("next_attempt_at").values("next_attempt_at")[:1])
             ready = list(
                 WebhookEndpoint.objects.filter(enabled=True).exclude(pk__in=saturated)
-                .exclude(failures__gt=0, pk__in=list(live))
+                .exclude(failures__gte=BREAKER_OPENS_AFTER, pk__in=list(live))
                 .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
                 .annotate(first_waiting=Subquery(first_waiting)).filter(first_waiting__isnull=False)
                 .order_by("first_waiting", "pk")[:lanes]
@@ -352,7 +363,7 @@ class WebhookDelivery(models.Model):
             budget = lanes
             for top_up in (False, True):  # one lane each first, then the rest of each one's room
                 for endpoint in endpoints:
-                    room = (1 if endpoint.failures else per_endpoint) - running.get(endpoint.pk, 0)
+                    room = (1 if endpoint.is_open else per_endpoint) - running.get(endpoint.pk, 0)
                     add = min((room if top_up else min(room, 1)) - plan.get(endpoint.pk, 0), budget)
                     if add > 0:
                         plan[endpoint.pk] = plan.get(endpoint.pk, 0) + add
@@ -362,7 +373,7 @@ class WebhookDelivery(models.Model):
                 if not plan.get(endpoint.pk):
                     continue
                 waiting = cls.objects.waiting(now).filter(endpoint_id=endpoint.pk)
-                if endpoint.failures:  # the breaker's probe
+                if endpoint.is_open:  # the breaker's probe
                     rows = list(waiting.order_by("attempts", "seq").select_for_update(skip_locked=True)[:1])
                 else:
                     rows = list(waiting.order_by("seq").select_for_update(skip_locked=True)[: plan[endpoint.pk] * lane_size])

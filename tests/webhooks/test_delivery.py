@@ -194,7 +194,8 @@ def test_a_receiver_that_refuses_one_event_still_gets_all_the_others(
     endpoint = endpoint_for(user, receiver.url())
     for i in range(10):
         Event.append(user_id=user.pk, task_id=None, type="task_update", data={"i": i}, created_at=timezone.now())
-    # The breaker opens at each refusal, and its probe is another event: nothing waits behind seq 1.
+    # One refusal does not open the breaker, and once open its probe is another event: nothing
+    # waits behind seq 1.
     wait_until(lambda: WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == 9, timeout=20)
     refused = WebhookDelivery.objects.get(endpoint=endpoint, seq=1)
     assert refused.status == "pending" and refused.attempts >= 1 and refused.last_status_code == 400

@@ -170,20 +170,40 @@ def reopen_now(endpoint: WebhookEndpoint) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(retry_at=timezone.now() - timedelta(milliseconds=1))
 
 
-def test_a_failure_opens_the_endpoints_breaker_then_one_probe_at_a_time_and_a_success_lets_the_backlog_flow_in_order(
+def test_failures_below_the_breakers_line_slow_no_one_down(settings: Any, user: Any, make_task: Any) -> None:
+    settings.IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = 10
+    endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
+    for _ in range(3):
+        make_task()
+    WebhookEndpoint.materialize()
+    for failures in range(1, webhook_models.BREAKER_OPENS_AFTER):
+        [(lane, token)] = WebhookDelivery.claim_due(4, per_endpoint=1, lease=30, lane_size=10)
+        assert lane[0].mark_failed(token, 503, "HTTP 503", timezone.now()) == "failed"
+        for rest in lane[1:]:
+            rest.release(token)
+        endpoint.refresh_from_db()
+        # Closed still: the failed event waits its own backoff, the others are claimed at once.
+        assert (endpoint.failures, endpoint.retry_at, endpoint.is_open) == (failures, None, False)
+    [(lane, _)] = WebhookDelivery.claim_due(4, per_endpoint=1, lease=30, lane_size=10)
+    assert len(lane) == 3 - (webhook_models.BREAKER_OPENS_AFTER - 1)
+
+
+def test_failures_in_a_row_open_the_endpoints_breaker_then_one_probe_at_a_time_and_a_success_lets_the_backlog_flow_in_order(
         settings: Any, user: Any, make_task: Any) -> None:
     settings.IMAGEGEN_WEBHOOK_RETRY_BASE_SECONDS = 10
     endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
     for _ in range(6):
         make_task()
     WebhookEndpoint.materialize()
+    # The failures in a row before this one (other deliveries' attempts, say).
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failures=webhook_models.BREAKER_OPENS_AFTER - 1)
     [(lane, token)] = WebhookDelivery.claim_due(4, per_endpoint=1, lease=30, lane_size=3)
     assert [d.seq for d in lane] == [1, 2, 3]
     assert lane[0].mark_failed(token, 503, "HTTP 503", timezone.now()) == "failed"
     for rest in lane[1:]:
         rest.release(token)  # as the lane does after a failure
     endpoint.refresh_from_db()
-    assert endpoint.failures == 1 and 10 <= (endpoint.retry_at - timezone.now()).total_seconds() <= 12.5
+    assert endpoint.is_open and 10 <= (endpoint.retry_at - timezone.now()).total_seconds() <= 12.5
     # Open: deliveries 2..6 are due on their own, but the endpoint waits its backoff.
     assert WebhookDelivery.claim_due(4, per_endpoint=2, lease=30, lane_size=3) == []
     reopen_now(endpoint)
@@ -207,6 +227,7 @@ def test_the_endpoints_wait_grows_with_failures_in_a_row_whichever_delivery_fail
     for _ in range(4):
         make_task()
     WebhookEndpoint.materialize()
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failures=webhook_models.BREAKER_OPENS_AFTER - 1)
     waits = []
     for _ in range(4):
         reopen_now(endpoint)
@@ -229,7 +250,8 @@ def test_an_endpoint_waiting_on_its_breaker_leaves_the_claim_to_the_others(user:
         make_task()  # the dead endpoint's backlog is the longest waiting
     make_task(user=other_user)
     WebhookEndpoint.materialize()
-    WebhookEndpoint.objects.filter(pk=dead.pk).update(failures=3, retry_at=timezone.now() + timedelta(minutes=5))
+    WebhookEndpoint.objects.filter(pk=dead.pk).update(failures=webhook_models.BREAKER_OPENS_AFTER,
+                                                      retry_at=timezone.now() + timedelta(minutes=5))
     assert [d.endpoint_id for d, _ in claim(limit=1)] == [alive.pk]
     WebhookDelivery.objects.filter(endpoint=dead).first().redeliver()  # the owner asks: a probe now
     assert [d.endpoint_id for d, _ in claim(limit=5)] == [dead.pk]  # one probe, not the backlog
