@@ -4,9 +4,11 @@ A claim never starts an expired task (``TaskQuerySet.claimable``), but the task
 must also *end*, with its ``task_canceled`` event, at its deadline, whether or
 not any worker is running. So every web process (``imagegen_site.asgi``) and
 every worker process runs one ``Sweeper`` thread: it sleeps until the earliest
-deadline among pending tasks, and wakes early when this process queues work
-(``wakeup.local``: a local submit or retry, or a PostgreSQL NOTIFY relayed by a
-worker's listener), since the new task may be due sooner. The transition is
+deadline among pending tasks, and wakes early when work with a deadline is queued
+(``wakeup.deadlines``: a local submit or retry, or a PostgreSQL NOTIFY with the
+``DEADLINE`` payload relayed by a worker's listener), since the new task may be due
+sooner. Work without a deadline does not wake it: on a busy queue its read would
+otherwise run beside every claim. The transition is
 ``GenerationTask.expire_due``: locked with ``skip_locked``, so sweepers in many
 processes never expire one task twice.
 """
@@ -39,7 +41,7 @@ class Sweeper(threading.Thread):
 
         try:
             while not self.halted.is_set():
-                seen = wakeup.local.generation
+                seen = wakeup.deadlines.generation
                 close_old_connections()
                 delay = MAX_SLEEP
                 try:
@@ -49,14 +51,14 @@ class Sweeper(threading.Thread):
                         delay = min(max((due - timezone.now()).total_seconds(), MIN_SLEEP), MAX_SLEEP)
                 except Exception:
                     logger.exception("Expiry sweep failed; trying again in %.0f s", MAX_SLEEP)
-                wakeup.local.wait(seen, delay)
+                wakeup.deadlines.wait(seen, delay)
                 self.halted.wait(MIN_SLEEP)
         finally:
             connection.close()
 
     def stop(self) -> None:
         self.halted.set()
-        wakeup.local.notify()
+        wakeup.deadlines.notify()
 
 
 def start_sweeper(halted: threading.Event | None = None) -> Sweeper:

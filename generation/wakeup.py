@@ -9,6 +9,10 @@ Two paths, both best-effort, so workers keep a slow safety poll:
   while nobody listens. Behind PgBouncer in transaction mode NOTIFY still passes
   (it is sent at commit) but LISTEN does not: ``DATABASE_LISTEN_URL`` gives the
   listener a direct connection.
+
+``deadlines`` is the same kind of wake-up for the expiry sweepers only: notified when work
+with an ``expires_at`` is queued (locally, or by a NOTIFY whose payload is ``DEADLINE``), so
+the sweeper's read does not run beside every claim of a busy queue.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import threading
 logger = logging.getLogger(__name__)
 
 CHANNEL = "imagegen_tasks"
+#: The NOTIFY payload of work that carries a deadline (an empty payload: work without one).
+DEADLINE = "deadline"
 
 
 class Wakeup:
@@ -44,6 +50,7 @@ class Wakeup:
 
 
 local = Wakeup()
+deadlines = Wakeup()
 
 
 class Listener(threading.Thread):
@@ -65,9 +72,12 @@ class Listener(threading.Thread):
                     self.ready.set()
                     # A reconnect may have missed notifications: let waiters look.
                     local.notify()
+                    deadlines.notify()
                     while not self._halt.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                        for note in conn.notifies(timeout=0.5, stop_after=1):
                             local.notify()
+                            if note.payload == DEADLINE:
+                                deadlines.notify()
             except Exception:  # the safety poll covers us while we reconnect
                 logger.exception("LISTEN connection failed; retrying in 1 s")
                 self._halt.wait(1.0)

@@ -215,7 +215,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._halted.set()
-        wakeup.local.notify()  # the expiry sweeper sleeps on it
+        wakeup.local.notify()
+        wakeup.deadlines.notify()  # the expiry sweeper sleeps on it
         worker_stopped.send(sender=Worker, worker=self)
         for thread in self._services:
             thread.join(5)  # they hold database connections: close them before we return

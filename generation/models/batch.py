@@ -196,7 +196,7 @@ class Batch(models.Model):
                     task.batch = batch
                     task.save()
                     log_transition(task, ("status",))
-                _announce_work()
+                _announce_work(deadline=any(task.expires_at is not None for task in tasks))
         except Exception:
             for task in tasks:
                 if task.input_image:

@@ -427,7 +427,7 @@ class GenerationTask(models.Model):
 
     # --- Fair sharing ------------------------------------------------------------------------
     @classmethod
-    def next_turn(cls, user_id: int, priority: int, *, announce: bool = False) -> int:
+    def next_turn(cls, user_id: int, priority: int, *, announce: bool = False, deadline: bool = False) -> int:
         """The turn a new task of this user joins at this priority: one after the user's last
         pending task, but never before the round being served now (the highest turn
         processing; with nothing processing, the lowest turn waiting). So a user with 5,000
@@ -438,14 +438,16 @@ class GenerationTask(models.Model):
 
         ``announce``: the caller queues work in this transaction; on PostgreSQL its NOTIFY
         rides in the same statement (it is delivered at commit wherever it is issued), one
-        round trip fewer. The caller still calls ``_announce_work(notified=True)``."""
-        reads, params = cls._turn_reads(user_id, priority, announce=announce)
+        round trip fewer (``deadline``: the work carries an ``expires_at``). The caller still calls
+        ``_announce_work(notified=True)``."""
+        reads, params = cls._turn_reads(user_id, priority, announce=announce, deadline=deadline)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT {reads}", params)
             return cls._turn_from(*cursor.fetchone()[:3])
 
     @classmethod
-    def _turn_reads(cls, user_id: int, priority: int, *, announce: bool) -> tuple[str, list[Any]]:
+    def _turn_reads(cls, user_id: int, priority: int, *, announce: bool,
+                    deadline: bool = False) -> tuple[str, list[Any]]:
         """``next_turn``'s reads as three scalar subqueries (and the NOTIFY), for any statement to carry."""
         table = connection.ops.quote_name(cls._meta.db_table)
         pending, processing = cls.Status.PENDING, cls.Status.PROCESSING
@@ -454,9 +456,11 @@ class GenerationTask(models.Model):
             f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = %s), "
             f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = %s), "
             f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = %s)"
-            + (", pg_notify(%s, '')" if notify else "")
+            + (", pg_notify(%s, %s)" if notify else "")
         )
-        return sql, [priority, user_id, pending, priority, processing, priority, pending, *([wakeup.CHANNEL] if notify else [])]
+        payload = wakeup.DEADLINE if deadline else ""
+        return sql, [priority, user_id, pending, priority, processing, priority, pending,
+                     *([wakeup.CHANNEL, payload] if notify else [])]
 
     @staticmethod
     def _turn_from(last: int | None, serving: int | None, lowest: int | None) -> int:
@@ -526,10 +530,11 @@ class GenerationTask(models.Model):
                 # The turn reads and the NOTIFY ride in the count's statement: one round trip for all.
                 # (Its reads keep the statement's snapshot: a submit of the same user that held the
                 # counter row may be unseen and share our turn, which only orders the two by id.)
-                reads, params = cls._turn_reads(task.user_id, priority, announce=True)
+                deadline = task.expires_at is not None
+                reads, params = cls._turn_reads(task.user_id, priority, announce=True, deadline=deadline)
                 task.turn = cls._turn_from(*DailyUsage.count_task(user, now, also=reads, also_params=params)[:3])
                 task.save()
-                _announce_work(notified=True)
+                _announce_work(notified=True, deadline=deadline)
                 log_transition(task, ("status",))
         except Exception:
             if image is not None:
@@ -705,7 +710,7 @@ class GenerationTask(models.Model):
             self.progress = 0
             self.run_after = timezone.now() + timedelta(seconds=backoff_seconds(self.attempts))
             self._save("status", "progress", "run_after", "error_code", "error_message", "claim_token")
-            _announce_work()
+            _announce_work(deadline=self.expires_at is not None)
         else:
             self.status = self.Status.FAILED
             self.finished_at = timezone.now()
@@ -736,7 +741,7 @@ class GenerationTask(models.Model):
             self.run_after = timezone.now() + timedelta(seconds=seconds)
             self._save("status", "progress", "attempts", "claim_token", "worker", "run_after")
             if seconds <= 0:
-                _announce_work()  # claimable now: wake an idle worker
+                _announce_work(deadline=self.expires_at is not None)  # claimable now: wake an idle worker
 
     def requeue(self) -> None:
         """An operator gives a stuck processing task back to the queue. It is a ``release``
@@ -813,12 +818,13 @@ class GenerationTask(models.Model):
                 self.expires_at = now + (self.expires_at - self.created_at)
             # A retry asked for by the owner is new work: it takes a fresh turn, like a submit.
             # (Automatic retries and take-backs keep theirs: they are owed their place.)
-            self.turn = GenerationTask.next_turn(self.user_id, self.priority, announce=True)
+            self.turn = GenerationTask.next_turn(self.user_id, self.priority, announce=True,
+                                                 deadline=self.expires_at is not None)
             self._save(
                 "status", "progress", "attempts", "error_code", "error_message",
                 "started_at", "finished_at", "run_after", "worker", "expires_at", "turn",
             )
-            _announce_work(notified=True)
+            _announce_work(notified=True, deadline=self.expires_at is not None)
 
     @classmethod
     def rescue_orphans(cls, timeout: float | None = None, *, dry_run: bool = False) -> list[int]:
@@ -870,11 +876,14 @@ def _lock_batches_of(tasks: Any) -> None:
         GenerationTask.batch.field.related_model.lock_batches_of(tasks)
 
 
-def _announce_work(*, notified: bool = False) -> None:
+def _announce_work(*, notified: bool = False, deadline: bool = False) -> None:
     """Wake idle workers when this transaction commits: NOTIFY reaches other
     processes (PostgreSQL delivers it at commit), the local wake-up this one.
-    ``notified``: this transaction issued the NOTIFY already (``next_turn(announce=True)``)."""
+    ``notified``: this transaction issued the NOTIFY already (``next_turn(announce=True)``).
+    ``deadline``: the work carries an ``expires_at``, so the expiry sweepers look too."""
     if connection.vendor == "postgresql" and not notified:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [wakeup.CHANNEL])
+            cursor.execute("SELECT pg_notify(%s, %s)", [wakeup.CHANNEL, wakeup.DEADLINE if deadline else ""])
     transaction.on_commit(wakeup.local.notify)
+    if deadline:
+        transaction.on_commit(wakeup.deadlines.notify)
