@@ -498,15 +498,21 @@ def write_latency_section(args: argparse.Namespace, r: dict[str, Any]) -> None:
         produced=r["latency"]["produced"], p50_gap=r["latency_sse"]["p50_ms"] - r["latency"]["p50_ms"],
         p99_gap=r["latency_sse"]["p99_ms"] - r["latency"]["p99_ms"],
     )
+    replace_section(SSE_BEGIN, SSE_END, section, "SSE")
+
+
+def replace_section(begin: str, end: str, section: str, what: str) -> None:
+    """Put ``section`` (which starts with ``begin`` and ends with ``end``) into the realtime page in
+    place of its last version, or at the end the first time; the rest of the page stays."""
     out = ROOT / "docs" / "benchmarks" / "realtime.md"
     text = out.read_text() if out.exists() else ""
-    if SSE_BEGIN in text:
-        head, rest = text.split(SSE_BEGIN, 1)
-        text = head + section + rest.split(SSE_END, 1)[1]
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     out.write_text(text)
-    print(f"wrote the SSE section of {out}")
+    print(f"wrote the {what} section of {out}")
 
 
 SSE_SECTION = SSE_BEGIN + """
@@ -820,15 +826,7 @@ def write_storm_section(args: argparse.Namespace, runs: dict[str, dict[str, Any]
         timeout=args.storm_timeout, load="/".join(f"{x:.1f}" for x in load),
         load_end="/".join(f"{x:.1f}" for x in load_end), storm_rows=storm_rows, gap_rows=gap_rows,
         baseline=f"`{args.baseline_label}`" if args.baseline else "none", repeats=REPEATS)
-    out = ROOT / "docs" / "benchmarks" / "realtime.md"
-    text = out.read_text() if out.exists() else ""
-    if STORM_BEGIN in text:
-        head, rest = text.split(STORM_BEGIN, 1)
-        text = head + section + rest.split(STORM_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
-    print(f"wrote the storm section of {out}")
+    replace_section(STORM_BEGIN, STORM_END, section, "storm")
 
 
 STORM_SECTION = STORM_BEGIN + """
