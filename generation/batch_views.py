@@ -7,7 +7,6 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.exceptions import TooManyFilesSent
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connection, transaction
 from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -26,6 +25,7 @@ from .exceptions import Conflict
 from .serializers import IdempotencyReusedSerializer
 from .intake import IDEMPOTENCY_HEADER, IdempotencyKeyReused, SubmitIntake
 from .models import MAX_BATCH_IMAGES, Batch, GenerationTask, InvalidTransition
+from .pagination import SnapshotList
 from .views import DownloadNegotiation, SubmitThrottle
 
 _END = object()
@@ -44,7 +44,7 @@ async def _in_threads(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     list=extend_schema(summary="The caller's batches, newest first"),
     retrieve=extend_schema(summary="One of the caller's batches"),
 )
-class BatchViewSet(SubmitIntake, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class BatchViewSet(SubmitIntake, SnapshotList, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = BatchSerializer
     # Only for the schema generator (the id's type); requests always go through get_queryset.
     queryset = Batch.objects.none()
@@ -58,15 +58,6 @@ class BatchViewSet(SubmitIntake, mixins.ListModelMixin, mixins.RetrieveModelMixi
         if getattr(self, "action", None) == "create" or self.request is None:
             return [MultiPartParser(), JSONParser()]
         return super().get_parsers()
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        # As the task list: the page and its last_seq from one snapshot on PostgreSQL.
-        if connection.vendor == "postgresql" and not connection.in_atomic_block:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return super().list(request, *args, **kwargs)
-        return super().list(request, *args, **kwargs)
 
     @extend_schema(
         summary="Submit up to 100 product photos as one batch",

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection, transaction
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 
 class TaskPagination(PageNumberPagination):
@@ -31,3 +33,17 @@ class TaskPagination(PageNumberPagination):
                 parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=self.page_size)
                 parameter["description"] = f"Results per page, 1-{self.max_page_size}; outside that, a 400."
         return parameters
+
+
+class SnapshotList:
+    """A list view whose page and what the paginator adds to it (the caller's ``last_seq``,
+    see ``TaskPagination``) describe one snapshot: on PostgreSQL both are read in one
+    REPEATABLE READ transaction. Put it before the DRF list mixin."""
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return super().list(request, *args, **kwargs)  # type: ignore[misc]
+        return super().list(request, *args, **kwargs)  # type: ignore[misc]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection, transaction
 from django.utils import timezone
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -22,6 +21,7 @@ from imagegen_site.throttling import ScopedThrottle
 from .exceptions import Conflict
 from .files import file_response
 from .intake import IDEMPOTENCY_HEADER, IdempotencyKeyReused, SubmitIntake
+from .pagination import SnapshotList
 from .models import DailyUsage, GenerationTask, InvalidTransition
 from .models import IdempotencyKeyReused as TaskKeyReused
 from .serializers import IdempotencyReusedSerializer, TaskCreateSerializer, TaskSerializer
@@ -65,7 +65,7 @@ class SubmitThrottle(ScopedThrottle):
     ),
     retrieve=extend_schema(summary="One of the caller's tasks"),
 )
-class TaskViewSet(SubmitIntake, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class TaskViewSet(SubmitIntake, SnapshotList, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TaskSerializer
     # Only for the schema generator (the id's type); requests always go through get_queryset.
     queryset = GenerationTask.objects.none()
@@ -90,17 +90,6 @@ class TaskViewSet(SubmitIntake, mixins.ListModelMixin, mixins.RetrieveModelMixin
                     raise ValidationError({"needs_review": f"Expected true or false, not {review!r}."})
                 tasks = tasks.filter(needs_review=_BOOLEANS[review])
         return tasks
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        # What the paginator adds to the page (the caller's last_seq, see the default
-        # pagination class) must describe the same snapshot as the page: on PostgreSQL
-        # read both in one REPEATABLE READ transaction.
-        if connection.vendor == "postgresql" and not connection.in_atomic_block:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return super().list(request, *args, **kwargs)
-        return super().list(request, *args, **kwargs)
 
     @extend_schema(
         summary="Submit a product photo",
