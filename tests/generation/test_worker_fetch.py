@@ -3,9 +3,7 @@ that the test starts, checks it like an upload and stores it as the task's input
 from __future__ import annotations
 
 import ipaddress
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ from generation.worker import Worker
 from imagegen_site import urlguard
 from notifications.models import Event
 from tests.conftest import product_photo
+from tests.loopback_http import Script, serve
 
 pytestmark = pytest.mark.django_db
 
@@ -22,35 +21,7 @@ QUICK = "tests.generation.backends.QuickBackend"
 PHOTO = product_photo()
 
 
-class Photos(BaseHTTPRequestHandler):
-    # path -> list of (status, headers, body) answers, one per request (the last one repeats)
-    routes: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
-    hits: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.hits.append(self.path)
-        answers = self.routes.get(self.path, [(404, {}, b"not here")])
-        status, headers, body = answers.pop(0) if len(answers) > 1 else answers[0]
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def serve(host: str) -> Iterator[str]:
-    server = ThreadingHTTPServer((host, 0), Photos)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+Photos = Script()  # the photo server's routes and the paths it was asked for
 
 
 @pytest.fixture
@@ -60,7 +31,7 @@ def photos(settings: Any) -> Iterator[str]:
     settings.IMAGEGEN_FETCH_ALLOW_PRIVATE = True
     settings.IMAGEGEN_MAX_ATTEMPTS = 3
     Photos.routes, Photos.hits = {}, []
-    yield from serve("127.0.0.1")
+    yield from serve("127.0.0.1", Photos)
 
 
 def submit(client: Any, url: str, **fields: str) -> dict[str, Any]:
@@ -145,7 +116,7 @@ def test_a_redirect_to_a_forbidden_address_fails_the_task(auth_client, photos, s
     def loopback_one_is_public(address: urlguard.IPAddress) -> str | None:
         return None if address == ipaddress.ip_address("127.0.0.1") else urlguard.public_only(address)
 
-    other = serve("127.0.0.2")
+    other = serve("127.0.0.2", Photos)  # the same routes, and hits counted across both
     other_base = next(other)
     try:
         Photos.routes["/hop"] = [(302, {"Location": f"{other_base}/shoe.jpg"}, b"")]

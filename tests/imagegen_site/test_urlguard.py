@@ -7,9 +7,7 @@ so the redirect and DNS paths run for real against real sockets.
 from __future__ import annotations
 
 import ipaddress
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.test import override_settings
@@ -17,6 +15,7 @@ from django.test import override_settings
 from imagegen_site.urlguard import (
     FetchFailed, ForbiddenURL, IPAddress, check_url, fetch, guarded_client, public_only,
 )
+from tests.loopback_http import Script, serve
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -25,45 +24,18 @@ def loopback_is_public(address: IPAddress) -> str | None:
     return None if address == ipaddress.ip_address("127.0.0.1") else public_only(address)
 
 
-class Handler(BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-    seen: list[tuple[str, str]] = []
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.seen.append((self.path, self.headers.get("Host", "")))
-        status, headers, body = self.routes.get(self.path, (404, {}, b"not here"))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if "Content-Length" not in headers:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def serve(host: str) -> Iterator[str]:
-    server = ThreadingHTTPServer((host, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+Handler = Script()  # the test server's routes and the requests it saw
 
 
 @pytest.fixture()
 def server() -> Iterator[str]:
     Handler.routes, Handler.seen = {}, []
-    yield from serve("127.0.0.1")
+    yield from serve("127.0.0.1", Handler)
 
 
 @pytest.fixture()
 def other_server() -> Iterator[str]:
-    yield from serve("127.0.0.2")  # all of 127/8 is loopback on Linux
+    yield from serve("127.0.0.2", Handler)  # all of 127/8 is loopback on Linux
 
 
 @pytest.mark.parametrize(("url", "why"), [
