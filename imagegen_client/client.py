@@ -267,16 +267,7 @@ class Client:
                                    else f"task-{task_id}{extension}")
             elif not target.suffix:
                 target = target.with_name(target.name + extension)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _write_streamed(response, target)
         return target
 
     # --- Batches ------------------------------------------------------------------------------
@@ -334,20 +325,11 @@ class Client:
         """Save the batch's ZIP (every completed output and ``manifest.csv``) at ``path``,
         through a temporary file renamed into place."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         with self._http.stream("GET", f"/api/batches/{batch_id}/archive/") as response:
             if response.status_code >= 400:
                 response.read()
                 raise ImagegenError.from_response(response)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _write_streamed(response, target)
         return target
 
     # --- Events --------------------------------------------------------------------------------
@@ -387,3 +369,18 @@ class Client:
     def wait(self, task_id: int, timeout: float | None = None) -> Task:
         """Blocking :meth:`wait_async` for scripts (not from inside a running event loop)."""
         return asyncio.run(self.wait_async(task_id, timeout))
+
+
+def _write_streamed(response: httpx.Response, target: Path) -> None:
+    """Write a streamed body to ``target`` through a temporary file renamed into place, so an
+    interrupted download never leaves a partial file under the real name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -61,22 +61,18 @@ def drain(tasks: int, processes: int) -> dict:
     tally.reset()
     with psycopg.connect(url(), autocommit=True) as conn:
         conn.execute("INSERT INTO job (pickup) SELECT false FROM generate_series(1, %s)", [tasks])
-    workers = _workers(processes)
-    try:
-        return tally.wait_drained(tasks)
-    finally:
-        common.stop(workers)
+    return common.while_running(_workers(processes), lambda: tally.wait_drained(tasks))
 
 
 def pickup(samples: int) -> dict:
     setup()
     tally.reset()
-    workers = _workers(1)
-    try:
+
+    def measure() -> dict:
         with psycopg.connect(url(), autocommit=True) as conn:
             return tally.sample_pickups(lambda: enqueue(conn, pickup=True), samples)
-    finally:
-        common.stop(workers)
+
+    return common.while_running(_workers(1), measure)
 
 
 if __name__ == "__main__":

@@ -34,21 +34,14 @@ def drain(tasks: int, processes: int) -> dict:
     app.control.purge()
     for _ in range(tasks):
         noop.apply_async()
-    workers = _workers(processes)
-    try:
-        return tally.wait_drained(tasks)
-    finally:
-        common.stop(workers)
+    return common.while_running(_workers(processes), lambda: tally.wait_drained(tasks))
 
 
 def pickup(samples: int) -> dict:
     tally.reset()
     app.control.purge()
-    workers = _workers(1)
-    try:
-        return tally.sample_pickups(lambda: noop.apply_async(kwargs={"pickup": True}), samples)
-    finally:
-        common.stop(workers)
+    return common.while_running(_workers(1),
+                                lambda: tally.sample_pickups(lambda: noop.apply_async(kwargs={"pickup": True}), samples))
 
 
 if __name__ == "__main__":

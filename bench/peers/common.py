@@ -34,6 +34,14 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
+def while_running(workers: list[subprocess.Popen], measure: Callable[[], dict]) -> dict:
+    """``measure()`` while the peer's ``workers`` run; they are stopped whatever happens."""
+    try:
+        return measure()
+    finally:
+        stop(workers)
+
+
 def recreate_database(name: str) -> str:
     import psycopg
 

@@ -53,21 +53,13 @@ def drain(tasks: int, processes: int) -> dict:
     rows = [DBTaskResult(**{f.attname: getattr(row, f.attname) for f in DBTaskResult._meta.concrete_fields
                             if not f.primary_key}) for _ in range(tasks - 1)]
     DBTaskResult.objects.bulk_create(rows, batch_size=1000)
-    workers = _workers(processes)
-    try:
-        return tally.wait_drained(tasks)
-    finally:
-        common.stop(workers)
+    return common.while_running(_workers(processes), lambda: tally.wait_drained(tasks))
 
 
 def pickup(samples: int) -> dict:
     setup()
     tally.reset()
-    workers = _workers(1)
-    try:
-        return tally.sample_pickups(lambda: noop.enqueue(pickup=True), samples)
-    finally:
-        common.stop(workers)
+    return common.while_running(_workers(1), lambda: tally.sample_pickups(lambda: noop.enqueue(pickup=True), samples))
 
 
 if __name__ == "__main__":

@@ -42,22 +42,18 @@ def drain(tasks: int, processes: int) -> dict:
     with app.open():
         for start in range(0, tasks, 1000):
             noop.batch_defer(*[{} for _ in range(min(1000, tasks - start))])
-    workers = _workers(processes)
-    try:
-        return tally.wait_drained(tasks)
-    finally:
-        common.stop(workers)
+    return common.while_running(_workers(processes), lambda: tally.wait_drained(tasks))
 
 
 def pickup(samples: int) -> dict:
     setup()
     tally.reset()
-    workers = _workers(1)
-    try:
+
+    def measure() -> dict:
         with app.open():
             return tally.sample_pickups(lambda: noop.defer(pickup=True), samples)
-    finally:
-        common.stop(workers)
+
+    return common.while_running(_workers(1), measure)
 
 
 if __name__ == "__main__":
