@@ -124,6 +124,10 @@ class Presence:
                                                                          process_window.tick())
             except Exception:
                 logger.exception("Could not publish connection counts")
+            if not self.by_user and not self._dirty and not self._closed:
+                # No socket left and its zero written: nothing to refresh, so end here (the next
+                # connect starts a new writer) rather than idle on a loop that may be closing.
+                return
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                 # cancellation that races the wake-up, and this loop would never end.

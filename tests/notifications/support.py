@@ -52,10 +52,15 @@ async def open_socket(token: str | None = None, *, after: int | str | None = Non
 
 
 async def close_code(communicator: WebsocketCommunicator, timeout: float = 10) -> int:
-    """The code of the close the server sends next (fails on any other frame)."""
+    """The code of the close the server sends next (fails on any other frame).
+
+    The close is then completed as daphne completes it, with a ``websocket.disconnect``, so the
+    consumer's disconnect runs (the socket leaves the open-connection counts) as in production."""
     message = await communicator.receive_output(timeout)
     assert message["type"] == "websocket.close", message
-    return message.get("code", 1000)
+    code = message.get("code", 1000)
+    await communicator.disconnect(code, timeout)
+    return code
 
 
 async def read_until_sync(communicator: WebsocketCommunicator, timeout: float = 10) -> tuple[list[dict], dict]:

@@ -158,10 +158,11 @@ async def test_a_user_receives_only_their_own_events(user: Any, other_user: Any,
     alices = await amake_task()
     assert [(e["seq"], e["task_id"]) for e in await read_events(alice, 1)] == [(1, alices.pk)]
     assert [(e["seq"], e["task_id"]) for e in await read_events(bob, 1)] == [(1, bobs.pk)]
-    bob_replay, _ = await read_until_sync(await open_socket(token_for(other_user), after=0))
+    bob_again = await open_socket(token_for(other_user), after=0)
+    bob_replay, _ = await read_until_sync(bob_again)
     assert [e["task_id"] for e in bob_replay] == [bobs.pk]
-    await alice.disconnect()
-    await bob.disconnect()
+    for ws in (alice, bob, bob_again):
+        await ws.disconnect()
 
 
 async def test_resume_frame_replays_and_resyncs_on_an_open_socket(user: Any, amake_task: Any) -> None:
