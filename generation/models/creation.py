@@ -176,6 +176,9 @@ def _create(task: GenerationTask, now: datetime) -> bool:
         state["estimated_remaining_seconds"] = task.queued_eta(position, typical, workers, waiting)
     for start, count, then in statement.then:
         then(task, state, tuple(values[start:start + count]))
+    # The task JSON as of its creation, once, for the caller's answer (the 201 body): the same
+    # as its created event, without a second COUNT for the position (``live_state``).
+    task._created_state = dict(state)
     return True
 
 

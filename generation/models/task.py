@@ -398,6 +398,9 @@ class GenerationTask(models.Model):
         commit it could only reach the stored event through a second write of the row,
         and replayed events would otherwise lack what the REST body has.
         """
+        created = self.__dict__.pop("_created_state", None)
+        if created is not None:  # just made by the one-statement submit: the answer to its POST
+            return created
         return self.render_state(self.queue_position())
 
     def render_state(self, position: int | None) -> dict[str, Any]:
@@ -461,6 +464,7 @@ class GenerationTask(models.Model):
 
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
         self.__dict__.pop("_outputs_cache", None)
+        self.__dict__.pop("_created_state", None)
         super().refresh_from_db(*args, **kwargs)
 
     # --- Fair sharing ------------------------------------------------------------------------
@@ -614,6 +618,7 @@ class GenerationTask(models.Model):
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(fresh, field.attname))
         self.__dict__.pop("_outputs_cache", None)
+        self.__dict__.pop("_created_state", None)
         if "_outputs_cache" in fresh.__dict__:
             self._outputs_cache = fresh._outputs_cache
 
@@ -624,6 +629,7 @@ class GenerationTask(models.Model):
         recount = self.batch_id is not None and "status" in fields
         batch = type(self).batch.field.related_model.locked(self.batch_id) if recount else None
         self.updated_at = timezone.now()
+        self.__dict__.pop("_created_state", None)
         self.save(update_fields=[*fields, "updated_at"])
         log_transition(self, fields)
         if batch is not None:

@@ -166,3 +166,15 @@ def test_the_statement_is_prepared_once_per_connection_but_not_behind_a_pooler(u
     task = submit(user)
     assert prepared_here() == 0  # a transaction pooler's next transaction may be on another server connection
     assert created_event(task).seq == 4
+
+
+def test_the_201_body_is_the_created_event_without_counting_the_queue_again(auth_client, user):
+    submit(user)
+    with CaptureQueriesContext(connection) as queries:
+        response = auth_client.post("/api/tasks/", {"image": SimpleUploadedFile("p.jpg", product_photo())},
+                                    format="multipart")
+    assert response.status_code == 201
+    body = response.json()
+    assert body == created_event(GenerationTask.objects.get(pk=body["id"])).data
+    assert body["queue_position"] == 2
+    assert not [q for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
