@@ -11,7 +11,8 @@ django-tasks; ``bench/peers/``), interleaved rounds on the same PostgreSQL and R
     .venv/bin/python bench/bench_queue.py --compare [--rounds 5] [--tasks 5000] [--samples 200]
 
 (``BENCH_PEER_PYTHON`` or ``--peer-python`` names another virtualenv's python; ``--no-peers``
-runs imagegen's half alone.) The comparison replaces its own section of the output file.
+runs imagegen's half alone, ``--peers celery,bare`` only those peers, ``--pickup-only`` no drains,
+``--print-only`` leaves the output file alone.) The comparison replaces its own section of the output file.
 
 It creates a scratch database ``imagegen_bench`` on the local PostgreSQL, uses
 the no-op backend by dotted path (so the figures are the queue's, not the image
@@ -280,7 +281,8 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
     """imagegen and each peer, interleaved (the order rotates each round), on the same
     PostgreSQL and Redis: drains (medians of the rounds) and pick-up (the rounds' samples pooled)."""
     python = args.peer_python
-    systems = ["imagegen", *([] if args.no_peers else PEERS)]
+    peers = [name for name in PEERS if not args.peers or any(w in name.lower() for w in args.peers.split(","))]
+    systems = ["imagegen", *([] if args.no_peers else peers)]
     rates: dict[str, list[float]] = {s: [] for s in systems}
     picks: dict[str, list[float]] = {s: [] for s in systems}
     parts: dict[str, list[float]] = {}
@@ -288,7 +290,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
     failures: list[str] = []
     for r in range(args.rounds):
         order = systems[r % len(systems):] + systems[: r % len(systems)]
-        for system in order:
+        for system in () if args.pickup_only else order:
             try:
                 if system == "imagegen":
                     rate = drain(args.tasks, 2, users)["rate"]
@@ -326,14 +328,22 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores, load average "
         f"{load[0]:.1f} at the end), one PostgreSQL and one Redis for all; {args.rounds} interleaved rounds (the order "
         f"rotates each round); production settings for imagegen (`DEBUG=0`, `REDIS_URL` set, every event written and "
-        f"pushed). Drain: {args.tasks} no-op tasks queued, then 2 worker processes, first start to last finish, the "
-        f"median of the rounds. Pick-up: enqueue call -> the first line of the task's work, one idle worker, "
+        f"pushed). "
+        + ("Drain: not run (`--pickup-only`). " if args.pickup_only else
+           f"Drain: {args.tasks} no-op tasks queued, then 2 worker processes, first start to last finish, the "
+           f"median of the rounds. ")
+        + f"Pick-up: enqueue call -> the first line of the task's work, one idle worker, "
         f"{per_round} samples a round pooled ({per_round * args.rounds} each).",
         "",
         "| queue | drain, tasks/s (rounds) | drain vs Celery | pick-up p50 / p99 ms | p50 vs Celery |",
         "|---|---|---|---|---|",
     ]
     for system in systems:
+        if args.pickup_only and picks[system]:
+            p50, p99 = p(picks[system], 50), p(picks[system], 99)
+            lines.append(f"| {system} | not run (--pickup-only) | - | {p50:.1f} / {p99:.1f} | "
+                         f"{f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'} |")
+            continue
         if not rates[system] or not picks[system]:
             lines.append(f"| {system} | no round completed | - | - | - |")
             continue
@@ -384,6 +394,10 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true",
                         help="only the side-by-side run against the peers (bench/peers/), written into --out")
     parser.add_argument("--no-peers", action="store_true", help="with --compare: imagegen alone (no peers' virtualenv)")
+    parser.add_argument("--pickup-only", action="store_true", help="with --compare: the pick-up rounds only, no drains")
+    parser.add_argument("--peers", default="", help="with --compare: only the peers whose name contains one of these "
+                        "comma-separated words (e.g. celery,bare); Celery is the reference, so keep it")
+    parser.add_argument("--print-only", action="store_true", help="with --compare: print the table, do not write --out")
     parser.add_argument("--peer-python", default=os.environ.get("BENCH_PEER_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python")),
                         help="the python of the peers' virtualenv (requirements-bench.txt)")
     args = parser.parse_args()
@@ -399,7 +413,8 @@ def main() -> None:
         if not args.no_peers and not Path(args.peer_python).exists():
             raise SystemExit(f"no peers' python at {args.peer_python}: see requirements-bench.txt, or --no-peers")
         lines = compare(args, users)
-        write_compare(args.out, lines)
+        if not args.print_only:
+            write_compare(args.out, lines)
         print("\n".join(lines))
         return
     lat = pickup_latency(args.samples, users[0]) if not args.fairness_only else None

@@ -489,5 +489,7 @@ if DATABASE_LISTEN_URL:
                                    f"got {DATABASE_LISTEN_URL!r}")
     # Transaction pooling hands each transaction any server connection: a server-side cursor
     # (declared in one, fetched in the next) would not be there. (Prepared statements, the
-    # other casualty, stay off: Django's psycopg backend does not prepare unless told to.)
+    # other casualty, stay off: Django's psycopg backend does not prepare unless told to, and
+    # the submit's statement is PREPAREd only while DATABASE_LISTEN_URL is unset:
+    # generation.models.creation.)
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True

@@ -14,16 +14,17 @@ import logging
 import threading
 import time
 from collections import Counter
+from functools import partial
 from datetime import datetime
 from typing import Any, TypedDict
 
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from generation.models import Batch, GenerationTask
+from generation.models import Batch, CreationStatement, GenerationTask
 
 from .metrics import PUBLISHES
 from .models import Event, EventCounter
@@ -129,6 +130,35 @@ def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetim
         event._state.adding = False
         recorded.append(event)
     return recorded
+
+
+def append_created(statement: CreationStatement) -> None:
+    """The ``task_created`` event of a task created by one statement, added to that statement:
+    the owner's counter moves by one (its row locked until commit, as in ``Event.append``, so
+    seqs stay gapless and in commit order) and the event takes the new seq, with the task JSON
+    the statement rendered. Pushed after commit, as every event."""
+    counter = connection.ops.quote_name(EventCounter._meta.db_table)
+    table = connection.ops.quote_name(Event._meta.db_table)
+    created_at = timezone.now()
+    statement.add(
+        f"created_seq AS (INSERT INTO {counter} (user_id, last_seq) SELECT user_id, 1 FROM created "
+        f"ON CONFLICT (user_id) DO UPDATE SET last_seq = {counter}.last_seq + 1 RETURNING user_id, last_seq), "
+        f"created_event AS (INSERT INTO {table} (user_id, seq, task_id, type, data, created_at) "
+        "SELECT c.user_id, s.last_seq, c.id, %s::text, c.state, %s::timestamptz FROM created c "
+        "JOIN created_seq s USING (user_id) "
+        "RETURNING id, seq)",
+        [Event.Type.CREATED, created_at],
+        ["(SELECT id FROM created_event)", "(SELECT seq FROM created_event)"],
+        partial(_created, created_at),
+    )
+
+
+def _created(created_at: datetime, task: GenerationTask, state: dict[str, Any], values: tuple[Any, ...]) -> None:
+    pk, seq = values
+    event = Event(id=pk, user_id=task.user_id, seq=seq, task_id=task.pk, type=Event.Type.CREATED, data=state,
+                  created_at=created_at)
+    event._state.adding = False
+    transaction.on_commit(partial(publish, event.user_id, event.as_message()), robust=True)
 
 
 def record_batch(batch: Batch, *, finished: bool) -> list[Event]:

@@ -8,7 +8,7 @@ from django.db import connections, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from generation.models import Batch, GenerationTask, tasks_changed
+from generation.models import Batch, CreationStatement, GenerationTask, task_creating, tasks_changed
 
 from . import events
 
@@ -37,6 +37,13 @@ def record_task_events(sender: type[GenerationTask], tasks: list[GenerationTask]
     recorded = events.record_many(tasks)
     messages = [(event.user_id, event.as_message()) for event in recorded]
     transaction.on_commit(partial(events.publish_many, messages), using=using, robust=True)
+
+
+@receiver(task_creating, sender=GenerationTask, dispatch_uid="notifications.record_created_event")
+def record_created_event(sender: type[GenerationTask], statement: CreationStatement, **kwargs: Any) -> None:
+    """A submit's one statement (``generation.models.creation``): its ``task_created`` event is
+    appended by that same statement, so it commits with the task or not at all."""
+    events.append_created(statement)
 
 
 @receiver(post_save, sender=Batch, dispatch_uid="notifications.record_batch_event")

@@ -21,13 +21,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.utils import validate_file_name
 from django.db import connection, models, transaction
 from django.db.models import Q
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from .. import wakeup
 from ..errors import ErrorCode
-from . import set_transitions
+from . import creation, set_transitions
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
@@ -67,6 +70,18 @@ def _image_path(prefix: str, extension: str) -> str:
     # Unguessable and never derived from the client's filename.
     now = timezone.now()
     return f"{prefix}/{now:%Y/%m/%d}/{uuid.uuid4().hex}.{extension}"
+
+
+def _store_new(file: FieldFile, instance: GenerationTask, content: Any) -> str:
+    """Write ``content`` as a new file of ``file``'s field and return the name it was stored
+    under, without ``Storage.save``'s ``exists()`` probe for a free name (a stat on local disk,
+    a request on an object store): ``upload_to`` names carry a uuid4, and on local disk the
+    storage's own write still refuses to overwrite (O_EXCL, then another name)."""
+    name = file.field.generate_filename(instance, content.name)
+    validate_file_name(name, allow_relative_path=True)
+    stored = file.storage._save(name, content if hasattr(content, "chunks") else File(content, name))
+    validate_file_name(stored, allow_relative_path=True)
+    return stored
 
 
 def input_upload_to(instance: GenerationTask, filename: str) -> str:
@@ -299,15 +314,10 @@ class GenerationTask(models.Model):
         return GenerationTask.objects.pending().ahead_of(self).count() + 1
 
     def estimated_remaining_seconds(self, position: int | None = None) -> int | None:
-        # Both figures are read for every task event and listing: a 10 s old value will do.
-        typical = memoized("typical_run_seconds", 10.0, GenerationTask.objects.typical_run_seconds)
+        typical = self.typical_seconds()
         if self.is_finished:
             return None
-        # A pending task waiting for its run_after (a retry's backoff, the fleet's Gemini rate)
-        # starts no earlier than that, whatever its place in the queue.
-        waiting = 0.0
-        if self.status == self.Status.PENDING and self.run_after:
-            waiting = max((self.run_after - timezone.now()).total_seconds(), 0.0)
+        waiting = self.waiting_seconds()
         if typical is None:
             return int(round(waiting)) if waiting else None  # the wait at least is known
         if self.status == self.Status.PROCESSING:
@@ -315,7 +325,31 @@ class GenerationTask(models.Model):
         position = position if position is not None else self.queue_position()
         if position is None:
             return None
-        workers = max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
+        return self.queued_eta(position, typical, self.eta_workers(), waiting)
+
+    @staticmethod
+    def typical_seconds() -> float | None:
+        # Read for every task event and listing: a 10 s old value will do.
+        return memoized("typical_run_seconds", 10.0, GenerationTask.objects.typical_run_seconds)
+
+    def waiting_seconds(self) -> float:
+        """How long a pending task still waits for its run_after (a retry's backoff, the fleet's
+        Gemini rate): it starts no earlier than that, whatever its place in the queue."""
+        if self.status == self.Status.PENDING and self.run_after:
+            return max((self.run_after - timezone.now()).total_seconds(), 0.0)
+        return 0.0
+
+    @staticmethod
+    def eta_workers() -> int:
+        """The worker capacity a pending task's ETA divides its queue by (a 10 s old figure)."""
+        return max(memoized("live_capacity", 10.0, WorkerProcess.objects.live_capacity), 1)
+
+    @staticmethod
+    def queued_eta(position: int, typical: float, workers: int, waiting: float) -> int:
+        """A pending task's ETA at ``position``: its queue shared by ``workers``, and no
+        earlier than its ``run_after`` (``waiting`` seconds) plus one run. The one-statement
+        submit (``creation.QUEUED_ETA_SQL``) computes the same in SQL, with the same float
+        operations in the same order, since only the statement knows the position."""
         queued = typical * (1 + (position - 1) / workers)
         return int(round(max(queued, waiting + typical)))
 
@@ -364,7 +398,14 @@ class GenerationTask(models.Model):
         commit it could only reach the stored event through a second write of the row,
         and replayed events would otherwise lack what the REST body has.
         """
-        position = self.queue_position()
+        created = self.__dict__.pop("_created_state", None)
+        if created is not None:  # just made by the one-statement submit: the answer to its POST
+            return created
+        return self.render_state(self.queue_position())
+
+    def render_state(self, position: int | None) -> dict[str, Any]:
+        """``live_state()`` with the queue position already known (the one-statement submit
+        renders the created task before the database has given it an id and a position)."""
         derived = {
             "queue_position": position,
             "estimated_remaining_seconds": self.estimated_remaining_seconds(position),
@@ -423,6 +464,7 @@ class GenerationTask(models.Model):
 
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
         self.__dict__.pop("_outputs_cache", None)
+        self.__dict__.pop("_created_state", None)
         super().refresh_from_db(*args, **kwargs)
 
     # --- Fair sharing ------------------------------------------------------------------------
@@ -522,8 +564,14 @@ class GenerationTask(models.Model):
         # The file is written before the row: a failure here leaves no row, and a
         # failure of the insert below removes the file.
         if image is not None:
-            task.input_image.save(image.name, image, save=False)
+            task.input_image = _store_new(task.input_image, task, image)
         try:
+            # One statement on PostgreSQL (``creation``); the transactional path below when it
+            # wrote nothing (a spent quota, a racing submit of the same user) and elsewhere.
+            if connection.vendor == "postgresql" and creation.create(task, now):
+                _announce_work(notified=True, deadline=task.expires_at is not None)
+                log_transition(task, ("status",))
+                return task, True
             with transaction.atomic():
                 # Counted (and the user's counter row locked) in the insert's transaction:
                 # concurrent submits of one user cannot overshoot the quota.
@@ -570,6 +618,7 @@ class GenerationTask(models.Model):
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(fresh, field.attname))
         self.__dict__.pop("_outputs_cache", None)
+        self.__dict__.pop("_created_state", None)
         if "_outputs_cache" in fresh.__dict__:
             self._outputs_cache = fresh._outputs_cache
 
@@ -580,6 +629,7 @@ class GenerationTask(models.Model):
         recount = self.batch_id is not None and "status" in fields
         batch = type(self).batch.field.related_model.locked(self.batch_id) if recount else None
         self.updated_at = timezone.now()
+        self.__dict__.pop("_created_state", None)
         self.save(update_fields=[*fields, "updated_at"])
         log_transition(self, fields)
         if batch is not None:

@@ -91,12 +91,16 @@ class DailyUsage(models.Model):
         """The unlocked early check (before an upload is stored): raises ``QuotaExceeded``
         when today's quota is already spent. ``count_task`` is the authoritative one."""
         limit = settings.IMAGEGEN_DAILY_TASKS_PER_USER
-        if limit and cls.usage_for(user, now).today >= limit:
+        if limit and cls.used_today(user, now) >= limit:
             raise QuotaExceeded(limit, seconds_to_next_utc_midnight(now))
+
+    @classmethod
+    def used_today(cls, user: AbstractBaseUser, now: datetime) -> int:
+        """Tasks the user created on this UTC day (one index read; ``usage_for`` adds the month)."""
+        return cls.objects.filter(user=user, day=utc_day(now)).values_list("tasks", flat=True).first() or 0
 
     @classmethod
     def usage_for(cls, user: AbstractBaseUser, now: datetime) -> Usage:
         day = utc_day(now)
         month = cls.objects.filter(user=user, day__gte=day.replace(day=1), day__lte=day)
-        today = month.filter(day=day).values_list("tasks", flat=True).first() or 0
-        return Usage(today=today, this_month=month.aggregate(n=Sum("tasks"))["n"] or 0)
+        return Usage(today=cls.used_today(user, now), this_month=month.aggregate(n=Sum("tasks"))["n"] or 0)

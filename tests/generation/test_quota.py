@@ -10,7 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, connections
 
-from generation.models import DailyUsage, GenerationTask
+from generation.models import DailyUsage, GenerationTask, QuotaExceeded
 from generation.models.usage import seconds_to_next_utc_midnight, utc_day
 from tests.conftest import product_photo
 
@@ -158,3 +158,17 @@ def test_every_photo_of_a_batch_counts_and_a_batch_over_the_quota_creates_nothin
     assert GenerationTask.objects.for_user(user).count() == 3
     assert stored_files(settings) == files_before
     assert auth_client.post("/api/batches/", batch_of(1), format="multipart").status_code == 201
+
+
+def test_the_early_quota_check_is_one_read_of_the_days_counter(user, settings):
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    settings.IMAGEGEN_DAILY_TASKS_PER_USER = 1
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        DailyUsage.check_quota(user, now)  # nothing used yet
+    assert len(queries.captured_queries) == 1
+    DailyUsage.count_task(user, now)
+    with pytest.raises(QuotaExceeded):
+        DailyUsage.check_quota(user, now)
