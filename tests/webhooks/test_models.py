@@ -199,11 +199,12 @@ def test_failures_in_a_row_open_the_endpoints_breaker_then_one_probe_at_a_time_a
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failures=webhook_models.BREAKER_OPENS_AFTER - 1)
     [(lane, token)] = WebhookDelivery.claim_due(4, per_endpoint=1, lease=30, lane_size=3)
     assert [d.seq for d in lane] == [1, 2, 3]
-    assert lane[0].mark_failed(token, 503, "HTTP 503", timezone.now()) == "failed"
+    failed_at = timezone.now()
+    assert lane[0].mark_failed(token, 503, "HTTP 503", failed_at) == "failed"
     for rest in lane[1:]:
         rest.release(token)  # as the lane does after a failure
     endpoint.refresh_from_db()
-    assert endpoint.is_open and 10 <= (endpoint.retry_at - timezone.now()).total_seconds() <= 12.5
+    assert endpoint.is_open and 10 <= (endpoint.retry_at - failed_at).total_seconds() <= 12.5
     # Open: deliveries 2..6 are due on their own, but the endpoint waits its backoff.
     assert WebhookDelivery.claim_due(4, per_endpoint=2, lease=30, lane_size=3) == []
     reopen_now(endpoint)

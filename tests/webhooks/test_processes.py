@@ -167,7 +167,10 @@ def test_a_receiver_down_with_a_backlog_is_probed_on_one_deliverys_schedule_then
                timeout=60)
     failed = [seq for seq, status in answered if status == 503]
     assert seen <= len(failed) <= seen + 1  # those seen, and at most one more in flight as it came back
-    assert len(set(failed)) == len(failed)  # each probe a different event: none singled out
+    # Each probe after the breaker opened a different event: none singled out. (Before it opened, a
+    # slow machine may retry the first event on its own schedule before the third failure.)
+    probed = failed[opens:]
+    assert len(set(probed)) == len(probed)
     delivered = [seq for seq, status in answered if status == 200]
     assert sorted(delivered) == list(range(1, backlog + 1))  # every event, once
     assert delivered[1:] == sorted(delivered[1:])  # after the successful probe, in seq order
