@@ -35,7 +35,7 @@ cut is made and flagged.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -120,9 +120,6 @@ class Cut:
     segmenter: str
     model: str | None
     model_sha256: str | None
-    #: HxW bool at the input's resolution: the backdrop seen through the product's gaps that was cut
-    #: out of the model's product (:mod:`generation.engine.gaps`), or None when there was none.
-    gaps: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def needs_review(self) -> bool:
@@ -309,10 +306,9 @@ def _saliency(segmenter: Segmenter, rgb: np.ndarray) -> tuple[np.ndarray, float]
 
 def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
              box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment, np.ndarray | None] | _Faint:
-    """Matte, product mask, guide-size copy, assessment and the gaps cut out of the product (guide
-    size, or None) from the model, or :class:`_Faint` when it saw nothing (with the spot it
-    pointed at, when that is worth a closer look).
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | _Faint:
+    """Matte, product mask and guide-size copy from the model, or :class:`_Faint` when it saw
+    nothing (with the spot it pointed at, when that is worth a closer look).
 
     ``photo_share`` is the region's share of the photo: the product's size is judged against the
     photo, not the region, when a second look crops it."""
@@ -352,15 +348,15 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     for key in ("tiny", "huge"):
         if key in signals:
             signals[key] *= photo_share
-    return matte, product, small, assess(signals), (gaps if gaps.any() else None)
+    return matte, product, small, assess(signals)
 
 
-def _classical(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment, None]:
+def _classical(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment]:
     """Matte, product mask (at the working size) and the working copy from the classical pipeline."""
     product, work, _ = coarse_mask(rgb)
     matte = refine_matte(rgb, product, work)
     signals = measure(work.rgb, product, prob=None, parts=1, classical=None)
-    return matte, product, work.rgb, assess(signals), None
+    return matte, product, work.rgb, assess(signals)
 
 
 def cut_product(
@@ -405,13 +401,6 @@ def cut_product(
     if kept < SECOND_LOOK_KEEP:
         # The crop lost the context that made the first pass see the product there.
         return first
-    if first.gaps is not None:
-        # The gaps the first look cut out stay out: the crop sees the product larger, and with it the
-        # backdrop through its gaps, whose colours and texture its smaller surroundings judge less surely.
-        matte = second.matte.copy()
-        matte[first.gaps] = np.minimum(matte[first.gaps], first.matte[first.gaps])
-        gaps = first.gaps if second.gaps is None else first.gaps | second.gaps
-        second = replace(second, matte=matte, gaps=gaps)
     # The first pass's doubt stands: a second look is a better cut, not a reason to trust it more.
     reasons = first.review_reasons + tuple(r for r in second.review_reasons if r not in first.review_reasons)
     return replace(second, confidence=min(first.confidence, second.confidence), review_reasons=reasons)
@@ -540,7 +529,7 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
         box_in_region = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
 
     work = _downscale(sub).rgb
-    found: tuple[np.ndarray, np.ndarray, np.ndarray, Assessment, np.ndarray | None] | None = None
+    found: tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None = None
     if segmenter.learned:
         share = (x1 - x0) * (y1 - y0) / (h * w) if second_look else 1.0
         answer = _learned(sub, work, segmenter, box_in_region, share)
@@ -562,11 +551,11 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
             logger.warning("Classical segmentation failed on a %dx%d region: %s", x1 - x0, y1 - y0, exc)
             raise no_product("No product stands out from the background.") from None
         if segmenter.learned:
-            matte, product, small, assessment, _ = found
+            matte, product, small, assessment = found
             found = (matte, product, small, assess(assessment.signals, (ReviewReason(
                 "model_found_nothing",
-                "The product model found nothing; this cut comes from the backdrop model alone."),)), None)
-    matte_r, product, small, assessment, gaps_small = found
+                "The product model found nothing; this cut comes from the backdrop model alone."),)))
+    matte_r, product, small, assessment = found
     shadow_r = _shadow(work, product, matte_r) if min(small.shape[:2]) >= 8 else None
     matte = _place((h, w), region, matte_r)
     _clip_to_box(matte, hint_box)
@@ -575,12 +564,8 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
     shadow = _place((h, w), region, shadow_r) if shadow_r is not None else None
     if shadow is not None:
         _clip_to_box(shadow, hint_box)
-    gaps = None
-    if gaps_small is not None:
-        up = cv2.resize(gaps_small.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
-        gaps = _place((h, w), region, up.astype(np.float32)) > 0
     logger.debug("Cut with %s: confidence %.2f, signals %s", segmenter.name, assessment.confidence,
                  {k: round(v, 3) for k, v in assessment.signals.items()})
     return Cut(matte=matte, shadow=shadow, confidence=assessment.confidence,
                review_reasons=assessment.reasons, segmenter=segmenter.name, model=segmenter.model,
-               model_sha256=segmenter.model_sha256, gaps=gaps)
+               model_sha256=segmenter.model_sha256)

@@ -8,14 +8,14 @@ patches are coarse (16 colour levels, so a brass tube the colour of the wood joi
 see-through glass is enclosed backdrop by nature, so a patch is not punched as it is. Inside it,
 a pixel is a hole when
 
-* its neighbourhood's colours and texture (local grey-level spread) are likelier in the backdrop
-  right around the product than in the product's own (the rest of the cut), so a wood-coloured
-  but smooth brass tube stays product;
+* its neighbourhood's colours are likelier in the backdrop right around the product than in the
+  product's own (the rest of the cut), so a wood-coloured tube stays product;
 * its hole is walled: it does not reach the product's outline (:data:`WALL_PX`). A glass's rim is
   faint, and the backdrop seen through it runs up to its outline; a gap between tubes is closed
   by them;
-* its hole is walled by the product's own colours (most of the pixels around it, :data:`WALL_OWN`):
-  inside a glass, a spot of table a little likelier than the rest is surrounded by more of the same;
+* its hole is walled by the product's own colours (:data:`~generation.engine.review.ENCLOSED_RING`
+  of the pixels around it, as for the patch): inside a glass, a spot of table a little likelier
+  than the rest is surrounded by more of the same;
 * its hole's mean colour is within one standard deviation of the backdrop around the product
   (:data:`MAX_COLOUR_SIGMAS`): the backdrop itself, not a product part of the backdrop's hues
   (a guitar's wood against bark: 0.8-2 sigmas away).
@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .review import ENCLOSED_MIN_SHARE, enclosed_backdrop_patches, local_spread
+from .review import ENCLOSED_MIN_SHARE, ENCLOSED_RING, enclosed_backdrop_patches
 
 #: Only a cut whose enclosed backdrop is at least this share of it is looked at: the start of the
 #: ``enclosed_backdrop`` review ramp (good cuts other than a glass measured <= 0.11).
@@ -39,8 +39,6 @@ MIN_HOLE_SHARE = ENCLOSED_MIN_SHARE / 2
 #: A hole keeps at least this distance (guide px) from the outside of the cut.
 WALL_PX = 2.0
 MAX_COLOUR_SIGMAS = 1.0
-#: At least this share of the pixels around a hole are the product's own colours (not backdrop-coloured).
-WALL_OWN = 0.5
 
 
 def find_gaps(rgb: np.ndarray, product: np.ndarray) -> tuple[np.ndarray, float]:
@@ -69,13 +67,7 @@ def find_gaps(rgb: np.ndarray, product: np.ndarray) -> tuple[np.ndarray, float]:
     backdrop = np.bincount(bins[ring], minlength=4096) + 0.5
     product_h = np.bincount(bins[own], minlength=4096) + 0.5
     ratio = np.log((backdrop / backdrop.sum()) / (product_h / product_h.sum())).astype(np.float32)
-    # The same for the texture: the local grey-level spread (5x5), on a log scale.
-    spread = local_spread(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
-    sbins = np.minimum((np.log1p(spread) * 4).astype(np.int32), 31)
-    backdrop_t = np.bincount(sbins[ring], minlength=32) + 0.5
-    product_t = np.bincount(sbins[own], minlength=32) + 0.5
-    ratio_t = np.log((backdrop_t / backdrop_t.sum()) / (product_t / product_t.sum())).astype(np.float32)
-    score = cv2.GaussianBlur(ratio[bins] + ratio_t[sbins], (0, 0), NEIGHBOURHOOD)
+    score = cv2.GaussianBlur(ratio[bins], (0, 0), NEIGHBOURHOOD)
     holes = cv2.morphologyEx((patches & (score > 0)).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
     if count <= 1:
@@ -95,12 +87,12 @@ def find_gaps(rgb: np.ndarray, product: np.ndarray) -> tuple[np.ndarray, float]:
         colour = labf[y:y + bh, x:x + bw][hole].mean(axis=0)
         if float(np.linalg.norm(colour - ring_mean)) > MAX_COLOUR_SIGMAS * ring_sigma:
             continue
-        # Its wall: the pixels within 2 px around it, mostly the product's own colours (not
-        # backdrop-coloured, like the patch it came from).
+        # Its wall: the pixels within 2 px around it, at least ENCLOSED_RING of them the product's
+        # own colours (not backdrop-coloured, like the patch it came from).
         x0, y0, x1, y1 = max(0, x - 2), max(0, y - 2), min(w, x + bw + 2), min(h, y + bh + 2)
         hole = labels[y0:y1, x0:x1] == i
         wall = (cv2.dilate(hole.view(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~hole
-        if float(own[y0:y1, x0:x1][wall].mean()) >= WALL_OWN:
+        if float(own[y0:y1, x0:x1][wall].mean()) >= ENCLOSED_RING:
             keep.append(i)
     if not keep:
         return none, share

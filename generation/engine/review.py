@@ -124,8 +124,7 @@ ENCLOSED_LIKENESS, ENCLOSED_MIN_SHARE, ENCLOSED_RING = 0.5, 0.01, 0.7
 ENCLOSED_TEXTURE, ENCLOSED_MIN_TEXTURE = 0.6, 3.0
 
 
-def local_spread(grey: np.ndarray) -> np.ndarray:
-    """Per pixel, the grey level's standard deviation over its 5x5 neighbourhood (float32 grey in)."""
+def _local_spread(grey: np.ndarray) -> np.ndarray:
     mean = cv2.blur(grey, (5, 5))
     return np.sqrt(np.maximum(cv2.blur(grey * grey, (5, 5)) - mean * mean, 0.0))
 
@@ -149,7 +148,7 @@ def enclosed_backdrop_patches(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
     if count <= 1:
         return out
-    spread = local_spread(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    spread = _local_spread(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
     h, w = mask.shape
     b = max(3, round(0.03 * max(h, w)))
     border = np.zeros_like(mask)
