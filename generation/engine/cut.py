@@ -41,7 +41,6 @@ import cv2
 import numpy as np
 
 from .base import EngineError
-from .gaps import find_gaps
 from .refine import guide_size, refine
 from .review import Assessment, ReviewReason, assess, measure
 from .saliency import Segmenter
@@ -328,14 +327,6 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     product, parts = _pick_parts(fg, prob)
     product = _fill_specks(product)
     small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
-    # Backdrop the model kept inside the product's gaps (a trumpet's loops) is cut out as holes
-    # before the edges are refined, so the holes get refined edges too. The review judges the cut
-    # as the model drew it: a corrected cut is still one a person should look at.
-    gaps, enclosed = find_gaps(small, product)
-    if gaps.any():
-        logger.debug("Gaps: %.3f of the product is backdrop seen through it", np.count_nonzero(gaps) / np.count_nonzero(product))
-        product = product & ~gaps
-        prob = np.where(gaps, 0.0, prob).astype(np.float32)
     matte = refine(rgb, prob, product, segmenter.side, small)
     # The backdrop model's comparison signals are logged, not judged (review.UNJUDGED): only worth
     # their time when someone reads the debug log.
@@ -343,7 +334,7 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
     signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score,
-                      model_side=segmenter.side, enclosed=enclosed)
+                      model_side=segmenter.side)
     signals["model_range"] = spread
     for key in ("tiny", "huge"):
         if key in signals:

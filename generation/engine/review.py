@@ -129,8 +129,8 @@ def _local_spread(grey: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(cv2.blur(grey * grey, (5, 5)) - mean * mean, 0.0))
 
 
-def enclosed_backdrop_patches(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The patches of backdrop that the product ``mask`` encloses (bool, ``mask``'s shape).
+def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the product taken by patches of backdrop that the product encloses.
 
     The cut of an open product (a trumpet's loops of tube, a guitar's neck and strings against
     bark) can fill its gaps with the backdrop behind them, and the model is sure of it: its
@@ -139,15 +139,14 @@ def enclosed_backdrop_patches(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     on white paper has the backdrop's colour but no texture and is not enclosed by other colours; a
     label has texture, in its own colours.
     """
-    out = np.zeros(mask.shape, bool)
     area = int(np.count_nonzero(mask))
     if area == 0:
-        return out
+        return 0.0
     like = border_likeness(rgb) > ENCLOSED_LIKENESS
     patches = cv2.morphologyEx((like & mask).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
     if count <= 1:
-        return out
+        return 0.0
     spread = _local_spread(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
     h, w = mask.shape
     b = max(3, round(0.03 * max(h, w)))
@@ -157,6 +156,7 @@ def enclosed_backdrop_patches(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     floor = max(ENCLOSED_TEXTURE * float(np.median(spread[backdrop])) if backdrop.any() else 0.0,
                 ENCLOSED_MIN_TEXTURE)
     other = mask & ~like
+    enclosed = 0
     for i in range(1, count):
         if stats[i, cv2.CC_STAT_AREA] < ENCLOSED_MIN_SHARE * area:
             continue
@@ -167,16 +167,8 @@ def enclosed_backdrop_patches(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if not ring.any() or other[y0:y1, x0:x1][ring].mean() < ENCLOSED_RING:
             continue
         if float(np.median(spread[y0:y1, x0:x1][patch])) >= floor:
-            out[y0:y1, x0:x1] |= patch
-    return out
-
-
-def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the product taken by patches of backdrop that the product encloses."""
-    area = int(np.count_nonzero(mask))
-    if area == 0:
-        return 0.0
-    return int(np.count_nonzero(enclosed_backdrop_patches(rgb, mask))) / area
+            enclosed += int(stats[i, cv2.CC_STAT_AREA])
+    return enclosed / area
 
 
 def _holes(mask: np.ndarray) -> int:
@@ -195,8 +187,7 @@ def _holes(mask: np.ndarray) -> int:
 
 def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts: int,
             classical: np.ndarray | None, backdrop_score: np.ndarray | None = None,
-            frame: np.ndarray | None = None, model_side: int = 320,
-            enclosed: float | None = None) -> dict[str, float]:
+            frame: np.ndarray | None = None, model_side: int = 320) -> dict[str, float]:
     """The review signals of a product ``mask`` (bool) on ``rgb`` (both at the guide resolution).
 
     ``prob`` is the model's map (None for the classical pipeline),
@@ -204,9 +195,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
     trustworthy enough to compare with (None otherwise), ``backdrop_score``
     the border model's distance to the backdrop per pixel, ``frame`` the
     region whose edge counts as the photo's edge (default: all of it),
-    ``model_side`` the side of the model's input the map came from,
-    ``enclosed`` the ``enclosed_backdrop`` signal when the caller measured it
-    already (on the cut before its gaps were cut out: see :mod:`generation.engine.gaps`).
+    ``model_side`` the side of the model's input the map came from.
     """
     area = int(np.count_nonzero(mask))
     signals: dict[str, float] = {"parts": float(parts)}
@@ -220,7 +209,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     signals["edge_contrast"] = _edge_contrast(lab, mask)
     signals["holes"] = float(_holes(mask))
-    signals["enclosed_backdrop"] = _enclosed_backdrop(rgb, mask) if enclosed is None else enclosed
+    signals["enclosed_backdrop"] = _enclosed_backdrop(rgb, mask)
     if prob is not None:
         near = cv2.dilate(mask.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
         mid = (prob > 0.2) & (prob < 0.8) & near
