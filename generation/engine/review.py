@@ -119,12 +119,9 @@ def _edge_contrast(lab: np.ndarray, mask: np.ndarray) -> float:
 #: around it are product pixels of other colours, and its texture (median local grey-level spread,
 #: 5x5) is at least ENCLOSED_TEXTURE of the backdrop's at the frame's border and at least
 #: ENCLOSED_MIN_TEXTURE grey levels: smooth patches (a white ball's lit side on white paper) are not
-#: backdrop showing through, unless the product pixels walling them differ from them by at least
-#: ENCLOSED_WALL_CONTRAST (Lab): a plain backdrop (paper) seen through the loops of a dark tube, not
-#: the shading of one surface (a white ball's lit side against its shaded side measured 1-24).
+#: backdrop showing through.
 ENCLOSED_LIKENESS, ENCLOSED_MIN_SHARE, ENCLOSED_RING = 0.5, 0.01, 0.7
 ENCLOSED_TEXTURE, ENCLOSED_MIN_TEXTURE = 0.6, 3.0
-ENCLOSED_WALL_CONTRAST = 40.0
 
 
 def _local_spread(grey: np.ndarray) -> np.ndarray:
@@ -140,9 +137,7 @@ def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
     outline follows the product's outer edge. Inside, those gaps have the backdrop's colours and
     its texture (wood grain, gravel) and are surrounded by the product's own colours. A white ball
     on white paper has the backdrop's colour but no texture and is not enclosed by other colours; a
-    label has texture, in its own colours. On a plain backdrop the gaps have no texture either (the
-    paper inside a stethoscope's loops): a smooth patch counts when the product walling it is a
-    different material (far from its colour), not the same surface in shade.
+    label has texture, in its own colours.
     """
     area = int(np.count_nonzero(mask))
     if area == 0:
@@ -161,7 +156,6 @@ def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
     floor = max(ENCLOSED_TEXTURE * float(np.median(spread[backdrop])) if backdrop.any() else 0.0,
                 ENCLOSED_MIN_TEXTURE)
     other = mask & ~like
-    lab: np.ndarray | None = None
     enclosed = 0
     for i in range(1, count):
         if stats[i, cv2.CC_STAT_AREA] < ENCLOSED_MIN_SHARE * area:
@@ -174,18 +168,6 @@ def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
             continue
         if float(np.median(spread[y0:y1, x0:x1][patch])) >= floor:
             enclosed += int(stats[i, cv2.CC_STAT_AREA])
-            continue
-        # A smooth patch: counted when its wall (product pixels of other colours within 3 px) is far
-        # from its colour.
-        if lab is None:
-            lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-        x0, y0, x1, y1 = max(0, x - 3), max(0, y - 3), min(w, x + bw + 3), min(h, y + bh + 3)
-        patch = labels[y0:y1, x0:x1] == i
-        wall = (cv2.dilate(patch.view(np.uint8), np.ones((7, 7), np.uint8)) > 0) & ~patch & other[y0:y1, x0:x1]
-        if wall.any():
-            box = lab[y0:y1, x0:x1]
-            if float(np.linalg.norm(box[patch].mean(axis=0) - box[wall].mean(axis=0))) >= ENCLOSED_WALL_CONTRAST:
-                enclosed += int(stats[i, cv2.CC_STAT_AREA])
     return enclosed / area
 
 

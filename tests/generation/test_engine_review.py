@@ -62,31 +62,3 @@ def test_backdrop_colours_without_the_backdrops_texture_are_not_flagged() -> Non
     rgb[140:220, 170:310] = (250, 250, 250)
     cv2.putText(rgb, "LABEL", (175, 195), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (20, 20, 20), 3)
     assert "backdrop_inside" not in {r.code for r in assess(_signals(rgb, box)).reasons}
-
-
-def _paper() -> np.ndarray:
-    return np.full((360, 480, 3), 244, np.uint8) + np.random.default_rng(0).integers(0, 4, (360, 480, 3), dtype=np.uint8)
-
-
-def test_a_cut_that_filled_a_dark_loop_with_plain_paper_is_flagged() -> None:
-    # A stethoscope on paper: the model filled its loops with the paper (IoU 0.46 on the evaluation
-    # set's seed 5, unflagged before). Paper has no texture; the dark tube walling it gives it away.
-    rgb = _paper()
-    tube = np.zeros(rgb.shape[:2], np.uint8)
-    cv2.circle(tube, (240, 180), 110, 1, 16)
-    rgb[tube > 0] = (25, 25, 30)
-    filled = np.zeros_like(tube)
-    cv2.circle(filled, (240, 180), 118, 1, -1)
-    right, wrong = assess(_signals(rgb, tube > 0)), assess(_signals(rgb, filled > 0))
-    assert "backdrop_inside" not in {r.code for r in right.reasons}
-    assert "backdrop_inside" in {r.code for r in wrong.reasons}
-
-
-def test_a_white_balls_lit_side_inside_its_shade_is_not_backdrop() -> None:
-    # The lit side has the paper's colour and is enclosed by the ball's own shade: one surface, not a gap.
-    rgb = _paper()
-    yy, xx = np.mgrid[0:360, 0:480].astype(np.float32)
-    r = np.hypot(xx - 240, yy - 180) / 110
-    ball = r <= 1
-    rgb[ball] = np.clip(250 - 70 * r[ball] ** 2, 0, 255).astype(np.uint8)[:, None]
-    assert _signals(rgb, ball)["enclosed_backdrop"] < 0.01
