@@ -89,12 +89,36 @@ def _fast_timestamps(cursor: Any) -> None:
     raw.adapters.register_loader("timestamptz", TimestamptzLoader)  # the C one where psycopg has it
 
 
-def _fetch_tasks(model: type[GenerationTask], sql: str, params: Sequence[Any]) -> list[GenerationTask]:
+def _ordered_claim_prefix(cursor: Any) -> str:
+    """A planner setting for the claim's transaction, sent with the claim (one round trip).
+
+    The claim reads the pending rows in claim order from ``task_claim_turn_idx`` and stops
+    after ``limit``. On statistics taken while few tasks were pending (a queue filled
+    faster than autovacuum re-analyses it: any large batch of submissions) the planner
+    expects a handful of rows and picks a bitmap scan of the whole partial index plus a
+    sort instead: every claim then reads and sorts every pending row (measured: 5.4 ms a
+    claim at 4,600 pending, against 0.1 ms in index order). Without bitmap scans the
+    ordered index scan is the cheap plan whatever the estimate. Only where the statements
+    go as one simple query (psycopg's client-side binding, Django's default)."""
+    if connection.vendor != "postgresql":
+        return ""
+    from psycopg import ClientCursor
+
+    if not isinstance(getattr(cursor, "cursor", None), ClientCursor):
+        return ""
+    return "SET LOCAL enable_bitmapscan = off; "
+
+
+def _fetch_tasks(model: type[GenerationTask], sql: str, params: Sequence[Any], *, claim: bool = False) -> list[GenerationTask]:
     """The rows a ``RETURNING`` of every concrete column gives, as instances: what
-    ``Manager.raw`` makes of them, without its per-row machinery (a third of its cost)."""
+    ``Manager.raw`` makes of them, without its per-row machinery (a third of its cost).
+    ``claim``: the statement is a claim (``_ordered_claim_prefix``)."""
     with connection.cursor() as cursor:
         _fast_timestamps(cursor)
-        cursor.execute(sql, params)
+        prefix = _ordered_claim_prefix(cursor) if claim else ""
+        cursor.execute(prefix + sql, params)
+        if prefix:
+            cursor.cursor.nextset()  # past the SET's result, to the claim's rows
         rows = cursor.fetchall()
     converters = _converters(model, connection.vendor)
     names = [f.attname for f in model._meta.concrete_fields]
@@ -176,7 +200,7 @@ def claim_rows(
     ts = model._meta.get_field("started_at").get_db_prep_save(now, connection)
     worker_id = model._meta.get_field("worker").get_db_prep_save(worker.pk, connection)
     params = [*picked_params, model.Status.PROCESSING, worker_id, ts, ts, model.Status.PENDING]
-    tasks = sorted(_fetch_tasks(model, sql, params), key=lambda t: (-t.priority, t.turn, t.pk))
+    tasks = sorted(_fetch_tasks(model, sql, params, claim=True), key=lambda t: (-t.priority, t.turn, t.pk))
     for task in tasks:
         task.worker = worker  # the row's worker, so the log line names it without a query
     _announce(model, tasks, CLAIM_FIELDS, model.Status.PENDING)
