@@ -280,7 +280,8 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
     """imagegen and each peer, interleaved (the order rotates each round), on the same
     PostgreSQL and Redis: drains (medians of the rounds) and pick-up (the rounds' samples pooled)."""
     python = args.peer_python
-    systems = ["imagegen", *([] if args.no_peers else PEERS)]
+    peers = [name for name in PEERS if not args.peers or any(w.lower() in name.lower() for w in args.peers.split(","))]
+    systems = ["imagegen", *([] if args.no_peers else peers)]
     rates: dict[str, list[float]] = {s: [] for s in systems}
     picks: dict[str, list[float]] = {s: [] for s in systems}
     parts: dict[str, list[float]] = {}
@@ -300,7 +301,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
                 continue
             rates[system].append(rate)
             print(f"round {r + 1} drain {system}: {rate:.0f} tasks/s", flush=True)
-        for system in order:
+        for system in order if not args.drain_only else ():
             try:
                 if system == "imagegen":
                     got = pickup_to_work(per_round, users[0])
@@ -334,15 +335,17 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for system in systems:
-        if not rates[system] or not picks[system]:
+        if not rates[system] or not (picks[system] or args.drain_only):
             lines.append(f"| {system} | no round completed | - | - | - |")
             continue
         rate = statistics.median(rates[system])
-        p50, p99 = p(picks[system], 50), p(picks[system], 99)
+        pickup = "- | -"
+        if picks[system]:
+            p50, p99 = p(picks[system], 50), p(picks[system], 99)
+            pickup = f"{p50:.1f} / {p99:.1f} | {f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'}"
         lines.append(
             f"| {system} | {rate:.0f} ({', '.join(f'{x:.0f}' for x in rates[system])}) | "
-            f"{f'{rate / ref_rate:.2f}x' if ref_rate else '-'} | {p50:.1f} / {p99:.1f} | "
-            f"{f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'} |"
+            f"{f'{rate / ref_rate:.2f}x' if ref_rate else '-'} | {pickup} |"
         )
     if parts:
         lines += [
@@ -384,6 +387,9 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true",
                         help="only the side-by-side run against the peers (bench/peers/), written into --out")
     parser.add_argument("--no-peers", action="store_true", help="with --compare: imagegen alone (no peers' virtualenv)")
+    parser.add_argument("--peers", default="", help="with --compare: only the peers whose names contain one of these "
+                                                     "comma-separated words (e.g. celery,bare)")
+    parser.add_argument("--drain-only", action="store_true", help="with --compare: the drains only (no pick-up rounds)")
     parser.add_argument("--peer-python", default=os.environ.get("BENCH_PEER_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python")),
                         help="the python of the peers' virtualenv (requirements-bench.txt)")
     args = parser.parse_args()
