@@ -375,9 +375,12 @@ class GenerationTask(models.Model):
             "outputs": [output.as_json(url) for output in self.rendered_outputs()],
         }
         tz = tz or timezone.get_current_timezone()  # once, not per timestamp (a context-local lookup each)
-        return {
-            name: _json_value(derived[name] if name in derived else getattr(self, name), tz) for name in self.LIVE_FIELDS
-        }
+        state = {}
+        for name in self.LIVE_FIELDS:
+            value = derived[name] if name in derived else getattr(self, name)
+            # Only datetimes need converting: no call for the other values (twice per task in a drain).
+            state[name] = _json_value(value, tz) if isinstance(value, datetime) else value
+        return state
 
     @staticmethod
     def live_states(tasks: Collection[GenerationTask]) -> list[dict[str, Any]]:
