@@ -281,7 +281,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
     """imagegen and each peer, interleaved (the order rotates each round), on the same
     PostgreSQL and Redis: drains (medians of the rounds) and pick-up (the rounds' samples pooled)."""
     python = args.peer_python
-    peers = [name for name in PEERS if not args.peers or any(w in name.lower() for w in args.peers.split(","))]
+    peers = [name for name in PEERS if not args.peers or any(w.lower() in name.lower() for w in args.peers.split(","))]
     systems = ["imagegen", *([] if args.no_peers else peers)]
     rates: dict[str, list[float]] = {s: [] for s in systems}
     picks: dict[str, list[float]] = {s: [] for s in systems}
@@ -302,7 +302,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
                 continue
             rates[system].append(rate)
             print(f"round {r + 1} drain {system}: {rate:.0f} tasks/s", flush=True)
-        for system in order:
+        for system in order if not args.drain_only else ():
             try:
                 if system == "imagegen":
                     got = pickup_to_work(per_round, users[0])
@@ -332,8 +332,9 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
         + ("Drain: not run (`--pickup-only`). " if args.pickup_only else
            f"Drain: {args.tasks} no-op tasks queued, then 2 worker processes, first start to last finish, the "
            f"median of the rounds. ")
-        + f"Pick-up: enqueue call -> the first line of the task's work, one idle worker, "
-        f"{per_round} samples a round pooled ({per_round * args.rounds} each).",
+        + ("Pick-up: not run (`--drain-only`)." if args.drain_only else
+           f"Pick-up: enqueue call -> the first line of the task's work, one idle worker, "
+           f"{per_round} samples a round pooled ({per_round * args.rounds} each)."),
         "",
         "| queue | drain, tasks/s (rounds) | drain vs Celery | pick-up p50 / p99 ms | p50 vs Celery |",
         "|---|---|---|---|---|",
@@ -344,15 +345,17 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
             lines.append(f"| {system} | not run (--pickup-only) | - | {p50:.1f} / {p99:.1f} | "
                          f"{f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'} |")
             continue
-        if not rates[system] or not picks[system]:
+        if not rates[system] or not (picks[system] or args.drain_only):
             lines.append(f"| {system} | no round completed | - | - | - |")
             continue
         rate = statistics.median(rates[system])
-        p50, p99 = p(picks[system], 50), p(picks[system], 99)
+        pickup = "- | -"
+        if picks[system]:
+            p50, p99 = p(picks[system], 50), p(picks[system], 99)
+            pickup = f"{p50:.1f} / {p99:.1f} | {f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'}"
         lines.append(
             f"| {system} | {rate:.0f} ({', '.join(f'{x:.0f}' for x in rates[system])}) | "
-            f"{f'{rate / ref_rate:.2f}x' if ref_rate else '-'} | {p50:.1f} / {p99:.1f} | "
-            f"{f'{p50 / ref_p50:.2f}x' if ref_p50 else '-'} |"
+            f"{f'{rate / ref_rate:.2f}x' if ref_rate else '-'} | {pickup} |"
         )
     if parts:
         lines += [
@@ -395,7 +398,8 @@ def main() -> None:
                         help="only the side-by-side run against the peers (bench/peers/), written into --out")
     parser.add_argument("--no-peers", action="store_true", help="with --compare: imagegen alone (no peers' virtualenv)")
     parser.add_argument("--pickup-only", action="store_true", help="with --compare: the pick-up rounds only, no drains")
-    parser.add_argument("--peers", default="", help="with --compare: only the peers whose name contains one of these "
+    parser.add_argument("--drain-only", action="store_true", help="with --compare: the drains only (no pick-up rounds)")
+    parser.add_argument("--peers", default="", help="with --compare: only the peers whose names contain one of these "
                         "comma-separated words (e.g. celery,bare); Celery is the reference, so keep it")
     parser.add_argument("--print-only", action="store_true", help="with --compare: print the table, do not write --out")
     parser.add_argument("--peer-python", default=os.environ.get("BENCH_PEER_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python")),

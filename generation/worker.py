@@ -22,7 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.core.files.utils import validate_file_name
 from django.db import close_old_connections, connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
@@ -38,6 +37,7 @@ from .models import (
     Completion, GenerationTask, InvalidTransition, LostClaim, OutputRecord, WorkerProcess, input_upload_to,
     mask_upload_to, output_upload_to, result_upload_to,
 )
+from .new_files import store_new
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +74,6 @@ class Produced:
             mask_name=self.mask_name, engine=result.engine or None, needs_review=result.needs_review,
             outputs=self.outputs,
         )
-
-
-def _store_new(name: str, data: bytes) -> str:
-    """Write a new file under ``name`` (an ``upload_to`` name with a uuid4 in it) and return
-    the name it was stored under. ``Storage.save`` would first probe ``get_available_name``,
-    an ``exists()`` per file (a stat on local disk, a request on some object stores), for a
-    name that cannot exist yet: go straight to the storage's own write, which on local disk
-    still refuses to overwrite (it opens with O_EXCL and picks another name if it must)."""
-    validate_file_name(name, allow_relative_path=True)
-    return default_storage._save(name, ContentFile(data))
 
 
 class ProgressReporter:
@@ -329,7 +319,7 @@ class Worker:
             outputs = self._store_outputs(task, result, job)
             mask_name = ""
             if result.mask:
-                mask_name = _store_new(mask_upload_to(task, "mask.png"), result.mask)
+                mask_name = store_new(mask_upload_to(task, "mask.png"), result.mask)
             return Produced(task, token, outputs[0].file_name, mask_name, result, started, outputs)
         except LostClaim:
             self._finish(task, token, started, "discarded", None, "discarded (canceled or taken back)")
@@ -361,7 +351,7 @@ class Worker:
             for i, out in enumerate(rendered):
                 upload_to = result_upload_to(task, f"result.{out.extension}") if i == 0 \
                     else output_upload_to(task, f"output.{out.extension}")
-                name = _store_new(upload_to, out.data)
+                name = store_new(upload_to, out.data)
                 records.append(OutputRecord(
                     name=out.name, preset=out.preset, format=out.format, width=out.width, height=out.height,
                     bytes=len(out.data), file_name=name, content_type=out.content_type, compliance=out.compliance,

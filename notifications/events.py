@@ -76,16 +76,19 @@ def record(task: GenerationTask, created: bool) -> Event:
     )
 
 
-def record_many(tasks: list[GenerationTask]) -> list[Event]:
+def record_many(tasks: list[GenerationTask]) -> list[tuple[int, dict]]:
     """Append each task's current state as its owner's next event, in list order, by one
-    statement (inside the tasks' transaction): the set-based transitions' events."""
+    statement (inside the tasks' transaction): the set-based transitions' events. Returns
+    ``(user_id, message)`` per event, the message as ``Event.as_message()`` gives it."""
     now = timezone.now()
-    return append_events([(t.user_id, t.pk, event_type(t, False), t.live_state(), now) for t in tasks])
+    states = GenerationTask.live_states(tasks)
+    return append_events([(t.user_id, t.pk, event_type(t, False), state, now) for t, state in zip(tasks, states)])
 
 
-def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetime]]) -> list[Event]:
+def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetime]]) -> list[tuple[int, dict]]:
     """Append ``(user_id, task_id, type, data, created_at)`` rows to their users' logs in the
-    caller's transaction, in list order per user. Returns the events in list order.
+    caller's transaction, in list order per user. Returns ``(user_id, message)`` of each
+    event in list order (``Event.as_message()``'s form, without an ``Event`` per row).
 
     On PostgreSQL one statement: each user's counter moves by its number of rows (the
     counters are taken in user order, so two such appends cannot deadlock on each other),
@@ -95,7 +98,8 @@ def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetim
     if not rows:
         return []
     if connection.vendor != "postgresql":
-        return [Event.append(user_id=u, task_id=t, type=k, data=d, created_at=c) for u, t, k, d, c in rows]
+        appended = [Event.append(user_id=u, task_id=t, type=k, data=d, created_at=c) for u, t, k, d, c in rows]
+        return [(event.user_id, event.as_message()) for event in appended]
     counter = connection.ops.quote_name(EventCounter._meta.db_table)
     table = connection.ops.quote_name(Event._meta.db_table)
     # The rows travel as one JSON document: a text[] of payloads would be quoted element by
@@ -113,23 +117,23 @@ def append_events(rows: list[tuple[int, int | None, str, dict[str, Any], datetim
             f"INSERT INTO {table} (user_id, seq, task_id, type, data, created_at) "
             "SELECT r.user_id, b.last_seq - n.n + row_number() OVER (PARTITION BY r.user_id ORDER BY r.ord), "
             "r.task_id, r.type, r.data, r.created_at FROM r JOIN n USING (user_id) JOIN bumped b USING (user_id) "
-            "RETURNING id, user_id, seq",
+            "RETURNING user_id, seq",
             [document],
         )
         inserted = cursor.fetchall()
     # Each user's rows took that user's new seqs in list order: match them back that way.
-    ids: dict[int, list[tuple[int, int]]] = {}
-    for pk, user_id, seq in sorted(inserted, key=lambda r: (r[1], r[2])):
-        ids.setdefault(user_id, []).append((pk, seq))
+    seqs: dict[int, list[int]] = {}
+    for user_id, seq in sorted(inserted):
+        seqs.setdefault(user_id, []).append(seq)
     taken: Counter[int] = Counter()
-    recorded = []
+    stamps: dict[datetime, str] = {}  # a batch's rows share one created_at
+    messages = []
     for user_id, task_id, kind, data, created_at in rows:
-        pk, seq = ids[user_id][taken[user_id]]
+        seq = seqs[user_id][taken[user_id]]
         taken[user_id] += 1
-        event = Event(id=pk, user_id=user_id, seq=seq, task_id=task_id, type=kind, data=data, created_at=created_at)
-        event._state.adding = False
-        recorded.append(event)
-    return recorded
+        stamp = stamps.get(created_at) or stamps.setdefault(created_at, Event.timestamp_of(created_at))
+        messages.append((user_id, Event.message(kind, seq, task_id, stamp, data)))
+    return messages
 
 
 def append_created(statement: CreationStatement) -> None:

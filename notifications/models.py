@@ -94,10 +94,15 @@ class Event(models.Model):
         return event
 
     def as_message(self) -> dict:
-        return {
-            "type": self.type,
-            "seq": self.seq,
-            "task_id": self.task_id,
-            "timestamp": self.created_at.isoformat().replace("+00:00", "Z"),
-            "data": self.data,
-        }
+        return self.message(self.type, self.seq, self.task_id, self.timestamp_of(self.created_at), self.data)
+
+    @staticmethod
+    def timestamp_of(created_at: datetime) -> str:
+        """An event's ``timestamp`` as clients see it."""
+        return created_at.isoformat().replace("+00:00", "Z")
+
+    @staticmethod
+    def message(type: str, seq: int, task_id: int | None, timestamp: str, data: dict[str, Any]) -> dict:
+        """The event as it is pushed and replayed (``as_message``), from its parts: a batch of
+        appended events is pushed without an ``Event`` instance per row."""
+        return {"type": type, "seq": seq, "task_id": task_id, "timestamp": timestamp, "data": data}

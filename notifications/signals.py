@@ -34,8 +34,7 @@ def record_task_events(sender: type[GenerationTask], tasks: list[GenerationTask]
     event per task, appended by one statement, and one push of them all after commit."""
     if not connections[using].in_atomic_block:
         raise RuntimeError("Change tasks inside transaction.atomic(): their events must commit with them.")
-    recorded = events.record_many(tasks)
-    messages = [(event.user_id, event.as_message()) for event in recorded]
+    messages = events.record_many(tasks)
     transaction.on_commit(partial(events.publish_many, messages), using=using, robust=True)
 
 

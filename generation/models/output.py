@@ -9,6 +9,7 @@ lists them. The first output's file is also the task's ``result_image``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,15 +73,15 @@ class TaskOutput(models.Model):
     def extension(self) -> str:
         return self.file.name.rsplit(".", 1)[-1] if self.file else ""
 
-    def get_url(self) -> str:
+    def get_url(self, url: Callable[[str, int], str] = task_url) -> str:
         # Names are URL-safe by construction (spec._NAME); the first output is also result_image_url.
-        return f"{task_url('task-result', self.task_id)}?output={self.name}"
+        return f"{url('task-result', self.task_id)}?output={self.name}"
 
-    def as_json(self) -> dict[str, Any]:
-        """One entry of the task JSON's ``outputs``."""
+    def as_json(self, url: Callable[[str, int], str] = task_url) -> dict[str, Any]:
+        """One entry of the task JSON's ``outputs`` (``url``: ``task_url`` or a batch's ``task_url_maker()``)."""
         return {
             "name": self.name, "preset": self.preset, "format": self.format, "width": self.width,
-            "height": self.height, "bytes": self.bytes, "url": self.get_url(), "compliance": self.compliance,
+            "height": self.height, "bytes": self.bytes, "url": self.get_url(url), "compliance": self.compliance,
         }
 
     @classmethod

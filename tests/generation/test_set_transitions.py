@@ -131,3 +131,34 @@ def test_concurrent_batches_keep_every_users_log_gapless(make_task, user, other_
             per_task[task_id].append(kind)
         assert set(per_task) == {t.pk for t in tasks if t.user_id == owner.pk}
         assert all(kinds == ["task_created", "task_update", "task_complete"] for kinds in per_task.values())
+
+
+def test_a_batchs_pushed_events_are_the_rest_body_and_the_stored_event(make_task, user, auth_client, worker_row,
+                                                                     monkeypatch, django_capture_on_commit_callbacks):
+    """The batch renders its events with shared lookups and pushes them without reading them
+    back: what a client gets pushed is what it would replay and what GET answers."""
+    from notifications import events
+
+    pushed: list[tuple[int, dict]] = []
+    monkeypatch.setattr(events, "publish_many", pushed.extend)
+    tasks = [make_task(user=user) for _ in range(3)]
+    with_engine = Completion("results/e.jpg", "image/jpeg", {"passed": True, "checks": {}}, engine={"backend": "noop"},
+                             outputs=done("e").outputs)
+    with django_capture_on_commit_callbacks(execute=True):
+        claimed = GenerationTask.claim_next(worker_row, limit=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert GenerationTask.complete_batch([(task, token, with_engine) for task, token in claimed]) == set()
+
+    assert [(m["type"], m["task_id"]) for _, m in pushed] == [
+        *[("task_update", t.pk) for t in tasks], *[("task_complete", t.pk) for t in tasks]
+    ]
+    for user_id, message in pushed:
+        stored = Event.objects.get(user_id=user_id, seq=message["seq"])
+        assert message == stored.as_message()
+    for t in tasks:
+        final = [m for _, m in pushed if m["task_id"] == t.pk][-1]
+        body = auth_client.get(f"/api/tasks/{t.pk}/").json()
+        assert {k: v for k, v in final["data"].items() if k != "elapsed_time"} == {
+            k: v for k, v in body.items() if k != "elapsed_time"
+        }
+        assert list(final["data"]) == list(body)  # the same fields in the same order
