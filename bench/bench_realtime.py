@@ -247,14 +247,18 @@ class Clients:
         self.sockets: list[Any] = []
         self.readers: list[asyncio.Task] = []
 
+    path = "/ws/notifications?token={token}"
+    synced = True  # the server sends sync_complete first (the raw peer sends nothing)
+
     async def open(self, entries: list[dict], batch: int = 100) -> None:
         from websockets.asyncio.client import connect
 
         async def one(entry: dict) -> None:
-            ws = await connect(f"ws://127.0.0.1:{self.port}/ws/notifications?token={entry['token']}",
+            ws = await connect(f"ws://127.0.0.1:{self.port}" + self.path.format(**entry),
                                open_timeout=60, max_queue=None)
-            sync = json.loads(await ws.recv())
-            assert sync["type"] == "sync_complete", sync
+            if self.synced:
+                sync = json.loads(await ws.recv())
+                assert sync["type"] == "sync_complete", sync
             self.sockets.append(ws)
             self.received[entry["user"]] = []
             self.readers.append(asyncio.ensure_future(self.read(entry["user"], ws)))
@@ -279,6 +283,13 @@ class Clients:
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+
+
+class RawClients(Clients):
+    """The same, against the raw-Channels peer (``bench/peers/raw_channels.py``): no token, no sync."""
+
+    path = "/ws/raw?user={user}"
+    synced = False
 
 
 class SSEClients(Clients):
@@ -856,6 +867,320 @@ frames themselves cost, sent from one process), and the last column what the fil
 """ + STORM_END
 
 
+# --- imagegen beside raw Channels (--compare) ----------------------------------------------------
+RAW_APP = "bench.peers.raw_channels:application"
+IMAGEGEN_APP = "imagegen_site.asgi:application"
+
+
+def start_daphne(tree: Path, app: str, log: Path) -> tuple[subprocess.Popen, int]:
+    env = {**bench_env(Path(f"/tmp/bench_compare_{os.getpid()}/media")), "PYTHONPATH": str(tree)}
+    port = free_port()
+    with open(log, "ab") as out:
+        daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+                                  cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
+    while True:
+        if daphne.poll() is not None:
+            raise SystemExit(f"daphne {app} from {tree} exited; see {log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return daphne, port
+        except OSError:
+            time.sleep(0.1)
+
+
+def raw_producer(spec: dict[str, Any], tmp: Path) -> tuple[list[tuple[int, int, float]], float, float]:
+    """The peer's producer (``group_send`` per event), one process; the same return as ``run_producers``."""
+    path, out = tmp / "raw_spec.json", tmp / "raw_out.json"
+    path.write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "peers" / "raw_channels.py"), "--produce",
+                           str(path), str(out)], env=bench_env(tmp / "media"))
+    if proc.returncode != 0:
+        raise SystemExit("raw producer failed")
+    result = json.loads(out.read_text())
+    stamps = [tuple(s) for s in result["stamps"]]
+    return stamps, len(stamps) / result["elapsed"], result["cpu"] / max(len(stamps), 1)  # type: ignore[return-value]
+
+
+async def pushed(server: dict[str, Any], pid: int, clients: Clients, entries: list[dict], rate: float,
+                 seconds: float, tmp: Path, sample: dict) -> dict[str, Any]:
+    """``rate`` events/s for ``seconds``, round-robin over ``entries``' users, handed to the channel layer
+    by each server's own producer: imagegen's ``events.publish`` of events already in its log (what the
+    ``on_commit`` hook calls), the peer's bare ``group_send``. Both stamp the hand-off; commits are not
+    part of either figure."""
+    users = [e["user"] for e in entries]
+    per_user = int(rate * seconds / len(users)) + 2
+    cpu, own_cpu = cpu_seconds(pid), time.process_time()
+    if server["raw"]:
+        spec = {"users": users, "rate": rate, "seconds": seconds, "after": {}, "event": sample}
+        stamps, produced, producer_cpu = await asyncio.to_thread(raw_producer, spec, tmp)
+    else:
+        afters = await asyncio.to_thread(log_events, users, per_user)
+        spec = {"mode": "publish", "rate": rate, "seconds": seconds, "threads": 1, "after": afters}
+        stamps, produced, producer_cpu = await asyncio.to_thread(run_producers, spec, users, "users", 1,
+                                                                 tmp / "media", tmp)
+    last: dict[int, int] = {}
+    for user, seq, _ in stamps:
+        last[user] = max(last.get(user, 0), seq)
+    await clients.wait_for(last, timeout=30)
+    result = judge(stamps, clients)
+    delivered = max(result["delivered"], 1)
+    result.update(produced=produced, producer_cpu_ms=producer_cpu * 1000,
+                  server_cpu_ms=(cpu_seconds(pid) - cpu) * 1000 / delivered,
+                  client_cpu_ms=(time.process_time() - own_cpu) * 1000 / delivered)
+    return result
+
+
+async def compare_one(server: dict[str, Any], args: argparse.Namespace, single: list[dict], many: list[dict],
+                      tmp: Path, sample: dict) -> dict[str, Any]:
+    """One fresh daphne of ``server``: latency (one client), memory per idle socket, fan-out."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from django.contrib.auth import get_user_model
+
+    # Fresh tokens for every daphne: a long run must not meet their expiry.
+    users = await asyncio.to_thread(lambda: {u.pk: u for u in get_user_model().objects.filter(
+        pk__in=[e["user"] for e in single + many])})
+    for entry in single + many:
+        entry["token"] = str(AccessToken.for_user(users[entry["user"]]))
+    kind = RawClients if server["raw"] else Clients
+    daphne, port = start_daphne(server["tree"], server["app"], tmp / f"daphne_{server['name']}.log")
+    try:
+        warm = kind(port)  # imports, pools and first-connection caches: not per-socket memory
+        await warm.open(many[:5])
+        await warm.close()
+        one = kind(port)
+        await one.open(single)
+        latency = await pushed(server, daphne.pid, one, single, 100, args.seconds, tmp, sample)
+        await one.close()
+        await asyncio.sleep(1)  # the closes finish on the server before the idle baseline
+        before = settled_rss(daphne.pid)
+        clients = kind(port)
+        t0 = time.monotonic()
+        await clients.open(many)
+        connect = time.monotonic() - t0
+        after = settled_rss(daphne.pid)
+        memory = {"before": before, "after": after, "per_socket": (after - before) * 1024 / len(many),
+                  "connect_s": connect}
+        fanout = await pushed(server, daphne.pid, clients, many, args.compare_rate, args.seconds, tmp, sample)
+        await clients.close()
+    finally:
+        daphne.terminate()
+        daphne.wait(20)
+    result = {"latency": latency, "memory": memory, "fanout": fanout}
+    print(server["name"], json.dumps({k: {m: round(v, 3) if isinstance(v, float) else v for m, v in r.items()}
+                                      for k, r in result.items()}), flush=True)
+    return result
+
+
+def compare_servers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    servers = [{"name": "raw Channels", "tree": ROOT, "app": RAW_APP, "raw": True},
+               {"name": "imagegen", "tree": ROOT, "app": IMAGEGEN_APP, "raw": False}]
+    if args.baseline:
+        servers.append({"name": f"imagegen ({args.baseline_label})", "tree": Path(args.baseline).resolve(),
+                        "app": IMAGEGEN_APP, "raw": False})
+    return servers
+
+
+def compare_main(args: argparse.Namespace) -> None:
+    """``--compare``: imagegen (this tree, and ``--baseline`` if given) and the raw-Channels peer, each on
+    a fresh daphne per round, the servers' order rotating from round to round."""
+    os.environ.update({"DEBUG": "0", "SECRET_KEY": os.environ.get("SECRET_KEY") or f"bench-{uuid.uuid4().hex}",
+                       "JWT_ACCESS_SECONDS": "7200"})
+    tmp = Path(f"/tmp/bench_compare_{os.getpid()}")
+    (tmp / "media").mkdir(parents=True)
+    setup_django(bench_env(tmp / "media"), fresh=True)
+    single, many = make_users(1), make_users(args.clients)
+    log_events([single[0]["user"]], 1)
+    from notifications.models import Event
+
+    sample = Event.objects.filter(user_id=single[0]["user"]).first().as_message()  # the frame body the peer sends
+    servers = compare_servers(args)
+    gc.collect()
+    gc.freeze()  # the clients are the measuring instrument (see main())
+    load = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in servers}
+    for round_ in range(args.rounds):
+        for server in servers[round_ % len(servers):] + servers[:round_ % len(servers)]:
+            runs[server["name"]].append(asyncio.run(compare_one(server, args, single, many, tmp, sample)))
+    write_compare_section(args, runs, load, os.getloadavg())
+
+
+def _median(runs: list[dict[str, Any]], part: str, key: str) -> float:
+    return statistics.median(r[part][key] for r in runs)
+
+
+def write_compare_section(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], load: tuple,
+                          load_end: tuple) -> None:
+    raw = runs["raw Channels"]
+    rows = {"latency": [], "memory": [], "fanout": []}
+    for name, rs in runs.items():
+        def ratio(part: str, key: str) -> str:
+            return "" if rs is raw else f" ({_median(rs, part, key) / _median(raw, part, key):.2f}x)"
+
+        lost = sum(r[p]["lost"] for r in rs for p in ("latency", "fanout"))
+        duplicated = sum(r[p]["duplicated"] for r in rs for p in ("latency", "fanout"))
+        rows["latency"].append(
+            f"| {name} | {_median(rs, 'latency', 'p50_ms'):.2f} ms{ratio('latency', 'p50_ms')} "
+            f"| {_median(rs, 'latency', 'p99_ms'):.2f} ms{ratio('latency', 'p99_ms')} "
+            f"| {_median(rs, 'latency', 'server_cpu_ms'):.2f} ms{ratio('latency', 'server_cpu_ms')} |")
+        rows["fanout"].append(
+            f"| {name} | {_median(rs, 'fanout', 'produced'):.0f} "
+            f"| {_median(rs, 'fanout', 'per_second'):.0f}{ratio('fanout', 'per_second')} "
+            f"| {_median(rs, 'fanout', 'p50_ms'):.1f} ms{ratio('fanout', 'p50_ms')} "
+            f"| {_median(rs, 'fanout', 'p99_ms'):.1f} ms{ratio('fanout', 'p99_ms')} "
+            f"| {_median(rs, 'fanout', 'server_cpu_ms'):.2f} ms{ratio('fanout', 'server_cpu_ms')} "
+            f"| {lost} | {duplicated} |")
+        per_socket = sorted(r["memory"]["per_socket"] / 1024 for r in rs)
+        rows["memory"].append(
+            f"| {name} | **{_median(rs, 'memory', 'per_socket') / 1024:.1f} KiB**{ratio('memory', 'per_socket')} "
+            f"| {per_socket[0]:.1f}-{per_socket[-1]:.1f} KiB | {_median(rs, 'memory', 'before') / 1024:.1f} MiB "
+            f"| {_median(rs, 'memory', 'connect_s'):.1f} s |")
+    section = COMPARE_SECTION.format(
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), rounds=args.rounds, clients=args.clients,
+        seconds=args.seconds, rate=args.compare_rate, load="/".join(f"{x:.1f}" for x in load),
+        load_end="/".join(f"{x:.1f}" for x in load_end), servers=len(runs),
+        baseline=f" `--baseline` is {args.baseline_label}." if args.baseline else "",
+        latency="\n".join(rows["latency"]), memory="\n".join(rows["memory"]), fanout="\n".join(rows["fanout"]))
+    replace_section(COMPARE_BEGIN, COMPARE_END, section, "compare")
+
+
+COMPARE_BEGIN, COMPARE_END = "<!-- compare-raw-channels -->", "<!-- /compare-raw-channels -->"
+COMPARE_SECTION = COMPARE_BEGIN + """
+## imagegen beside raw Channels
+
+`bench/bench_realtime.py --compare --rounds {rounds}`, {date}. The peer is `bench/peers/raw_channels.py`: a
+plain `AsyncWebsocketConsumer` that joins one group per user, accepts, and forwards each group message as
+a text frame, served by daphne with the project's own `CHANNEL_LAYERS` (channels-redis pub/sub on the same
+Redis); its producer awaits one `group_send` per event.{baseline} Each round starts a fresh daphne per
+server ({servers} servers, their order rotating) and runs, on it: latency (one socket, 100 events/s for
+{seconds:.0f} s), memory ({clients} idle sockets, one per user, opened in waves of 100: the RSS they add
+once it settles) and fan-out ({rate:.0f} events/s asked for {seconds:.0f} s, round-robin over those
+{clients} sockets). Figures are the medians of the {rounds} rounds, ratios imagegen / raw Channels.
+Latency runs from the hand-off to the channel layer to the frame's arrival: imagegen's producer calls
+`notifications.events.publish` on events already in its log (what the `on_commit` hook calls), the peer's
+calls `group_send`; the commit is in neither. Load average {load} at the start, {load_end} at the end
+(the machine is shared with other jobs: compare the rows with each other).
+
+What imagegen does per socket and per event that the peer does not, so the rows are read fairly: on
+connect it checks the Origin, the JWT (signature, and the user still active: one batched query), the
+attempt rate and the per-user socket cap (one batched Redis round trip), counts the socket in presence,
+reads the user's newest seq and sends `sync_complete`, and arms the token's expiry; per event it drops
+a push at or below the seq it sent, fills a hole from the log, records the push latency and checks the
+socket's unsent backlog. Its publisher pipelines the PUBLISHes of a burst (the peer's `group_send`
+is one round trip each). The durable event log itself (the seq counter, the event row) is written at
+commit, which neither figure includes.
+
+**Push latency**, one socket, 100 events/s:
+
+| server | p50 | p99 | daphne CPU per frame |
+|---|---|---|---|
+{latency}
+
+**Fan-out** to {clients} sockets:
+
+| server | produced/s | delivered/s | p50 | p99 | daphne CPU per frame | lost | duplicated |
+|---|---|---|---|---|---|---|---|
+{fanout}
+
+**Memory per idle socket**, {clients} sockets:
+
+| server | RSS per socket | range over the rounds | RSS before | connect time |
+|---|---|---|---|---|
+{memory}
+""" + COMPARE_END
+
+
+# --- what each idle socket holds (--tracemalloc) --------------------------------------------------
+def traced_daphne(argv: list[str]) -> None:
+    """daphne with tracemalloc on; SIGUSR1 writes a snapshot to ``$TRACE_DIR/snapN`` (then ``doneN``)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(12)
+    taken = [0]
+
+    def dump(*_: Any) -> None:
+        gc.collect()
+        taken[0] += 1
+        tracemalloc.take_snapshot().dump(f"{os.environ['TRACE_DIR']}/snap{taken[0]}")
+        Path(f"{os.environ['TRACE_DIR']}/done{taken[0]}").touch()
+
+    signal.signal(signal.SIGUSR1, dump)
+    sys.path.remove(str(ROOT))  # the tree served is PYTHONPATH's (a --baseline checkout), not this one
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface().run(argv)
+
+
+async def traced_run(server: dict[str, Any], entries: list[dict], tmp: Path) -> dict[str, tuple[int, int]]:
+    """Python allocations that ``len(entries) - 5`` idle sockets add to one daphne, by source line."""
+    import signal
+    import tracemalloc
+
+    trace_dir = tmp / f"trace_{server['name'].replace(' ', '_')}"
+    trace_dir.mkdir()
+    env = {**bench_env(tmp / "media"), "PYTHONPATH": str(server["tree"]), "TRACE_DIR": str(trace_dir)}
+    port = free_port()
+    with open(trace_dir / "daphne.log", "wb") as out:
+        # A long connect timeout: tracing slows the first handshakes past daphne's 5 s.
+        daphne = subprocess.Popen([sys.executable, __file__, "--traced-daphne", "--websocket_connect_timeout", "120",
+                                   "-b", "127.0.0.1", "-p", str(port), server["app"]], cwd=server["tree"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+
+    def snapshot(n: int) -> tracemalloc.Snapshot:
+        daphne.send_signal(signal.SIGUSR1)
+        while not (trace_dir / f"done{n}").exists():
+            time.sleep(0.2)
+        return tracemalloc.Snapshot.load(str(trace_dir / f"snap{n}")).filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        kind = RawClients if server["raw"] else Clients
+        warm = kind(port)
+        await warm.open(entries[:5])
+        await warm.close()
+        await asyncio.sleep(1)
+        before = await asyncio.to_thread(snapshot, 1)
+        clients = kind(port)
+        await clients.open(entries[5:], batch=25)
+        await asyncio.sleep(2)
+        after = await asyncio.to_thread(snapshot, 2)
+        await clients.close()
+    finally:
+        daphne.terminate()
+        daphne.wait(20)
+    root = str(server["tree"])
+    return {str(s.traceback).replace(root + "/", "").split("site-packages/")[-1]: (s.size_diff, s.count_diff)
+            for s in after.compare_to(before, "lineno")}
+
+
+def tracemalloc_main(args: argparse.Namespace) -> None:
+    """``--tracemalloc N``: each server's Python allocations per idle socket, by line, beside the peer's."""
+    os.environ.update({"DEBUG": "0", "SECRET_KEY": os.environ.get("SECRET_KEY") or f"bench-{uuid.uuid4().hex}"})
+    tmp = Path(f"/tmp/bench_trace_{os.getpid()}")
+    (tmp / "media").mkdir(parents=True)
+    setup_django(bench_env(tmp / "media"), fresh=True)
+    entries = make_users(args.tracemalloc + 5)
+    servers = compare_servers(args)
+    n = args.tracemalloc
+    lines = {s["name"]: asyncio.run(traced_run(s, entries, tmp)) for s in servers}
+    raw = lines.pop("raw Channels")
+    print(f"raw Channels: {sum(v[0] for v in raw.values()) / n:.0f} B traced per socket")
+    for name, own in lines.items():
+        print(f"\n{name}: {sum(v[0] for v in own.values()) / n:.0f} B traced per socket; lines that differ "
+              "from the peer's (B per socket, blocks per socket):")
+        diff = sorted(((own.get(k, (0, 0))[0] - raw.get(k, (0, 0))[0]) / n,
+                       (own.get(k, (0, 0))[1] - raw.get(k, (0, 0))[1]) / n, k) for k in set(own) | set(raw))
+        for size, count, where in [d for d in diff[::-1] if d[0] >= 20][:args.top] + [d for d in diff if d[0] <= -60]:
+            print(f"  {size:+6.0f} B {count:+5.2f}  {where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -877,12 +1202,27 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=0,
                         help="daphne's listen backlog for --storm (0: daphne's own default, Twisted's 50)")
     parser.add_argument("--baseline-label", default="main", help="what --baseline is, for the report")
+    parser.add_argument("--compare", action="store_true",
+                        help="only imagegen beside the raw-Channels peer (bench/peers/raw_channels.py), interleaved: "
+                        "latency, memory per idle socket and fan-out, with --baseline as a third server if given")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --compare (medians)")
+    parser.add_argument("--compare-rate", type=float, default=5000, help="events/s asked for in --compare's fan-out")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="N",
+                        help="only what N idle sockets add to one daphne's Python heap, by source line, imagegen "
+                        "(and --baseline) beside the raw-Channels peer (printed)")
+    parser.add_argument("--top", type=int, default=30, help="lines to print per server (--tracemalloc)")
     parser.add_argument("--produce", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--traced-daphne"]:
+        return traced_daphne(sys.argv[2:])
     args = parser.parse_args()
     if args.produce:
         produce(*args.produce)
     elif args.storm:
         storm_main(args)
+    elif args.compare:
+        compare_main(args)
+    elif args.tracemalloc:
+        tracemalloc_main(args)
     else:
         prepared = prepare(args)
         # The clients are the measuring instrument: keep this process's collector from walking
