@@ -908,10 +908,15 @@ async def pushed(server: dict[str, Any], pid: int, clients: Clients, entries: li
     ``on_commit`` hook calls), the peer's bare ``group_send``. Both stamp the hand-off; commits are not
     part of either figure."""
     users = [e["user"] for e in entries]
-    per_user = int(rate * seconds / len(users)) + 2
+    # Exactly as many events as the producer sends in ``seconds`` (it sends rate * seconds + 1): an event
+    # logged but never pushed would be a hole the next run's first push finds, and imagegen would fill
+    # it, and the events after it, from the log before their pushes were stamped.
+    per_user = max(1, int((rate * seconds + 1) // len(users)))
     cpu, own_cpu = cpu_seconds(pid), time.process_time()
     if server["raw"]:
-        spec = {"users": users, "rate": rate, "seconds": seconds, "after": {}, "event": sample}
+        # The peer's seqs go on from where this socket's last run ended (arrivals are matched by seq).
+        after = {str(u): max((s for s, _ in clients.received.get(u, [])), default=0) for u in users}
+        spec = {"users": users, "rate": rate, "seconds": seconds, "after": after, "event": sample}
         stamps, produced, producer_cpu = await asyncio.to_thread(raw_producer, spec, tmp)
     else:
         afters = await asyncio.to_thread(log_events, users, per_user)
@@ -962,11 +967,13 @@ async def compare_one(server: dict[str, Any], args: argparse.Namespace, single: 
         memory = {"before": before, "after": after, "per_socket": (after - before) * 1024 / len(many),
                   "connect_s": connect}
         fanout = await pushed(server, daphne.pid, clients, many, args.compare_rate, args.seconds, tmp, sample)
+        sustained = await pushed(server, daphne.pid, clients, many, args.compare_sustained_rate, args.seconds, tmp,
+                                 sample)
         await clients.close()
     finally:
         daphne.terminate()
         daphne.wait(20)
-    result = {"latency": latency, "memory": memory, "fanout": fanout}
+    result = {"latency": latency, "memory": memory, "fanout": fanout, "sustained": sustained}
     print(server["name"], json.dumps({k: {m: round(v, 3) if isinstance(v, float) else v for m, v in r.items()}
                                       for k, r in result.items()}), flush=True)
     return result
@@ -1012,24 +1019,27 @@ def _median(runs: list[dict[str, Any]], part: str, key: str) -> float:
 def write_compare_section(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], load: tuple,
                           load_end: tuple) -> None:
     raw = runs["raw Channels"]
-    rows = {"latency": [], "memory": [], "fanout": []}
+    rows: dict[str, list[str]] = {"latency": [], "memory": [], "fanout": [], "sustained": [], "losses": []}
     for name, rs in runs.items():
         def ratio(part: str, key: str) -> str:
             return "" if rs is raw else f" ({_median(rs, part, key) / _median(raw, part, key):.2f}x)"
 
-        lost = sum(r[p]["lost"] for r in rs for p in ("latency", "fanout"))
-        duplicated = sum(r[p]["duplicated"] for r in rs for p in ("latency", "fanout"))
+        runs_of = [p for p in ("latency", "fanout", "sustained") if p in rs[0]]
+        lost = sum(r[p]["lost"] for r in rs for p in runs_of)
+        duplicated = sum(r[p]["duplicated"] for r in rs for p in runs_of)
         rows["latency"].append(
             f"| {name} | {_median(rs, 'latency', 'p50_ms'):.2f} ms{ratio('latency', 'p50_ms')} "
             f"| {_median(rs, 'latency', 'p99_ms'):.2f} ms{ratio('latency', 'p99_ms')} "
             f"| {_median(rs, 'latency', 'server_cpu_ms'):.2f} ms{ratio('latency', 'server_cpu_ms')} |")
-        rows["fanout"].append(
-            f"| {name} | {_median(rs, 'fanout', 'produced'):.0f} "
-            f"| {_median(rs, 'fanout', 'per_second'):.0f}{ratio('fanout', 'per_second')} "
-            f"| {_median(rs, 'fanout', 'p50_ms'):.1f} ms{ratio('fanout', 'p50_ms')} "
-            f"| {_median(rs, 'fanout', 'p99_ms'):.1f} ms{ratio('fanout', 'p99_ms')} "
-            f"| {_median(rs, 'fanout', 'server_cpu_ms'):.2f} ms{ratio('fanout', 'server_cpu_ms')} "
-            f"| {lost} | {duplicated} |")
+        for part in ("fanout", "sustained"):
+            if part in rs[0]:
+                rows[part].append(
+                    f"| {name} | {_median(rs, part, 'produced'):.0f} "
+                    f"| {_median(rs, part, 'per_second'):.0f}{ratio(part, 'per_second')} "
+                    f"| {_median(rs, part, 'p50_ms'):.1f} ms{ratio(part, 'p50_ms')} "
+                    f"| {_median(rs, part, 'p99_ms'):.1f} ms{ratio(part, 'p99_ms')} "
+                    f"| {_median(rs, part, 'server_cpu_ms'):.2f} ms{ratio(part, 'server_cpu_ms')} |")
+        rows["losses"].append(f"| {name} | {len(rs)} | {lost} | {duplicated} |")
         per_socket = sorted(r["memory"]["per_socket"] / 1024 for r in rs)
         rows["memory"].append(
             f"| {name} | **{_median(rs, 'memory', 'per_socket') / 1024:.1f} KiB**{ratio('memory', 'per_socket')} "
@@ -1040,7 +1050,9 @@ def write_compare_section(args: argparse.Namespace, runs: dict[str, list[dict[st
         seconds=args.seconds, rate=args.compare_rate, load="/".join(f"{x:.1f}" for x in load),
         load_end="/".join(f"{x:.1f}" for x in load_end), servers=len(runs),
         baseline=f" `--baseline` is {args.baseline_label}." if args.baseline else "",
-        latency="\n".join(rows["latency"]), memory="\n".join(rows["memory"]), fanout="\n".join(rows["fanout"]))
+        latency="\n".join(rows["latency"]), memory="\n".join(rows["memory"]), fanout="\n".join(rows["fanout"]),
+        sustained="\n".join(rows["sustained"]) or "| (not run) |", sustained_rate=args.compare_sustained_rate,
+        losses="\n".join(rows["losses"]))
     replace_section(COMPARE_BEGIN, COMPARE_END, section, "compare")
 
 
@@ -1055,7 +1067,7 @@ Redis); its producer awaits one `group_send` per event.{baseline} Each round sta
 server ({servers} servers, their order rotating) and runs, on it: latency (one socket, 100 events/s for
 {seconds:.0f} s), memory ({clients} idle sockets, one per user, opened in waves of 100: the RSS they add
 once it settles) and fan-out ({rate:.0f} events/s asked for {seconds:.0f} s, round-robin over those
-{clients} sockets). Figures are the medians of the {rounds} rounds, ratios imagegen / raw Channels.
+{clients} sockets, then {sustained_rate:.0f} events/s). Figures are the medians of the {rounds} rounds, ratios imagegen / raw Channels.
 Latency runs from the hand-off to the channel layer to the frame's arrival: imagegen's producer calls
 `notifications.events.publish` on events already in its log (what the `on_commit` hook calls), the peer's
 calls `group_send`; the commit is in neither. Load average {load} at the start, {load_end} at the end
@@ -1076,11 +1088,24 @@ commit, which neither figure includes.
 |---|---|---|---|
 {latency}
 
-**Fan-out** to {clients} sockets:
+**Fan-out** to {clients} sockets, {rate:.0f} events/s asked (more than either producer or server keeps up
+with on this machine: delivered/s is the throughput, and p50/p99 are mostly queueing):
 
-| server | produced/s | delivered/s | p50 | p99 | daphne CPU per frame | lost | duplicated |
-|---|---|---|---|---|---|---|---|
+| server | produced/s | delivered/s | p50 | p99 | daphne CPU per frame |
+|---|---|---|---|---|---|
 {fanout}
+
+**Fan-out at a sustained rate**, {sustained_rate:.0f} events/s to the same sockets:
+
+| server | produced/s | delivered/s | p50 | p99 | daphne CPU per frame |
+|---|---|---|---|---|---|
+{sustained}
+
+Lost and duplicated frames (every seq counted per socket, all runs of all rounds):
+
+| server | rounds | lost | duplicated |
+|---|---|---|---|
+{losses}
 
 **Memory per idle socket**, {clients} sockets:
 
@@ -1207,6 +1232,8 @@ def main() -> None:
                         "latency, memory per idle socket and fan-out, with --baseline as a third server if given")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --compare (medians)")
     parser.add_argument("--compare-rate", type=float, default=5000, help="events/s asked for in --compare's fan-out")
+    parser.add_argument("--compare-sustained-rate", type=float, default=1000,
+                        help="a second --compare fan-out at a rate both servers keep up with")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                         help="only what N idle sockets add to one daphne's Python heap, by source line, imagegen "
                         "(and --baseline) beside the raw-Channels peer (printed)")
