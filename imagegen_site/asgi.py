@@ -22,10 +22,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagegen_site.settings")
 os.environ.setdefault("IMAGEGEN_ASGI_PROCESS", "1")
 django_asgi_app = get_asgi_application()  # sets Django up before routing imports models
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from notifications.auth import SocketAuthMiddleware  # noqa: E402
 from notifications.events import publisher  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
@@ -37,11 +36,17 @@ Send = Callable[[dict], Awaitable[None]]
 
 
 class ServerHooks:
-    """Wraps the router: attaches the event publisher to the server's loop and, in
-    the embedded default, starts the in-process worker on the first call."""
+    """The application: routes by scope type, attaches the event publisher to the server's loop and,
+    in the embedded default, starts the in-process worker on the first call.
 
-    def __init__(self, app: Any, embedded_worker: bool) -> None:
-        self.app = app
+    ``__call__`` returns the routed application's coroutine rather than awaiting it (Channels'
+    ``ProtocolTypeRouter`` does, as a wrapper written with ``await`` would): each such frame lives as
+    long as its WebSocket, and this process holds thousands of them."""
+
+    _asgi_single_callable = True  # a plain function returning a coroutine: ASGI 3, not ASGI 2
+
+    def __init__(self, routes: dict[str, Any], embedded_worker: bool) -> None:
+        self.routes = routes
         self.embedded_worker = embedded_worker
         self._started = False
         self._lock = threading.Lock()
@@ -67,31 +72,41 @@ class ServerHooks:
             threading.Thread(target=self.worker.start, name="imagegen-embedded-start", daemon=True).start()
             logger.info("Embedded worker starting inside the web process")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Called by the server on its running loop (the first call needs it).
         if not self._started:
             self._on_first_call()
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    if self.worker is not None:
-                        self.worker.stop()
-                    if self.sweeper is not None:
-                        self.sweeper.stop()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        await self.app(scope, receive, send)
+            return self._lifespan(receive, send)
+        app = self.routes.get(scope["type"])
+        if app is None:
+            return self._unknown(scope["type"])
+        return app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.worker is not None:
+                    self.worker.stop()
+                if self.sweeper is not None:
+                    self.sweeper.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _unknown(kind: str) -> None:
+        raise ValueError(f"No application configured for scope type {kind!r}")
 
 
 application = ServerHooks(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            "websocket": SocketAuthMiddleware(URLRouter(websocket_urlpatterns)),  # Origin check + JWT user
-        }
-    ),
+    {
+        "http": django_asgi_app,
+        # The consumer checks the Origin and the JWT itself (notifications.auth.authenticate).
+        "websocket": URLRouter(websocket_urlpatterns),
+    },
     embedded_worker=settings.IMAGEGEN_EMBEDDED_WORKER,
 )
 

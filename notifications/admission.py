@@ -28,9 +28,9 @@ CLOSE_UNAVAILABLE = 4013  # channel layer unreachable: retry with backoff, then 
 CLOSE_RATE_LIMITED = 4029  # too many attempts, or too many open sockets for this user
 
 
-async def accept_on_arrival(scope: dict, receive: Any, send: Any) -> Any:
+async def accept_on_arrival(scope: dict, receive: Any, send: Any) -> dict:
     """Accept the handshake as soon as it arrives, before the token, the database or the channel
-    layer is asked anything; returns the ``receive`` to hand on (it gives the connect message again).
+    layer is asked anything; returns that first message (the caller dispatches it).
 
     Daphne closes a handshake that is not accepted within its connect timeout (5 s), and the client
     then sees no HTTP answer at all. Under a reconnect storm, or on a server that has just started
@@ -41,16 +41,7 @@ async def accept_on_arrival(scope: dict, receive: Any, send: Any) -> Any:
     if first["type"] == "websocket.connect":
         await send({"type": "websocket.accept"})
         scope["accepted"] = True
-    replayed = False
-
-    async def receive_after_first() -> dict:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return first
-        return await receive()
-
-    return receive_after_first
+    return first
 
 
 # (address, user id or None, a serial that keeps two attempts of one client apart in a batch)

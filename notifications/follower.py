@@ -28,6 +28,9 @@ class LogFollower:
     closes a client that cannot keep up and returns True; ``closing`` says whether
     the connection is going (replays stop then)."""
 
+    # One per open socket, for its whole life: no instance dict.
+    __slots__ = ("user_id", "last_sent", "_send", "_too_slow", "_closing")
+
     def __init__(self, user_id: int, send: Send, *, too_slow: Callable[[], Awaitable[bool]] = _never_too_slow,
                  closing: Callable[[], bool] = lambda: False) -> None:
         self.user_id = user_id

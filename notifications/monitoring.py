@@ -124,7 +124,14 @@ class ProcessWindow:
     def tick(self) -> dict[str, Any]:
         """Take a reading, drop what fell out of the window, return the window (what the cache gets)."""
         now = time.monotonic()
-        self.readings.append((now, self.reading()))
+        reading = (now, self.reading())
+        # presence flushes once per burst of connects, hundreds of times in a storm; a window's start
+        # needs no finer grain than a second, so a reading within a second of the one before the
+        # newest replaces the newest (at most two a second are kept, not one per flush for 10 min).
+        if len(self.readings) > 1 and now - self.readings[-2][0] < 1.0:
+            self.readings[-1] = reading
+        else:
+            self.readings.append(reading)
         while len(self.readings) > 2 and now - self.readings[1][0] >= WINDOW:
             self.readings.popleft()
         return self.window()

@@ -95,3 +95,20 @@ def test_metrics_and_the_admin_dashboard_show_the_table(admin_client: Any, setti
     for figure in FIGURES:
         assert html.escape(figure.label) in page
 
+
+
+def test_a_storm_of_flushes_keeps_about_one_reading_a_second_and_the_window_still_moves(monkeypatch: Any) -> None:
+    """presence ticks once per flush, i.e. once per burst of connects: a storm must not keep a reading
+    per flush for the whole window (measured: about 100 bytes per socket after 1,000 connects)."""
+    clock = [1000.0]
+    monkeypatch.setattr(monitoring.time, "monotonic", lambda: clock[0])
+    process = monitoring.ProcessWindow()
+    for i in range(1000):  # 10 s of a storm: 100 flushes a second
+        clock[0] = 1000.0 + i / 100
+        process.tick()
+    assert len(process.readings) <= 12
+    assert process.readings[0][0] == 1000.0  # the window starts where it started
+    assert process.readings[-1][0] == clock[0]  # and ends at the latest reading
+    clock[0] = 1000.0 + monitoring.WINDOW + 20
+    process.tick()
+    assert 1000.0 + 9 < process.readings[0][0] < 1000.0 + 10  # the oldest readings left the window
