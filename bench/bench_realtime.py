@@ -219,6 +219,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_port(port: int, server: subprocess.Popen | None = None, what: str = "server") -> None:
+    """Until something accepts on ``port`` (loopback); fails if ``server`` exits first."""
+    while True:
+        if server is not None and server.poll() is not None:
+            raise SystemExit(f"{what} exited before listening on port {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -406,12 +418,7 @@ async def main_async(args: argparse.Namespace, tmp: Path, single: list[dict], ma
                                   stderr=subprocess.STDOUT)
     results: dict[str, Any] = {"load": load}
     try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port, daphne, "daphne")
         # Warm up code paths (imports, pools) so they do not count as per-socket memory.
         warm = Clients(port)
         await warm.open(single)
@@ -780,12 +787,7 @@ async def storm_run(tree: Path, entries: list[dict], gap_sockets: int, timeout: 
         daphne = subprocess.Popen([sys.executable, "-m", "daphne", *listen, "imagegen_site.asgi:application"],
                                   cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port, daphne, "daphne")
         warm, warm_sockets = await storm(port, entries[:5], timeout)  # imports and pools, not measured
         await asyncio.gather(*(ws.close() for _, ws in warm_sockets))
         cpu = cpu_seconds(daphne.pid)
@@ -878,14 +880,8 @@ def start_daphne(tree: Path, app: str, log: Path) -> tuple[subprocess.Popen, int
     with open(log, "ab") as out:
         daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
                                   cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
-    while True:
-        if daphne.poll() is not None:
-            raise SystemExit(f"daphne {app} from {tree} exited; see {log}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return daphne, port
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port, daphne, f"daphne {app} from {tree} (see {log})")
+    return daphne, port
 
 
 def raw_producer(spec: dict[str, Any], tmp: Path) -> tuple[list[tuple[int, int, float]], float, float]:
@@ -1160,12 +1156,7 @@ async def traced_run(server: dict[str, Any], entries: list[dict], tmp: Path) -> 
             [tracemalloc.Filter(False, tracemalloc.__file__)])
 
     try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(port, daphne, "daphne")
         kind = RawClients if server["raw"] else Clients
         warm = kind(port)
         await warm.open(entries[:5])
