@@ -173,6 +173,15 @@ def make_task(user: Any) -> Callable[..., Any]:
     return make
 
 
+def require_postgresql(what: str) -> None:
+    """Skip the calling test unless the test database is PostgreSQL (the README's test command sets
+    ``DATABASE_URL=postgres://...``; CI always does): ``what`` names the PostgreSQL feature it needs."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip(f"{what} needs PostgreSQL (DATABASE_URL=postgres://...)")
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
     """Poll a condition until it holds (or fail): synchronises on state, not on time."""
     import time

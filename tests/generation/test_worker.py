@@ -19,7 +19,7 @@ from generation import wakeup
 from generation.models import GenerationTask
 from generation.worker import Worker
 from notifications.models import Event
-from tests.conftest import wait_until
+from tests.conftest import require_postgresql, wait_until
 from tests.generation import backends
 from tests.generation.backends import FlakyBackend, GatedBackend
 
@@ -73,6 +73,7 @@ def test_runworker_rejects_bad_arguments():
 
 @pytest.mark.django_db
 def test_run_once_claims_and_completes_in_a_pinned_number_of_queries(make_task, settings, django_assert_num_queries):
+    require_postgresql("the set-based claim and completion (their pinned query count)")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
     task = make_task()
     worker = Worker(worker_id="q")
@@ -89,6 +90,7 @@ def test_run_once_claims_and_completes_in_a_pinned_number_of_queries(make_task, 
 
 @pytest.mark.django_db(transaction=True)
 def test_each_task_is_claimed_once_by_concurrent_threads(make_task, settings):
+    require_postgresql("concurrent claimers (SQLite's in-memory test database locks whole tables at once; the embedded default's file database runs in tests/e2e/test_embedded.py)")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
     tasks = [make_task() for _ in range(40)]
     Worker(concurrency=4, burst=True, worker_id="threads").run()
@@ -99,6 +101,7 @@ def test_each_task_is_claimed_once_by_concurrent_threads(make_task, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_each_task_is_claimed_once_by_separate_processes(make_task, subprocess_env):
+    require_postgresql("a database shared by separate worker processes")
     tasks = [make_task() for _ in range(60)]
     procs = [
         start_worker(subprocess_env, "--burst", "--concurrency", "2", IMAGEGEN_BACKEND=f"{BACKENDS}.QuickBackend")
@@ -116,6 +119,7 @@ def test_each_task_is_claimed_once_by_separate_processes(make_task, subprocess_e
 
 @pytest.mark.django_db(transaction=True)
 def test_a_row_locked_by_another_connection_is_skipped(make_task, settings):
+    require_postgresql("SKIP LOCKED")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
     held, free = make_task(), make_task()
     params = wakeup.postgres_conninfo()
@@ -133,6 +137,7 @@ def test_a_row_locked_by_another_connection_is_skipped(make_task, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_idle_worker_wakes_on_notify_not_on_its_poll(make_task, settings):
+    require_postgresql("LISTEN/NOTIFY")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
     worker = Worker(worker_id="idle", poll_interval=60.0)
     listener_conninfo = wakeup.postgres_conninfo()
@@ -152,6 +157,7 @@ def test_an_idle_worker_wakes_on_notify_not_on_its_poll(make_task, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_kill_9_mid_task_is_taken_back_and_completes_once(make_task, subprocess_env):
+    require_postgresql("a database shared by separate worker processes")
     task = make_task()
     doomed = start_worker(subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", IMAGEGEN_HEARTBEAT_TIMEOUT="1")
     try:
@@ -175,6 +181,7 @@ def test_kill_9_mid_task_is_taken_back_and_completes_once(make_task, subprocess_
 
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_releases_unfinished_work_and_exits_cleanly(make_task, subprocess_env):
+    require_postgresql("a database shared by separate worker processes")
     task = make_task()
     proc = start_worker(
         subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", IMAGEGEN_SHUTDOWN_GRACE="0.5"
@@ -190,6 +197,7 @@ def test_sigterm_releases_unfinished_work_and_exits_cleanly(make_task, subproces
 
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_lets_a_short_task_finish_within_the_grace_period(make_task, subprocess_env):
+    require_postgresql("a database shared by separate worker processes")
     task = make_task()
     proc = start_worker(
         subprocess_env, IMAGEGEN_BACKEND=f"{BACKENDS}.SlowBackend", TEST_BACKEND_SECONDS="2",
@@ -433,6 +441,7 @@ def stored(settings: Any, folder: str) -> list[Path]:
 def test_a_result_with_mask_engine_and_review_flag_completes_in_the_same_pinned_queries(
     make_task, settings, django_assert_num_queries
 ):
+    require_postgresql("the set-based claim and completion (their pinned query count)")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.ReviewBackend"
     task = make_task()
     worker = Worker(worker_id="review")
