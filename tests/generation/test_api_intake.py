@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from generation.models import GenerationTask
 from generation.worker import Worker
 from notifications.models import Event
-from tests.conftest import product_photo
+from tests.conftest import product_photo, require_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -131,8 +131,7 @@ def test_a_retry_of_an_expired_task_gets_its_expires_in_again(auth_client):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_task_another_sweeper_holds_is_skipped_not_expired_twice(make_task):
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks need PostgreSQL")
+    require_postgresql("row locks")
     task = make_task()
     GenerationTask.objects.filter(pk=task.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     locked, release = threading.Event(), threading.Event()

@@ -19,15 +19,14 @@ from generation.engine.spec import parse_job
 from generation.models import DailyUsage, GenerationTask, QuotaExceeded, WorkerProcess
 from generation.models import memo
 from notifications.models import Event, EventCounter
-from tests.conftest import product_photo, wait_until
+from tests.conftest import product_photo, require_postgresql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
 def _postgresql_only() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement submit is PostgreSQL's (DATABASE_URL=postgres://...)")
+    require_postgresql("the one-statement submit")
 
 
 def submit(user: Any, **extra: Any) -> GenerationTask:

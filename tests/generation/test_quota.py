@@ -12,7 +12,7 @@ from django.db import connection, connections
 
 from generation.models import DailyUsage, GenerationTask, QuotaExceeded
 from generation.models.usage import seconds_to_next_utc_midnight, utc_day
-from tests.conftest import product_photo
+from tests.conftest import product_photo, require_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -79,8 +79,7 @@ def test_the_day_boundary_is_utc_midnight():
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_submits_of_one_user_cannot_overshoot_the_quota(user, settings):
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: concurrent writers")
+    require_postgresql("concurrent writers")
     settings.IMAGEGEN_DAILY_TASKS_PER_USER = 3
     start = threading.Barrier(8)
     outcomes: list[str] = []

@@ -15,6 +15,7 @@ from webhooks import models as webhook_models
 from webhooks.delivery import attempt
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.retention import purge_with_events
+from tests.conftest import require_postgresql
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loopback")]
 URL = "http://127.0.0.1:9/hook"
@@ -136,8 +137,7 @@ def test_a_lane_takes_one_endpoints_deliveries_in_order_under_one_claim(user: An
 
 
 def test_a_claim_skips_an_endpoint_whose_claim_lock_another_process_holds(user: Any, make_task: Any) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("the claim lock is PostgreSQL's advisory lock (SQLite runs one writer at a time)")
+    require_postgresql("the claim lock (an advisory lock; SQLite runs one writer at a time)")
     endpoint = WebhookEndpoint.create_for(user, url=URL, events=["*"])
     make_task()
     WebhookEndpoint.materialize()
@@ -150,8 +150,7 @@ def test_a_claim_skips_an_endpoint_whose_claim_lock_another_process_holds(user: 
 
 
 def test_a_claim_locks_only_the_endpoints_it_has_threads_for(user: Any, other_user: Any, make_task: Any) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("the claim lock is PostgreSQL's advisory lock")
+    require_postgresql("the claim lock (an advisory lock)")
     first = WebhookEndpoint.create_for(user, url=URL, events=["*"])
     WebhookEndpoint.create_for(other_user, url=URL, events=["*"])
     make_task()
