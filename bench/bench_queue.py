@@ -142,6 +142,7 @@ def pickup_to_work(samples: int, user) -> dict[str, float]:
             picked = tally.wait_picked_up()
             if i >= 5:
                 samples_.append((task.pk, start, submitted, picked))
+            wait_finished(task.pk)
             time.sleep(0.02)
     finally:
         for proc in workers:
@@ -157,6 +158,20 @@ def pickup_to_work(samples: int, user) -> dict[str, float]:
     result = tally.pickup_figures(total)
     result["parts"] = parts
     return result
+
+
+def wait_finished(pk: int, timeout: float = 10) -> None:
+    """Until the task's run is recorded: the next sample is then taken on an idle worker, as
+    for the peers, whose task ends at its first line (imagegen's records its result and
+    events after it: under load that tail outlasted the 20 ms between samples, and the next
+    submit's commit waited behind its commit)."""
+    from generation.models import GenerationTask
+
+    deadline = time.monotonic() + timeout
+    while not GenerationTask.objects.filter(pk=pk, status__in=GenerationTask.FINISHED).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"task {pk} was picked up but not finished within {timeout} s")
+        time.sleep(0.001)
 
 
 def queue_tasks(owners: list, *, fair: bool = True) -> None:
@@ -296,7 +311,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
                     rate = drain(args.tasks, 2, users)["rate"]
                 else:
                     rate = run_peer(python, PEERS[system], "drain", tasks=args.tasks, processes=2)["rate"]
-            except SystemExit as exc:  # one failed round (a shared Redis emptied under it) is not the run
+            except (SystemExit, Exception) as exc:  # one failed round (a shared Redis emptied under it) is not the run
                 print(f"round {r + 1} drain {system} FAILED: {exc}", flush=True)
                 failures.append(f"round {r + 1} drain of {system}: {str(exc).splitlines()[-1]}")
                 continue
@@ -310,7 +325,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
                         parts.setdefault(name, []).extend(values)
                 else:
                     got = run_peer(python, PEERS[system], "pickup", samples=per_round)
-            except SystemExit as exc:
+            except (SystemExit, Exception) as exc:
                 print(f"round {r + 1} pick-up {system} FAILED: {exc}", flush=True)
                 failures.append(f"round {r + 1} pick-up of {system}: {str(exc).splitlines()[-1]}")
                 continue
