@@ -404,7 +404,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--fair-samples", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the fairness drains")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds: of the fairness drains (default 3), of --compare (default 5)")
     parser.add_argument("--backlog", type=int, default=5000, help="the other user's queue in the start-time measure")
     parser.add_argument("--fairness-only", action="store_true",
                         help="only the fairness measures (skip pick-up latency and the plain drains)")
@@ -427,8 +428,7 @@ def main() -> None:
     setup_django(media)
     users = make_users(args.users)
     if args.compare:
-        if args.rounds == parser.get_default("rounds"):
-            args.rounds = 5
+        args.rounds = args.rounds or 5
         if not args.no_peers and not Path(args.peer_python).exists():
             raise SystemExit(f"no peers' python at {args.peer_python}: see requirements-bench.txt, or --no-peers")
         lines = compare(args, users)
@@ -436,6 +436,7 @@ def main() -> None:
             write_compare(args.out, lines)
         print("\n".join(lines))
         return
+    args.rounds = args.rounds or 3
     lat = pickup_latency(args.samples, users[0]) if not args.fairness_only else None
     if lat:
         print(f"pick-up latency: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms ({lat['n']} samples)")
