@@ -336,9 +336,12 @@ class Worker:
         # The connection may have died after the COMMIT reached the server and before its
         # answer came back: those rows are claimed by this worker under tokens we never saw,
         # and its heartbeat would keep anyone from taking them back. They are ours: run them.
-        # (Every task our threads run is in ``_inflight`` under ``_claim_lock``: ``running``.)
-        adopted = [(task, task.claim_token) for task in GenerationTask.objects.claimed_by(self.row).exclude(pk__in=running)
-                   if task.claim_token is not None]
+        # (Every task our threads run is in ``_inflight`` under ``_claim_lock``: ``running``; a
+        # failure that could not be written is the heartbeat's to retry, not a run to resume.)
+        with self._lock:
+            unrecorded = {task.pk for task, *_ in self._unrecorded}
+        mine = GenerationTask.objects.claimed_by(self.row).exclude(pk__in=running | unrecorded)
+        adopted = [(task, task.claim_token) for task in mine if task.claim_token is not None]
         if adopted:
             logger.warning("Worker %s resumes %d task(s) whose claim committed unseen", self.name, len(adopted))
             return adopted
