@@ -142,6 +142,7 @@ def pickup_to_work(samples: int, user) -> dict[str, float]:
             picked = tally.wait_picked_up()
             if i >= 5:
                 samples_.append((task.pk, start, submitted, picked))
+            wait_finished(task.pk)
             time.sleep(0.02)
     finally:
         for proc in workers:
@@ -157,6 +158,20 @@ def pickup_to_work(samples: int, user) -> dict[str, float]:
     result = tally.pickup_figures(total)
     result["parts"] = parts
     return result
+
+
+def wait_finished(pk: int, timeout: float = 10) -> None:
+    """Until the task's run is recorded: the next sample is then taken on an idle worker, as
+    for the peers, whose task ends at its first line (imagegen's records its result and
+    events after it: under load that tail outlasted the 20 ms between samples, and the next
+    submit's commit waited behind its commit)."""
+    from generation.models import GenerationTask
+
+    deadline = time.monotonic() + timeout
+    while not GenerationTask.objects.filter(pk=pk, status__in=GenerationTask.FINISHED).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"task {pk} was picked up but not finished within {timeout} s")
+        time.sleep(0.001)
 
 
 def queue_tasks(owners: list, *, fair: bool = True) -> None:
@@ -296,7 +311,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
                     rate = drain(args.tasks, 2, users)["rate"]
                 else:
                     rate = run_peer(python, PEERS[system], "drain", tasks=args.tasks, processes=2)["rate"]
-            except SystemExit as exc:  # one failed round (a shared Redis emptied under it) is not the run
+            except (SystemExit, Exception) as exc:  # one failed round (a shared Redis emptied under it) is not the run
                 print(f"round {r + 1} drain {system} FAILED: {exc}", flush=True)
                 failures.append(f"round {r + 1} drain of {system}: {str(exc).splitlines()[-1]}")
                 continue
@@ -310,7 +325,7 @@ def compare(args: argparse.Namespace, users: list) -> list[str]:
                         parts.setdefault(name, []).extend(values)
                 else:
                     got = run_peer(python, PEERS[system], "pickup", samples=per_round)
-            except SystemExit as exc:
+            except (SystemExit, Exception) as exc:
                 print(f"round {r + 1} pick-up {system} FAILED: {exc}", flush=True)
                 failures.append(f"round {r + 1} pick-up of {system}: {str(exc).splitlines()[-1]}")
                 continue
@@ -389,7 +404,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--fair-samples", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the fairness drains")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds: of the fairness drains (default 3), of --compare (default 5)")
     parser.add_argument("--backlog", type=int, default=5000, help="the other user's queue in the start-time measure")
     parser.add_argument("--fairness-only", action="store_true",
                         help="only the fairness measures (skip pick-up latency and the plain drains)")
@@ -412,8 +428,7 @@ def main() -> None:
     setup_django(media)
     users = make_users(args.users)
     if args.compare:
-        if args.rounds == parser.get_default("rounds"):
-            args.rounds = 5
+        args.rounds = args.rounds or 5
         if not args.no_peers and not Path(args.peer_python).exists():
             raise SystemExit(f"no peers' python at {args.peer_python}: see requirements-bench.txt, or --no-peers")
         lines = compare(args, users)
@@ -421,6 +436,7 @@ def main() -> None:
             write_compare(args.out, lines)
         print("\n".join(lines))
         return
+    args.rounds = args.rounds or 3
     lat = pickup_latency(args.samples, users[0]) if not args.fairness_only else None
     if lat:
         print(f"pick-up latency: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms ({lat['n']} samples)")

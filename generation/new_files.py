@@ -14,8 +14,10 @@ the file gets the storage's permissions and the root's group.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import IO
 
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.core.files.utils import validate_file_name
 
@@ -25,12 +27,13 @@ _made: set[str] = set()
 _root_gids: dict[str, int] = {}
 
 
-def store_new(name: str, data: bytes, storage: Storage = default_storage) -> str:
-    """Write ``data`` as a new file called ``name`` and return the name it was stored under."""
+def store_new(name: str, data: bytes | File | IO[bytes], storage: Storage = default_storage) -> str:
+    """Write ``data`` (bytes, or a file such as an upload, read in chunks) as a new file called
+    ``name`` and return the name it was stored under."""
     validate_file_name(name, allow_relative_path=True)
     local = getattr(storage, "_wrapped", storage)  # default_storage is a lazy proxy
     if type(local) is not FileSystemStorage or local._allow_overwrite or local.OS_OPEN_FLAGS != _FLAGS:
-        return storage._save(name, ContentFile(data))
+        return _checked(storage._save(name, _as_file(name, data)))
     path = local.path(name)  # raises SuspiciousFileOperation outside the root
     directory = os.path.dirname(path)
     if directory not in _made:
@@ -44,14 +47,15 @@ def store_new(name: str, data: bytes, storage: Storage = default_storage) -> str
     try:
         fd = os.open(path, _FLAGS, 0o666)
     except FileExistsError:
-        return local._save(name, ContentFile(data))
+        return _checked(local._save(name, _as_file(name, data)))
     except FileNotFoundError:  # the directory was removed meanwhile (a purge)
         _made.discard(directory)
-        return local._save(name, ContentFile(data))
+        return _checked(local._save(name, _as_file(name, data)))
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for chunk in _chunks(data):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
         if local.file_permissions_mode is not None:
             os.fchmod(fd, local.file_permissions_mode)
         root_gid = _root_gid(local.location)
@@ -68,6 +72,25 @@ def store_new(name: str, data: bytes, storage: Storage = default_storage) -> str
     if os.path.normpath(name) != name:
         name = os.path.relpath(path, local.location)  # as FileSystemStorage names it
     return name.replace("\\", "/")
+
+
+def _as_file(name: str, data: bytes | File | IO[bytes]) -> File:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return ContentFile(bytes(data))
+    return data if isinstance(data, File) else File(data, name)
+
+
+def _chunks(data: bytes | File | IO[bytes]) -> Iterator[bytes]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield data  # type: ignore[misc]
+        return
+    yield from _as_file("", data).chunks()  # from the start: File.chunks seeks to 0
+
+
+def _checked(name: str) -> str:
+    # A storage's own ``_save`` may pick another name (on a clash): it must be as safe as ours.
+    validate_file_name(name, allow_relative_path=True)
+    return name
 
 
 def _root_gid(location: str) -> int:

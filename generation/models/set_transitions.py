@@ -20,9 +20,11 @@ import datetime
 import json
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import connection, models
 from django.db.models.fields.files import FieldFile
 from django.dispatch import Signal
@@ -309,5 +311,50 @@ def picked_ids(query: Any) -> tuple[str, Sequence[Any]]:
 
 
 def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[int]) -> tuple[str, Sequence[Any]]:
-    """The locking query of the next ``limit`` claimable ids (``TaskQuerySet.claimable_locked``)."""
-    return picked_ids(model.objects.claimable_locked(limit, exclude))
+    """The locking query of the next ``limit`` claimable ids (``TaskQuerySet.claimable_locked``).
+    Compiled by the ORM once per shape (``_claim_template``), then only its parameters change:
+    compiling the queryset at every claim cost 0.8-1.1 ms, on the path of every pick-up."""
+    exclude = list(exclude)
+    template = _claim_template(model, limit, len(exclude), settings.IMAGEGEN_MAX_RUNNING_PER_USER, connection.vendor)
+    params = list(template.params)
+    now = template.prep_now(timezone.now())
+    for i in template.now_at:
+        params[i] = now
+    for i, pk in zip(template.exclude_at, exclude):
+        params[i] = pk
+    return template.sql, params
+
+
+#: Stand-ins compiled in place of the claim's time and excluded ids, so their parameters can be
+#: found in the compiled query (no claim runs at this instant; no task has a negative id).
+_MARK_NOW = datetime.datetime(2000, 1, 1, 0, 0, 0, 123457, tzinfo=datetime.timezone.utc)
+_MARK_ID = -7_301_013_000
+
+
+@dataclass(frozen=True)
+class _ClaimTemplate:
+    sql: str
+    params: tuple[Any, ...]
+    now_at: tuple[int, ...]  # the positions of the claim's time (run_after, expires_at)
+    exclude_at: tuple[int, ...]  # the positions of the excluded ids, in order
+    prep_now: Callable[[datetime.datetime], Any]
+
+
+@lru_cache(maxsize=256)
+def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap: int | None, vendor: str) -> _ClaimTemplate:
+    """``claimable_locked`` compiled with the stand-ins (``cap`` and ``vendor`` only key the
+    cache: both change the compiled SQL). The LIMIT is part of the SQL, so each ``limit`` is a
+    shape of its own (at most ``MAX_BATCH`` of them)."""
+    marks = [_MARK_ID - i for i in range(excluded)]
+    sql, params = picked_ids(model.objects.claimable_locked(limit, marks, now=_MARK_NOW))
+    field = model._meta.get_field("run_after")
+
+    def prep_now(value: datetime.datetime) -> Any:
+        return field.get_db_prep_value(value, connection)
+
+    marked_now = prep_now(_MARK_NOW)
+    now_at = tuple(i for i, p in enumerate(params) if type(p) is type(marked_now) and p == marked_now)
+    exclude_at = tuple(next(i for i, p in enumerate(params) if type(p) is int and p == m) for m in marks)
+    if len(now_at) != 2:  # run_after <= now, expires_at > now: a changed queryset must change this too
+        raise AssertionError(f"the claim query's time is at {now_at}, expected two places")
+    return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now)

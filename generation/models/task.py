@@ -21,8 +21,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.files import File
-from django.core.files.utils import validate_file_name
 from django.db import connection, models, transaction
 from django.db.models import Q
 from django.db.models.fields.files import FieldFile
@@ -30,6 +28,7 @@ from django.utils import timezone
 
 from .. import wakeup
 from ..errors import ErrorCode
+from ..new_files import store_new
 from . import creation, set_transitions
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
@@ -74,14 +73,10 @@ def _image_path(prefix: str, extension: str) -> str:
 
 def _store_new(file: FieldFile, instance: GenerationTask, content: Any) -> str:
     """Write ``content`` as a new file of ``file``'s field and return the name it was stored
-    under, without ``Storage.save``'s ``exists()`` probe for a free name (a stat on local disk,
-    a request on an object store): ``upload_to`` names carry a uuid4, and on local disk the
-    storage's own write still refuses to overwrite (O_EXCL, then another name)."""
-    name = file.field.generate_filename(instance, content.name)
-    validate_file_name(name, allow_relative_path=True)
-    stored = file.storage._save(name, content if hasattr(content, "chunks") else File(content, name))
-    validate_file_name(stored, allow_relative_path=True)
-    return stored
+    under, by the worker's writer of new files (``new_files.store_new``: no ``exists()`` probe,
+    since ``upload_to`` names carry a uuid4; on local disk a few system calls that still refuse
+    to overwrite, where ``FileSystemStorage._save`` took 0.5-0.6 ms of every submit)."""
+    return store_new(file.field.generate_filename(instance, content.name), content, file.storage)
 
 
 def input_upload_to(instance: GenerationTask, filename: str) -> str:
@@ -120,8 +115,12 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
     def pending(self) -> TaskQuerySet:
         return self.filter(status=GenerationTask.Status.PENDING)
 
-    def claimable(self) -> TaskQuerySet:
-        now = timezone.now()
+    def claimed_by(self, worker: WorkerProcess) -> TaskQuerySet:
+        """The tasks ``worker`` holds claimed now (processing under its claim)."""
+        return self.filter(status=GenerationTask.Status.PROCESSING, worker=worker)
+
+    def claimable(self, now: datetime | None = None) -> TaskQuerySet:
+        now = now or timezone.now()
         # An expired task is never started, even before a sweeper has marked it (intake: expires_in).
         return self.pending().filter(run_after__lte=now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
@@ -155,13 +154,13 @@ class TaskQuerySet(models.QuerySet["GenerationTask"]):
             .values("user_id").annotate(n=models.Count("id")).filter(n__gte=cap).values("user_id")
         )
 
-    def claimable_locked(self, limit: int = 1, exclude: Collection[int] = ()) -> TaskQuerySet:
+    def claimable_locked(self, limit: int = 1, exclude: Collection[int] = (), now: datetime | None = None) -> TaskQuerySet:
         """The query that locks up to ``limit`` claimable rows, skipping rows other workers hold,
         users at ``IMAGEGEN_MAX_RUNNING_PER_USER`` (as last committed: ``claim_next`` re-checks
         under a per-user lock) and the ids in ``exclude`` (tasks the caller is still running an
         earlier attempt of). Run it inside a transaction and keep that short: the rows stay
         locked until commit."""
-        rows = self.claimable()
+        rows = self.claimable(now)
         if exclude:
             rows = rows.exclude(pk__in=list(exclude))
         cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER

@@ -52,3 +52,20 @@ def test_other_storages_get_their_own_save():
     memory = InMemoryStorage()
     name = store_new("results/m.jpg", b"in memory", memory)
     assert memory.open(name).read() == b"in memory"
+
+
+def test_an_upload_is_written_from_its_chunks_whole(storage, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("photo.jpg", b"\xff\xd8" + bytes(range(256)) * 300)
+    upload.read(10)  # a caller that looked at it first: written from the start all the same
+    name = store_new("inputs/2026/12/01/up.jpg", upload, storage)
+    assert (tmp_path / name).read_bytes() == b"\xff\xd8" + bytes(range(256)) * 300
+
+
+def test_an_upload_goes_to_other_storages_through_their_own_save():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    memory = InMemoryStorage()
+    name = store_new("inputs/up.jpg", SimpleUploadedFile("up.jpg", b"upload bytes"), memory)
+    assert memory.open(name).read() == b"upload bytes"

@@ -162,3 +162,23 @@ def test_a_batchs_pushed_events_are_the_rest_body_and_the_stored_event(make_task
             k: v for k, v in body.items() if k != "elapsed_time"
         }
         assert list(final["data"]) == list(body)  # the same fields in the same order
+
+
+@pytest.mark.parametrize(("limit", "exclude", "cap"), [(1, (), 0), (7, (5, 9), 0), (100, (3,), 0), (2, (), 3)])
+def test_the_claim_query_built_once_is_the_querysets_own(limit, exclude, cap, settings):
+    """The claim's SQL is compiled once per shape and then given this claim's time and ids:
+    it must be exactly what ``claimable_locked`` compiles at that moment."""
+    from datetime import timedelta
+    from unittest import mock
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from generation.models import set_transitions
+
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = cap
+    for now in (timezone.now(), timezone.now() + timedelta(days=3, microseconds=7)):
+        with transaction.atomic(), mock.patch("django.utils.timezone.now", return_value=now):
+            built = set_transitions.claimable_ids(GenerationTask, limit, exclude)
+            compiled = set_transitions.picked_ids(GenerationTask.objects.claimable_locked(limit, exclude))
+        assert (built[0], list(built[1])) == (compiled[0], list(compiled[1]))
