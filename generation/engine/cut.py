@@ -100,6 +100,9 @@ RESCUE_REASON = ReviewReason(
     "backdrop_picked",
     "The first cut had the backdrop's colours; this cut comes from a second look at the part of the "
     "photo whose colours the backdrop does not have.")
+DISAGREE_REASON = ReviewReason(
+    "looks_disagree",
+    "A closer look at the product left out much of what the first cut kept, so one of the two is wrong.")
 FAINT_REASON = ReviewReason(
     "faint_product",
     "The product model barely saw a product in the whole photo; this cut comes from a closer look at the "
@@ -334,7 +337,7 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
     signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score,
-                      model_side=segmenter.side)
+                      model_side=segmenter.side, photo_side=max(h, w))
     signals["model_range"] = spread
     for key in ("tiny", "huge"):
         if key in signals:
@@ -390,8 +393,13 @@ def cut_product(
     kept = np.count_nonzero(before & (second.matte >= 0.5)) / max(np.count_nonzero(before), 1)
     logger.debug("Second look at %s: keeps %.2f of the first cut", box, kept)
     if kept < SECOND_LOOK_KEEP:
-        # The crop lost the context that made the first pass see the product there.
-        return first
+        # Either the crop lost the context that made the first pass see the product there, or the
+        # first pass took in backdrop the closer look leaves out (a stethoscope's loops filled with
+        # the paper behind them): the first cut stands, but two looks disagree about what the
+        # product is, and on the evaluation set every such cut was wrong (docs/engine.md, "The
+        # review flags re-checked").
+        return replace(first, confidence=min(first.confidence, 0.4),
+                       review_reasons=first.review_reasons + (DISAGREE_REASON,))
     # The first pass's doubt stands: a second look is a better cut, not a reason to trust it more.
     reasons = first.review_reasons + tuple(r for r in second.review_reasons if r not in first.review_reasons)
     return replace(second, confidence=min(first.confidence, second.confidence), review_reasons=reasons)
