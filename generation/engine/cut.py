@@ -43,7 +43,7 @@ import numpy as np
 from .base import EngineError
 from .refine import guide_size, refine
 from .review import Assessment, ReviewReason, assess, measure
-from .saliency import Segmenter
+from .saliency import ModelCannotRun, Segmenter
 from .segment import (
     MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, border_likeness,
     coarse_mask, model_background, no_product, refine_matte,
@@ -479,9 +479,9 @@ def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
         big = _cut(rgb, None, replace(segmenter, side=LARGER_SIDE))
     except EngineError:
         return first
-    except cv2.error as exc:
+    except ModelCannotRun as exc:
         logger.info("Segmenter %s cannot run at %d px (%s); keeping its %d px cut", segmenter.name,
-                    LARGER_SIDE, exc.err or exc, segmenter.side)
+                    LARGER_SIDE, exc, segmenter.side)
         return first
     reasons = first.review_reasons + tuple(r for r in big.review_reasons if r not in first.review_reasons)
     return replace(big, confidence=min(first.confidence, big.confidence), review_reasons=reasons)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from onnx import TensorProto, helper
 
 from generation.engine.base import BackendConfig
 from generation.engine.local import LocalBackend
-from generation.engine.saliency import CLASSICAL, DEFAULT_MODEL, WEIGHTS_DIR, _load_model, get_segmenter
+from generation.engine.saliency import (
+    CLASSICAL, DEFAULT_MODEL, INPUT_SIDE, WEIGHTS_DIR, ModelCannotRun, _load_model, get_segmenter, preprocess,
+)
 
 
 def _save(path: Path, nodes: list[onnx.NodeProto], out_shape: list[object], inits: list[onnx.TensorProto] = ()) -> Path:
@@ -52,7 +55,7 @@ def test_it_loads_an_operators_onnx_model_and_uses_it(tmp_path: Path) -> None:
     assert get_segmenter(str(path)) is seg  # loaded once per process
 
 
-def test_it_gives_each_thread_its_own_network(tmp_path: Path) -> None:
+def test_threads_sharing_the_session_get_the_answers_one_thread_gets(tmp_path: Path) -> None:
     seg = get_segmenter(str(tiny_saliency_model(tmp_path / "threads.onnx")))
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
@@ -70,6 +73,41 @@ def test_it_gives_each_thread_its_own_network(tmp_path: Path) -> None:
     for got in results.values():
         for a, b in zip(got, expected * 3):
             np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_shipped_model_gives_opencvs_answer_at_its_own_side_and_at_a_larger_one() -> None:
+    # The runtime changed from OpenCV's DNN module to ONNX Runtime: the cut must not. OpenCV (a
+    # pinned dependency anyway) is the reference, at the model's 320 px and at the 448 px the
+    # engine's larger look asks of a model whose file declares a fixed 320.
+    import cv2
+
+    seg = get_segmenter("auto")
+    net = cv2.dnn.readNetFromONNX(str(DEFAULT_MODEL))
+    rgb = np.random.default_rng(7).integers(0, 80, (300, 400, 3), dtype=np.uint8)
+    rgb[90:220, 120:300] = (200, 120, 40)  # an orange box on a dark, noisy floor
+    for side in (INPUT_SIDE, 448):
+        blob = preprocess(rgb, side)
+        net.setInput(blob)
+        reference = net.forward(net.getUnconnectedOutLayersNames()[0])
+        ours = replace(seg, side=side)._forward(blob)
+        assert ours.shape == (1, 1, side, side)
+        np.testing.assert_allclose(ours[0, 0], reference[0, 0], atol=1e-4)
+    sal, _ = seg.saliency(rgb)
+    assert sal[int(0.5 * 320), int(0.5 * 320)] > 0.9 and sal[5, 5] < 0.1
+
+
+def test_a_model_that_cannot_run_another_side_says_so(tmp_path: Path) -> None:
+    # Its graph reshapes to a fixed 320x320: fine at its own side, a ModelCannotRun at 448 (the
+    # engine's larger look then keeps the 320 px cut instead of failing the task).
+    shape = helper.make_tensor("shape", TensorProto.INT64, [4], [1, 1, 320, 320])
+    path = _save(tmp_path / "fixed.onnx", [
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Reshape", ["mean", "shape"], ["output"]),
+    ], [1, 1, 320, 320], [shape])
+    seg = get_segmenter(str(path))
+    assert seg.saliency(np.zeros((50, 50, 3), np.uint8))[0].shape == (320, 320)
+    with pytest.raises(ModelCannotRun, match="448 px"):
+        replace(seg, side=448).saliency(np.zeros((50, 50, 3), np.uint8))
 
 
 def test_it_refuses_a_missing_model_file_at_start_up() -> None:
