@@ -263,6 +263,16 @@ def test_a_guitar_on_burnt_bark_is_cut_not_the_bark(model: Segmenter, tmp_path: 
     assert cut.needs_review and "backdrop_picked" in codes, codes
 
 
+def test_a_rescued_cut_is_widened_to_the_parts_with_the_backdrops_colours(model: Segmenter, tmp_path: Any) -> None:
+    # Seed 5: the colours the bark lacks are the guitar's body, so the second look's view (that blob's
+    # box plus a margin) cut off its dark neck (IoU 0.547); looks at the rescued cut's own box, while
+    # each still stands out as the rescue did, take the neck in. The flags stay.
+    photo, truth = _set_sample(tmp_path, "guitar-bark", 5)
+    cut = cut_product(photo, None, segmenter=model)
+    assert iou(cut, truth) >= 0.75
+    assert cut.needs_review and "backdrop_picked" in {r.code for r in cut.review_reasons}
+
+
 def test_a_see_through_glass_is_not_traded_for_a_part_of_it(model: Segmenter, tmp_path: Any) -> None:
     # A glass shows the table through it, so its cut has the backdrop's colours; colour cannot judge
     # it, and the cut stays the model's (IoU 0.915; a colour-driven second look would keep 0.30).
