@@ -22,7 +22,7 @@ __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineEr
            "RateGate", "RenderedOutput", "UpstreamBusy", "get_backend", "install_gemini_rate_gate"]
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs.
-ENGINE_VERSION = "2.3"
+ENGINE_VERSION = "2.4"
 
 def provenance(backend: str, segmenter: Segmenter, **extra: str | None) -> dict[str, str | None]:
     """The ``engine`` record of a result: which backend and segmenter (model file and
