@@ -188,11 +188,17 @@ _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary(
 
 def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """Run the statement and return its row. Prepared once per server session and then
-    executed by name: planning it took as long as running it (a dozen subqueries over a table
-    with seven indexes), and the plan does not change. Django leaves psycopg's own preparing
-    off (for poolers), so this is SQL's PREPARE; its EXECUTE goes through Django's cursor
-    like any query. Not behind a transaction-mode pooler (``DATABASE_LISTEN_URL`` set): the
-    next transaction may run on another server session, which never saw the PREPARE."""
+    executed by name, so it is parsed once. Django leaves psycopg's own preparing off (for
+    poolers), so this is SQL's PREPARE; its EXECUTE goes through Django's cursor like any
+    query. Not behind a transaction-mode pooler (``DATABASE_LISTEN_URL`` set): the next
+    transaction may run on another server session, which never saw the PREPARE.
+
+    Each EXECUTE is planned for its own values (``plan_cache_mode = force_custom_plan``, set
+    for the session with the first PREPARE; no other statement of ours is prepared on it).
+    Left to itself PostgreSQL switches a prepared statement to a generic plan after five
+    runs; this one's generic plan ran 4.7-7.2 ms on the server against 1.3 ms planned for its
+    values (a queue of a few hundred pending tasks beside 25,000 finished ones), and the
+    whole ``submit()`` took 6.3-7.1 ms against 2.8-3.4 ms (docs/benchmarks/queue.md)."""
     with connection.cursor() as cursor:
         if settings.DATABASE_LISTEN_URL:
             cursor.execute(sql, params)
@@ -200,6 +206,8 @@ def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
         name = f"imagegen_create_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
         session = _prepared.setdefault(connection.connection, set())
         if name not in session:
+            if not session:
+                cursor.execute("SET plan_cache_mode = force_custom_plan")
             numbered = iter(range(1, len(params) + 1))
             cursor.execute(f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", sql))
             session.add(name)
