@@ -102,6 +102,11 @@ def test_every_worker_connection_ended_while_idle_then_a_submit_still_runs(make_
     require_postgresql("LISTEN/NOTIFY and pg_terminate_backend")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
     worker = Worker(worker_id="idle-killed", poll_interval=60.0)
+    with connection.cursor() as cursor:
+        # The worker's sessions are the ones opened from now on; older ones of this test process
+        # (the ASGI tests' connection pool) must live on for the tests after this one.
+        cursor.execute("SELECT clock_timestamp()")
+        started = cursor.fetchone()[0]
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -114,7 +119,8 @@ def test_every_worker_connection_ended_while_idle_then_a_submit_still_runs(make_
         # Every session of the worker (runner, listener, heartbeat, ...) ended while it idles.
         mine = own_pid()
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s", [mine])
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s"
+                           " AND backend_start >= %s", [mine, started])
             pids = [row[0] for row in cursor.fetchall()]
         assert pids
         listener().ready.clear()
