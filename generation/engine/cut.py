@@ -38,8 +38,8 @@ cut is made and flagged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -413,8 +413,7 @@ def cut_product(
         second = _cut(rgb, box, segmenter, second_look=True)
     except EngineError:
         return first
-    before = first.matte >= 0.5
-    kept = np.count_nonzero(before & (second.matte >= 0.5)) / max(np.count_nonzero(before), 1)
+    kept = _kept(first.matte >= 0.5, second.matte >= 0.5)
     logger.debug("Second look at %s: keeps %.2f of the first cut", box, kept)
     if kept < SECOND_LOOK_KEEP:
         # Either the crop lost the context that made the first pass see the product there, or the
@@ -427,6 +426,11 @@ def cut_product(
     # The first pass's doubt stands: a second look is a better cut, not a reason to trust it more.
     reasons = first.review_reasons + tuple(r for r in second.review_reasons if r not in first.review_reasons)
     return replace(second, confidence=min(first.confidence, second.confidence), review_reasons=reasons)
+
+
+def _kept(before: np.ndarray, after: np.ndarray) -> float:
+    """The share of the product mask ``before`` that ``after`` keeps (how a later look is judged)."""
+    return np.count_nonzero(before & after) / max(np.count_nonzero(before), 1)
 
 
 def _stand_out(mask: np.ndarray, like: np.ndarray) -> float:
@@ -511,7 +515,7 @@ def _grow_rescue(rgb: np.ndarray, cut: Cut, segmenter: Segmenter, small: Callabl
         except EngineError:
             break
         before, after = cut.matte >= 0.5, wider.matte >= 0.5
-        kept = np.count_nonzero(before & after) / max(np.count_nonzero(before), 1)
+        kept = _kept(before, after)
         score = _stand_out(small(wider.matte), like)
         logger.debug("Rescue grown to %s: keeps %.2f, stands out %.2f (floor %.2f), confidence %.2f",
                      box, kept, score, floor, wider.confidence)

@@ -100,6 +100,9 @@ class Segmenter:
     model_sha256: str | None = None
     side: int = INPUT_SIDE
     session: ort.InferenceSession | None = None
+    #: The session's image input and saliency output, read once at load (not per call).
+    input_name: str = ""
+    output_name: str = ""
 
     @property
     def model(self) -> str | None:
@@ -111,9 +114,8 @@ class Segmenter:
 
     def _forward(self, blob: np.ndarray) -> np.ndarray:
         assert self.session is not None
-        inp, out = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
         try:
-            return np.asarray(self.session.run([out], {inp: blob})[0], np.float32)
+            return np.asarray(self.session.run([self.output_name], {self.input_name: blob})[0], np.float32)
         except _RUN_ERRORS as exc:
             raise ModelCannotRun(f"{self.name} at {blob.shape[-1]} px: {exc}") from exc
 
@@ -169,7 +171,9 @@ def _load_model(path: Path, *, name: str, expected_sha256: str | None) -> Segmen
             f"IMAGEGEN_SEGMENTER: {path.name} has SHA-256 {checksum}, not the {expected_sha256} "
             "listed in SHA256SUMS; restore the file (see weights/README.md)."
         )
-    seg = Segmenter(name, path, checksum, session=_session(path))
+    session = _session(path)
+    seg = Segmenter(name, path, checksum, session=session, input_name=session.get_inputs()[0].name,
+                    output_name=session.get_outputs()[0].name)
     # A probe with some texture, so that the answer is checked on more than a flat square.
     probe = np.random.default_rng(0).integers(0, 60, (seg.side, seg.side, 3), dtype=np.uint8)
     probe[seg.side // 4: 3 * seg.side // 4, seg.side // 4: 3 * seg.side // 4] += 150
