@@ -32,8 +32,6 @@
    colours the border lacks gets a closer look at that spot, flagged,
    instead of a refusal; when the spot is the backdrop, so does the one
    compact blob of colours the border lacks, if there is one (:mod:`.faint`).
-9. Steps 3-8 run again on the photo mirrored left to right, and that cut
-   is taken when its review is surer (and does not rest on a faint look).
 
 With ``IMAGEGEN_SEGMENTER=classical`` step 3 is the border-model/GrabCut
 pipeline of :mod:`generation.engine.segment`. A product is refused
@@ -409,44 +407,6 @@ def cut_product(
     if alpha is not None:
         return Cut(matte=_matte_from_alpha(alpha), shadow=None, confidence=1.0, review_reasons=(),
                    segmenter="alpha", model=None, model_sha256=None)
-    cut = _looks(rgb, hint_box, segmenter)
-    if hint_box is not None or not segmenter.learned:
-        return cut
-    # The same photo mirrored left to right is a second candidate: the model is not symmetric, and
-    # where it loses a thin or same-coloured part (a stethoscope's ear tubes on paper, a guitar's
-    # neck on bark) its mirrored view often keeps it. A refusal stands (a photo of nothing is not
-    # searched twice for something to cut).
-    try:
-        mirrored = _mirror(_looks(np.ascontiguousarray(rgb[:, ::-1]), None, segmenter))
-    except EngineError:
-        return cut
-    return mirrored if _mirror_wins(mirrored, cut) else cut
-
-
-#: Reasons that say the model barely saw the product; a mirrored cut that has one the first cut
-#: lacks is not taken, however sure its review is (a key on burlap, 0.864, became a classical
-#: cut at 0.412 when the mirrored model found nothing).
-WEAK_REASONS = frozenset({"faint_product", "model_found_nothing"})
-
-
-def _mirror(cut: Cut) -> Cut:
-    """A cut of the mirrored photo, mirrored back onto the photo."""
-    return replace(cut, matte=np.ascontiguousarray(cut.matte[:, ::-1]),
-                   shadow=None if cut.shadow is None else np.ascontiguousarray(cut.shadow[:, ::-1]))
-
-
-def _mirror_wins(mirrored: Cut, cut: Cut) -> bool:
-    """Whether the mirrored photo's cut replaces ``cut``: its review confidence is higher, and it does
-    not rest on a look the model barely made. A tie keeps ``cut``: most cuts of a plain product are
-    equally sure both ways (confidence 1), and there the two differ by a few outline pixels either way.
-    """
-    if {r.code for r in mirrored.review_reasons} & (WEAK_REASONS - {r.code for r in cut.review_reasons}):
-        return False
-    return mirrored.confidence > cut.confidence
-
-
-def _looks(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter) -> Cut:
-    """The cut of ``rgb`` from the model's looks (steps 1-9 of docs/engine.md, "Segmentation")."""
     first = _cut(rgb, hint_box, segmenter)
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
