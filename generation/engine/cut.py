@@ -565,7 +565,7 @@ def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter, agree: float
         return first
     if agree is not None:
         before, after = first.matte >= 0.5, big.matte >= 0.5
-        overlap = np.count_nonzero(before & after) / max(np.count_nonzero(before | after), 1)
+        overlap = int(np.count_nonzero(before & after)) / max(int(np.count_nonzero(before | after)), 1)
         logger.debug("Larger look at an unflagged cut: IoU %.2f with the first", overlap)
         if overlap < agree:
             return first
