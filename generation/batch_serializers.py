@@ -63,6 +63,8 @@ class BatchCreateSerializer(serializers.Serializer):
         client_ref = shared.pop("client_ref", None)
         if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > 200):
             errors["client_ref"] = ["A string of at most 200 characters."]
+        elif client_ref is not None and "\x00" in client_ref:  # PostgreSQL refuses NUL in text: a 500 otherwise
+            errors["client_ref"] = ["Null characters are not allowed."]
         images = self.photos(data)
         if not images:
             errors[photos] = [f"Send 1 to {MAX_BATCH_IMAGES} {'`image` parts' if photos == 'image' else 'URLs'}."]
