@@ -8,6 +8,7 @@ part makes the whole request a 400 naming each bad part.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,6 +121,19 @@ class BatchURLsCreateSerializer(BatchCreateSerializer):
             ),
             **fields,
         }
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # A JSON body may carry ``outputs`` and ``presets`` as the lists themselves, where a
+        # form can only send their text (docs/api.md, "Batches"): each photo is checked as a
+        # form submit is, so a list becomes the text a form would have sent.
+        if isinstance(data, dict):
+            data = dict(data)
+            if isinstance(data.get("outputs"), list):
+                data["outputs"] = json.dumps(data["outputs"])
+            presets = data.get("presets")
+            if isinstance(presets, list) and all(isinstance(p, str) for p in presets):
+                data["presets"] = ",".join(presets)
+        return super().to_internal_value(data)
 
     def photos(self, data: Any) -> list[Any]:
         urls = data.get("image_urls") if isinstance(data, dict) else None
