@@ -65,7 +65,7 @@ RAMPS: dict[str, Ramp] = {
                               "and texture: the backdrop may show through gaps in the product."),
     "near_fragment": Ramp(0.005, 0.015, "detached_piece",
                           "A separate piece of the cut-out lies close to the product: the part of the product "
-                          "joining them may be missing."),
+                          "joining them may be missing, or the piece is backdrop."),
 }
 #: Measured and logged but not judged: on the calibration set they did not
 #: separate good cuts from wrong ones (see docs/engine.md).
@@ -282,7 +282,8 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
     signals["edge_contrast"] = _edge_contrast(lab, mask)
     signals["holes"] = float(_holes(mask))
     signals["enclosed_backdrop"] = _enclosed_backdrop(rgb, mask)
-    signals["near_fragment"] = _near_fragment(mask)
+    # One picked part (the usual cut) has no fragment: no need to label the mask again.
+    signals["near_fragment"] = _near_fragment(mask) if parts != 1 else 0.0
     if prob is not None:
         near = cv2.dilate(mask.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
         mid = (prob > 0.2) & (prob < 0.8) & near
