@@ -87,10 +87,6 @@ NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing
 #: backdrop's missing colours already replaced (the larger view sees the same backdrop again).
 LARGER_SIDE = 448
 NO_LARGER_LOOK = frozenset({"model_found_nothing", "faint_product", "backdrop_picked"})
-#: Reasons that alone do not send a cut to the larger look: a piece left near the product (the
-#: closer look, step 7, sees the product larger anyway; the larger look lost IoU on both cuts it took
-#: for that reason alone, docs/engine.md "A piece left near the product").
-NOT_ALONE_LARGER_LOOK = frozenset({"detached_piece"})
 #: A faint answer (the model's raw range under MIN_MODEL_RANGE) still points somewhere: when the
 #: spot it points at has colours the frame's border does not (median border likeness at most this;
 #: the spot of a photo of nothing, a flat wall or a texture, measured 0.9-0.99, a small key 0.31),
@@ -402,7 +398,7 @@ def cut_product(
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
     codes = {r.code for r in first.review_reasons}
-    if hint_box is None and segmenter.learned and codes - NOT_ALONE_LARGER_LOOK and not codes & NO_LARGER_LOOK:
+    if hint_box is None and segmenter.learned and first.needs_review and not codes & NO_LARGER_LOOK:
         first = _larger_look(rgb, first, segmenter)
     # A product well inside the frame is seen once more, cropped to its own box, so it fills more of
     # the model's 320 px (a crop would hide that a product runs off the frame or fills it, and a

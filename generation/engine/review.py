@@ -63,9 +63,6 @@ RAMPS: dict[str, Ramp] = {
     "enclosed_backdrop": Ramp(0.10, 0.26, "backdrop_inside",
                               "Part of the cut-out, enclosed by the product, has the backdrop's colours "
                               "and texture: the backdrop may show through gaps in the product."),
-    "near_fragment": Ramp(0.005, 0.015, "detached_piece",
-                          "A separate piece of the cut-out lies close to the product: the part of the product "
-                          "joining them may be missing, or the piece is backdrop."),
 }
 #: Measured and logged but not judged: on the calibration set they did not
 #: separate good cuts from wrong ones (see docs/engine.md).
@@ -197,50 +194,6 @@ def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
     return enclosed / area
 
 
-#: A separate part counts as a fragment near the product when the gap between it and the main
-#: part is between NEAR_MIN_GAP and NEAR_MAX_GAP of the main part's box diagonal: closer is a
-#: hairline break (a thin strap lost at the mask's threshold, 2 guide px on a good toolbox cut),
-#: farther is a second object (a bass guitar's detached strap end at 0.47, a coin beside a wallet).
-NEAR_MIN_GAP, NEAR_MAX_GAP = 0.01, 0.10
-
-
-def _near_fragment(mask: np.ndarray) -> float:
-    """The largest separate part lying close to the main part, as a share of the main part's area.
-
-    A product is one object. When the cut misses a part of it that has the backdrop's colours (a
-    saw's wooden handle on wood, a tricycle's silver handlebar on grey sand), what the model still
-    saw beyond the missing part comes back as a small piece a few percent of the product's size
-    away from it. A seller sees a floating piece; the outline of the main part looks fine.
-    """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    if count <= 2:
-        return 0.0
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    main = int(np.argmax(areas)) + 1
-    diag = float(np.hypot(stats[main, cv2.CC_STAT_WIDTH], stats[main, cv2.CC_STAT_HEIGHT]))
-    lo, hi = NEAR_MIN_GAP * diag, NEAR_MAX_GAP * diag
-    # Distance to the main part, computed only in the box that can hold a near fragment.
-    x, y, bw, bh = (int(v) for v in stats[main, :4])
-    m = int(np.ceil(hi)) + 1
-    h, w = mask.shape
-    x0, y0, x1, y1 = max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)
-    dist = cv2.distanceTransform((labels[y0:y1, x0:x1] != main).astype(np.uint8), cv2.DIST_L2, 3)
-    best = 0.0
-    for i in range(1, count):
-        px, py, pw, ph, area = (int(v) for v in stats[i])
-        # Each part is looked at in its own box (a cut may keep dozens of specks).
-        qx0, qy0, qx1, qy1 = max(px, x0), max(py, y0), min(px + pw, x1), min(py + ph, y1)
-        if i == main or qx0 >= qx1 or qy0 >= qy1:
-            continue
-        part = labels[qy0:qy1, qx0:qx1] == i
-        if not part.any():
-            continue
-        gap = float(dist[qy0 - y0:qy1 - y0, qx0 - x0:qx1 - x0][part].min())
-        if lo <= gap <= hi:
-            best = max(best, area / float(stats[main, cv2.CC_STAT_AREA]))
-    return best
-
-
 def _holes(mask: np.ndarray) -> int:
     """Enclosed background regions bigger than 0.5 % of the product."""
     inverse = (~mask).view(np.uint8)
@@ -282,8 +235,6 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
     signals["edge_contrast"] = _edge_contrast(lab, mask)
     signals["holes"] = float(_holes(mask))
     signals["enclosed_backdrop"] = _enclosed_backdrop(rgb, mask)
-    # One picked part (the usual cut) has no fragment: no need to label the mask again.
-    signals["near_fragment"] = _near_fragment(mask) if parts != 1 else 0.0
     if prob is not None:
         near = cv2.dilate(mask.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
         mid = (prob > 0.2) & (prob < 0.8) & near
