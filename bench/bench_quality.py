@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from bench.bench_engine import machine  # noqa: E402
-from bench.quality_set import PACKAGES, Sample, build  # noqa: E402
+from bench.quality_set import CATALOGUES, PACKAGES, Sample, build  # noqa: E402
 from generation.engine import EngineError, load_backend  # noqa: E402
 from generation.engine.base import BackendConfig  # noqa: E402
 from generation.engine.spec import JobSpec  # noqa: E402
@@ -272,16 +272,22 @@ def contact_sheet(samples: list[Sample], results: dict[str, dict[str, Outcome]],
 
 
 def report(samples: list[Sample], results: dict[str, dict[str, Outcome]], segmenters: list[str], seed: int,
-           load: tuple[tuple[float, ...], tuple[float, ...]], build_s: float, sheet: Path, out: Path) -> str:
+           load: tuple[tuple[float, ...], tuple[float, ...]], build_s: float, sheet: Path, out: Path,
+           products: str = "known") -> str:
     aggs = {s: aggregate(list(results[s].values())) for s in segmenters}
+    unseen = products != "known"
     lines = [
-        "# Quality benchmark: cut-outs against true masks",
+        "# Quality benchmark: cut-outs against true masks" + (", products the engine never saw" if unseen else ""),
         "",
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `bench/bench_quality.py --seed {seed}` on "
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `bench/bench_quality.py --seed {seed}"
+        f"{f' --products {products}' if unseen else ''}` on "
         f"{machine()}. Load average before/after: {', '.join(f'{x:.2f}' for x in load[0])} / "
         f"{', '.join(f'{x:.2f}' for x in load[1])} (the machine is shared; times are per image, one run each).",
         f"Building the set took {build_s:.1f} s.",
         "",
+        *([f"The composites are the `{products}` catalogue (`bench/quality_set.py`, `UNSEEN_RECIPES`): other "
+           "products than the ones every engine round was developed and checked on, each on a backdrop drawn "
+           "per seed. It tells whether the engine's steps carry over to new products.", ""] if unseen else []),
         f"Engine: {', '.join(f'`{s}` -> {_engine_line(results[s])}' for s in segmenters)}.",
         "",
         "## Aggregate",
@@ -397,6 +403,15 @@ list (which product on which kind of backdrop) is fixed and was written before t
 | Debian `gimp-data` 2.10.34 (GIMP patterns) | GPL-3+ | photographic texture tiles, enlarged 2-6x and tiled: walnut and other wood, parquet, brick with mortar, burlap, marble, cork, crinkled paper; the shelf scene (paper wall, wood board) |
 | scikit-image 0.26 `skimage.data` (bundled in the wheel) | per image, from its docstrings: CC0 (brick, grass, gravel, coffee, chelsea, camera), public domain (astronaut, rocket), no known copyright restrictions (coins) | brick, grass and gravel photographs (grey, tinted) as backdrops; the coins photo as a rendered coin's relief; real photos without a mask: `coffee`, `chelsea`, `rocket`, `astronaut`, `camera` (grey) |
 
+A second catalogue, `--products unseen` (`UNSEEN_RECIPES`), holds 25 composites of products no engine round
+was developed or checked on, other photographic stamps of the same package: a roast turkey, a Christmas
+pudding, a cep mushroom, a mince pie, corn, broccoli, an onion (small), a bass guitar, a cello, a violin, a
+floor tom drum, a toolbox, a tape measure, a pipe wrench, an adjustable spanner, a saw, binoculars, a 35 mm
+camera (also in grey scale), a trophy cup, a porcelain pitcher, a football, a cricket ball (small), a compost
+bin and a tricycle. Each is put on a backdrop drawn per seed from three it could plausibly be photographed on
+(tagged `busy-backdrop` as the known recipes are). It shows whether the engine's steps, chosen on the known
+products, carry over to new ones.
+
 Composites: the product (premultiplied alpha, scaled with Lanczos/area, turned up to 10 degrees) goes over the
 backdrop after a cast shadow darkens the backdrop multiplicatively (its texture kept): either a floor shadow
 (the silhouette squashed and sheared from the contact line) or a flat-lay offset copy, blurred more with
@@ -442,6 +457,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "quality.md")
     parser.add_argument("--sheet", type=Path, default=ROOT / "docs" / "benchmarks" / "quality-contact-sheet.png")
     parser.add_argument("--only", default="", help="comma-separated sample names")
+    parser.add_argument("--products", choices=sorted(CATALOGUES), default="known",
+                        help="the composites: the products the engine was developed on, or unseen ones")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("generation").setLevel(logging.WARNING)
@@ -450,7 +467,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dest = args.set_dir or Path(tmp)
         t0 = time.perf_counter()
-        samples = build(dest, seed=args.seed, cache=args.cache,
+        samples = build(dest, seed=args.seed, cache=args.cache, products=args.products,
                         names=[n for n in args.only.split(",") if n] or None)
         build_s = time.perf_counter() - t0
         logger.info("built %d samples in %.1f s (sources: %s)", len(samples), build_s, ", ".join(PACKAGES))
@@ -468,7 +485,7 @@ def main() -> None:
         load_after = os.getloadavg()
         contact_sheet(samples, results, segmenters, args.sheet)
         text = report(samples, results, segmenters, args.seed, (load_before, load_after), build_s, args.sheet,
-                      args.out)
+                      args.out, args.products)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text.replace(FINDINGS_PLACEHOLDER, kept_findings(args.out)))
     logger.info("wrote %s and %s", args.out, args.sheet)

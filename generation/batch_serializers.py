@@ -8,6 +8,7 @@ part makes the whole request a 400 naming each bad part.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,6 +64,8 @@ class BatchCreateSerializer(serializers.Serializer):
         client_ref = shared.pop("client_ref", None)
         if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > 200):
             errors["client_ref"] = ["A string of at most 200 characters."]
+        elif client_ref is not None and "\x00" in client_ref:  # PostgreSQL refuses NUL in text: a 500 otherwise
+            errors["client_ref"] = ["Null characters are not allowed."]
         images = self.photos(data)
         if not images:
             errors[photos] = [f"Send 1 to {MAX_BATCH_IMAGES} {'`image` parts' if photos == 'image' else 'URLs'}."]
@@ -118,6 +121,19 @@ class BatchURLsCreateSerializer(BatchCreateSerializer):
             ),
             **fields,
         }
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # A JSON body may carry ``outputs`` and ``presets`` as the lists themselves, where a
+        # form can only send their text (docs/api.md, "Batches"): each photo is checked as a
+        # form submit is, so a list becomes the text a form would have sent.
+        if isinstance(data, dict):
+            data = dict(data)
+            if isinstance(data.get("outputs"), list):
+                data["outputs"] = json.dumps(data["outputs"])
+            presets = data.get("presets")
+            if isinstance(presets, list) and all(isinstance(p, str) for p in presets):
+                data["presets"] = ",".join(presets)
+        return super().to_internal_value(data)
 
     def photos(self, data: Any) -> list[Any]:
         urls = data.get("image_urls") if isinstance(data, dict) else None

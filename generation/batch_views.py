@@ -14,10 +14,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+
+from imagegen_site.parsers import JSONParser
 
 from . import archive
 from .batch_serializers import BatchCreateSerializer, BatchSerializer, BatchURLsCreateSerializer, request_fingerprint

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
@@ -25,7 +27,22 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
+def _request_too_large(exc: Exception) -> str | None:
+    """What Django refused while reading the body, or None. Django raises these as a
+    SuspiciousOperation, which it would answer with its HTML 400 page."""
+    if isinstance(exc, RequestDataTooBig):
+        return f"The request body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+    if isinstance(exc, TooManyFieldsSent):
+        return f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."
+    if isinstance(exc, TooManyFilesSent):
+        return f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files."
+    return None
+
+
 def json_exception_handler(exc: Exception, context: dict) -> Response | None:
+    too_large = _request_too_large(exc)
+    if too_large is not None:
+        return Response({"detail": too_large}, status=status.HTTP_400_BAD_REQUEST)
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -93,6 +93,15 @@ class TaskCreateSerializer(serializers.Serializer):
         if unknown:
             allowed = ", ".join(self.fields)
             raise serializers.ValidationError({name: [f"Unknown field {name!r}; the fields are {allowed}."] for name in unknown})
+        # A form repeats a field silently and DRF keeps the last value: two `image` parts would
+        # make one task of the second photo, two `preset`s one of the last. Refuse, as batches do.
+        getlist = getattr(self.initial_data, "getlist", None)
+        repeated = sorted(name for name in self.initial_data if getlist and len(getlist(name)) > 1)
+        if repeated:
+            raise serializers.ValidationError({
+                name: ["Give this field once (one photo per task: POST /api/batches/ takes several)."
+                       if name == "image" else "Give this field once."] for name in repeated
+            })
         if ("image" in attrs) == ("image_url" in attrs):
             given = "both" if "image" in attrs else "neither"
             raise serializers.ValidationError({"image": [f"Send exactly one of image and image_url ({given} was sent)."]})

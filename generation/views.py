@@ -83,6 +83,8 @@ class TaskViewSet(SubmitIntake, SnapshotList, mixins.ListModelMixin, mixins.Retr
                 tasks = tasks.filter(status=wanted)
             client_ref = self.request.query_params.get("client_ref")
             if client_ref is not None:  # intake: the caller's own reference (a SKU)
+                if "\x00" in client_ref:  # PostgreSQL refuses NUL in a text parameter: a 500 otherwise
+                    raise ValidationError({"client_ref": "Null characters are not allowed."})
                 tasks = tasks.filter(client_ref=client_ref)
             review = self.request.query_params.get("needs_review")
             if review is not None:

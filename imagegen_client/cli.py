@@ -166,3 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (httpx.TransportError, StreamError) as exc:
         print(f"Cannot reach {args.url}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`imagegen watch | head -5`): stop quietly, as Unix tools do.
+        # Python flushes stdout once more at exit; point it at /dev/null so that cannot raise too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -72,6 +72,26 @@ class Batch(TypedDict):
 FINISHED_BATCH_STATUSES = frozenset({"completed", "canceled"})
 
 
+def form_fields(options: Mapping[str, object]) -> dict[str, str]:
+    """Task options as the form fields the server parses (docs/api.md, "Task options"):
+    ``hint_box`` as ``x0,y0,x1,y1``, ``outputs`` as JSON, ``presets`` comma-separated, the
+    rest as text; None is left out. Batches share this: ``str()`` of a list or tuple is
+    Python's repr, which the server refuses."""
+    fields: dict[str, str] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "hint_box" and isinstance(value, (list, tuple)):
+            fields[name] = ",".join(str(int(v)) for v in value)
+        elif name == "outputs" and isinstance(value, (list, tuple)):
+            fields[name] = json.dumps([dict(o) for o in value])
+        elif name == "presets" and isinstance(value, (list, tuple)):
+            fields[name] = ",".join(str(p) for p in value)
+        else:
+            fields[name] = str(value)
+    return fields
+
+
 class Client:
     """imagegen API client.
 
@@ -192,15 +212,12 @@ class Client:
                 data, name = path.read_bytes(), filename or path.name
             content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
             files = {"image": (name, data, content_type)}
-        options: dict[str, object] = {
+        fields = form_fields({
             "preset": preset, "size": size, "format": format, "margin": margin,
-            "background": background, "fit": fit, "shadow": shadow,
-            "hint_box": ",".join(str(int(v)) for v in hint_box) if hint_box is not None else None,
-            "outputs": json.dumps([dict(o) for o in outputs]) if outputs is not None else None,
-            "presets": (presets if isinstance(presets, str) else ",".join(presets)) if presets is not None else None,
+            "background": background, "fit": fit, "shadow": shadow, "hint_box": hint_box,
+            "outputs": outputs, "presets": presets,
             "client_ref": client_ref, "expires_in": expires_in, "image_url": image_url,
-        }
-        fields = {k: str(v) for k, v in options.items() if v is not None}
+        })
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         extra: dict[str, Any] = {}
         if wait is not None:
@@ -291,7 +308,7 @@ class Client:
         With ``idempotency_key`` a repeat returns the first batch (HTTP 200), as for :meth:`submit`."""
         if (photos is None) == (image_urls is None):
             raise ValueError("pass exactly one of photos and image_urls")
-        fields = {k: str(v) for k, v in options.items() if v is not None}
+        fields = form_fields(options)
         if client_ref is not None:
             fields["client_ref"] = client_ref
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -33,6 +33,10 @@ def storages_from_url(url: str) -> dict[str, Any]:
         "querystring_expire": DEFAULT_PRESIGN_SECONDS,
         "file_overwrite": True,  # names are random uuids: no HEAD request per save to find a free one
         "default_acl": None,
+        # boto3 still presigns S3 links with the legacy signature (``AWSAccessKeyId=...&Signature=``)
+        # unless told otherwise; AWS refuses it in every region opened since 2014 and on new
+        # buckets elsewhere, MinIO and moto take SigV4 too. ``signature_version`` overrides it.
+        "signature_version": "s3v4",
     }
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in _TEXT_OPTIONS:

@@ -9,12 +9,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from generation.exceptions import Conflict
 from generation.pagination import TaskPagination
+from imagegen_site.parsers import JSONParser
 
 from .models import Unavailable, WebhookDelivery, WebhookEndpoint
 from .serializers import (

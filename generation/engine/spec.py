@@ -317,6 +317,8 @@ def _output_items(value: Any) -> list[Any]:
             value = json.loads(value)
         except ValueError as exc:
             raise InvalidOptions("outputs", f"outputs must be a JSON list of objects; it does not parse: {exc}.") from None
+        except RecursionError:  # [[[[... thousands deep: json gives up by recursion, not ValueError
+            raise InvalidOptions("outputs", "outputs must be a JSON list of objects; it is nested too deeply.") from None
     if not isinstance(value, list):
         raise InvalidOptions("outputs", f"outputs must be a JSON list of objects, not {type(value).__name__}.")
     if not 1 <= len(value) <= MAX_OUTPUTS:

@@ -96,3 +96,31 @@ def test_it_names_the_debian_package_to_install_when_a_source_is_missing(tmp_pat
             sources.root(package)
         assert caught.value.package == package
         assert f"apt-get install {package}" in str(caught.value)
+
+
+def test_the_unseen_catalogue_builds_other_products_on_a_backdrop_drawn_per_seed(tmp_path: Path) -> None:
+    from bench.quality_set import RECIPES, UNSEEN_RECIPES
+
+    known = {r.product for r in RECIPES}
+    assert not known & {r.product for r in UNSEEN_RECIPES}, "the unseen catalogue repeats a known product"
+    names = ("spanner", "football")
+    try:
+        first = build(tmp_path / "a", seed=0, names=names, products="unseen")
+        again = build(tmp_path / "b", seed=0, names=names, products="unseen")
+    except SourceMissing as exc:
+        pytest.skip(f"needs the Debian package {exc.package}: {exc}")
+    assert [s.name for s in first] == list(names)
+    for a, b in zip(first, again):
+        assert a.image.read_bytes() == b.image.read_bytes(), a.name
+        truth = np.asarray(Image.open(a.mask)) > 127
+        assert 0.0005 < truth.mean() < 0.7, a.name
+        on = a.notes.split("; on ", 1)[1].split(";", 1)[0]
+        recipe = next(r for r in UNSEEN_RECIPES if r.name == a.name)
+        assert on in recipe.backdrop, (a.name, on)
+        assert ("busy-backdrop" in a.tags) == (on in {"brick", "gravel", "grey-gravel", "grass", "bark", "machine"})
+    # Over seeds the backdrop changes: the spanner is drawn from wood, marble and gravel.
+    seen = set()
+    for seed in range(8):
+        sample = build(tmp_path / f"s{seed}", seed=seed, names=("spanner",), products="unseen")[0]
+        seen.add(sample.notes.split("; on ", 1)[1].split(";", 1)[0])
+    assert len(seen) >= 2, seen

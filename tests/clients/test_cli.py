@@ -3,6 +3,9 @@ daphne + worker that fetch them from a photo server on loopback."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ import pytest
 from generation.models import Batch, GenerationTask
 from imagegen_client.batch import read_urls
 from imagegen_client.cli import PRESETS, main
+
+from tests.loopback_http import Script, running
 
 from .conftest import photo_variant
 from .photo_server import FETCH_ENV, serve_photos
@@ -83,3 +88,20 @@ def test_a_file_of_urls_goes_up_as_batches_leaves_out_a_refused_url_and_is_not_s
             names += [n for n in archive.namelist() if n != "manifest.csv"]
     assert sorted(names) == ["sku-0.jpg", "sku-1.jpg", "sku-2.jpg"]
     assert "3 done" in out and "ftp://shop.example/x.jpg" in out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    # `imagegen list | head -1`: the reader is gone; a traceback on stderr is noise, not news.
+    script = Script()
+    page = {"count": 2, "next": None, "previous": None, "last_seq": 2,
+            "results": [{"id": 2, "status": "completed"}, {"id": 1, "status": "completed"}]}
+    script.routes["/api/tasks/"] = (200, {"Content-Type": "application/json"}, json.dumps(page).encode())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    with running("127.0.0.1", script) as base:
+        done = subprocess.run([sys.executable, "-m", "imagegen_client", "--url", base, "--api-key", "igk_x", "list"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[2])
+    os.close(write_end)
+    assert script.hits == ["/api/tasks/"]
+    assert (done.returncode, done.stderr) == (1, "")

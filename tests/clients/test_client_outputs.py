@@ -57,3 +57,15 @@ def test_submit_with_presets_and_outputs_and_download_each_output(client: Client
         client.download(task["id"], tmp_path, output="amazon")
     assert missing.value.status_code == 404 and "'amazon'" in str(missing.value)
     assert list(tmp_path.glob("*.part")) == []
+
+
+def test_submit_batch_encodes_outputs_presets_and_hint_box_as_submit_does(client: Client, tmp_path: Path) -> None:
+    # str() of a list is Python's repr ("[{'preset': ...}]"), which the server refused as JSON.
+    photo = tmp_path / "shoe.jpg"
+    photo.write_bytes(product_photo())
+    batch = client.submit_batch([photo], outputs=[{"preset": "taobao"}, {"preset": "shopify", "name": "shop"}],
+                                hint_box=(100, 80, 540, 400))
+    assert [(o["name"], o["preset"]) for o in batch["options"]["outputs"]] == [("taobao", "taobao"), ("shop", "shopify")]
+    assert batch["options"]["hint_box"] == [100, 80, 540, 400]
+    by_presets = client.submit_batch([photo], presets=["etsy", "ebay"])
+    assert [o["name"] for o in by_presets["options"]["outputs"]] == ["etsy", "ebay"]

@@ -118,6 +118,7 @@ def test_one_bad_part_is_a_400_naming_it_and_nothing_is_created(auth_client, use
     ({"preset": "nowhere"}, "preset"),
     ({"colour": "red"}, "colour"),
     ({"client_ref": "x" * 201}, "client_ref"),
+    ({"client_ref": "spring\x00"}, "client_ref"),  # PostgreSQL text cannot hold NUL
 ])
 def test_a_bad_shared_option_is_a_400_naming_the_option(auth_client, settings, fields, named):
     response = post_batch(auth_client, photos("a.jpg", "b.jpg"), **fields)

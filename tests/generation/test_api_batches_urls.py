@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from generation.engine.spec import JobSpec
 from generation.models import Batch, GenerationTask
 from notifications.models import Event
 
@@ -64,3 +65,26 @@ def test_a_batch_that_expires_unstarted_ends_canceled_with_its_events(auth_clien
     batch = auth_client.get(f"/api/batches/{body['id']}/").json()
     assert batch["status"] == "completed" and batch["counts"]["canceled"] == 2  # expired, not canceled by its owner
     assert Event.objects.filter(user=user).order_by("-seq").first().type == "batch_complete"
+
+
+@pytest.mark.parametrize("options, names", [
+    ({"outputs": [{"preset": "amazon"}, {"preset": "etsy", "name": "shop"}]}, ["amazon", "shop"]),
+    ({"outputs": '[{"preset": "amazon"}, {"preset": "etsy", "name": "shop"}]'}, ["amazon", "shop"]),
+    ({"presets": ["amazon", "etsy"]}, ["amazon", "etsy"]),
+])
+def test_a_json_batch_takes_outputs_and_presets_as_lists_or_as_their_text(auth_client, photos, options, names):
+    Photos.routes["/cat/shoe.jpg"] = [(200, {"Content-Type": "image/jpeg"}, PHOTO)]
+
+    response = auth_client.post("/api/batches/", {"image_urls": [f"{photos}/cat/shoe.jpg"], **options}, format="json")
+
+    assert response.status_code == 201, response.json()
+    task = GenerationTask.objects.get(pk=response.json()["tasks"][0])
+    assert [o.name for o in JobSpec.from_options(task.options).outputs] == names
+
+
+def test_a_json_batch_refuses_outputs_that_are_no_list_naming_the_field(auth_client, photos):
+    response = auth_client.post("/api/batches/", {"image_urls": [f"{photos}/a.jpg"], "outputs": {"preset": "amazon"}},
+                                format="json")
+
+    assert response.status_code == 400 and "outputs" in response.json()["errors"]
+    assert Batch.objects.count() == GenerationTask.objects.count() == 0

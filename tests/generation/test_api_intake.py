@@ -66,6 +66,14 @@ def test_a_client_ref_over_200_characters_is_a_400_that_creates_nothing(auth_cli
     assert GenerationTask.objects.count() == 1
 
 
+def test_a_client_ref_filter_with_a_null_character_is_a_400_naming_it(auth_client, make_task):
+    # No client_ref can hold NUL (submit refuses it), and PostgreSQL refuses it as a parameter.
+    make_task()
+    response = auth_client.get("/api/tasks/", {"client_ref": "SKU\x00"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "client_ref: Null characters are not allowed."
+
+
 def test_the_admin_finds_a_task_by_its_client_ref(client, staff_user, make_task, user):
     staff_user.is_superuser = True
     staff_user.save()

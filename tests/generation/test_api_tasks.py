@@ -343,6 +343,24 @@ def test_a_bad_option_is_a_400_naming_its_field_that_creates_nothing(auth_client
     assert stored_files(settings) == []
 
 
+@pytest.mark.parametrize("field", ["image", "preset"])
+def test_a_field_given_twice_is_a_400_naming_it_that_creates_nothing(auth_client, settings, field):
+    # A form keeps the last of repeated values: two photos would have made one task of the second.
+    twice = {
+        "image": [SimpleUploadedFile("a.jpg", product_photo()), SimpleUploadedFile("b.jpg", product_photo(background=200))],
+        "preset": ["amazon", "etsy"],
+    }
+    data = {"image": SimpleUploadedFile("a.jpg", product_photo()), field: twice[field]}
+    response = auth_client.post("/api/tasks/", data, format="multipart")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body["errors"]) == [field], body
+    assert body["detail"].startswith(f"{field}: Give this field once")
+    assert GenerationTask.objects.count() == 0
+    assert Event.objects.count() == 0
+    assert stored_files(settings) == []
+
+
 def flat_photo() -> bytes:
     """Nothing but background: the review backend refuses it, as the engine refuses an empty shot."""
     buf = io.BytesIO()

@@ -159,3 +159,10 @@ def test_several_outputs_round_trip_through_the_stored_form_with_their_default_n
     # One output called after its preset keeps the flat form of before.
     assert "outputs" not in parse_job({"presets": "taobao"}).to_options()
     assert parse_job({"presets": "taobao"}) == parse_job({"preset": "taobao"})
+
+
+def test_outputs_nested_too_deeply_for_the_json_decoder_are_refused_naming_the_field() -> None:
+    # json.loads gives up on [[[[... by RecursionError, not ValueError: once a 500 on submit.
+    with pytest.raises(InvalidOptions) as caught:
+        parse_job({"outputs": "[" * 100_000})
+    assert caught.value.field == "outputs" and "nested too deeply" in str(caught.value)

@@ -18,10 +18,12 @@ def test_an_s3_url_selects_the_s3_backend_with_private_short_lived_links():
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {"bucket_name": "media", "location": "prod/imagegen", "querystring_auth": True,
                     "querystring_expire": 300, "file_overwrite": True, "default_acl": None,
-                    "endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"},
+                    "signature_version": "s3v4", "endpoint_url": "http://127.0.0.1:9000",
+                    "region_name": "eu-west-1"},
     }
     assert storages["staticfiles"]["BACKEND"] == "django.contrib.staticfiles.storage.StaticFilesStorage"
     assert storages_from_url("s3://media?presign_seconds=60")["default"]["OPTIONS"]["querystring_expire"] == 60
+    assert storages_from_url("s3://media?signature_version=s3")["default"]["OPTIONS"]["signature_version"] == "s3"
 
 
 @pytest.mark.parametrize("url, message", [
