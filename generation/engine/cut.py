@@ -21,10 +21,7 @@
    lacks; a candidate that stands out from its surroundings clearly more
    replaces it, and the flag stays. The winner is seen again at its own box
    while that grows it and it still passes the same test (a product part
-   with the backdrop's colours, beyond the blob's box, is taken in). A
-   doubted cut is then cut again with the model at 448 px, and so is an
-   unflagged one whose outline is somewhat uncertain, where the larger cut
-   replaces it only when the two agree.
+   with the backdrop's colours, beyond the blob's box, is taken in).
 7. A cut of a product well inside the frame gets one second model pass on
    its own box (a small or thin product seen at a better resolution); it
    replaces the first cut only when it keeps most of it, and a flag stays.
@@ -42,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -90,13 +87,6 @@ NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing
 #: backdrop's missing colours already replaced (the larger view sees the same backdrop again).
 LARGER_SIDE = 448
 NO_LARGER_LOOK = frozenset({"model_found_nothing", "faint_product", "backdrop_picked"})
-#: An unflagged cut whose outline is still somewhat uncertain (``edge_uncertainty`` at least this; the
-#: ``uncertain_outline`` ramp starts at 1.6) gets the larger look too, for a product part the 320 px map
-#: loses (a clock's black rim on a dark cliff: 0.905 -> 0.962). There the 448 px cut replaces the first
-#: only when the two overlap by at least LARGER_LOOK_AGREE (IoU): a larger view of a busy backdrop can
-#: take the backdrop in instead (a guitar on bark cut right at 320 px, 0.972, was 0.754 at 448).
-#: The speed benchmark's photos (coffee, kiwi on wood, 2000 and 4000 px) measure 0.90-0.97: they do not pay for it.
-LARGER_LOOK_EDGE_UNCERTAINTY, LARGER_LOOK_AGREE = 1.2, 0.85
 #: A faint answer (the model's raw range under MIN_MODEL_RANGE) still points somewhere: when the
 #: spot it points at has colours the frame's border does not (median border likeness at most this;
 #: the spot of a photo of nothing, a flat wall or a texture, measured 0.9-0.99, a small key 0.31),
@@ -142,9 +132,6 @@ class Cut:
     segmenter: str
     model: str | None
     model_sha256: str | None
-    #: The review signals of the look the cut came from (``review.measure``), for the engine's own
-    #: choice of further looks; empty for a seller's own transparency.
-    signals: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def needs_review(self) -> bool:
@@ -411,11 +398,8 @@ def cut_product(
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
     codes = {r.code for r in first.review_reasons}
-    if hint_box is None and segmenter.learned and not codes & NO_LARGER_LOOK:
-        if first.needs_review:
-            first = _larger_look(rgb, first, segmenter)
-        elif first.signals.get("edge_uncertainty", 0.0) >= LARGER_LOOK_EDGE_UNCERTAINTY:
-            first = _larger_look(rgb, first, segmenter, agree=LARGER_LOOK_AGREE)
+    if hint_box is None and segmenter.learned and first.needs_review and not codes & NO_LARGER_LOOK:
+        first = _larger_look(rgb, first, segmenter)
     # A product well inside the frame is seen once more, cropped to its own box, so it fills more of
     # the model's 320 px (a crop would hide that a product runs off the frame or fills it, and a
     # faint or model-less cut has no box worth trusting).
@@ -544,16 +528,13 @@ def _grow_rescue(rgb: np.ndarray, cut: Cut, segmenter: Segmenter, small: Callabl
     return cut
 
 
-def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter, agree: float | None = None) -> Cut:
+def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
     """``first`` cut again with the model at :data:`LARGER_SIDE`; the flag and its reasons stay.
 
-    The larger cut replaces a flagged first one: measured on the evaluation set (docs/engine.md,
-    "The model at a larger input") it is at least as good on most doubted cuts, and the review
-    signals of either view do not tell which of the two is better. With ``agree`` (an unflagged cut
-    looked at for its outline alone) it replaces the first only when the two overlap by at least
-    that IoU, else the first stands: it is a finer outline of the same product, or it is not
-    trusted. Either way the larger cut's own reasons are added (they can only add a flag). An
-    operator's model that cannot run at that size keeps the first cut.
+    The larger cut replaces the first one: measured on the evaluation set (docs/engine.md, "The
+    model at a larger input") it is at least as good on most doubted cuts, and the review signals
+    of either view do not tell which of the two is better. An operator's model that cannot run at
+    that size keeps the first cut.
     """
     try:
         big = _cut(rgb, None, replace(segmenter, side=LARGER_SIDE))
@@ -563,12 +544,6 @@ def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter, agree: float
         logger.info("Segmenter %s cannot run at %d px (%s); keeping its %d px cut", segmenter.name,
                     LARGER_SIDE, exc, segmenter.side)
         return first
-    if agree is not None:
-        before, after = first.matte >= 0.5, big.matte >= 0.5
-        overlap = int(np.count_nonzero(before & after)) / max(int(np.count_nonzero(before | after)), 1)
-        logger.debug("Larger look at an unflagged cut: IoU %.2f with the first", overlap)
-        if overlap < agree:
-            return first
     reasons = first.review_reasons + tuple(r for r in big.review_reasons if r not in first.review_reasons)
     return replace(big, confidence=min(first.confidence, big.confidence), review_reasons=reasons)
 
@@ -653,4 +628,4 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
                  {k: round(v, 3) for k, v in assessment.signals.items()})
     return Cut(matte=matte, shadow=shadow, confidence=assessment.confidence,
                review_reasons=assessment.reasons, segmenter=segmenter.name, model=segmenter.model,
-               model_sha256=segmenter.model_sha256, signals=assessment.signals)
+               model_sha256=segmenter.model_sha256)

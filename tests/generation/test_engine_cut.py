@@ -291,27 +291,6 @@ def test_a_doubted_cut_is_looked_at_again_with_the_model_at_a_larger_input(model
     assert cut.needs_review and cut.confidence < 0.5
 
 
-def test_an_unflagged_cut_with_an_uncertain_outline_is_looked_at_again_with_the_model_at_a_larger_input(
-        model: Segmenter, tmp_path: Any) -> None:
-    # A white clock face with a black rim on a dark cliff (seed 1): at 320 px the model cuts the face
-    # and leaves the rim (IoU 0.905), unflagged, its outline's uncertainty 1.21 (the flag's ramp starts
-    # at 1.6). At 448 px it takes the rim too (0.962); the two cuts agree on most of the clock, so the
-    # larger one replaces the first.
-    photo, truth = _set_sample(tmp_path, "clock-cliff", 1)
-    cut = cut_product(photo, None, segmenter=model)
-    assert iou(cut, truth) >= 0.95
-
-
-def test_a_larger_look_that_disagrees_with_an_unflagged_cut_does_not_replace_it(
-        model: Segmenter, tmp_path: Any) -> None:
-    # A guitar on bark (seed 2), cut right at 320 px (0.972) with an outline uncertain enough for a
-    # look at 448 px, which takes in the bark (0.754): the two cuts overlap by less than 85 %, so
-    # the first stands.
-    photo, truth = _set_sample(tmp_path, "guitar-bark", 2)
-    cut = cut_product(photo, None, segmenter=model)
-    assert iou(cut, truth) >= 0.95
-
-
 @pytest.mark.parametrize(("name", "seed", "before"), [("thermometer-fabric", 0, 0.929), ("glass-wood", 1, 0.850)])
 def test_a_product_well_inside_the_frame_is_seen_again_at_its_own_box(
         model: Segmenter, tmp_path: Any, name: str, seed: int, before: float) -> None:
