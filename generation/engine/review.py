@@ -63,8 +63,9 @@ RAMPS: dict[str, Ramp] = {
     "enclosed_backdrop": Ramp(0.10, 0.26, "backdrop_inside",
                               "Part of the cut-out, enclosed by the product, has the backdrop's colours "
                               "and texture: the backdrop may show through gaps in the product."),
-    # Backdrop pieces (a pebble of the gravel, a patch of the machine) measured 0.42-1.08 on the
-    # development seeds, good cuts 1.53 and up (docs/engine.md, "A piece of the backdrop").
+    # Backdrop pieces (a pebble of the gravel, a patch of the machine) measured 0.25-1.24 on the
+    # development seeds' full-frame looks, good cuts 1.83 and up (docs/engine.md, "A piece of the
+    # backdrop"). Judged by cut.cut_product on the final cut, not by measure().
     "lookalike": Ramp(1.6, 0.8, "backdrop_piece",
                       "The cut-out looks like the backdrop elsewhere in the photo: it may be a piece of "
                       "the backdrop rather than the product."),
