@@ -30,6 +30,11 @@
    instead of a refusal; when the spot is the backdrop, so does the one
    compact blob of colours the border lacks, if there is one (:mod:`.faint`).
 
+Last, without a hint box, the final cut is compared with copies of its own
+mask moved elsewhere in the photo: when the backdrop there looks as much like
+it as the copies look like each other (one pebble of the gravel), it is
+flagged ``backdrop_piece``; the cut stays as it is.
+
 With ``IMAGEGEN_SEGMENTER=classical`` step 3 is the border-model/GrabCut
 pipeline of :mod:`generation.engine.segment`. A product is refused
 (``no_product_found``) only when neither finds anything; when in doubt the
@@ -47,7 +52,7 @@ import numpy as np
 from .base import EngineError
 from .faint import lone_distinct_box
 from .refine import guide_size, refine
-from .review import Assessment, ReviewReason, assess, measure
+from .review import RAMPS, Assessment, ReviewReason, assess, lookalike, measure
 from .saliency import ModelCannotRun, Segmenter
 from .segment import (
     MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, border_likeness,
@@ -394,6 +399,36 @@ def cut_product(
     if alpha is not None:
         return Cut(matte=_matte_from_alpha(alpha), shadow=None, confidence=1.0, review_reasons=(),
                    segmenter="alpha", model=None, model_sha256=None)
+    cut = _looks(rgb, hint_box, segmenter)
+    # A seller's box says where the product is: the backdrop elsewhere is not a rival to it.
+    return cut if hint_box is not None else _judge_lookalike(rgb, cut)
+
+
+def _judge_lookalike(rgb: np.ndarray, cut: Cut) -> Cut:
+    """``cut`` with the ``backdrop_piece`` reason when the backdrop elsewhere looks as much like it.
+
+    Judged on the final cut, after every look: a flag, not a trip to another look (the cut stays as
+    it is). On the guide copy of the whole photo, so a closer look's crop does not hide the backdrop
+    the cut is compared with.
+    """
+    h, w = rgb.shape[:2]
+    gw, gh = guide_size(h, w)
+    small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
+    matte = cut.matte if (gh, gw) == (h, w) else cv2.resize(cut.matte, (gw, gh), interpolation=cv2.INTER_AREA)
+    value = lookalike(small, matte >= 0.5)
+    if not np.isfinite(value):
+        return cut
+    ramp = RAMPS["lookalike"]
+    bad = ramp.badness(value)
+    logger.debug("Backdrop lookalike %.2f (badness %.2f)", value, bad)
+    reasons = cut.review_reasons
+    if bad >= 0.5:
+        reasons = reasons + (ReviewReason(ramp.code, ramp.message),)
+    return replace(cut, confidence=round(min(cut.confidence, 1.0 - bad), 3), review_reasons=reasons)
+
+
+def _looks(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter) -> Cut:
+    """The cut after every look (steps 2-8 of the module's list), before the final cut is judged."""
     first = _cut(rgb, hint_box, segmenter)
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)

@@ -63,6 +63,12 @@ RAMPS: dict[str, Ramp] = {
     "enclosed_backdrop": Ramp(0.10, 0.26, "backdrop_inside",
                               "Part of the cut-out, enclosed by the product, has the backdrop's colours "
                               "and texture: the backdrop may show through gaps in the product."),
+    # Backdrop pieces (a pebble of the gravel, a patch of the machine) measured 0.25-1.24 on the
+    # development seeds' full-frame looks, good cuts 1.83 and up (docs/engine.md, "A piece of the
+    # backdrop"). Judged by cut.cut_product on the final cut, not by measure().
+    "lookalike": Ramp(1.6, 0.8, "backdrop_piece",
+                      "The cut-out looks like the backdrop elsewhere in the photo: it may be a piece of "
+                      "the backdrop rather than the product."),
 }
 #: Measured and logged but not judged: on the calibration set they did not
 #: separate good cuts from wrong ones (see docs/engine.md).
@@ -192,6 +198,79 @@ def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray) -> float:
                     >= ENCLOSED_WALL_CONTRAST:
                 enclosed += int(stats[i, cv2.CC_STAT_AREA])
     return enclosed / area
+
+
+#: The cut is compared with LOOKALIKE_COPIES copies of its own mask moved to places whose box keeps
+#: LOOKALIKE_MARGIN x its box's longer side away from its box; with fewer than LOOKALIKE_MIN_COPIES
+#: such places (a product too large for the frame to hold copies of it) it is not judged. At most
+#: LOOKALIKE_SAMPLES pixels of the mask are compared (the histograms barely move, the time does).
+LOOKALIKE_COPIES, LOOKALIKE_MIN_COPIES, LOOKALIKE_MARGIN = 24, 6, 0.25
+LOOKALIKE_SAMPLES = 4000
+#: Added to the copies' spread among themselves: on a plain backdrop (white paper) the copies are
+#: alike to within sampling noise, and any product differs from them by far more than that.
+LOOKALIKE_FLOOR = 0.02
+#: Joint Lab colour (4 x 6 x 6 bins), gradient magnitude and 5x5 grey spread (8 log2 bins each).
+_LOOKALIKE_BINS = (144, 8, 8)
+
+
+def _histograms(codes: tuple[np.ndarray, ...], ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for code, bins in zip(codes, _LOOKALIKE_BINS):
+        h = np.bincount(code[ys, xs], minlength=bins).astype(np.float64)
+        out.append(h / max(h.sum(), 1.0))
+    return out
+
+
+def lookalike(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """How much more the cut differs from the backdrop than the backdrop differs from itself.
+
+    A model can be sure of one pebble of a gravel backdrop, or a patch of a machine, as the product:
+    its outline is crisp, it is one part, nothing encloses it. But the backdrop could have produced
+    that region anywhere: the same mask moved elsewhere in the frame covers colours and texture as
+    close to it as the moved copies are to each other. A product differs from its backdrop in colour
+    or in texture (a white ball on white paper: smooth shading against paper grain). Each of three
+    descriptors (Lab colour, gradient magnitude and local grey spread histograms of the mask's core)
+    gives the distance (total variation) from the cut to its nearest copy over the median distance
+    between copies; the signal is the largest of the three, since a product needs to differ in one
+    only. NaN (not judged) when the frame has no room for enough copies.
+    """
+    h, w = mask.shape
+    m = mask.view(np.uint8)
+    x, y, bw, bh = cv2.boundingRect(m)
+    if bw == 0 or bw >= w or bh >= h:
+        return float("nan")
+    # The core, so that the outline's mix of product and backdrop does not count as the product's.
+    core = cv2.erode(m, np.ones((5, 5), np.uint8)) > 0
+    ys, xs = np.nonzero(core if np.count_nonzero(core) >= 30 else mask)
+    rng = np.random.default_rng(0)  # the same photo gives the same answer
+    if ys.size > LOOKALIKE_SAMPLES:
+        pick = rng.choice(ys.size, LOOKALIKE_SAMPLES, replace=False)
+        ys, xs = ys[pick], xs[pick]
+    g = round(LOOKALIKE_MARGIN * max(bw, bh))
+    cx = rng.integers(0, w - bw + 1, 16 * LOOKALIKE_COPIES)
+    cy = rng.integers(0, h - bh + 1, 16 * LOOKALIKE_COPIES)
+    away = (cx + bw <= x - g) | (cx >= x + bw + g) | (cy + bh <= y - g) | (cy >= y + bh + g)
+    cx, cy = cx[away][:LOOKALIKE_COPIES], cy[away][:LOOKALIKE_COPIES]
+    if cx.size < LOOKALIKE_MIN_COPIES:
+        return float("nan")
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    colour = ((lab[..., 0].astype(np.int32) * 4) >> 8) * 36 + ((lab[..., 1].astype(np.int32) * 6) >> 8) * 6 \
+        + ((lab[..., 2].astype(np.int32) * 6) >> 8)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gradient = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
+    codes = (colour,
+             np.clip(np.log2(1.0 + gradient / 2.0), 0, 7).astype(np.int32),
+             np.clip(np.log2(1.0 + _local_spread(grey)), 0, 7).astype(np.int32))
+    cut = _histograms(codes, ys, xs)
+    copies = [_histograms(codes, ys + int(b - y), xs + int(a - x)) for a, b in zip(cx, cy)]
+    pairs = np.triu_indices(len(copies), 1)
+    ratios = []
+    for k in range(len(codes)):
+        many = np.stack([c[k] for c in copies])
+        to_cut = 0.5 * np.abs(many - cut[k]).sum(axis=1)
+        between = 0.5 * np.abs(many[:, None, :] - many[None, :, :]).sum(axis=2)[pairs]
+        ratios.append(float(to_cut.min()) / (float(np.median(between)) + LOOKALIKE_FLOOR))
+    return max(ratios)
 
 
 def _holes(mask: np.ndarray) -> int:

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from generation.engine.review import assess, measure
+from generation.engine.review import RAMPS, assess, lookalike, measure
 
 
 def _wood(w: int = 480, h: int = 360) -> np.ndarray:
@@ -135,3 +135,55 @@ def test_only_a_product_under_a_quarter_percent_of_the_photo_is_tiny() -> None:
         rgb[mask > 0] = (200, 60, 40)
         codes = {r.code for r in assess(_signals(rgb, mask > 0)).reasons}
         assert codes == ({"tiny_product"} if tiny else set()), (radius, codes)
+
+
+def _gravel(h: int = 360, w: int = 480) -> np.ndarray:
+    """A grey-beige gravel backdrop (scikit-image's gravel photo, tinted)."""
+    grey = skimage.data.gravel()[:h, :w].astype(np.float32)
+    return np.clip(grey[..., None] * np.float32([0.9, 0.85, 0.75]), 0, 255).astype(np.uint8)
+
+
+def _flagged_as_backdrop(value: float) -> bool:
+    return bool(np.isfinite(value)) and RAMPS["lookalike"].badness(value) >= 0.5
+
+
+def test_a_cut_that_is_a_piece_of_the_gravel_is_a_lookalike() -> None:
+    # One pebble-sized region of the gravel: the same mask anywhere else in the frame covers gravel
+    # as like it as those copies are like each other.
+    rgb = _gravel()
+    piece = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.ellipse(piece, (120, 100), (30, 20), 20, 0, 360, 1, -1)
+    assert _flagged_as_backdrop(lookalike(rgb, piece > 0))
+
+
+def test_a_product_with_the_gravels_colour_but_not_its_texture_is_not_a_lookalike() -> None:
+    # A smooth bar painted the gravel's mean colour: the colour alone does not tell it from the
+    # gravel, its lack of grain does.
+    rgb = _gravel()
+    bar = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.rectangle(bar, (150, 160), (300, 185), 1, -1)
+    rgb[bar > 0] = rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    value = lookalike(rgb, bar > 0)
+    assert np.isfinite(value) and RAMPS["lookalike"].badness(value) == 0.0
+
+
+def test_a_white_ball_on_white_paper_is_not_a_lookalike_but_a_patch_of_the_paper_is() -> None:
+    # Smooth shading against the paper's grain: same colours, another texture.
+    rng = np.random.default_rng(3)
+    paper = 238 + cv2.GaussianBlur(rng.normal(0, 6, (360, 480)).astype(np.float32), (0, 0), 1.0)
+    yy, xx = np.mgrid[:360, :480]
+    ball = np.hypot(yy - 180, xx - 240) < 50
+    paper[ball] = (250 - 25 * np.clip((xx - 240 + yy - 180) / 100 + 0.5, 0, 1))[ball]
+    rgb = np.repeat(np.clip(paper, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    value = lookalike(rgb, ball)
+    assert np.isfinite(value) and RAMPS["lookalike"].badness(value) == 0.0
+    patch = np.zeros_like(ball)
+    patch[60:120, 40:110] = True
+    assert _flagged_as_backdrop(lookalike(rgb, patch))
+
+
+def test_a_product_too_large_for_copies_of_it_is_not_judged_as_a_lookalike() -> None:
+    rgb = _gravel()
+    big = np.zeros(rgb.shape[:2], bool)
+    big[40:320, 60:420] = True
+    assert np.isnan(lookalike(rgb, big))
