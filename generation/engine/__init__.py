@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineError", "GenerationResult", "InvalidOptions",
            "RateGate", "RenderedOutput", "UpstreamBusy", "get_backend", "install_gemini_rate_gate"]
 
-#: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs.
-ENGINE_VERSION = "2.4"
+#: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs or
+#: their review (2.5: the ``backdrop_piece`` review flag).
+ENGINE_VERSION = "2.5"
 
 def provenance(backend: str, segmenter: Segmenter, **extra: str | None) -> dict[str, str | None]:
     """The ``engine`` record of a result: which backend and segmenter (model file and
