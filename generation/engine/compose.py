@@ -40,7 +40,7 @@ import numpy as np
 
 from . import compliance
 from .base import EngineError, GenerationResult, ProgressCallback, RenderedOutput
-from .coverage import COVERAGE_EPS_BYTE, MATTE_EPS, Box, coverage_bytes, normalise_matte, product_box
+from .coverage import MATTE_EPS, Box, coverage_bytes, drop_faint, normalise_matte, product_box
 from .encode import CONTENT_TYPES, encode_image
 from .spec import JobSpec, RenderSpec
 
@@ -270,7 +270,7 @@ def _finished(layers: np.ndarray, scale: float, transparent: bool) -> tuple[np.n
     # Resampling smears a faint edge into a wider faint veil (253-254 around a
     # dark product after a 3x enlargement); coverage this low is invisible as
     # product but measurable as off-white background, so it becomes exactly 0.
-    coverage = cv2.threshold(coverage, COVERAGE_EPS_BYTE, 255, cv2.THRESH_TOZERO)[1]
+    coverage = drop_faint(coverage)
     # Ink can never exceed its coverage's worth (255 * a, i.e. the coverage byte).
     ink = cv2.min(ink, cv2.merge([coverage] * 3))
     if not transparent:

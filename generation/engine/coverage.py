@@ -82,3 +82,10 @@ def normalise_matte(matte: np.ndarray) -> np.ndarray:
 def coverage_bytes(matte: np.ndarray) -> np.ndarray:
     """A normalised float matte as 8-bit coverage, ``round(255 * a)``: the transparent output's alpha."""
     return cv2.convertScaleAbs(matte, alpha=255.0)
+
+
+def drop_faint(coverage: np.ndarray) -> np.ndarray:
+    """8-bit ``coverage`` with every byte up to ``COVERAGE_EPS_BYTE`` set to exactly 0: what the
+    renderer does to a resample's faint veil, and so what the stored mask does too (a matte just
+    over ``MATTE_EPS`` rounds to that byte: the mask and a cut-out's alpha must not differ there)."""
+    return cv2.threshold(coverage, COVERAGE_EPS_BYTE, 255, cv2.THRESH_TOZERO)[1]

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from . import compliance
-from .coverage import coverage_bytes, normalise_matte
+from .coverage import coverage_bytes, drop_faint, normalise_matte
 from .decode import srgb_profile
 from .spec import RenderSpec
 
@@ -91,7 +91,7 @@ def encode_mask(matte: np.ndarray) -> bytes:
     """
     buf = io.BytesIO()
     # Level 1: a mask is mostly flat runs, so it compresses well at once (and is not on a size budget).
-    Image.fromarray(coverage_bytes(normalise_matte(matte)), "L").save(buf, "PNG", compress_level=1)
+    Image.fromarray(drop_faint(coverage_bytes(normalise_matte(matte))), "L").save(buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 
