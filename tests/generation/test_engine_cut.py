@@ -233,12 +233,13 @@ def test_it_still_refuses_blank_noise_and_plain_texture_photos(model: Segmenter,
     assert exc.value.code == "no_product_found"
 
 
-def _set_sample(tmp_path: Any, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A composite of the benchmark's evaluation set (bench/quality_set.py): photo and true mask."""
+def _set_sample(tmp_path: Any, name: str, seed: int, products: str = "known") -> tuple[np.ndarray, np.ndarray]:
+    """A composite of the benchmark's evaluation set (bench/quality_set.py, the ``products``
+    catalogue): photo and true mask."""
     from bench.quality_set import SourceMissing, build
 
     try:
-        (sample,) = build(tmp_path, seed=seed, names=(name,))
+        (sample,) = build(tmp_path, seed=seed, names=(name,), products=products)
     except SourceMissing as exc:  # a developer machine without apt access; CI installs the packages
         pytest.skip(f"needs the Debian package {exc.package}: {exc}")
     rgb, _ = load_rgb_alpha(sample.image.read_bytes())

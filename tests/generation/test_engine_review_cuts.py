@@ -10,10 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
 
 from generation.engine.cut import cut_product
-from generation.engine.decode import load_rgb_alpha
 from generation.engine.saliency import Segmenter, get_segmenter
 
 from .test_engine_cut import _set_sample
@@ -57,22 +55,10 @@ def test_a_cup_of_coffee_on_a_wood_table_is_not_flagged(model: Segmenter) -> Non
     assert 0.40 < float((cut.matte >= 0.5).mean()) < 0.55
 
 
-def _unseen_sample(tmp_path: Any, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A composite of the benchmark's unseen catalogue: photo and true mask."""
-    from bench.quality_set import SourceMissing, build
-
-    try:
-        (sample,) = build(tmp_path, seed=seed, products="unseen", names=(name,))
-    except SourceMissing as exc:  # a developer machine without apt access; CI installs the packages
-        pytest.skip(f"needs the Debian package {exc.package}: {exc}")
-    rgb, _ = load_rgb_alpha(sample.image.read_bytes())
-    return rgb, np.asarray(Image.open(sample.mask).convert("L"), np.float32) / 255.0
-
-
 def test_a_cut_that_is_one_pebble_of_the_backdrop_is_flagged(model: Segmenter, tmp_path: Any) -> None:
     # Unseen catalogue, seed 10: the model is sure of one pebble of the gravel instead of the pipe
     # wrench (IoU 0.000, no flag before). The mask moved elsewhere covers gravel just as like it.
-    photo, truth = _unseen_sample(tmp_path, "pipe-wrench", 10)
+    photo, truth = _set_sample(tmp_path, "pipe-wrench", 10, "unseen")
     cut = cut_product(photo, None, segmenter=model)
     assert _iou(cut.matte, truth) < 0.85
     assert cut.needs_review and "backdrop_piece" in {r.code for r in cut.review_reasons}
