@@ -68,10 +68,6 @@ __all__ = ["Cut", "ReviewReason", "cut_product"]
 THRESHOLD = 0.5
 #: A model whose raw output spans less than this saw nothing salient.
 MIN_MODEL_RANGE = 0.2
-#: Hysteresis on the soft map: pixels the model gives at least this, joined to the product through
-#: pixels as sure, are product too (:func:`_join_weak`), unless the floor there is darkened by at least
-#: WEAK_SHADOW_OPACITY (a cast shadow, which the model often gives 0.3-0.5 next to the product).
-WEAK_THRESHOLD, WEAK_SHADOW_OPACITY = 0.3, 0.05
 #: Separate parts are kept when at least this share of the main part, or
 #: when the model is sure of them (a coin next to a wallet, earrings).
 MIN_PART_SHARE = 0.02
@@ -193,37 +189,6 @@ def _fill_specks(mask: np.ndarray) -> np.ndarray:
         and stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] < h
     ]
     return mask | np.isin(labels, small) if small else mask
-
-
-def _join_weak(product: np.ndarray, prob: np.ndarray, small: np.ndarray, model_side: int) -> np.ndarray:
-    """``product`` with the regions the model is less sure of (>= WEAK_THRESHOLD) that join it.
-
-    Hysteresis on the soft map: the model gives a product part it sees less well (the far side of a
-    see-through glass, the backdrop-filled handles of a trophy it half sees, a violin's tail piece)
-    0.3-0.5, and a threshold of 0.5 cuts it off at the part's middle. A weak region narrower than the
-    refinement's band changes nothing (the guided filter follows the map there, so its matte stays
-    under 0.5); a wider one becomes solid product. Not taken: a weak region that is a cast shadow
-    (the floor darkened next to the product, which the model often gives 0.3-0.5: a bass guitar's,
-    -0.014 without this test), and nothing in a magnified view (a small product's closer look), whose
-    map is a blur wider than the band all round (an onion lost 0.003-0.009 to it).
-    """
-    gh, gw = prob.shape
-    if max(gh, gw) < model_side:
-        return product
-    grown = _joined(product, (prob >= WEAK_THRESHOLD) | product)
-    if not (grown & ~product).any():
-        return product
-    shadow = cast_shadow(small, product)
-    if shadow is None:
-        return grown
-    return _joined(product, grown & ((shadow < WEAK_SHADOW_OPACITY) | product))
-
-
-def _joined(product: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """The connected parts of ``region`` (a superset of ``product``) that hold product pixels."""
-    _, labels = cv2.connectedComponents(region.view(np.uint8), connectivity=8)
-    held = np.unique(labels[product])
-    return np.isin(labels, held[held > 0])
 
 
 def _classical_check(small: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -394,7 +359,6 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
     product, parts = _pick_parts(fg, prob)
     product = _fill_specks(product)
     small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
-    product = _join_weak(product, prob, small, segmenter.side)
     matte = refine(rgb, prob, product, segmenter.side, small)
     # The backdrop model's comparison signals are logged, not judged (review.UNJUDGED): only worth
     # their time when someone reads the debug log.
