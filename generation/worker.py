@@ -290,26 +290,33 @@ class Worker:
         """Claim and run the next task (or a small batch of fast ones). True: found work, loop again now."""
         self.register()
         assert self.row is not None
-        # Never a second attempt of a task one of our threads still runs (taken back meanwhile,
-        # e.g. requeued by an operator, but that thread has not noticed yet): the claim and
-        # the in-flight set change under one lock, so two threads cannot both miss it.
-        with self._claim_lock:
-            with self._lock:
-                running = {task.pk for task in self._inflight.values()}
-            claimed = self._claim(running)
-            with self._lock:  # all of them, so a shutdown releases the ones not started yet
-                self._inflight.update({token: task for task, token in claimed})
+        seen = wakeup.local.generation
+        claimed = self._claim_tracked(self.batch_size())
         if not claimed:
             return False
         started = time.monotonic()
         produced: list[Produced] = []
-        for task, token in claimed:
+        cut_ins, batch = 0, len(claimed)
+        i = 0
+        while i < len(claimed):
             if self._stopping.is_set():
                 break  # the rest stay in _inflight and are released by _drain
+            task, token = claimed[i]
             metrics.observe_claim((task.started_at - task.run_after).total_seconds())
             outcome = self._produce(task, token)
             if outcome is not None:
                 produced.append(outcome)
+            i += 1
+            # Work queued while this batch runs (another seller's single photo, say) would
+            # otherwise wait for the whole batch: claim the next task in fair order now and run
+            # it next. Only on a new wake-up, and at most once per task of the batch, so a drain
+            # with nothing new queued keeps its shared commits. (A burst's threads wake each
+            # other after every claim: not a sign of new work.)
+            if (i < len(claimed) and cut_ins < batch and not self.burst
+                    and wakeup.local.generation != seen):
+                seen = wakeup.local.generation
+                cut_ins += 1
+                claimed[i:i] = self._claim_tracked(1)
         self._record(produced)
         if produced:
             # A moving average of this worker's wall time per claimed task (its own
@@ -319,13 +326,27 @@ class Worker:
             self._seconds_per_task = per_task if previous is None else 0.8 * previous + 0.2 * per_task
         return True
 
-    def _claim(self, running: set[int]) -> list[tuple[GenerationTask, uuid.UUID]]:
+    def _claim_tracked(self, limit: int) -> list[tuple[GenerationTask, uuid.UUID]]:
+        """Claim up to ``limit`` tasks and put them in ``_inflight``.
+
+        Never a second attempt of a task one of our threads still runs (taken back meanwhile,
+        e.g. requeued by an operator, but that thread has not noticed yet): the claim and
+        the in-flight set change under one lock, so two threads cannot both miss it."""
+        with self._claim_lock:
+            with self._lock:
+                running = {task.pk for task in self._inflight.values()}
+            claimed = self._claim(running, limit)
+            with self._lock:  # all of them, so a shutdown releases the ones not started yet
+                self._inflight.update({token: task for task, token in claimed})
+        return claimed
+
+    def _claim(self, running: set[int], limit: int) -> list[tuple[GenerationTask, uuid.UUID]]:
         """``claim_next``, once more on a new connection if the connection was lost (dropped
         while idle, after ``reuse_connection`` looked: a runner thread must not die of it).
         Call under ``_claim_lock``."""
         assert self.row is not None
         try:
-            return GenerationTask.claim_next(self.row, limit=self.batch_size(), exclude=running)
+            return GenerationTask.claim_next(self.row, limit=limit, exclude=running)
         except (OperationalError, InterfaceError):
             # Most likely the connection was lost (psycopg may not tell that from a refusal, and
             # Django may have reconnected already); once more on a new one either way: a claim
@@ -345,7 +366,7 @@ class Worker:
         if adopted:
             logger.warning("Worker %s resumes %d task(s) whose claim committed unseen", self.name, len(adopted))
             return adopted
-        return GenerationTask.claim_next(self.row, limit=self.batch_size(), exclude=running)
+        return GenerationTask.claim_next(self.row, limit=limit, exclude=running)
 
     def batch_size(self) -> int:
         """How many tasks one claim transaction takes: 1 for real image work; for tasks

@@ -3,10 +3,12 @@ queue position that follows the new order."""
 from __future__ import annotations
 
 import threading
+from typing import Any, Callable
 
 import pytest
 from django.db import connection
 
+from generation import wakeup
 from generation.models import GenerationTask, WorkerProcess
 from generation.worker import Worker
 from tests.generation.test_worker import BACKENDS
@@ -112,3 +114,66 @@ def test_concurrent_claims_never_exceed_the_running_cap(make_task, user, setting
         thread.join(30)
     assert len(claimed) == 1
     assert GenerationTask.objects.filter(status="processing").count() == 1
+
+
+def produce_recording(monkeypatch: Any, order: list[int], during: Callable[[int], None] | None = None) -> None:
+    """Record the order in which the worker runs tasks; ``during(n)`` runs after the n-th one."""
+    real = Worker._produce
+
+    def recording(self: Worker, task: GenerationTask, token: Any) -> Any:
+        order.append(task.pk)
+        outcome = real(self, task, token)
+        if during is not None:
+            during(len(order))
+        return outcome
+
+    monkeypatch.setattr(Worker, "_produce", recording)
+
+
+@pytest.mark.django_db
+def test_a_single_task_queued_during_another_users_batch_runs_next_not_after_the_batch(
+    make_task, other_user, settings, monkeypatch
+):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
+    heavy = [make_task(user=other_user) for _ in range(8)]
+    worker = Worker(worker_id="cut-in")
+    worker._seconds_per_task = 0.001  # fast tasks: the whole queue fits one claim
+    arrived: list[GenerationTask] = []
+
+    def a_seller_submits(n: int) -> None:
+        if n == 2:
+            arrived.append(make_task())
+            wakeup.local.notify()  # what the listener does when the submit's NOTIFY arrives
+
+    order: list[int] = []
+    produce_recording(monkeypatch, order, a_seller_submits)
+    assert worker.run_once() is True
+    [single] = arrived
+    # Claimed and run right after the task in progress, not after the other six of the batch.
+    assert order == [heavy[0].pk, heavy[1].pk, single.pk] + [t.pk for t in heavy[2:]]
+    assert set(GenerationTask.objects.values_list("status", flat=True)) == {"completed"}
+    assert GenerationTask.objects.filter(attempts=1).count() == 9
+
+
+@pytest.mark.django_db
+def test_a_batch_with_nothing_new_queued_is_claimed_once(make_task, other_user, settings, monkeypatch):
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    settings.IMAGEGEN_PREFETCH_WINDOW = 0.25
+    heavy = [make_task(user=other_user) for _ in range(8)]
+    worker = Worker(worker_id="no-cut-in")
+    worker._seconds_per_task = 0.001
+    claims: list[int] = []
+    real_claim = GenerationTask.claim_next.__func__
+
+    def counting(cls: type[GenerationTask], *args: Any, **kwargs: Any) -> Any:
+        claimed = real_claim(cls, *args, **kwargs)
+        claims.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(GenerationTask, "claim_next", classmethod(counting))
+    order: list[int] = []
+    produce_recording(monkeypatch, order)
+    assert worker.run_once() is True
+    assert claims == [8]  # one claim (one commit) for the batch: no wake-up, no extra claim
+    assert order == [t.pk for t in heavy]
