@@ -63,8 +63,8 @@ RAMPS: dict[str, Ramp] = {
     "enclosed_backdrop": Ramp(0.10, 0.26, "backdrop_inside",
                               "Part of the cut-out, enclosed by the product, has the backdrop's colours "
                               "and texture: the backdrop may show through gaps in the product."),
-    # The model's belief beyond the outline, over the cut's area: good cuts of the development seeds
-    # at most 0.015, a bass guitar whose neck the model half-saw 0.078 (docs/engine.md, "A part
+    # The model's belief beside the outline, over the cut's area: good cuts of the development seeds
+    # at most 0.021, a bass guitar whose neck the model half-saw 0.078 (docs/engine.md, "A part
     # the model saw left out").
     "outside_mass": Ramp(0.015, 0.045, "part_left_out",
                          "The product model saw more of the product beyond the cut-out's outline: a part "
@@ -286,28 +286,40 @@ def side_scale(shape: tuple[int, ...], model_side: int, photo_side: int | None) 
 
 
 #: Beyond this many (coarser) pixels outside the outline the blur of the model's map at a true edge
-#: has died out; a model probability of at least OUTSIDE_MIN_PROB there is a belief, not a blur.
-OUTSIDE_GAP, OUTSIDE_MIN_PROB = 2.0, 0.15
+#: has died out; a model probability of at least OUTSIDE_MIN_PROB there is a belief, not a blur. Only
+#: belief that starts within OUTSIDE_REACH x the cut's box's longer side of the cut counts: further
+#: away it is another thing the model half-saw, not a part of this product.
+OUTSIDE_GAP, OUTSIDE_MIN_PROB, OUTSIDE_REACH = 2.0, 0.15, 0.5
 
 
 def _outside_mass(mask: np.ndarray, prob: np.ndarray, scale: float) -> float:
-    """The model's belief left outside the cut: its probability summed over the pixels more than
-    OUTSIDE_GAP (coarser) pixels beyond the outline where it is at least OUTSIDE_MIN_PROB, over the
-    cut's area.
+    """The model's belief left beside the cut: its probability summed over the pixels more than
+    OUTSIDE_GAP (coarser) pixels beyond the outline where it is at least OUTSIDE_MIN_PROB, in
+    patches that start within OUTSIDE_REACH of the cut's size from it, over the cut's area.
 
     A part of the product with the backdrop's colours (a bass guitar's wooden neck on bark) can be
     half-seen by the model, at 0.2-0.45, and fall under the cut's 0.5 line as a whole: the cut is
     crisp, one part, and sure of what it kept. Around a true outline the map falls from 1 to 0
     within a model pixel or two (the upsampled blur of its 320 px), so what is left further out is
-    a belief that the product goes on there, not the edge's blur. ``scale`` is guide pixels per
-    coarser pixel (:func:`side_scale`).
+    a belief that the product goes on there, not the edge's blur. The half-seen part need not touch
+    the cut (the neck's belief began 46 guide px above the body it was cut from); a patch of the
+    backdrop the model half-saw across the frame from a small product (a coin on wood, 460 px away)
+    is not part of it. ``scale`` is guide pixels per coarser pixel (:func:`side_scale`).
     """
     area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
     d = cv2.distanceTransform((~mask).view(np.uint8), cv2.DIST_L2, 3)
     far = (d > OUTSIDE_GAP * scale) & (prob >= OUTSIDE_MIN_PROB)
-    return float(prob[far].sum()) / area
+    if not far.any():
+        return 0.0
+    _, _, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    count, labels = cv2.connectedComponents(far.view(np.uint8), connectivity=8)
+    start = np.full(count, np.inf, np.float32)
+    np.minimum.at(start, labels[far], d[far])
+    near = start <= OUTSIDE_REACH * max(bw, bh)
+    near[0] = False
+    return float(prob[far & near[labels]].sum()) / area
 
 
 def _holes(mask: np.ndarray) -> int:
