@@ -76,13 +76,13 @@ def test_a_tennis_ball_on_gravel_is_not_taken_for_a_pebble(model: Segmenter, tmp
 
 def test_a_bass_guitar_whose_neck_the_cut_left_out_is_flagged(model: Segmenter, tmp_path: Any) -> None:
     # Unseen catalogue, seed 13: the wooden neck on bark is under the model's 0.5 line (IoU 0.766,
-    # 0.22 of the guitar missed, no flag before), but the model half-saw it. The flag also sends the
-    # cut to the larger look, which takes the neck in.
+    # 0.22 of the guitar missed, no flag before), but the model half-saw it. A flag only: the cut
+    # stays as it was.
     photo, truth = _set_sample(tmp_path, "bass-guitar", 13, "unseen")
     cut = cut_product(photo, None, segmenter=model)
+    assert _iou(cut.matte, truth) < 0.85
     assert cut.needs_review and "part_left_out" in {r.code for r in cut.review_reasons}
     assert cut.confidence < 0.5
-    assert _iou(cut.matte, truth) >= 0.85
 
 
 def test_a_cello_cut_whole_is_not_flagged_as_missing_a_part(model: Segmenter, tmp_path: Any) -> None:
