@@ -92,6 +92,10 @@ NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing
 #: backdrop's missing colours already replaced (the larger view sees the same backdrop again).
 LARGER_SIDE = 448
 NO_LARGER_LOOK = frozenset({"model_found_nothing", "faint_product", "backdrop_picked"})
+#: Reasons that flag a cut without sending it to the larger look: for ``part_left_out`` the 448 px
+#: look took a bass guitar's neck in (0.77 -> 0.96) but cost another 0.008 (docs/engine.md, "A part
+#: the model saw, left out"); the flag alone changes no cut.
+FLAG_ONLY = frozenset({"part_left_out"})
 #: A faint answer (the model's raw range under MIN_MODEL_RANGE) still points somewhere: when the
 #: spot it points at has colours the frame's border does not (median border likeness at most this;
 #: the spot of a photo of nothing, a flat wall or a texture, measured 0.9-0.99, a small key 0.31),
@@ -433,7 +437,7 @@ def _looks(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmente
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
     codes = {r.code for r in first.review_reasons}
-    if hint_box is None and segmenter.learned and first.needs_review and not codes & NO_LARGER_LOOK:
+    if hint_box is None and segmenter.learned and codes - FLAG_ONLY and not codes & NO_LARGER_LOOK:
         first = _larger_look(rgb, first, segmenter)
     # A product well inside the frame is seen once more, cropped to its own box, so it fills more of
     # the model's 320 px (a crop would hide that a product runs off the frame or fills it, and a

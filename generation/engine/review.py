@@ -63,6 +63,12 @@ RAMPS: dict[str, Ramp] = {
     "enclosed_backdrop": Ramp(0.10, 0.26, "backdrop_inside",
                               "Part of the cut-out, enclosed by the product, has the backdrop's colours "
                               "and texture: the backdrop may show through gaps in the product."),
+    # The model's belief beside the outline, over the cut's area: good cuts of the development seeds
+    # at most 0.021, a bass guitar whose neck the model half-saw 0.078 (docs/engine.md, "A part
+    # the model saw left out").
+    "outside_mass": Ramp(0.015, 0.045, "part_left_out",
+                         "The product model saw more of the product beyond the cut-out's outline: a part "
+                         "may be missing."),
     # Backdrop pieces (a pebble of the gravel, a patch of the machine) measured 0.25-1.24 on the
     # development seeds' full-frame looks, good cuts 1.83 and up (docs/engine.md, "A piece of the
     # backdrop"). Judged by cut.cut_product on the final cut, not by measure().
@@ -273,6 +279,49 @@ def lookalike(rgb: np.ndarray, mask: np.ndarray) -> float:
     return max(ratios)
 
 
+def side_scale(shape: tuple[int, ...], model_side: int, photo_side: int | None) -> float:
+    """Guide pixels per unit of the coarser of the model's and the photo's pixels."""
+    side = max(shape[:2])
+    return max(side / float(model_side), side / float(photo_side or side))
+
+
+#: Beyond this many (coarser) pixels outside the outline the blur of the model's map at a true edge
+#: has died out; a model probability of at least OUTSIDE_MIN_PROB there is a belief, not a blur. Only
+#: belief that starts within OUTSIDE_REACH x the cut's box's longer side of the cut counts: further
+#: away it is another thing the model half-saw, not a part of this product.
+OUTSIDE_GAP, OUTSIDE_MIN_PROB, OUTSIDE_REACH = 2.0, 0.15, 0.5
+
+
+def _outside_mass(mask: np.ndarray, prob: np.ndarray, scale: float) -> float:
+    """The model's belief left beside the cut: its probability summed over the pixels more than
+    OUTSIDE_GAP (coarser) pixels beyond the outline where it is at least OUTSIDE_MIN_PROB, in
+    patches that start within OUTSIDE_REACH of the cut's size from it, over the cut's area.
+
+    A part of the product with the backdrop's colours (a bass guitar's wooden neck on bark) can be
+    half-seen by the model, at 0.2-0.45, and fall under the cut's 0.5 line as a whole: the cut is
+    crisp, one part, and sure of what it kept. Around a true outline the map falls from 1 to 0
+    within a model pixel or two (the upsampled blur of its 320 px), so what is left further out is
+    a belief that the product goes on there, not the edge's blur. The half-seen part need not touch
+    the cut (the neck's belief began 46 guide px above the body it was cut from); a patch of the
+    backdrop the model half-saw across the frame from a small product (a coin on wood, 460 px away)
+    is not part of it. ``scale`` is guide pixels per coarser pixel (:func:`side_scale`).
+    """
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return 0.0
+    d = cv2.distanceTransform((~mask).view(np.uint8), cv2.DIST_L2, 3)
+    far = (d > OUTSIDE_GAP * scale) & (prob >= OUTSIDE_MIN_PROB)
+    if not far.any():
+        return 0.0
+    _, _, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    count, labels = cv2.connectedComponents(far.view(np.uint8), connectivity=8)
+    start = np.full(count, np.inf, np.float32)
+    np.minimum.at(start, labels[far], d[far])
+    near = start <= OUTSIDE_REACH * max(bw, bh)
+    near[0] = False
+    return float(prob[far & near[labels]].sum()) / area
+
+
 def _holes(mask: np.ndarray) -> int:
     """Enclosed background regions bigger than 0.5 % of the product."""
     inverse = (~mask).view(np.uint8)
@@ -315,6 +364,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
     signals["holes"] = float(_holes(mask))
     signals["enclosed_backdrop"] = _enclosed_backdrop(rgb, mask)
     if prob is not None:
+        signals["outside_mass"] = _outside_mass(mask, prob, side_scale(mask.shape, model_side, photo_side))
         near = cv2.dilate(mask.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
         mid = (prob > 0.2) & (prob < 0.8) & near
         signals["uncertainty"] = np.count_nonzero(mid) / area
@@ -326,9 +376,8 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
         # an upsampled blur of the photo's edge, as wide in model px as the magnification, which is
         # no doubt about where the edge lies (tennis balls and coins cut at 0.96-0.99 measured 1.8-2.3
         # model px there, 0.8-1.3 photo px).
-        side = max(mask.shape)
-        scale = max(side / float(model_side), side / float(photo_side or side))  # guide px per unit
-        signals["edge_uncertainty"] = np.count_nonzero(mid) / max(outline * scale, 1.0)
+        signals["edge_uncertainty"] = np.count_nonzero(mid) / max(
+            outline * side_scale(mask.shape, model_side, photo_side), 1.0)
     if backdrop_score is not None:
         small = cv2.resize(m if prob is not None else mask.view(np.uint8),
                            backdrop_score.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
