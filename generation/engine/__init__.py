@@ -23,7 +23,7 @@ __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineEr
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs or
 #: their review (2.5: the ``backdrop_piece`` review flag).
-ENGINE_VERSION = "2.5"
+ENGINE_VERSION = "2.6"
 
 def provenance(backend: str, segmenter: Segmenter, **extra: str | None) -> dict[str, str | None]:
     """The ``engine`` record of a result: which backend and segmenter (model file and
