@@ -503,17 +503,19 @@ class GenerationTask(models.Model):
                     deadline: bool = False) -> tuple[str, list[Any]]:
         """``next_turn``'s reads as three scalar subqueries (and the NOTIFY), for any statement to carry."""
         table = connection.ops.quote_name(cls._meta.db_table)
-        pending, processing = cls.Status.PENDING, cls.Status.PROCESSING
+        # The statuses as literals, not parameters: only then can a prepared statement's generic
+        # plan use the partial indexes on ``status = 'pending'`` / ``'processing'`` (creation._run).
+        literal = creation.status_literal
+        pending, processing = literal(cls.Status.PENDING), literal(cls.Status.PROCESSING)
         notify = announce and connection.vendor == "postgresql"
         sql = (
-            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = %s), "
-            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = %s), "
-            f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = %s)"
+            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = {pending}), "
+            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = {processing}), "
+            f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = {pending})"
             + (", pg_notify(%s, %s)" if notify else "")
         )
         payload = wakeup.DEADLINE if deadline else ""
-        return sql, [priority, user_id, pending, priority, processing, priority, pending,
-                     *([wakeup.CHANNEL, payload] if notify else [])]
+        return sql, [priority, user_id, priority, priority, *([wakeup.CHANNEL, payload] if notify else [])]
 
     @staticmethod
     def _turn_from(last: int | None, serving: int | None, lowest: int | None) -> int:
