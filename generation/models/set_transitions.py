@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models.fields.files import FieldFile
 from django.dispatch import Signal
 from django.utils import timezone
@@ -122,6 +122,11 @@ def _fetch_tasks(model: type[GenerationTask], sql: str, params: Sequence[Any], *
         if prefix:
             cursor.cursor.nextset()  # past the SET's result, to the claim's rows
         rows = cursor.fetchall()
+    return _as_tasks(model, rows)
+
+
+def _as_tasks(model: type[GenerationTask], rows: Sequence[Sequence[Any]]) -> list[GenerationTask]:
+    """Rows of every concrete column, in field order, as instances (``_fetch_tasks``)."""
     converters = _converters(model, connection.vendor)
     names = [f.attname for f in model._meta.concrete_fields]
     tasks = []
@@ -346,7 +351,10 @@ def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap:
     cache: both change the compiled SQL). The LIMIT is part of the SQL, so each ``limit`` is a
     shape of its own (at most ``MAX_BATCH`` of them)."""
     marks = [_MARK_ID - i for i in range(excluded)]
-    sql, params = picked_ids(model.objects.claimable_locked(limit, marks, now=_MARK_NOW))
+    # Django compiles FOR UPDATE only inside a transaction; the one-statement claim
+    # (``claiming``) runs in autocommit, and nothing is executed here.
+    with transaction.atomic(savepoint=False):
+        sql, params = picked_ids(model.objects.claimable_locked(limit, marks, now=_MARK_NOW))
     field = model._meta.get_field("run_after")
 
     def prep_now(value: datetime.datetime) -> Any:

@@ -29,7 +29,7 @@ from django.utils import timezone
 from .. import wakeup
 from ..errors import ErrorCode
 from ..new_files import store_new
-from . import creation, set_transitions
+from . import claiming, creation, set_transitions
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
@@ -672,10 +672,16 @@ class GenerationTask(models.Model):
         cls, worker: WorkerProcess, limit: int = 1, exclude: Collection[int] = ()
     ) -> list[tuple[GenerationTask, uuid.UUID]]:
         """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
-        generation runs after it commits. The rows are picked, locked and claimed (each with a
-        token of its own) by one statement, their events appended by one more
+        generation runs after it commits. Outside a transaction on PostgreSQL that is one
+        statement in autocommit that picks, locks and claims the rows and appends their events
+        (``claiming``: one round trip, one commit). Otherwise, and whenever that statement does
+        not apply (a running cap, a batch task picked), the rows are picked, locked and claimed
+        (each with a token of its own) by one statement, their events appended by one more
         (``set_transitions``); under a running cap the picked rows are first read and
         re-checked per user, then claimed the same way."""
+        claimed = claiming.claim(cls, worker, limit, exclude)  # one statement, where it applies
+        if claimed is not None:
+            return claimed
         with transaction.atomic():
             if settings.IMAGEGEN_MAX_RUNNING_PER_USER:
                 kept = [t.pk for t in cls._within_running_cap(cls.objects.lock_claimable(limit, exclude))]
