@@ -45,7 +45,7 @@ from django.db.models import DateTimeField
 from django.dispatch import Signal
 from django.utils import timezone
 
-from . import set_transitions
+from . import creation, set_transitions
 from .links import task_url_parts
 from .transition_log import log_transition
 
@@ -117,10 +117,9 @@ def claim(model: type[GenerationTask], worker: WorkerProcess, limit: int,
     sql, params = _statement(model, worker, limit, exclude, statement)
     with connection.cursor() as cursor:
         set_transitions._fast_timestamps(cursor)
-        prefix = set_transitions._ordered_claim_prefix(cursor)
-        cursor.execute(prefix + sql, params)
-        if prefix:
-            cursor.cursor.nextset()  # past the SET's result, to the claim's rows
+        # Prepared, and run on its generic plan: planning it for its values took 1.0-1.3 ms
+        # at a load of 16, more than running it (EXPLAIN ANALYZE beside 20,000 finished tasks).
+        creation.execute_prepared(cursor, "claim", sql, params, before=set_transitions._ordered_claim_prefix(cursor))
         rows = cursor.fetchall()
     ncols = len(model._meta.concrete_fields)
     if rows and rows[0][0]:  # a batch task among the picked rows: nothing was claimed
@@ -145,7 +144,7 @@ def _statement(model: type[GenerationTask], worker: WorkerProcess, limit: int, e
                statement: ClaimStatement) -> tuple[str, list[Any]]:
     q = connection.ops.quote_name
     table = q(model._meta.db_table)
-    picked_sql, picked_params = set_transitions.claimable_ids(model, limit, exclude)
+    picked_sql, picked_params = set_transitions.claimable_ids(model, limit, exclude, statement.now, literal_status=True)
     ts = model._meta.get_field("started_at").get_db_prep_save(statement.now, connection)
     worker_id = model._meta.get_field("worker").get_db_prep_save(worker.pk, connection)
     state, state_params = state_sql(model, "c")
@@ -155,13 +154,16 @@ def _statement(model: type[GenerationTask], worker: WorkerProcess, limit: int, e
         # As in ``claim_rows``: the CTE's column is named (a bare "id" in the subquery would be
         # the outer table's), and the picked ids are looked up as one array by primary key.
         f"WITH picked (picked_id) AS ({picked_sql}), "
-        "ids AS (SELECT ARRAY(SELECT picked_id FROM picked) AS ids), "
-        f"batched AS (SELECT EXISTS (SELECT 1 FROM {table} b, ids WHERE b.id = ANY (ids.ids) "
-        "AND b.batch_id IS NOT NULL) AS has_batch), "
+        # Each lookup of the picked ids is ``= ANY (ARRAY(SELECT ...))``, a value computed once:
+        # joined to a CTE of the array instead, the planner read the whole table for each.
+        # (bool_or over the picked rows, so that only the primary key can find them: a test
+        # of batch_id in the WHERE let the planner walk the batch_id index instead)
+        f"batched AS (SELECT coalesce(bool_or(b.batch_id IS NOT NULL), false) AS has_batch FROM {table} b "
+        "WHERE b.id = ANY (ARRAY(SELECT picked_id FROM picked))), "
         f"claimed AS (UPDATE {table} SET status = %s, worker_id = %s, claim_token = gen_random_uuid(), "
         "attempts = attempts + 1, progress = 0, started_at = %s, finished_at = NULL, updated_at = %s "
-        f"FROM ids, batched WHERE {table}.id = ANY (ids.ids) AND NOT batched.has_batch "
-        f"RETURNING {', '.join(f'{table}.{n}' for n in names)}), "
+        "WHERE id = ANY (ARRAY(SELECT picked_id FROM picked)) AND NOT (SELECT has_batch FROM batched) "
+        f"RETURNING {', '.join(names)}), "
         f"claimed_state AS (SELECT {', '.join(f'c.{n}' for n in names)}, {state} AS state FROM claimed c), "
         f"{', '.join(statement.ctes)} "
         f"SELECT batched.has_batch, {', '.join(f'cs.{n}' for n in names)}, cs.state::text{extra} "

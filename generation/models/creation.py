@@ -194,25 +194,37 @@ _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary(
 
 
 def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    """Run the statement and return its row. Prepared once per server session and then
-    executed by name, so it is parsed once. Django leaves psycopg's own preparing off (for
-    poolers), so this is SQL's PREPARE; its EXECUTE goes through Django's cursor like any
-    query. Not behind a transaction-mode pooler (``DATABASE_LISTEN_URL`` set): the next
-    transaction may run on another server session, which never saw the PREPARE.
+    """Run the statement and return its row (``execute_prepared``).
+
+    Planning this statement for its values took 1.5-1.9 ms on the server, twice its execution
+    (EXPLAIN, load 10); its generic plan is as good as a custom one because every status test
+    is a literal (``status_literal``), so each read goes through the partial index made for
+    it. With the statuses as parameters a generic plan could use none of them and read every
+    row of a status (4.7-7.2 ms, against 1.3 ms, beside 25,000 finished tasks:
+    docs/benchmarks/queue.md), which is why each run was planned for its values until then."""
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, "create", sql, params)
+        return cursor.fetchone()
+
+
+def execute_prepared(cursor: Any, kind: str, sql: str, params: list[Any], before: str = "") -> None:
+    """Execute ``sql`` (``%s`` placeholders) on ``cursor`` as a prepared statement: prepared
+    once per server session and then executed by name, so it is parsed and planned once.
+    Django leaves psycopg's own preparing off (for poolers), so this is SQL's PREPARE; its
+    EXECUTE goes through Django's cursor like any query. Not behind a transaction-mode pooler
+    (``DATABASE_LISTEN_URL`` set): the next transaction may run on another server session,
+    which never saw the PREPARE; there the statement is sent as it is.
 
     Every EXECUTE runs the statement's one generic plan (``plan_cache_mode =
-    force_generic_plan``, set for the session with the first PREPARE; no other statement of
-    ours is prepared on it), so it is planned once per session, not at every submit: planning
-    it for its values took 1.5-1.9 ms on the server, twice its execution (EXPLAIN, load 10).
-    The generic plan is as good as a custom one because every status test is a literal
-    (``status_literal``), so each read goes through the partial index made for it; with the
-    statuses as parameters a generic plan could use none of them and read every row of a
-    status (4.7-7.2 ms, against 1.3 ms, beside 25,000 finished tasks: docs/benchmarks/queue.md)."""
-    with connection.cursor() as cursor:
-        if settings.DATABASE_LISTEN_URL:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
-        name = f"imagegen_create_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
+    force_generic_plan``, set for the session with the first PREPARE; only these statements
+    are prepared on it): a statement prepared here must test statuses as literals, never as
+    parameters. ``before``: statements sent ahead of it in the same query (a ``SET LOCAL``
+    for the plan, applied whenever PostgreSQL re-plans it); the cursor is left at the
+    statement's own rows."""
+    if settings.DATABASE_LISTEN_URL:
+        cursor.execute(before + sql, params)
+    else:
+        name = f"imagegen_{kind}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
         session = _prepared.setdefault(connection.connection, set())
         if name not in session:
             if not session:
@@ -220,5 +232,6 @@ def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
             numbered = iter(range(1, len(params) + 1))
             cursor.execute(f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", sql))
             session.add(name)
-        cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
-        return cursor.fetchone()
+        cursor.execute(f"{before}EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+    if before:
+        cursor.cursor.nextset()  # past the results of ``before``

@@ -315,19 +315,24 @@ def picked_ids(query: Any) -> tuple[str, Sequence[Any]]:
     return query.values_list("pk", flat=True).query.sql_with_params()
 
 
-def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[int]) -> tuple[str, Sequence[Any]]:
+def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[int],
+                  now: datetime.datetime | None = None, *, literal_status: bool = False) -> tuple[str, Sequence[Any]]:
     """The locking query of the next ``limit`` claimable ids (``TaskQuerySet.claimable_locked``).
     Compiled by the ORM once per shape (``_claim_template``), then only its parameters change:
-    compiling the queryset at every claim cost 0.8-1.1 ms, on the path of every pick-up."""
+    compiling the queryset at every claim cost 0.8-1.1 ms, on the path of every pick-up.
+    ``literal_status``: the pending status in the SQL as a literal, not a parameter (for a
+    prepared statement's generic plan, which can use the partial claim index only then)."""
     exclude = list(exclude)
     template = _claim_template(model, limit, len(exclude), settings.IMAGEGEN_MAX_RUNNING_PER_USER, connection.vendor)
     params = list(template.params)
-    now = template.prep_now(timezone.now())
+    now = template.prep_now(now or timezone.now())
     for i in template.now_at:
         params[i] = now
     for i, pk in zip(template.exclude_at, exclude):
         params[i] = pk
-    return template.sql, params
+    if not literal_status:
+        return template.sql, params
+    return template.literal_sql, [p for i, p in enumerate(params) if i not in template.status_at]
 
 
 #: Stand-ins compiled in place of the claim's time and excluded ids, so their parameters can be
@@ -343,6 +348,8 @@ class _ClaimTemplate:
     now_at: tuple[int, ...]  # the positions of the claim's time (run_after, expires_at)
     exclude_at: tuple[int, ...]  # the positions of the excluded ids, in order
     prep_now: Callable[[datetime.datetime], Any]
+    status_at: tuple[int, ...]  # the position of the pending status
+    literal_sql: str  # ``sql`` with that status as a literal (its parameter left out)
 
 
 @lru_cache(maxsize=256)
@@ -365,4 +372,13 @@ def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap:
     exclude_at = tuple(next(i for i, p in enumerate(params) if type(p) is int and p == m) for m in marks)
     if len(now_at) != 2:  # run_after <= now, expires_at > now: a changed queryset must change this too
         raise AssertionError(f"the claim query's time is at {now_at}, expected two places")
-    return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now)
+    status_at = tuple(i for i, p in enumerate(params) if isinstance(p, str) and p == model.Status.PENDING)
+    pieces = sql.split("%s")
+    if len(status_at) != 1 or len(pieces) != len(params) + 1:
+        raise AssertionError(f"the claim query's status is at {status_at}, expected one place")
+    from .creation import status_literal
+
+    literal = pieces[0] + "".join(
+        (status_literal(params[i]) if i in status_at else "%s") + piece for i, piece in enumerate(pieces[1:])
+    )
+    return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now, status_at, literal)

@@ -58,19 +58,26 @@ def statements_of(queries: CaptureQueriesContext) -> list[str]:
     return [q["sql"] for q in queries.captured_queries]
 
 
+def is_claim_statement(sql: str) -> bool:
+    return "EXECUTE imagegen_claim_" in sql or "claimed_event" in sql
+
+
 def test_a_claim_is_one_statement_that_commits_the_claim_and_its_event(make_task, worker_row, pushed):
     assert GenerationTask.claim_next(worker_row, limit=3) == []  # the claim query's shape compiled once
     task = make_task()
     with CaptureQueriesContext(connection) as queries:
         [(claimed, token)] = GenerationTask.claim_next(worker_row, limit=3)
     [sql] = statements_of(queries)
-    assert "claimed_event" in sql
+    assert is_claim_statement(sql)
     row = GenerationTask.objects.get(pk=task.pk)
     assert (row.status, row.claim_token, row.worker_id, row.attempts) == ("processing", token, worker_row.pk, 1)
     assert (claimed.pk, claimed.status, claimed.claim_token, claimed.worker) == (task.pk, "processing", token, worker_row)
     log = list(Event.objects.filter(user=task.user).order_by("seq").values_list("seq", "type", "task_id"))
     assert log == [(1, "task_created", task.pk), (2, "task_update", task.pk)]
     assert [(m["seq"], m["type"], m["task_id"]) for _, m in pushed] == [(2, "task_update", task.pk)]
+    with connection.cursor() as cursor:  # prepared once, and run on its one generic plan
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE 'imagegen_claim_%%'")
+        assert cursor.fetchall() == [(2, 0)]
 
 
 def test_an_empty_queue_claims_nothing_and_writes_nothing(worker_row, pushed):
@@ -153,18 +160,19 @@ def test_the_token_fences_later_writes(make_task, worker_row):
 
 
 def test_a_batch_task_is_claimed_transactionally_with_its_batch_event(user, worker_row):
+    assert GenerationTask.claim_next(worker_row) == []  # the statement prepared
     batch = make_batch(user, 2)
     with CaptureQueriesContext(connection) as queries:
         [(task, _)] = GenerationTask.claim_next(worker_row)
     sql = statements_of(queries)
-    assert "claimed_event" in sql[0]  # tried, picked a batch task: claimed nothing
-    assert len(sql) > 2 and not any("claimed_event" in s for s in sql[1:])
+    assert is_claim_statement(sql[0])  # tried, picked a batch task: claimed nothing
+    assert len(sql) > 2 and not any(is_claim_statement(s) for s in sql[1:])
     assert task.batch_id == batch.pk
     kinds = list(Event.objects.filter(user=user).order_by("seq").values_list("type", flat=True))
     assert kinds[-2:] == ["task_update", "batch_update"]
     with CaptureQueriesContext(connection) as queries:
         GenerationTask.claim_next(worker_row)
-    assert not any("claimed_event" in s for s in statements_of(queries))  # for a while, straight away
+    assert not any(is_claim_statement(s) for s in statements_of(queries))  # for a while, straight away
 
 
 def test_inside_a_transaction_or_under_a_running_cap_the_claim_is_transactional(make_task, worker_row, settings):
@@ -173,11 +181,11 @@ def test_inside_a_transaction_or_under_a_running_cap_the_claim_is_transactional(
     make_task(), make_task()
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         assert len(GenerationTask.claim_next(worker_row)) == 1
-    assert not any("claimed_event" in s for s in statements_of(queries))
+    assert not any(is_claim_statement(s) for s in statements_of(queries))
     settings.IMAGEGEN_MAX_RUNNING_PER_USER = 3
     with CaptureQueriesContext(connection) as queries:
         assert len(GenerationTask.claim_next(worker_row)) == 1
-    assert not any("claimed_event" in s for s in statements_of(queries))
+    assert not any(is_claim_statement(s) for s in statements_of(queries))
 
 
 def _done() -> Any:
