@@ -321,7 +321,8 @@ def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[i
     Compiled by the ORM once per shape (``_claim_template``), then only its parameters change:
     compiling the queryset at every claim cost 0.8-1.1 ms, on the path of every pick-up.
     ``literal_status``: the pending status in the SQL as a literal, not a parameter (for a
-    prepared statement's generic plan, which can use the partial claim index only then)."""
+    prepared statement's generic plan, which can use the partial claim index only then), and
+    the LIMIT a parameter, the last one (one prepared statement for every limit)."""
     exclude = list(exclude)
     template = _claim_template(model, limit, len(exclude), settings.IMAGEGEN_MAX_RUNNING_PER_USER, connection.vendor)
     params = list(template.params)
@@ -332,7 +333,7 @@ def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[i
         params[i] = pk
     if not literal_status:
         return template.sql, params
-    return template.literal_sql, [p for i, p in enumerate(params) if i not in template.status_at]
+    return template.literal_sql, [*(p for i, p in enumerate(params) if i not in template.status_at), limit]
 
 
 #: Stand-ins compiled in place of the claim's time and excluded ids, so their parameters can be
@@ -349,7 +350,7 @@ class _ClaimTemplate:
     exclude_at: tuple[int, ...]  # the positions of the excluded ids, in order
     prep_now: Callable[[datetime.datetime], Any]
     status_at: tuple[int, ...]  # the position of the pending status
-    literal_sql: str  # ``sql`` with that status as a literal (its parameter left out)
+    literal_sql: str  # ``sql`` with that status as a literal (its parameter left out), LIMIT a parameter
 
 
 @lru_cache(maxsize=256)
@@ -381,4 +382,9 @@ def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap:
     literal = pieces[0] + "".join(
         (status_literal(params[i]) if i in status_at else "%s") + piece for i, piece in enumerate(pieces[1:])
     )
+    # ... and its LIMIT a parameter (the last one), so one prepared statement serves every limit.
+    head, found, tail = literal.partition(f" LIMIT {limit} ")
+    if not found or "%s" in tail or f" LIMIT {limit} " in tail:
+        raise AssertionError("the claim query's LIMIT is not where the literal form expects it")
+    literal = f"{head} LIMIT %s {tail}"
     return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now, status_at, literal)

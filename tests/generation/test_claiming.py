@@ -63,10 +63,11 @@ def is_claim_statement(sql: str) -> bool:
 
 
 def test_a_claim_is_one_statement_that_commits_the_claim_and_its_event(make_task, worker_row, pushed):
-    assert GenerationTask.claim_next(worker_row, limit=3) == []  # the claim query's shape compiled once
+    for limit in (3, 7):  # the claim query compiled once per limit; one statement prepared for all
+        assert GenerationTask.claim_next(worker_row, limit=limit) == []
     task = make_task()
     with CaptureQueriesContext(connection) as queries:
-        [(claimed, token)] = GenerationTask.claim_next(worker_row, limit=3)
+        [(claimed, token)] = GenerationTask.claim_next(worker_row, limit=7)
     [sql] = statements_of(queries)
     assert is_claim_statement(sql)
     row = GenerationTask.objects.get(pk=task.pk)
@@ -75,9 +76,9 @@ def test_a_claim_is_one_statement_that_commits_the_claim_and_its_event(make_task
     log = list(Event.objects.filter(user=task.user).order_by("seq").values_list("seq", "type", "task_id"))
     assert log == [(1, "task_created", task.pk), (2, "task_update", task.pk)]
     assert [(m["seq"], m["type"], m["task_id"]) for _, m in pushed] == [(2, "task_update", task.pk)]
-    with connection.cursor() as cursor:  # prepared once, and run on its one generic plan
+    with connection.cursor() as cursor:  # prepared once (for every limit), and run on its one generic plan
         cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE 'imagegen_claim_%%'")
-        assert cursor.fetchall() == [(2, 0)]
+        assert cursor.fetchall() == [(3, 0)]
 
 
 def test_an_empty_queue_claims_nothing_and_writes_nothing(worker_row, pushed):
