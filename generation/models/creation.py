@@ -38,7 +38,7 @@ import json
 import re
 import weakref
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -207,6 +207,11 @@ def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
         return cursor.fetchone()
 
 
+@lru_cache(maxsize=64)
+def _statement_name(kind: str, sql: str) -> str:
+    return f"imagegen_{kind}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
+
+
 def execute_prepared(cursor: Any, kind: str, sql: str, params: list[Any], before: str = "") -> None:
     """Execute ``sql`` (``%s`` placeholders) on ``cursor`` as a prepared statement: prepared
     once per server session and then executed by name, so it is parsed and planned once.
@@ -224,7 +229,7 @@ def execute_prepared(cursor: Any, kind: str, sql: str, params: list[Any], before
     if settings.DATABASE_LISTEN_URL:
         cursor.execute(before + sql, params)
     else:
-        name = f"imagegen_{kind}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
+        name = _statement_name(kind, sql)
         session = _prepared.setdefault(connection.connection, set())
         if name not in session:
             if not session:
