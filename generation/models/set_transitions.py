@@ -374,6 +374,8 @@ def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap:
     if len(now_at) != 2:  # run_after <= now, expires_at > now: a changed queryset must change this too
         raise AssertionError(f"the claim query's time is at {now_at}, expected two places")
     status_at = tuple(i for i, p in enumerate(params) if isinstance(p, str) and p == model.Status.PENDING)
+    if vendor != "postgresql":  # the literal form is for PostgreSQL's prepared claim only (``claiming``)
+        return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now, status_at, "")
     pieces = sql.split("%s")
     if len(status_at) != 1 or len(pieces) != len(params) + 1:
         raise AssertionError(f"the claim query's status is at {status_at}, expected one place")
