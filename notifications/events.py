@@ -24,7 +24,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from generation.models import Batch, CreationStatement, GenerationTask
+from generation.models import Batch, ClaimStatement, CreationStatement, GenerationTask
 
 from .metrics import PUBLISHES
 from .models import Event, EventCounter
@@ -163,6 +163,35 @@ def _created(created_at: datetime, task: GenerationTask, state: dict[str, Any], 
                   created_at=created_at)
     event._state.adding = False
     transaction.on_commit(partial(publish, event.user_id, event.as_message()), robust=True)
+
+
+def append_claimed(statement: ClaimStatement) -> None:
+    """The processing events of a claim made by one statement, added to that statement: one
+    per claimed task, in claim order per owner, as ``append_events`` appends them (each
+    owner's counter moves by its number of tasks, taken in user order and locked until
+    commit), with the task JSON the statement rendered. Pushed once committed, as stored."""
+    counter = connection.ops.quote_name(EventCounter._meta.db_table)
+    table = connection.ops.quote_name(Event._meta.db_table)
+    statement.add(
+        "claimed_n AS (SELECT user_id, count(*) AS n FROM claimed_state GROUP BY user_id), "
+        f"claimed_seq AS (INSERT INTO {counter} (user_id, last_seq) SELECT user_id, n FROM claimed_n ORDER BY user_id "
+        f"ON CONFLICT (user_id) DO UPDATE SET last_seq = {counter}.last_seq + EXCLUDED.last_seq "
+        "RETURNING user_id, last_seq), "
+        f"claimed_event AS (INSERT INTO {table} (user_id, seq, task_id, type, data, created_at) "
+        "SELECT c.user_id, s.last_seq - n.n + row_number() OVER (PARTITION BY c.user_id ORDER BY c.priority DESC, "
+        "c.turn, c.id), c.id, %s::text, c.state, %s::timestamptz FROM claimed_state c JOIN claimed_n n USING (user_id) "
+        "JOIN claimed_seq s USING (user_id) RETURNING task_id, seq)",
+        [Event.Type.UPDATE, statement.now],
+        ["(SELECT e.seq FROM claimed_event e WHERE e.task_id = cs.id)"],
+        partial(_claimed, Event.timestamp_of(statement.now)),
+    )
+
+
+def _claimed(stamp: str, tasks: list[GenerationTask], states: list[dict[str, Any]],
+             values: list[tuple[Any, ...]]) -> None:
+    messages = [(task.user_id, Event.message(Event.Type.UPDATE, seq, task.pk, stamp, state))
+                for task, state, (seq,) in zip(tasks, states, values)]
+    transaction.on_commit(partial(publish_many, messages), robust=True)
 
 
 def record_batch(batch: Batch, *, finished: bool) -> list[Event]:

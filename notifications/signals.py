@@ -8,7 +8,9 @@ from django.db import connections, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from generation.models import Batch, CreationStatement, GenerationTask, task_creating, tasks_changed
+from generation.models import (
+    Batch, ClaimStatement, CreationStatement, GenerationTask, task_creating, tasks_changed, tasks_claiming,
+)
 
 from . import events
 
@@ -43,6 +45,13 @@ def record_created_event(sender: type[GenerationTask], statement: CreationStatem
     """A submit's one statement (``generation.models.creation``): its ``task_created`` event is
     appended by that same statement, so it commits with the task or not at all."""
     events.append_created(statement)
+
+
+@receiver(tasks_claiming, sender=GenerationTask, dispatch_uid="notifications.record_claimed_events")
+def record_claimed_events(sender: type[GenerationTask], statement: ClaimStatement, **kwargs: Any) -> None:
+    """A worker's one-statement claim (``generation.models.claiming``): each claimed task's
+    processing event is appended by that same statement, so it commits with the claim or not at all."""
+    events.append_claimed(statement)
 
 
 @receiver(post_save, sender=Batch, dispatch_uid="notifications.record_batch_event")

@@ -27,7 +27,9 @@ _client: redis.Redis | None = None
 def client() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        # No socket timeout: redis-py 8's default (5 s) cut the first BLPOP short while a worker
+        # was still starting (its imports take 10-30 s at a load of 9); each wait has its own timeout.
+        _client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), socket_timeout=None)
     return _client
 
 

@@ -38,7 +38,7 @@ import json
 import re
 import weakref
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,13 @@ task_creating = Signal()
 QUEUED_ETA_SQL = "round(greatest(%s::float8 * (1 + (a.position - 1)::float8 / %s::float8), %s::float8 + %s::float8))::int"
 
 Then = Callable[["GenerationTask", dict[str, Any], tuple[Any, ...]], None]
+
+
+def status_literal(status: str) -> str:
+    """A task status as an SQL literal (``GenerationTask.Status`` values: lower-case letters)."""
+    if not (status.isalpha() and status.islower()):
+        raise ValueError(f"not a task status: {status!r}")
+    return f"'{status}'"
 
 
 @dataclass
@@ -146,12 +153,12 @@ def _create(task: GenerationTask, now: datetime) -> bool:
     if typical is not None:  # else the ETA does not depend on the position: rendered already
         overrides.append(f"'estimated_remaining_seconds', {QUEUED_ETA_SQL}")
         override_params += [typical, workers, waiting, typical]
-    pending = model.Status.PENDING
-    params += [json.dumps(state, cls=DjangoJSONEncoder), *override_params, pending]
+    params += [json.dumps(state, cls=DjangoJSONEncoder), *override_params]
     # queue_position's COUNT (``ahead_of``: the same three ranges over the claim index).
     created = (
         f"created AS (SELECT i.id, i.user_id, i.turn, a.position, %s::jsonb || jsonb_build_object({', '.join(overrides)}) "
-        f"AS state FROM inserted i, LATERAL (SELECT 1 + count(*) AS position FROM {table} t WHERE t.status = %s AND "
+        f"AS state FROM inserted i, LATERAL (SELECT 1 + count(*) AS position FROM {table} t "
+        f"WHERE t.status = {status_literal(model.Status.PENDING)} AND "
         "(t.priority > i.priority OR (t.priority = i.priority AND t.turn < i.turn) "
         "OR (t.priority = i.priority AND t.turn = i.turn AND t.id < i.id))) AS a)"
     )
@@ -187,29 +194,49 @@ _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary(
 
 
 def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    """Run the statement and return its row. Prepared once per server session and then
-    executed by name, so it is parsed once. Django leaves psycopg's own preparing off (for
-    poolers), so this is SQL's PREPARE; its EXECUTE goes through Django's cursor like any
-    query. Not behind a transaction-mode pooler (``DATABASE_LISTEN_URL`` set): the next
-    transaction may run on another server session, which never saw the PREPARE.
+    """Run the statement and return its row (``execute_prepared``).
 
-    Each EXECUTE is planned for its own values (``plan_cache_mode = force_custom_plan``, set
-    for the session with the first PREPARE; no other statement of ours is prepared on it).
-    Left to itself PostgreSQL switches a prepared statement to a generic plan after five
-    runs; this one's generic plan ran 4.7-7.2 ms on the server against 1.3 ms planned for its
-    values (a queue of a few hundred pending tasks beside 25,000 finished ones), and the
-    whole ``submit()`` took 6.3-7.1 ms against 2.8-3.4 ms (docs/benchmarks/queue.md)."""
+    Planning this statement for its values took 1.5-1.9 ms on the server, twice its execution
+    (EXPLAIN, load 10); its generic plan is as good as a custom one because every status test
+    is a literal (``status_literal``), so each read goes through the partial index made for
+    it. With the statuses as parameters a generic plan could use none of them and read every
+    row of a status (4.7-7.2 ms, against 1.3 ms, beside 25,000 finished tasks:
+    docs/benchmarks/queue.md), which is why each run was planned for its values until then."""
     with connection.cursor() as cursor:
-        if settings.DATABASE_LISTEN_URL:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
-        name = f"imagegen_create_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
+        execute_prepared(cursor, "create", sql, params)
+        return cursor.fetchone()
+
+
+@lru_cache(maxsize=64)
+def _statement_name(kind: str, sql: str) -> str:
+    return f"imagegen_{kind}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
+
+
+def execute_prepared(cursor: Any, kind: str, sql: str, params: list[Any], before: str = "") -> None:
+    """Execute ``sql`` (``%s`` placeholders) on ``cursor`` as a prepared statement: prepared
+    once per server session and then executed by name, so it is parsed and planned once.
+    Django leaves psycopg's own preparing off (for poolers), so this is SQL's PREPARE; its
+    EXECUTE goes through Django's cursor like any query. Not behind a transaction-mode pooler
+    (``DATABASE_LISTEN_URL`` set): the next transaction may run on another server session,
+    which never saw the PREPARE; there the statement is sent as it is.
+
+    Every EXECUTE runs the statement's one generic plan (``plan_cache_mode =
+    force_generic_plan``, set for the session with the first PREPARE; only these statements
+    are prepared on it): a statement prepared here must test statuses as literals, never as
+    parameters. ``before``: statements sent ahead of it in the same query (a ``SET LOCAL``
+    for the plan, applied whenever PostgreSQL re-plans it); the cursor is left at the
+    statement's own rows."""
+    if settings.DATABASE_LISTEN_URL:
+        cursor.execute(before + sql, params)
+    else:
+        name = _statement_name(kind, sql)
         session = _prepared.setdefault(connection.connection, set())
         if name not in session:
             if not session:
-                cursor.execute("SET plan_cache_mode = force_custom_plan")
+                cursor.execute("SET plan_cache_mode = force_generic_plan")
             numbered = iter(range(1, len(params) + 1))
             cursor.execute(f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", sql))
             session.add(name)
-        cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
-        return cursor.fetchone()
+        cursor.execute(f"{before}EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+    if before:
+        cursor.cursor.nextset()  # past the results of ``before``

@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models.fields.files import FieldFile
 from django.dispatch import Signal
 from django.utils import timezone
@@ -122,6 +122,11 @@ def _fetch_tasks(model: type[GenerationTask], sql: str, params: Sequence[Any], *
         if prefix:
             cursor.cursor.nextset()  # past the SET's result, to the claim's rows
         rows = cursor.fetchall()
+    return _as_tasks(model, rows)
+
+
+def _as_tasks(model: type[GenerationTask], rows: Sequence[Sequence[Any]]) -> list[GenerationTask]:
+    """Rows of every concrete column, in field order, as instances (``_fetch_tasks``)."""
     converters = _converters(model, connection.vendor)
     names = [f.attname for f in model._meta.concrete_fields]
     tasks = []
@@ -310,19 +315,25 @@ def picked_ids(query: Any) -> tuple[str, Sequence[Any]]:
     return query.values_list("pk", flat=True).query.sql_with_params()
 
 
-def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[int]) -> tuple[str, Sequence[Any]]:
+def claimable_ids(model: type[GenerationTask], limit: int, exclude: Collection[int],
+                  now: datetime.datetime | None = None, *, literal_status: bool = False) -> tuple[str, Sequence[Any]]:
     """The locking query of the next ``limit`` claimable ids (``TaskQuerySet.claimable_locked``).
     Compiled by the ORM once per shape (``_claim_template``), then only its parameters change:
-    compiling the queryset at every claim cost 0.8-1.1 ms, on the path of every pick-up."""
+    compiling the queryset at every claim cost 0.8-1.1 ms, on the path of every pick-up.
+    ``literal_status``: the pending status in the SQL as a literal, not a parameter (for a
+    prepared statement's generic plan, which can use the partial claim index only then), and
+    the LIMIT a parameter, the last one (one prepared statement for every limit)."""
     exclude = list(exclude)
     template = _claim_template(model, limit, len(exclude), settings.IMAGEGEN_MAX_RUNNING_PER_USER, connection.vendor)
     params = list(template.params)
-    now = template.prep_now(timezone.now())
+    now = template.prep_now(now or timezone.now())
     for i in template.now_at:
         params[i] = now
     for i, pk in zip(template.exclude_at, exclude):
         params[i] = pk
-    return template.sql, params
+    if not literal_status:
+        return template.sql, params
+    return template.literal_sql, [*(p for i, p in enumerate(params) if i not in template.status_at), limit]
 
 
 #: Stand-ins compiled in place of the claim's time and excluded ids, so their parameters can be
@@ -338,6 +349,8 @@ class _ClaimTemplate:
     now_at: tuple[int, ...]  # the positions of the claim's time (run_after, expires_at)
     exclude_at: tuple[int, ...]  # the positions of the excluded ids, in order
     prep_now: Callable[[datetime.datetime], Any]
+    status_at: tuple[int, ...]  # the position of the pending status
+    literal_sql: str  # ``sql`` with that status as a literal (its parameter left out), LIMIT a parameter
 
 
 @lru_cache(maxsize=256)
@@ -346,7 +359,10 @@ def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap:
     cache: both change the compiled SQL). The LIMIT is part of the SQL, so each ``limit`` is a
     shape of its own (at most ``MAX_BATCH`` of them)."""
     marks = [_MARK_ID - i for i in range(excluded)]
-    sql, params = picked_ids(model.objects.claimable_locked(limit, marks, now=_MARK_NOW))
+    # Django compiles FOR UPDATE only inside a transaction; the one-statement claim
+    # (``claiming``) runs in autocommit, and nothing is executed here.
+    with transaction.atomic(savepoint=False):
+        sql, params = picked_ids(model.objects.claimable_locked(limit, marks, now=_MARK_NOW))
     field = model._meta.get_field("run_after")
 
     def prep_now(value: datetime.datetime) -> Any:
@@ -357,4 +373,20 @@ def _claim_template(model: type[GenerationTask], limit: int, excluded: int, cap:
     exclude_at = tuple(next(i for i, p in enumerate(params) if type(p) is int and p == m) for m in marks)
     if len(now_at) != 2:  # run_after <= now, expires_at > now: a changed queryset must change this too
         raise AssertionError(f"the claim query's time is at {now_at}, expected two places")
-    return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now)
+    status_at = tuple(i for i, p in enumerate(params) if isinstance(p, str) and p == model.Status.PENDING)
+    if vendor != "postgresql":  # the literal form is for PostgreSQL's prepared claim only (``claiming``)
+        return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now, status_at, "")
+    pieces = sql.split("%s")
+    if len(status_at) != 1 or len(pieces) != len(params) + 1:
+        raise AssertionError(f"the claim query's status is at {status_at}, expected one place")
+    from .creation import status_literal
+
+    literal = pieces[0] + "".join(
+        (status_literal(params[i]) if i in status_at else "%s") + piece for i, piece in enumerate(pieces[1:])
+    )
+    # ... and its LIMIT a parameter (the last one), so one prepared statement serves every limit.
+    head, found, tail = literal.partition(f" LIMIT {limit} ")
+    if not found or "%s" in tail or f" LIMIT {limit} " in tail:
+        raise AssertionError("the claim query's LIMIT is not where the literal form expects it")
+    literal = f"{head} LIMIT %s {tail}"
+    return _ClaimTemplate(sql, tuple(params), now_at, exclude_at, prep_now, status_at, literal)

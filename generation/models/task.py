@@ -29,7 +29,7 @@ from django.utils import timezone
 from .. import wakeup
 from ..errors import ErrorCode
 from ..new_files import store_new
-from . import creation, set_transitions
+from . import claiming, creation, set_transitions
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
@@ -503,17 +503,19 @@ class GenerationTask(models.Model):
                     deadline: bool = False) -> tuple[str, list[Any]]:
         """``next_turn``'s reads as three scalar subqueries (and the NOTIFY), for any statement to carry."""
         table = connection.ops.quote_name(cls._meta.db_table)
-        pending, processing = cls.Status.PENDING, cls.Status.PROCESSING
+        # The statuses as literals, not parameters: only then can a prepared statement's generic
+        # plan use the partial indexes on ``status = 'pending'`` / ``'processing'`` (creation._run).
+        literal = creation.status_literal
+        pending, processing = literal(cls.Status.PENDING), literal(cls.Status.PROCESSING)
         notify = announce and connection.vendor == "postgresql"
         sql = (
-            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = %s), "
-            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = %s), "
-            f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = %s)"
+            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND user_id = %s AND status = {pending}), "
+            f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = {processing}), "
+            f"(SELECT MIN(turn) FROM {table} WHERE priority = %s AND status = {pending})"
             + (", pg_notify(%s, %s)" if notify else "")
         )
         payload = wakeup.DEADLINE if deadline else ""
-        return sql, [priority, user_id, pending, priority, processing, priority, pending,
-                     *([wakeup.CHANNEL, payload] if notify else [])]
+        return sql, [priority, user_id, priority, priority, *([wakeup.CHANNEL, payload] if notify else [])]
 
     @staticmethod
     def _turn_from(last: int | None, serving: int | None, lowest: int | None) -> int:
@@ -670,10 +672,16 @@ class GenerationTask(models.Model):
         cls, worker: WorkerProcess, limit: int = 1, exclude: Collection[int] = ()
     ) -> list[tuple[GenerationTask, uuid.UUID]]:
         """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
-        generation runs after it commits. The rows are picked, locked and claimed (each with a
-        token of its own) by one statement, their events appended by one more
+        generation runs after it commits. Outside a transaction on PostgreSQL that is one
+        statement in autocommit that picks, locks and claims the rows and appends their events
+        (``claiming``: one round trip, one commit). Otherwise, and whenever that statement does
+        not apply (a running cap, a batch task picked), the rows are picked, locked and claimed
+        (each with a token of its own) by one statement, their events appended by one more
         (``set_transitions``); under a running cap the picked rows are first read and
         re-checked per user, then claimed the same way."""
+        claimed = claiming.claim(cls, worker, limit, exclude)  # one statement, where it applies
+        if claimed is not None:
+            return claimed
         with transaction.atomic():
             if settings.IMAGEGEN_MAX_RUNNING_PER_USER:
                 kept = [t.pk for t in cls._within_running_cap(cls.objects.lock_claimable(limit, exclude))]

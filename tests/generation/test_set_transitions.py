@@ -171,7 +171,7 @@ def test_the_claim_query_built_once_is_the_querysets_own(limit, exclude, cap, se
     from datetime import timedelta
     from unittest import mock
 
-    from django.db import transaction
+    from django.db import connection, transaction
     from django.utils import timezone
 
     from generation.models import set_transitions
@@ -182,3 +182,13 @@ def test_the_claim_query_built_once_is_the_querysets_own(limit, exclude, cap, se
             built = set_transitions.claimable_ids(GenerationTask, limit, exclude)
             compiled = set_transitions.picked_ids(GenerationTask.objects.claimable_locked(limit, exclude))
         assert (built[0], list(built[1])) == (compiled[0], list(compiled[1]))
+        if connection.vendor != "postgresql":
+            continue
+        # For a prepared statement: the one pending status as a literal, its parameter left out.
+        with transaction.atomic(), mock.patch("django.utils.timezone.now", return_value=now):
+            literal = set_transitions.claimable_ids(GenerationTask, limit, exclude, literal_status=True)
+        at = [i for i, p in enumerate(compiled[1]) if p == "pending"]
+        pieces = compiled[0].split("%s")
+        expected = "%s".join(pieces[:at[0] + 1]) + "'pending'" + "%s".join(pieces[at[0] + 1:])
+        assert len(at) == 1 and literal[0] == expected.replace(f" LIMIT {limit} ", " LIMIT %s ")
+        assert list(literal[1]) == [*(p for i, p in enumerate(compiled[1]) if i != at[0]), limit]

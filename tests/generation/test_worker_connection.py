@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
+from django.db.backends.utils import CursorWrapper
 
 from generation import wakeup
 from generation.models import GenerationTask
@@ -77,6 +78,7 @@ def test_a_claim_on_a_connection_ended_after_the_look_reconnects_and_claims(make
 def test_a_claim_whose_commit_answer_is_lost_runs_the_claimed_task_once(make_task, settings, monkeypatch):
     require_postgresql("a claim committed on the server")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 5  # the transactional claim (BEGIN ... COMMIT)
     task = make_task()
     worker = Worker(worker_id="lost-answer")
     worker.register()
@@ -91,6 +93,34 @@ def test_a_claim_whose_commit_answer_is_lost_runs_the_claimed_task_once(make_tas
 
     monkeypatch.setattr(wrapper, "_commit", commit_then_lose_the_answer)
     assert worker.run_once() is True
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == ("completed", 1)
+    assert claims_per_task() == Counter({task.pk: 1})
+    assert worker.run_once() is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_one_statement_claim_whose_answer_is_lost_runs_the_claimed_task_once(make_task, settings, monkeypatch):
+    require_postgresql("a claim committed on the server")
+    settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
+    task = make_task()
+    worker = Worker(worker_id="lost-statement-answer")
+    worker.register()
+    execute = CursorWrapper.execute
+    lost: list[str] = []
+
+    def run_then_lose_the_answer(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        result = execute(self, sql, params)
+        if "EXECUTE imagegen_claim_" in sql and not lost:  # committed on the server as it ran (autocommit)
+            lost.append(sql)
+            self.db.connection.close()
+            # as Django raises it (its cursor wraps psycopg's errors)
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    monkeypatch.setattr(CursorWrapper, "execute", run_then_lose_the_answer)
+    assert worker.run_once() is True
+    assert lost
     task.refresh_from_db()
     assert (task.status, task.attempts) == ("completed", 1)
     assert claims_per_task() == Counter({task.pk: 1})
