@@ -489,7 +489,7 @@ def main() -> None:
         )
     empty, behind = fairness["empty"], fairness["behind"]
     lines.append(
-        f"| a single task's start (submit -> claim), 2 busy workers draining {args.backlog} of another user's tasks "
+        f"| a single task's start (submit call -> claim), 2 busy workers draining {args.backlog} of another user's tasks "
         f"vs the same 2 workers idle ({behind['n']} samples each) | p50 {behind['p50']:.1f} vs {empty['p50']:.1f} ms, "
         f"p99 {behind['p99']:.1f} vs {empty['p99']:.1f} ms ({behind['p50'] / empty['p50']:.1f}x at p50) | <= 2x |"
     )

@@ -69,7 +69,7 @@ def test_a_claim_on_a_connection_ended_after_the_look_reconnects_and_claims(make
     reuse_connection()
     terminate([pid])  # ended after the look: the claim's first statement meets it
     wait_until(lambda: readable(connection.connection))
-    claimed = worker._claim(set())
+    claimed = worker._claim(set(), 1)
     assert [t.pk for t, _ in claimed] == [task.pk]
     assert own_pid() != pid
 
