@@ -214,13 +214,34 @@ class Publisher:
         self.counts: Counter[str] = Counter()
         self.skip_until = 0.0  # monotonic time until which pushes are skipped after a failure
         self._sending = 0  # messages of the batch being sent now
+        self._drain_task: asyncio.Task[None] | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Publish on ``loop`` (the ASGI server's) from now on."""
         with self._lock:
             if self._loop is not loop:
+                self._stop_sender()
                 self._loop, self._queue = loop, None
                 loop.call_soon_threadsafe(self._start_drain, loop)
+
+    def _stop_sender(self) -> asyncio.Task[None] | None:
+        """Cancel the current loop's sender (its loop stays as it is; call under ``_lock``): a
+        sender left waiting on a queue nothing feeds any more is destroyed pending. What it
+        still held is in the event log."""
+        task, self._drain_task = self._drain_task, None
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        return task
+
+    def detach(self) -> asyncio.Task[None] | None:
+        """Stop publishing on the attached loop (it is about to close): later pushes go
+        through the publisher's own thread. Pushes still queued there are left to the event
+        log, which clients read on resume. Returns that loop's sender, being cancelled:
+        await it there so it ends before the loop closes."""
+        with self._lock:
+            task = self._stop_sender()
+            self._loop, self._queue = None, None
+        return task
 
     def _current_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -229,6 +250,7 @@ class Publisher:
             if self._own_loop is None or self._own_loop.is_closed():
                 self._own_loop = asyncio.new_event_loop()
                 threading.Thread(target=self._own_loop.run_forever, name="imagegen-publish", daemon=True).start()
+            self._stop_sender()
             self._loop, self._queue = self._own_loop, None
             self._own_loop.call_soon_threadsafe(self._start_drain, self._own_loop)
             return self._own_loop
@@ -236,7 +258,7 @@ class Publisher:
     def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._queue is None and self._loop is loop:
             self._queue = asyncio.Queue()
-            loop.create_task(self._drain(self._queue))
+            self._drain_task = loop.create_task(self._drain(self._queue))
 
     def submit(self, group: str, message: dict) -> None:
         loop = self._current_loop()

@@ -1,6 +1,7 @@
 """Shared fixtures: users, API clients, task factory, and images made in memory."""
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any, Callable
 
@@ -46,13 +47,22 @@ _own_redis_per_xdist_worker()
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: Any) -> None:
     """A test database per pytest run (test_<name>_<pid>), so concurrent runs on one
-    machine (developers, CI, xdist workers) never drop each other's database."""
+    machine (developers, CI, xdist workers) never drop each other's database.
+
+    On SQLite (no ``DATABASE_URL``: the embedded default) it is a file, as the embedded
+    default's own database is, not Django's shared-cache in-memory one: there two threads
+    writing at once fail at once with "database table is locked" (table locks ignore the
+    busy timeout), which the thread-concurrency tests of the event log and claims hit."""
     import os
 
+    from django.conf import settings
     from pytest_django.fixtures import _set_suffix_to_test_databases
 
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
     _set_suffix_to_test_databases(suffix=str(os.getpid()))
 
 
@@ -95,6 +105,32 @@ def _clear_cache() -> None:
 
     cache.clear()
     memo.forget()  # ETAs read memoized figures: one test's queue must not leak into the next
+
+
+@pytest.fixture(autouse=True)
+def _pushes_on_the_test_loop(request: Any) -> None:
+    """With the in-memory channel layer (no ``REDIS_URL``: the embedded default), publish on
+    the running test's event loop, as daphne's loop is used in production (``imagegen_site.asgi``
+    attaches it): that layer only wakes consumers on the loop they run on, so a push from the
+    publisher's own thread may never reach a test's consumer."""
+    from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+    if not asyncio.iscoroutinefunction(getattr(request.node, "obj", None)):
+        return
+    if not isinstance(get_channel_layer(), InMemoryChannelLayer):
+        return
+    request.getfixturevalue("_attach_publisher")
+
+
+@pytest.fixture
+async def _attach_publisher() -> Any:
+    from notifications.events import publisher
+
+    publisher.attach(asyncio.get_running_loop())
+    yield
+    sender = publisher.detach()
+    if sender is not None:
+        await asyncio.gather(sender, return_exceptions=True)
 
 
 def product_photo(width: int = 640, height: int = 480, fmt: str = "JPEG", background: int = 235) -> bytes:
