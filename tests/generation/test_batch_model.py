@@ -35,9 +35,11 @@ def test_a_batch_task_change_costs_three_queries_and_the_batch_event_more_than_a
     with CaptureQueriesContext(connection) as finishing:
         second.cancel()  # the last one: batch_update and batch_complete
 
-    # Lock the batch, count its tasks (one GROUP BY), save it, append its event.
-    assert len(counted) == len(alone) + 4
-    assert len(finishing) == len(alone) + 5
+    # Lock the batch, count its tasks (one GROUP BY), save it, append its event: one
+    # statement on PostgreSQL (a CTE bumps the counter and inserts), two elsewhere.
+    append = 1 if connection.vendor == "postgresql" else 2
+    assert len(counted) == len(alone) + 3 + append
+    assert len(finishing) == len(alone) + 3 + 2 * append
     batch.refresh_from_db()
     assert (batch.status, batch.canceled, batch.finished_at is not None) == ("completed", 2, True)
 

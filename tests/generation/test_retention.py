@@ -123,7 +123,12 @@ def test_it_keeps_everything_when_retention_is_disabled(old_and_new: dict[str, G
     assert GenerationTask.objects.count() == len(old_and_new)
 
 
+postgres_only = pytest.mark.skipif(connections["default"].vendor != "postgresql",
+                                   reason="a PostgreSQL advisory lock (SQLite: one process, a thread lock)")
+
+
 @pytest.mark.django_db
+@postgres_only
 def test_it_lets_only_one_process_purge_at_a_time(
     old_and_new: dict[str, GenerationTask], retention_settings: Any
 ) -> None:
@@ -144,6 +149,32 @@ def test_it_lets_only_one_process_purge_at_a_time(
 
 
 @pytest.mark.django_db
+@pytest.mark.skipif(connections["default"].vendor == "postgresql", reason="the embedded default's lock")
+def test_on_sqlite_one_thread_purges_at_a_time(
+    old_and_new: dict[str, GenerationTask], retention_settings: Any
+) -> None:
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another thread of this process (the embedded worker) is purging
+        with retention.retention_lock() as acquired:
+            assert acquired
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert holding.wait(10)
+        assert retention.run_retention().skipped == "locked"
+        assert GenerationTask.objects.count() == len(old_and_new)
+    finally:
+        release.set()
+        other.join()
+    assert retention.run_retention().tasks == 3
+
+
+@pytest.mark.django_db
+@postgres_only
 def test_it_releases_the_lock_after_a_run(retention_settings: Any) -> None:
     retention.run_retention(force=True)
     other = connections.create_connection("default")
