@@ -510,12 +510,12 @@ class GenerationTask(models.Model):
         notify = announce and connection.vendor == "postgresql"
         sql = (
             # The user's last pending turn: the pending status here a parameter, so that the claim
-            # index (partial, on pending) cannot serve it and the user's index must: one entry
-            # from its end. Through the claim index, which a prepared statement's generic plan
-            # chose (it cannot know the user is rare), the read walked every pending task of the
-            # priority to find none of a user with nothing queued (1.9 ms behind another seller's
-            # 4,600), and as MAX() over the user index a seller's own next submit aggregated all
-            # of that seller's pending tasks (3.4 ms at 4,600; EXPLAIN ANALYZE, generic plans).
+            # index (partial, on pending) cannot serve it and the user's index must, one entry from
+            # its end (ORDER BY ... LIMIT 1: a MAX() there still aggregated all of the user's
+            # pending tasks). Through the claim index, which the prepared statement's generic plan
+            # chose (it cannot know that the user is rare), the read walked every pending task of
+            # the priority: 1.9 ms to find none of a user with nothing queued behind another
+            # seller's 4,600, and 8.7 ms for that seller's own next submit (EXPLAIN ANALYZE).
             f"(SELECT turn FROM {table} WHERE user_id = %s AND status = %s AND priority = %s "
             "AND turn IS NOT NULL ORDER BY turn DESC LIMIT 1), "
             f"(SELECT MAX(turn) FROM {table} WHERE priority = %s AND status = {processing}), "
