@@ -70,8 +70,8 @@ RAMPS: dict[str, Ramp] = {
                          "The product model saw more of the product beyond the cut-out's outline: a part "
                          "may be missing."),
     # Patches of the cut that look like the backdrop beside it as much as the backdrop looks like
-    # itself: good cuts of the development seeds at most 0.053, a tricycle, a saw and a trophy cut
-    # wrong 0.09-0.14 (docs/engine.md, "A gap filled with the backdrop").
+    # itself: good cuts of the development seeds at most 0.035 but for a see-through glass, a
+    # tricycle, a saw and a trophy cut wrong 0.09-0.14 (docs/engine.md, "A gap filled with the backdrop").
     "filled_gap": Ramp(0.04, 0.12, "gap_filled",
                        "Part of the cut-out looks just like the backdrop beside the product: a gap of the "
                        "product may be filled with the backdrop, or a part of it missing."),
@@ -303,14 +303,18 @@ def lookalike(rgb: np.ndarray, mask: np.ndarray) -> float:
 
 
 #: A backdrop-coloured, backdrop-textured patch of the cut (the tests of _enclosed_backdrop but the
-#: enclosure) counts as a filled gap when its core (eroded 2 px, at most GAP_SAMPLES pixels) is no
-#: further from the nearest of GAP_COPIES copies of itself moved onto the backdrop (each at least
-#: 3 px off the cut; GAP_TRIES random places tried, at least GAP_MIN_COPIES found) than
-#: GAP_LOOKALIKE x the copies' median distance among themselves, in each of lookalike()'s three
-#: descriptors. Bridged gaps and leftovers measured 0.23-0.53 on the development seeds; product parts
-#: with the backdrop's colours mostly over 0.6 (a ginger on a shelf 0.24-0.54, a pudding 0.48).
+#: enclosure, and at least GAP_MIN_SHARE of it) counts as a filled gap when its core (eroded 2 px,
+#: at most GAP_SAMPLES pixels) is no further from the nearest of GAP_COPIES copies of itself moved
+#: onto the backdrop (each at least 3 px off the cut; GAP_TRIES random places tried, at least
+#: GAP_MIN_COPIES found) than GAP_LOOKALIKE x the copies' median distance among themselves, in each
+#: of lookalike()'s three descriptors. Bridged gaps and leftovers measured 0.23-0.53 on the
+#: development seeds; product parts with the backdrop's colours mostly over 0.6.
 GAP_COPIES, GAP_MIN_COPIES, GAP_TRIES, GAP_SAMPLES = 24, 6, 400, 2000
 GAP_LOOKALIKE = 0.5
+#: Only patches of at least this share of the cut are judged: a textured product has small patches
+#: with the backdrop's colours and grain (a ginger's skin on a shelf: five of 1-3.4 % each, 0.094 in
+#: all, on known seed 3); a bridged gap measured 3.2-10.9 % each.
+GAP_MIN_SHARE = 0.03
 _OFF_CUT = np.ones((7, 7), np.uint8)
 
 
@@ -363,7 +367,7 @@ def _filled_gaps(rgb: np.ndarray, mask: np.ndarray, *, like_map: np.ndarray | No
     like = (border_likeness(rgb) if like_map is None else like_map) > ENCLOSED_LIKENESS
     patches = cv2.morphologyEx((like & mask).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
-    big = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= ENCLOSED_MIN_SHARE * area]
+    big = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= GAP_MIN_SHARE * area]
     if not big:
         return 0.0
     if grey is None:
