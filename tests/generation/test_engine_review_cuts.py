@@ -106,9 +106,10 @@ def test_a_tricycle_whose_frame_is_filled_with_the_sand_is_flagged(model: Segmen
 
 
 def test_a_ginger_on_a_shelf_is_not_taken_for_a_filled_gap(model: Segmenter, tmp_path: Any) -> None:
-    # Seed 8: a good cut (IoU 0.988) whose skin has the shelf's colours and grain in places: the
-    # highest value among the development seeds' good cuts (0.053, under the reason's 0.08).
-    photo, truth = _set_sample(tmp_path, "ginger-shelf", 8)
+    # Seed 3: a good cut (IoU 0.990) whose skin has the shelf's colours and grain in five small
+    # patches (1-3.4 % of the cut each, 0.094 in all with no size floor); judged from 3 % of the cut
+    # it measures 0.034, under the reason's 0.08.
+    photo, truth = _set_sample(tmp_path, "ginger-shelf", 3)
     cut = cut_product(photo, None, segmenter=model)
     assert _iou(cut.matte, truth) >= 0.95
     assert "gap_filled" not in {r.code for r in cut.review_reasons}
