@@ -94,8 +94,9 @@ LARGER_SIDE = 448
 NO_LARGER_LOOK = frozenset({"model_found_nothing", "faint_product", "backdrop_picked"})
 #: Reasons that flag a cut without sending it to the larger look: for ``part_left_out`` the 448 px
 #: look took a bass guitar's neck in (0.77 -> 0.96) but cost another 0.008 (docs/engine.md, "A part
-#: the model saw, left out"); the flag alone changes no cut.
-FLAG_ONLY = frozenset({"part_left_out"})
+#: the model saw, left out"); the flag alone changes no cut. ``gap_filled`` is a flag only by design
+#: (docs/engine.md, "A gap filled with the backdrop").
+FLAG_ONLY = frozenset({"part_left_out", "gap_filled"})
 #: A faint answer (the model's raw range under MIN_MODEL_RANGE) still points somewhere: when the
 #: spot it points at has colours the frame's border does not (median border likeness at most this;
 #: the spot of a photo of nothing, a flat wall or a texture, measured 0.9-0.99, a small key 0.31),
