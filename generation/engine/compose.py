@@ -42,6 +42,7 @@ from . import compliance
 from .base import EngineError, GenerationResult, ProgressCallback, RenderedOutput
 from .coverage import MATTE_EPS, Box, coverage_bytes, drop_faint, normalise_matte, product_box
 from .encode import CONTENT_TYPES, encode_image
+from .overlap import beside
 from .spec import JobSpec, RenderSpec
 
 if TYPE_CHECKING:
@@ -119,18 +120,21 @@ def ink_layers(crop: np.ndarray, matte: np.ndarray, straight_alpha: bool) -> np.
     it comes from. A seller's transparent PNG stores ``F`` itself
     (``straight_alpha``), so there the ink is just ``a*(255 - I)``.
     """
+    # The backdrop estimate reads only the photo and the matte: made beside the ink's own steps.
+    later = None if straight_alpha else beside(_local_backdrop, crop, matte)
     covered = (matte > 0).view(np.uint8)
     ink = cv2.bitwise_not(crop)
     ink = cv2.bitwise_and(ink, ink, mask=covered)  # zero coverage: no ink at all
     ys, xs = np.nonzero(covered & (matte < 1))
     if ys.size:
         a = matte[ys, xs][:, None]
-        edge_ink = a * (WHITE - crop[ys, xs].astype(np.float32))
-        if not straight_alpha:
-            backdrop, weight, step = _local_backdrop(crop, matte)
+        pix = crop[ys, xs].astype(np.float32)
+        edge_ink = a * (WHITE - pix)
+        if later is not None:
+            backdrop, weight, step = later.result()
             sy = np.minimum((ys / step).astype(np.intp), backdrop.shape[0] - 1)
             sx = np.minimum((xs / step).astype(np.intp), backdrop.shape[1] - 1)
-            unmixed = crop[ys, xs].astype(np.float32) - (1 - a) * backdrop[sy, sx]
+            unmixed = pix - (1 - a) * backdrop[sy, sx]
             spill_free = np.clip(WHITE * a - unmixed, 0.0, WHITE * a)
             # No backdrop sample nearby (an edge deep inside a hole): keep a*(255-I).
             edge_ink = np.where((weight[sy, sx] > 0.5)[:, None], spill_free, edge_ink)

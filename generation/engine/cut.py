@@ -51,6 +51,7 @@ import numpy as np
 
 from .base import EngineError
 from .faint import lone_distinct_box
+from .overlap import beside
 from .refine import guide_size, refine
 from .review import RAMPS, Assessment, ReviewReason, assess, lookalike, measure
 from .saliency import ModelCannotRun, Segmenter
@@ -341,13 +342,14 @@ def _saliency(segmenter: Segmenter, rgb: np.ndarray) -> tuple[np.ndarray, float]
 
 
 def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
-             box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | _Faint:
+             box_in_region: tuple[int, int, int, int] | None, photo_share: float = 1.0,
+             guide: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | _Faint:
     """Matte, product mask and guide-size copy from the model, or :class:`_Faint` when it saw
     nothing (with the spot it pointed at, when that is worth a closer look).
 
     ``photo_share`` is the region's share of the photo: the product's size is judged against the
-    photo, not the region, when a second look crops it."""
+    photo, not the region, when a second look crops it. ``guide`` is ``rgb``'s guide copy
+    (:func:`_guide_copy`) when the caller has made it already."""
     h, w = rgb.shape[:2]
     raw, spread = _saliency(segmenter, rgb)
     gw, gh = guide_size(h, w)
@@ -363,15 +365,17 @@ def _learned(rgb: np.ndarray, work: np.ndarray, segmenter: Segmenter,
         return _Faint(_faint_box(raw, work, rgb) if box_in_region is None else None)
     product, parts = _pick_parts(fg, prob)
     product = _fill_specks(product)
-    small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
-    matte = refine(rgb, prob, product, segmenter.side, small)
+    small = guide if guide is not None else _guide_copy(rgb)
     # The backdrop model's comparison signals are logged, not judged (review.UNJUDGED): only worth
     # their time when someone reads the debug log.
     classical, score = _classical_check(work) if logger.isEnabledFor(logging.DEBUG) else (None, None)
     if classical is not None:
         classical = cv2.resize(classical.view(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
-    signals = measure(small, product, prob=prob, parts=parts, classical=classical, backdrop_score=score,
-                      model_side=segmenter.side, photo_side=max(h, w))
+    # The review signals read the product mask, not the refined matte: measured beside the refinement.
+    signals_later = beside(measure, small, product, prob=prob, parts=parts, classical=classical,
+                           backdrop_score=score, model_side=segmenter.side, photo_side=max(h, w))
+    matte = refine(rgb, prob, product, segmenter.side, small)
+    signals = signals_later.result()
     signals["model_range"] = spread
     for key in ("tiny", "huge"):
         if key in signals:
@@ -404,21 +408,31 @@ def cut_product(
     if alpha is not None:
         return Cut(matte=_matte_from_alpha(alpha), shadow=None, confidence=1.0, review_reasons=(),
                    segmenter="alpha", model=None, model_sha256=None)
-    cut = _looks(rgb, hint_box, segmenter)
-    # A seller's box says where the product is: the backdrop elsewhere is not a rival to it.
-    return cut if hint_box is not None else _judge_lookalike(rgb, cut)
+    if hint_box is not None:
+        # A seller's box says where the product is: the backdrop elsewhere is not a rival to it.
+        return _looks(rgb, hint_box, segmenter, None)
+    # The whole photo's guide copy, made once: the first look, the larger look and the lookalike
+    # judgement all read it (a 2000 px photo's INTER_AREA resize each).
+    guide = _guide_copy(rgb)
+    return _judge_lookalike(rgb, _looks(rgb, None, segmenter, guide), guide)
 
 
-def _judge_lookalike(rgb: np.ndarray, cut: Cut) -> Cut:
+def _guide_copy(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` at :func:`guide_size` (itself when it is no larger)."""
+    h, w = rgb.shape[:2]
+    gw, gh = guide_size(h, w)
+    return rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
+
+
+def _judge_lookalike(rgb: np.ndarray, cut: Cut, small: np.ndarray) -> Cut:
     """``cut`` with the ``backdrop_piece`` reason when the backdrop elsewhere looks as much like it.
 
     Judged on the final cut, after every look: a flag, not a trip to another look (the cut stays as
-    it is). On the guide copy of the whole photo, so a closer look's crop does not hide the backdrop
-    the cut is compared with.
+    it is). On the guide copy of the whole photo (``small``), so a closer look's crop does not hide
+    the backdrop the cut is compared with.
     """
     h, w = rgb.shape[:2]
     gw, gh = guide_size(h, w)
-    small = rgb if (gh, gw) == (h, w) else cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA)
     matte = cut.matte if (gh, gw) == (h, w) else cv2.resize(cut.matte, (gw, gh), interpolation=cv2.INTER_AREA)
     value = lookalike(small, matte >= 0.5)
     if not np.isfinite(value):
@@ -432,14 +446,16 @@ def _judge_lookalike(rgb: np.ndarray, cut: Cut) -> Cut:
     return replace(cut, confidence=round(min(cut.confidence, 1.0 - bad), 3), review_reasons=reasons)
 
 
-def _looks(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter) -> Cut:
-    """The cut after every look (steps 2-8 of the module's list), before the final cut is judged."""
-    first = _cut(rgb, hint_box, segmenter)
+def _looks(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter,
+           guide: np.ndarray | None) -> Cut:
+    """The cut after every look (steps 2-8 of the module's list), before the final cut is judged;
+    ``guide`` is the whole photo's guide copy (without a hint box)."""
+    first = _cut(rgb, hint_box, segmenter, guide=guide)
     if hint_box is None and segmenter.learned and "uncertain_outline" in {r.code for r in first.review_reasons}:
         first = _rescue(rgb, first, segmenter)
     codes = {r.code for r in first.review_reasons}
     if hint_box is None and segmenter.learned and codes - FLAG_ONLY and not codes & NO_LARGER_LOOK:
-        first = _larger_look(rgb, first, segmenter)
+        first = _larger_look(rgb, first, segmenter, guide)
     # A product well inside the frame is seen once more, cropped to its own box, so it fills more of
     # the model's 320 px (a crop would hide that a product runs off the frame or fills it, and a
     # faint or model-less cut has no box worth trusting).
@@ -568,7 +584,7 @@ def _grow_rescue(rgb: np.ndarray, cut: Cut, segmenter: Segmenter, small: Callabl
     return cut
 
 
-def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
+def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter, guide: np.ndarray | None) -> Cut:
     """``first`` cut again with the model at :data:`LARGER_SIDE`; the flag and its reasons stay.
 
     The larger cut replaces the first one: measured on the evaluation set (docs/engine.md, "The
@@ -577,7 +593,7 @@ def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter) -> Cut:
     that size keeps the first cut.
     """
     try:
-        big = _cut(rgb, None, replace(segmenter, side=LARGER_SIDE))
+        big = _cut(rgb, None, replace(segmenter, side=LARGER_SIDE), guide=guide)
     except EngineError:
         return first
     except ModelCannotRun as exc:
@@ -618,7 +634,9 @@ def _closer_look(rgb: np.ndarray, box: tuple[int, int, int, int], segmenter: Seg
 
 
 def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter: Segmenter,
-         *, second_look: bool = False) -> Cut:
+         *, second_look: bool = False, guide: np.ndarray | None = None) -> Cut:
+    """One look at ``hint_box`` (or the whole photo); ``guide`` is the whole photo's guide copy,
+    used when the look is of the whole photo."""
     h, w = rgb.shape[:2]
     region = _region(rgb.shape, hint_box)
     x0, y0, x1, y1 = region
@@ -632,7 +650,8 @@ def _cut(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmenter:
     found: tuple[np.ndarray, np.ndarray, np.ndarray, Assessment] | None = None
     if segmenter.learned:
         share = (x1 - x0) * (y1 - y0) / (h * w) if second_look else 1.0
-        answer = _learned(sub, work, segmenter, box_in_region, share)
+        answer = _learned(sub, work, segmenter, box_in_region, share,
+                          guide if hint_box is None else None)
         if not isinstance(answer, _Faint):
             found = answer
         elif answer.box is not None and hint_box is None:

@@ -19,6 +19,7 @@ from .compose import finish_all
 from .cut import cut_product
 from .decode import load_rgb_alpha
 from .encode import encode_mask
+from .overlap import beside
 from .saliency import get_segmenter
 from .spec import JobSpec
 
@@ -49,12 +50,15 @@ class LocalBackend:
         progress(10)
         cut = cut_product(rgb, alpha, hint_box=job.hint_box, segmenter=self.segmenter)
         progress(40)
+        # The stored mask's PNG needs only the matte: encoded beside the outputs' render, encode and
+        # check (a canceled task's mask is simply dropped when it is done).
+        mask = beside(encode_mask, cut.matte)
         result = finish_all(rgb, cut, job, progress, straight_alpha=alpha is not None)
         engine = self.engine_info()
         if cut.segmenter == "alpha":
             # The seller's own transparency made this cut, not the model.
             engine.update(segmenter="alpha", model=None, model_sha256=None)
-        result = replace(result, mask=encode_mask(cut.matte), engine=engine)
+        result = replace(result, mask=mask.result(), engine=engine)
         progress(100)
         logger.info(
             "Local engine: %dx%d -> %s, %s, confidence %.2f%s (%dms)",

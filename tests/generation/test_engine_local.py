@@ -282,6 +282,18 @@ def test_it_lets_an_exception_from_progress_propagate(backend: LocalBackend, at:
     assert seen[-1] == at
 
 
+def test_a_failure_of_the_mask_made_beside_the_render_fails_the_generation(
+        backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stored mask is encoded on a side thread while the output is rendered: its error must reach
+    # the caller (and so the task), not vanish with the thread.
+    def broken(matte: np.ndarray) -> bytes:
+        raise MemoryError("no room for the mask")
+
+    monkeypatch.setattr("generation.engine.local.encode_mask", broken)
+    with pytest.raises(MemoryError, match="no room for the mask"):
+        generate(backend, scenes.shadowed().encode(), {"size": 1000})
+
+
 def test_it_fails_fast_with_no_product_found_through_the_backend(backend: LocalBackend) -> None:
     seen: list[int] = []
     with pytest.raises(EngineError) as exc:
