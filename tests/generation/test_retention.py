@@ -149,22 +149,27 @@ def test_it_lets_only_one_process_purge_at_a_time(
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(connections["default"].vendor == "postgresql", reason="the embedded default's lock")
-def test_on_sqlite_one_thread_purges_at_a_time(
+def test_it_lets_only_one_thread_purge_at_a_time(
     old_and_new: dict[str, GenerationTask], retention_settings: Any
 ) -> None:
+    # The embedded default's case (one process, a thread lock on SQLite), and on PostgreSQL
+    # the advisory lock held by another thread's session.
     holding, release = threading.Event(), threading.Event()
+    acquired: list[bool] = []
 
-    def hold() -> None:  # another thread of this process (the embedded worker) is purging
-        with retention.retention_lock() as acquired:
-            assert acquired
-            holding.set()
-            release.wait(10)
+    def hold() -> None:  # another runner thread is purging
+        try:
+            with retention.retention_lock() as got:
+                acquired.append(got)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
 
     other = threading.Thread(target=hold)
     other.start()
     try:
-        assert holding.wait(10)
+        assert holding.wait(10) and acquired == [True]
         assert retention.run_retention().skipped == "locked"
         assert GenerationTask.objects.count() == len(old_and_new)
     finally:
