@@ -157,6 +157,27 @@ def _local_spread(grey: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(cv2.blur(grey * grey, (5, 5)) - mean * mean, 0.0))
 
 
+def _backdrop_coloured_patches(rgb: np.ndarray, mask: np.ndarray, like_map: np.ndarray | None
+                               ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """The cut's pixels in the backdrop's colours, opened by 3x3 so a speck does not count, and
+    their connected patches: ``(like, count, labels, stats)`` as cv2 gives them."""
+    like = (border_likeness(rgb) if like_map is None else like_map) > ENCLOSED_LIKENESS
+    patches = cv2.morphologyEx((like & mask).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
+    return like, count, labels, stats
+
+
+def _backdrop_texture(spread: np.ndarray, mask: np.ndarray) -> float:
+    """ENCLOSED_TEXTURE x the median grey spread of the backdrop along the frame (a band of 3 % of
+    the longer side): a patch as textured as that is as textured as the backdrop."""
+    h, w = mask.shape
+    b = max(3, round(0.03 * max(h, w)))
+    border = np.zeros_like(mask)
+    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    backdrop = border & ~mask
+    return ENCLOSED_TEXTURE * float(np.median(spread[backdrop])) if backdrop.any() else 0.0
+
+
 def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray, *, like_map: np.ndarray | None = None,
                        spread: np.ndarray | None = None) -> float:
     """Share of the product taken by patches of backdrop that the product encloses.
@@ -173,19 +194,13 @@ def _enclosed_backdrop(rgb: np.ndarray, mask: np.ndarray, *, like_map: np.ndarra
     area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
-    like = (border_likeness(rgb) if like_map is None else like_map) > ENCLOSED_LIKENESS
-    patches = cv2.morphologyEx((like & mask).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
+    like, count, labels, stats = _backdrop_coloured_patches(rgb, mask, like_map)
     if count <= 1:
         return 0.0
     if spread is None:
         spread = _local_spread(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
     h, w = mask.shape
-    b = max(3, round(0.03 * max(h, w)))
-    border = np.zeros_like(mask)
-    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
-    backdrop = border & ~mask
-    like_border = ENCLOSED_TEXTURE * float(np.median(spread[backdrop])) if backdrop.any() else 0.0
+    like_border = _backdrop_texture(spread, mask)
     floor = max(like_border, ENCLOSED_MIN_TEXTURE)
     other = mask & ~like
     lab: np.ndarray | None = None
@@ -364,9 +379,7 @@ def _filled_gaps(rgb: np.ndarray, mask: np.ndarray, *, like_map: np.ndarray | No
     area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
-    like = (border_likeness(rgb) if like_map is None else like_map) > ENCLOSED_LIKENESS
-    patches = cv2.morphologyEx((like & mask).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(patches, connectivity=8)
+    _, count, labels, stats = _backdrop_coloured_patches(rgb, mask, like_map)
     big = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= GAP_MIN_SHARE * area]
     if not big:
         return 0.0
@@ -374,13 +387,7 @@ def _filled_gaps(rgb: np.ndarray, mask: np.ndarray, *, like_map: np.ndarray | No
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     if spread is None:
         spread = _local_spread(grey)
-    h, w = mask.shape
-    b = max(3, round(0.03 * max(h, w)))
-    border = np.zeros_like(mask)
-    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
-    backdrop = border & ~mask
-    floor = max(ENCLOSED_TEXTURE * float(np.median(spread[backdrop])) if backdrop.any() else 0.0,
-                ENCLOSED_MIN_TEXTURE)
+    floor = max(_backdrop_texture(spread, mask), ENCLOSED_MIN_TEXTURE)
     off_cut = cv2.dilate(mask.view(np.uint8), _OFF_CUT) > 0
     codes: tuple[np.ndarray, ...] | None = None
     rng = np.random.default_rng(0)  # the same photo gives the same answer
