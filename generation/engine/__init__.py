@@ -22,8 +22,9 @@ __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineEr
            "RateGate", "RenderedOutput", "UpstreamBusy", "get_backend", "install_gemini_rate_gate"]
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs or
-#: their review (2.5: the ``backdrop_piece`` review flag; 2.6 ``part_left_out``; 2.7 ``gap_filled``).
-ENGINE_VERSION = "2.7"
+#: their review (2.5: the ``backdrop_piece`` review flag; 2.6 ``part_left_out``; 2.7 ``gap_filled``;
+#: 2.8 the second look puts back pieces of the first cut in colours the border lacks).
+ENGINE_VERSION = "2.8"
 
 def provenance(backend: str, segmenter: Segmenter, **extra: str | None) -> dict[str, str | None]:
     """The ``engine`` record of a result: which backend and segmenter (model file and

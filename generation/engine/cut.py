@@ -25,6 +25,10 @@
 7. A cut of a product well inside the frame gets one second model pass on
    its own box (a small or thin product seen at a better resolution); it
    replaces the first cut only when it keeps most of it, and a flag stays.
+   A piece the first cut had and the second leaves out is put back when it
+   joins the second cut, the first look was sure of it, it is no cast
+   shadow and the frame's border hardly shows its colours (a strawberry's
+   stem, a glass's rim, a syringe's plunger).
 8. A faint model answer (nothing salient) that points at a spot with
    colours the border lacks gets a closer look at that spot, flagged,
    instead of a refusal; when the spot is the backdrop, so does the one
@@ -83,6 +87,18 @@ SECOND_LOOK_MARGIN, SECOND_LOOK_MAX_SHARE = 0.25, 0.5
 #: The second look replaces the first cut only when it keeps at least this share of it (it may add
 #: parts the first missed or trim a shadow tail); one that drops more lost the product's context.
 SECOND_LOOK_KEEP = 0.85
+#: A piece of the first cut that the accepted second look leaves out is put back when it joins the
+#: second cut (within 3 px), is at least RESTORE_MIN_SHARE of it, the first matte's mean over it is at
+#: least RESTORE_MIN_MATTE, the cast shadow's mean under it is below RESTORE_MAX_SHADOW, and its
+#: mean border likeness is at most RESTORE_LIKENESS: the crop loses the frame's border, the only
+#: sample of the backdrop, so a piece in colours the border lacks is the product the crop could not
+#: tell from its new surroundings. Dropped pieces of the evaluation set in the backdrop's colours
+#: (a trumpet's bridged loops, a stethoscope's paper, gravel by a tennis ball) measured 0.38-0.99;
+#: product pieces 0.02-0.33, a glass's see-through parts 0.58-0.89 (not restored). Measured in
+#: docs/engine.md, "A piece the second look drops".
+RESTORE_LIKENESS, RESTORE_MIN_MATTE, RESTORE_MIN_SHARE, RESTORE_MAX_SHADOW = 0.35, 0.6, 0.002, 0.1
+#: The width (px) of the backdrop around a piece that :func:`_shadow_like` compares it with.
+RESTORE_RING = 12
 #: A rescued cut (``backdrop_picked``) has had its own looks at its box, each judged by the rescue's
 #: test; step 7's test (keeps 85 %) cannot see the backdrop come back (seed 1's guitar 0.84 -> 0.65).
 NO_SECOND_LOOK = frozenset({"touches_frame", "fills_frame", "model_found_nothing", "faint_product", "backdrop_picked"})
@@ -479,9 +495,95 @@ def _looks(rgb: np.ndarray, hint_box: tuple[int, int, int, int] | None, segmente
         # review flags re-checked").
         return replace(first, confidence=min(first.confidence, 0.4),
                        review_reasons=first.review_reasons + (DISAGREE_REASON,))
+    second = _restore_unlike_pieces(rgb, first, second, guide if guide is not None else _guide_copy(rgb))
     # The first pass's doubt stands: a second look is a better cut, not a reason to trust it more.
     reasons = first.review_reasons + tuple(r for r in second.review_reasons if r not in first.review_reasons)
     return replace(second, confidence=min(first.confidence, second.confidence), review_reasons=reasons)
+
+
+def _restore_unlike_pieces(rgb: np.ndarray, first: Cut, second: Cut, guide: np.ndarray) -> Cut:
+    """``second`` with the pieces of ``first`` it left out put back, where RESTORE_* says they are
+    the product and :func:`_shadow_like` does not say they are a shadow (the border likeness from
+    ``guide``, the whole photo's guide copy; the pieces keep ``first``'s matte, so their soft edge
+    is the first look's). The pieces are found at full resolution, inside the box of what was
+    dropped: a thin piece (a stem, a plunger) is a few guide pixels across, and the 3x3 opening
+    would take it there."""
+    before, after = first.matte >= 0.5, second.matte >= 0.5
+    dropped = before & ~after
+    x, y, bw, bh = cv2.boundingRect(dropped.view(np.uint8))
+    if bw == 0:
+        return second
+    h, w = before.shape
+    m = 4  # the 7x7 "joins" test looks 3 px past the box
+    x0, y0, x1, y1 = max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)
+    area = np.s_[y0:y1, x0:x1]
+    pieces = cv2.morphologyEx(dropped[area].view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(pieces, connectivity=8)
+    floor = RESTORE_MIN_SHARE * max(np.count_nonzero(after), 1)
+    candidates = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= floor]
+    if not candidates:
+        return second
+    near = cv2.dilate(after[area].view(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    gh, gw = guide.shape[:2]
+    like: np.ndarray | None = None  # the whole photo's, at the guide's size: made when first needed
+    back = np.zeros((y1 - y0, x1 - x0), bool)
+    for i in candidates:
+        px, py, pw, ph = (int(v) for v in stats[i, :4])
+        box = np.s_[py:py + ph, px:px + pw]
+        piece = labels[box] == i
+        if not (piece & near[box]).any():
+            continue
+        full = np.s_[y0 + py:y0 + py + ph, x0 + px:x0 + px + pw]
+        if float(first.matte[full][piece].mean()) < RESTORE_MIN_MATTE:
+            continue
+        if second.shadow is not None and float(second.shadow[full][piece].mean()) >= RESTORE_MAX_SHADOW:
+            continue
+        if like is None:
+            like = border_likeness(guide)
+        ys, xs = np.nonzero(piece)
+        gy = np.minimum(((ys + y0 + py + 0.5) * gh / h).astype(np.intp), gh - 1)
+        gx = np.minimum(((xs + x0 + px + 0.5) * gw / w).astype(np.intp), gw - 1)
+        if float(like[gy, gx].mean()) > RESTORE_LIKENESS:
+            continue
+        if _shadow_like(rgb, piece, (y0 + py, x0 + px), before | after):
+            continue
+        back[box] |= piece
+    if not back.any():
+        return second
+    # The first cut's matte over the piece and its soft rim, never below the second's.
+    rim = cv2.dilate(back.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    matte = second.matte.copy()
+    region = matte[area]
+    region[rim] = np.maximum(region[rim], first.matte[area][rim])
+    logger.debug("Second look: %d px of the first cut put back", int(np.count_nonzero(back)))
+    return replace(second, matte=matte)
+
+
+def _shadow_like(rgb: np.ndarray, piece: np.ndarray, at: tuple[int, int], cuts: np.ndarray) -> bool:
+    """Whether ``piece`` (bool, its top-left corner at ``at`` = (row, column) of ``rgb``) is the floor
+    darkened: darker than the backdrop around it (within RESTORE_RING px, outside ``cuts``), with
+    that backdrop's chroma shrunk at most in proportion, as :func:`.shadow.cast_shadow` judges a
+    shadow. A shadow's colours are the border's darkened, which the border likeness (16 levels of
+    L*) reads as colours the border lacks; the second look's own shadow map misses one it did not
+    find (a key's shadow on brick)."""
+    h, w = cuts.shape
+    ph, pw = piece.shape
+    r = RESTORE_RING
+    top, left = at
+    y0, x0 = max(0, top - r), max(0, left - r)
+    y1, x1 = min(h, top + ph + r), min(w, left + pw + r)
+    part = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    part[top - y0:top - y0 + ph, left - x0:left - x0 + pw] = piece
+    ring = (cv2.dilate(part, np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0) & ~cuts[y0:y1, x0:x1]
+    if not ring.any():
+        return False
+    lab = cv2.cvtColor(cv2.GaussianBlur(rgb[y0:y1, x0:x1], (0, 0), 1.5), cv2.COLOR_RGB2LAB).astype(np.float32)
+    inside, around = lab[part > 0].mean(axis=0), lab[ring].mean(axis=0)
+    darker = float(around[0] - inside[0])
+    floor_l = max(float(around[0]), 1.0)
+    floor_chroma = float(np.hypot(around[1] - 128, around[2] - 128))
+    shift = float(np.hypot(inside[1] - around[1], inside[2] - around[2]))
+    return 4.0 < darker < 0.8 * floor_l and shift < 4.0 + 1.2 * floor_chroma * darker / floor_l
 
 
 def _kept(before: np.ndarray, after: np.ndarray) -> float:

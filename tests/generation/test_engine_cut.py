@@ -16,7 +16,7 @@ from PIL import Image
 
 from generation.engine import ENGINE_VERSION
 from generation.engine.base import BackendConfig, EngineError
-from generation.engine.cut import Cut, cut_product
+from generation.engine.cut import Cut, _restore_unlike_pieces, cut_product
 from generation.engine.decode import load_rgb_alpha
 from generation.engine.local import LocalBackend
 from generation.engine.saliency import CLASSICAL, Segmenter, get_segmenter
@@ -301,6 +301,45 @@ def test_a_product_well_inside_the_frame_is_seen_again_at_its_own_box(
     photo, truth = _set_sample(tmp_path, name, seed)
     cut = cut_product(photo, None, segmenter=model)
     assert iou(cut, truth) >= 0.94 > before
+
+
+def test_a_stem_the_second_look_drops_is_put_back(model: Segmenter, tmp_path: Any) -> None:
+    # A strawberry on brown fabric (seed 16): the whole-photo look cuts berry and stem (IoU 0.965);
+    # the look at its own box keeps the berry and drops most of the thin green stem (0.945). The
+    # stem's colours are not the fabric's, so it is put back.
+    photo, truth = _set_sample(tmp_path, "strawberry-fabric", 16)
+    cut = cut_product(photo, None, segmenter=model)
+    assert iou(cut, truth) >= 0.96
+    stem = truth > 0.5
+    stem[np.argmax(stem.any(axis=1)) + round(0.4 * np.count_nonzero(stem.any(axis=1))):] = False  # the top 40 %
+    assert np.count_nonzero((cut.matte >= 0.5) & stem) >= 0.9 * np.count_nonzero(stem)
+
+
+def _looks_of(photo: np.ndarray, first: np.ndarray, second: np.ndarray, shadow: np.ndarray | None = None) -> Cut:
+    def cut(mask: np.ndarray, shade: np.ndarray | None) -> Cut:
+        return Cut(matte=mask.astype(np.float32), shadow=shade, confidence=1.0, review_reasons=(),
+                   segmenter="u2netp", model=None, model_sha256=None)
+
+    return _restore_unlike_pieces(photo, cut(first, None), cut(second, shadow), photo)
+
+
+def test_only_attached_pieces_in_colours_the_border_lacks_are_put_back() -> None:
+    rng = np.random.default_rng(0)
+    photo = np.clip(rng.normal((120, 90, 60), 12, (300, 400, 3)), 0, 255).astype(np.uint8)  # brown fabric
+    yy, xx = np.mgrid[:300, :400]
+    berry = (yy - 190) ** 2 + (xx - 200) ** 2 <= 60 ** 2
+    stem = (abs(xx - 200) <= 4) & (yy >= 90) & (yy < 135)  # joins the berry's top
+    lost = (abs(xx - 330) <= 8) & (yy >= 60) & (yy < 90)  # a piece away from the berry
+    fabric = (abs(xx - 150) <= 8) & (yy >= 95) & (yy < 135)  # a piece of fabric by the berry
+    photo[berry] = (200, 30, 40)
+    photo[stem | lost] = (60, 160, 50)
+    second = berry.copy()
+    back = _looks_of(photo, berry | stem | lost | fabric, second).matte >= 0.5
+    assert back[stem].all() and not back[lost].any() and not back[fabric].any() and back[berry].all()
+    # The same stem under the cast shadow the second look found is the shadow, not the product.
+    shadow = np.zeros((300, 400), np.float32)
+    shadow[stem] = 0.5
+    assert not (_looks_of(photo, berry | stem, second, shadow).matte >= 0.5)[stem & ~berry].any()
 
 
 def test_a_4000x120_strip_is_seen_wider_than_the_models_square(model: Segmenter, tmp_path: Any) -> None:
