@@ -63,7 +63,7 @@ from .segment import (
     MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, border_likeness,
     coarse_mask, model_background, no_product, refine_matte,
 )
-from .shadow import cast_shadow
+from .shadow import cast_shadow, darkened_floor
 
 logger = logging.getLogger(__name__)
 
@@ -563,7 +563,7 @@ def _shadow_like(rgb: np.ndarray, piece: np.ndarray, at: tuple[int, int], cuts: 
     """Whether ``piece`` (bool, its top-left corner at ``at`` = (row, column) of ``rgb``) is the floor
     darkened: darker than the backdrop around it (within RESTORE_RING px, outside ``cuts``), with
     that backdrop's chroma shrunk at most in proportion, as :func:`.shadow.cast_shadow` judges a
-    shadow. A shadow's colours are the border's darkened, which the border likeness (16 levels of
+    shadow (:func:`.shadow.darkened_floor`). A shadow's colours are the border's darkened, which the border likeness (16 levels of
     L*) reads as colours the border lacks; the second look's own shadow map misses one it did not
     find (a key's shadow on brick)."""
     h, w = cuts.shape
@@ -583,7 +583,9 @@ def _shadow_like(rgb: np.ndarray, piece: np.ndarray, at: tuple[int, int], cuts: 
     floor_l = max(float(around[0]), 1.0)
     floor_chroma = float(np.hypot(around[1] - 128, around[2] - 128))
     shift = float(np.hypot(inside[1] - around[1], inside[2] - around[2]))
-    return 4.0 < darker < 0.8 * floor_l and shift < 4.0 + 1.2 * floor_chroma * darker / floor_l
+    # The local ring is the floor itself (no surface fit, no noise measure): spread 2, the floor
+    # of cast_shadow's tolerances.
+    return bool(darkened_floor(darker, floor_l, floor_chroma, shift, 2.0))
 
 
 def _kept(before: np.ndarray, after: np.ndarray) -> float:

@@ -9,6 +9,8 @@ much it darkens the floor, ``1 - Y / Y_backdrop`` in linear light.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -27,6 +29,15 @@ def _linear_y(l_star: np.ndarray) -> np.ndarray:
     lab_l = l_star * (100.0 / 255.0)
     f = (lab_l + 16.0) / 116.0
     return np.where(f > 6 / 29, f**3, (f - 4 / 29) * 3 * (6 / 29) ** 2)
+
+
+def darkened_floor(darker: Any, floor_l: Any, floor_chroma: Any, chroma_shift: Any, spread: Any) -> Any:
+    """Whether a colour is the floor's, darkened (elementwise on arrays, or on scalars): ``darker``
+    L* levels below the floor's ``floor_l``, short of black, its (a, b) moved ``chroma_shift`` from
+    the floor's, whose chroma is ``floor_chroma``; ``spread`` is the floor's own L* noise.
+    Darkening a coloured floor shrinks its chroma in proportion, hence the tolerance."""
+    return ((darker > np.maximum(2 * spread, 4.0)) & (darker < 0.8 * floor_l)
+            & (chroma_shift < 2 * spread + 1.2 * floor_chroma * darker / floor_l))
 
 
 def cast_shadow(work: np.ndarray, product: np.ndarray) -> np.ndarray | None:
@@ -48,9 +59,7 @@ def cast_shadow(work: np.ndarray, product: np.ndarray) -> np.ndarray | None:
     backdrop_l = np.maximum(surface[..., 0], 1.0)
     backdrop_chroma = np.hypot(surface[..., 1] - 128, surface[..., 2] - 128)
     chroma_shift = np.hypot(diff[..., 1], diff[..., 2])
-    # Darkening a coloured floor shrinks its chroma in proportion, hence the tolerance.
-    candidate = (darker > max(2 * spread, 4.0)) & (darker < 0.8 * backdrop_l)
-    candidate &= chroma_shift < 2 * spread + 1.2 * backdrop_chroma * darker / backdrop_l
+    candidate = darkened_floor(darker, backdrop_l, backdrop_chroma, chroma_shift, spread)
     grown = cv2.dilate(product.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     candidate &= ~grown
     if not candidate.any():
