@@ -22,9 +22,12 @@ this worker's, as before. The pushed events are the stored ones (their data read
 is prepared once per server session and runs on one generic plan for every limit
 (``creation.execute_prepared``): planning it for its values cost more than running it.
 
+Under a running cap (``IMAGEGEN_MAX_RUNNING_PER_USER``) the same statement claims, in a
+transaction of two statements: the candidates picked and locked with a lock per user of
+theirs, then the claim statement over the candidates that fit (``_claim_capped``).
+
 It is used only where it writes exactly what the transactional claim writes: PostgreSQL,
-no transaction open, no running cap (``_within_running_cap`` re-reads per user under a
-lock first), Django's time zone UTC, a receiver recording the events, and no batch task
+no transaction open, Django's time zone UTC, a receiver recording the events, and no batch task
 picked: a batch's counts and its ``batch_update`` event are recounted in Python under the
 batch row's lock (``set_transitions._announce``). A statement that picked a batch task
 claims nothing (its row locks end with it) and the caller claims transactionally; for a
@@ -43,7 +46,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import DateTimeField
 from django.dispatch import Signal
 from django.utils import timezone
@@ -61,6 +64,10 @@ if TYPE_CHECKING:
 #: With no receiver adding any, claims stay transactional (their events come from
 #: ``tasks_changed`` there).
 tasks_claiming = Signal()
+
+#: First key of the PostgreSQL advisory lock that serialises claims per user under
+#: IMAGEGEN_MAX_RUNNING_PER_USER (the second key is the user id).
+RUNNING_CAP_LOCK = 7_301_013
 
 #: After a statement picked a batch task, how long claims take the transactional path.
 BATCHES_SEEN_FOR = 5.0
@@ -97,7 +104,6 @@ def applies() -> bool:
     return (
         connection.vendor == "postgresql"
         and not connection.in_atomic_block
-        and not settings.IMAGEGEN_MAX_RUNNING_PER_USER
         and settings.USE_TZ
         and timezone.get_current_timezone_name() == "UTC"
         and time.monotonic() - _batches_seen >= BATCHES_SEEN_FOR
@@ -117,13 +123,18 @@ def claim(model: type[GenerationTask], worker: WorkerProcess, limit: int,
     tasks_claiming.send(sender=model, statement=statement)
     if not statement.ctes:
         return None
-    sql, params = _statement(model, worker, limit, exclude, statement)
-    with connection.cursor() as cursor:
-        set_transitions._fast_timestamps(cursor)
-        # Prepared, and run on its generic plan: planning it for its values took 1.0-1.3 ms
-        # at a load of 16, more than running it (EXPLAIN ANALYZE beside 20,000 finished tasks).
-        creation.execute_prepared(cursor, "claim", sql, params, before=set_transitions._ordered_claim_prefix(cursor))
-        rows = cursor.fetchall()
+    cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
+    if cap:
+        with transaction.atomic():
+            rows = _claim_capped(model, worker, limit, exclude, statement, cap)
+    else:
+        sql, params = _statement(model, worker, limit, exclude, statement)
+        with connection.cursor() as cursor:
+            set_transitions._fast_timestamps(cursor)
+            # Prepared, and run on its generic plan: planning it for its values took 1.0-1.3 ms
+            # at a load of 16, more than running it (EXPLAIN ANALYZE beside 20,000 finished tasks).
+            creation.execute_prepared(cursor, "claim", sql, params, before=set_transitions._ordered_claim_prefix(cursor))
+            rows = cursor.fetchall()
     ncols = len(model._meta.concrete_fields)
     if rows and rows[0][0]:  # a batch task among the picked rows: nothing was claimed
         _batches_seen = time.monotonic()
@@ -143,9 +154,70 @@ def claim(model: type[GenerationTask], worker: WorkerProcess, limit: int,
     return [(task, task.claim_token) for task in tasks]
 
 
+def _claim_capped(model: type[GenerationTask], worker: WorkerProcess, limit: int, exclude: Collection[int],
+                  statement: ClaimStatement, cap: int) -> list[tuple[Any, ...]]:
+    """The claim under IMAGEGEN_MAX_RUNNING_PER_USER, inside the caller's transaction; the
+    claim statement's rows (none when nothing was picked).
+
+    The claim query's own exclusion of users at the cap reads the running counts without a
+    lock, so two workers claiming at once could both take one user's last slot. Two
+    statements, whatever the number of users: the candidate rows picked and locked (the claim
+    query, which skips rows other workers hold) and a transaction lock per user of theirs,
+    taken in user order (so two claims cannot deadlock: the second waits for the first to
+    commit); then the claim statement, its picked rows those candidates within each
+    user's room counted afresh (a statement's snapshot is taken as it starts, so after the
+    locks: every claim that held one has committed and its tasks are counted). Before this,
+    a claim under a cap read and checked its rows in Python with a lock and a count per user:
+    7 round trips and 13-15 ms for a claim of 20 against the one statement's 6-7 ms, and a
+    drain at about half the rate (docs/benchmarks/queue.md, 2026-12-03)."""
+    q = connection.ops.quote_name
+    table = q(model._meta.db_table)
+    pick_sql, pick_params = set_transitions.claimable_ids(model, limit, exclude, statement.now, literal_status=True)
+    with connection.cursor() as cursor:
+        set_transitions._fast_timestamps(cursor)
+        # The candidates and a lock per user of theirs in one round trip: the aggregate reads
+        # the users sorted, so the locks are taken in user order. The planner setting before it
+        # is SET LOCAL: it holds for the claim statement too.
+        creation.execute_prepared(
+            cursor, "claim_pick", f"WITH p (picked_id) AS ({pick_sql}), "
+            f"c AS (SELECT t.id, t.{q(model._meta.get_field('user').column)} AS owner FROM {table} t "
+            "WHERE t.id = ANY (ARRAY(SELECT picked_id FROM p))) "
+            "SELECT (SELECT array_agg(c.id) FROM c), (SELECT count(pg_advisory_xact_lock(%s, o.owner)) "
+            "FROM (SELECT DISTINCT c.owner FROM c ORDER BY c.owner) o)", [*pick_params, RUNNING_CAP_LOCK],
+            before=set_transitions._ordered_claim_prefix(cursor),
+        )
+        candidates = cursor.fetchone()[0]
+        if not candidates:
+            return []
+        sql, params = _statement(model, worker, limit, exclude, statement,
+                                 picked=(_within_cap_sql(model), [candidates, cap]))
+        creation.execute_prepared(cursor, "claim_capped", sql, params)
+        return cursor.fetchall()
+
+
+@lru_cache(maxsize=4)
+def _within_cap_sql(model: type[GenerationTask]) -> str:
+    """The ids among the candidates (parameter 1, an array) that fit under the cap (parameter
+    2): each user's first ones in claim order, as many as the user has room for."""
+    q = connection.ops.quote_name
+    table = q(model._meta.db_table)
+    col = {name: q(model._meta.get_field(name).column) for name in ("priority", "turn", "user")}
+    processing = creation.status_literal(model.Status.PROCESSING)
+    return (
+        f"SELECT s.id FROM (SELECT t.id, t.{col['user']} AS owner, row_number() OVER (PARTITION BY t.{col['user']} "
+        f"ORDER BY t.{col['priority']} DESC, t.{col['turn']}, t.id) AS n FROM {table} t "
+        "WHERE t.id = ANY (%s::bigint[])) s "
+        f"WHERE s.n <= %s - (SELECT count(*) FROM {table} r WHERE r.{col['user']} = s.owner AND r.status = {processing})"
+    )
+
+
 def _statement(model: type[GenerationTask], worker: WorkerProcess, limit: int, exclude: Collection[int],
-               statement: ClaimStatement) -> tuple[str, list[Any]]:
-    picked_sql, picked_params = set_transitions.claimable_ids(model, limit, exclude, statement.now, literal_status=True)
+               statement: ClaimStatement, picked: tuple[str, list[Any]] | None = None) -> tuple[str, list[Any]]:
+    """The claim statement and its parameters; ``picked``: the SQL and parameters of the ids it
+    claims, instead of the claim query's next ``limit`` (without ``exclude``)."""
+    if picked is None:
+        picked = set_transitions.claimable_ids(model, limit, exclude, statement.now, literal_status=True)
+    picked_sql, picked_params = picked
     ts = model._meta.get_field("started_at").get_db_prep_save(statement.now, connection)
     worker_id = model._meta.get_field("worker").get_db_prep_save(worker.pk, connection)
     sql = _statement_sql(model, picked_sql, tuple(statement.ctes), tuple(statement.returning))

@@ -212,6 +212,16 @@ def _run(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
         return cursor.fetchone()
 
 
+def force_generic_plans(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """``connection_created``: the new server session runs its prepared statements on their generic
+    plans (``execute_prepared``). Set as the session starts, in autocommit: a SET made with the
+    first PREPARE, inside a transaction that then rolled back, was undone while the PREPARE (not
+    transactional) stayed, and the session's statements were planned for their values again."""
+    if connection.vendor == "postgresql" and not settings.DATABASE_LISTEN_URL:
+        with connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+
+
 @lru_cache(maxsize=64)
 def _statement_name(kind: str, sql: str) -> str:
     return f"imagegen_{kind}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
@@ -226,8 +236,8 @@ def execute_prepared(cursor: Any, kind: str, sql: str, params: list[Any], before
     which never saw the PREPARE; there the statement is sent as it is.
 
     Every EXECUTE runs the statement's one generic plan (``plan_cache_mode =
-    force_generic_plan``, set for the session with the first PREPARE; only these statements
-    are prepared on it): a statement prepared here must test statuses as literals, never as
+    force_generic_plan``, set for the session as it connects: ``force_generic_plans``; only
+    these statements are prepared on it): a statement prepared here must test statuses as literals, never as
     parameters. ``before``: statements sent ahead of it in the same query (a ``SET LOCAL``
     for the plan, applied whenever PostgreSQL re-plans it); the cursor is left at the
     statement's own rows."""
@@ -237,8 +247,6 @@ def execute_prepared(cursor: Any, kind: str, sql: str, params: list[Any], before
         name = _statement_name(kind, sql)
         session = _prepared.setdefault(connection.connection, set())
         if name not in session:
-            if not session:
-                cursor.execute("SET plan_cache_mode = force_generic_plan")
             numbered = iter(range(1, len(params) + 1))
             cursor.execute(f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", sql))
             session.add(name)

@@ -30,6 +30,7 @@ from .. import wakeup
 from ..errors import ErrorCode
 from ..new_files import store_new
 from . import claiming, creation, set_transitions
+from .claiming import RUNNING_CAP_LOCK
 from .memo import memoized
 from .output import OutputRecord, TaskOutput
 from .transition_log import log_transition
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: First key of the PostgreSQL advisory lock that serialises claims per user under
-#: IMAGEGEN_MAX_RUNNING_PER_USER (the second key is the user id).
-RUNNING_CAP_LOCK = 7_301_013
 
 
 class InvalidTransition(Exception):
@@ -683,8 +681,9 @@ class GenerationTask(models.Model):
         """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
         generation runs after it commits. Outside a transaction on PostgreSQL that is one
         statement in autocommit that picks, locks and claims the rows and appends their events
-        (``claiming``: one round trip, one commit). Otherwise, and whenever that statement does
-        not apply (a running cap, a batch task picked), the rows are picked, locked and claimed
+        (``claiming``: one round trip, one commit; two statements and a commit under a running cap).
+        Otherwise, and whenever that statement does not apply (a batch task picked), the rows
+        are picked, locked and claimed
         (each with a token of its own) by one statement, their events appended by one more
         (``set_transitions``); under a running cap the picked rows are first read and
         re-checked per user, then claimed the same way."""
@@ -705,19 +704,36 @@ class GenerationTask(models.Model):
     def _within_running_cap(cls, tasks: list[GenerationTask]) -> list[GenerationTask]:
         """The locked ``tasks`` that fit under IMAGEGEN_MAX_RUNNING_PER_USER. The filter in
         ``lock_claimable`` read the running counts without a lock: two workers claiming at once
-        could both see room for the same user's last slot. Here each user's count is read again
-        under a per-user transaction lock (taken in user order, so claims cannot deadlock), so
-        the second claim waits for the first to commit and sees its tasks. SQLite runs one
-        write transaction at a time, so the plain count is already serialised there."""
+        could both see room for the same user's last slot. Here the counts are read again after
+        taking a transaction lock per user (all in one statement, in user order, so claims cannot
+        deadlock), so the second claim waits for the first to commit and sees its tasks. One
+        statement for the locks and one for the counts, whatever the number of users: a claim in
+        fair order spans up to ``limit`` users, and a round trip per user each for the lock and
+        the count cost 60 % of a drain's throughput (docs/benchmarks/queue.md). The counts are a
+        statement of their own because a statement's snapshot is taken when it starts: counted in
+        the locking statement, a count could predate the commit the lock waited for. SQLite runs
+        one write transaction at a time, so the plain count is already serialised there."""
         cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
+        users = sorted({t.user_id for t in tasks})
+        if not users:
+            return []
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # unnest yields the sorted array in order, so the locks are taken in user order.
+                cursor.execute(
+                    "SELECT count(pg_advisory_xact_lock(%s, u)) FROM unnest(%s::integer[]) AS u",
+                    [RUNNING_CAP_LOCK, users],
+                )
+        running = dict(
+            cls.objects.filter(user_id__in=users, status=cls.Status.PROCESSING)
+            .values("user_id").annotate(n=models.Count("id")).values_list("user_id", "n")
+        )
+        room = {user_id: cap - running.get(user_id, 0) for user_id in users}
         kept: list[GenerationTask] = []
-        for user_id in sorted({t.user_id for t in tasks}):
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RUNNING_CAP_LOCK, user_id])
-            room = cap - cls.objects.filter(user_id=user_id, status=cls.Status.PROCESSING).count()
-            kept.extend([t for t in tasks if t.user_id == user_id][: max(room, 0)])
-        kept.sort(key=lambda t: (-t.priority, t.turn, t.pk))  # back in claim order
+        for task in sorted(tasks, key=lambda t: (-t.priority, t.turn, t.pk)):  # claim order
+            if room[task.user_id] > 0:
+                room[task.user_id] -= 1
+                kept.append(task)
         return kept
 
     def set_progress(self, token: uuid.UUID, progress: int) -> None:

@@ -176,18 +176,66 @@ def test_a_batch_task_is_claimed_transactionally_with_its_batch_event(user, work
     assert not any(is_claim_statement(s) for s in statements_of(queries))  # for a while, straight away
 
 
-def test_inside_a_transaction_or_under_a_running_cap_the_claim_is_transactional(make_task, worker_row, settings):
+def test_inside_a_transaction_the_claim_is_transactional(make_task, worker_row):
     from django.db import transaction
 
     make_task(), make_task()
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         assert len(GenerationTask.claim_next(worker_row)) == 1
     assert not any(is_claim_statement(s) for s in statements_of(queries))
-    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 3
-    with CaptureQueriesContext(connection) as queries:
-        assert len(GenerationTask.claim_next(worker_row)) == 1
-    assert not any(is_claim_statement(s) for s in statements_of(queries))
 
+
+def test_under_a_running_cap_the_claim_statement_runs_after_a_lock_per_user(make_task, user, other_user,
+                                                                            worker_row, pushed, settings):
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 2
+    mine = [make_task(user=user) for _ in range(3)]
+    theirs = make_task(user=other_user)
+    GenerationTask.objects.filter(pk=mine[0].pk).update(status="processing")  # one slot of two taken
+    with CaptureQueriesContext(connection) as queries:
+        claimed = [t.pk for t, _ in GenerationTask.claim_next(worker_row, limit=5)]
+    assert sorted(claimed) == sorted([mine[1].pk, theirs.pk])  # the room the user had, and the other user's task
+    sql = [s for s in statements_of(queries) if not s.startswith("PREPARE")]  # once per session
+    # BEGIN, the candidates with their users' locks, the claim statement over those that fit, COMMIT.
+    assert len(sql) == 4 and (sql[0], sql[-1]) == ("BEGIN", "COMMIT")
+    assert "EXECUTE imagegen_claim_pick_" in sql[1] and "EXECUTE imagegen_claim_capped_" in sql[2]
+    # Each claimed task's processing event was pushed once it was durable (``pushed`` checks).
+    assert sorted(m["task_id"] for _, m in pushed) == sorted(claimed)
+    assert GenerationTask.claim_next(worker_row, limit=5) == []  # the user is at the cap now
+
+
+def test_under_a_running_cap_a_claim_waits_for_another_claim_of_the_user_and_counts_its_task(
+        make_task, user, worker_row, settings):
+    import threading
+
+    from tests.conftest import wait_until
+
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 1
+    first, second = make_task(), make_task()
+    # Another worker's claim of ``first``, not yet committed: it holds the user's lock and the row.
+    other = psycopg.connect(**wakeup.postgres_conninfo())
+    other.execute("SELECT pg_advisory_xact_lock(%s, %s)", [claiming.RUNNING_CAP_LOCK, user.pk])
+    other.execute("UPDATE generation_generationtask SET status = 'processing' WHERE id = %s", [first.pk])
+    got: list[Any] = []
+
+    def claim() -> None:
+        try:
+            got.append(GenerationTask.claim_next(worker_row, limit=5))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=claim)
+    thread.start()
+    try:
+        with psycopg.connect(**wakeup.postgres_conninfo(), autocommit=True) as watcher:
+            # Our claim picked ``second`` (``first``'s row is locked) and waits for the user's lock.
+            wait_until(lambda: watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'")
+                       .fetchone()[0] == 1)
+        other.commit()
+    finally:
+        other.close()
+    thread.join(20)
+    assert got == [[]]  # the other claim's task took the user's one slot
+    assert GenerationTask.objects.get(pk=second.pk).status == "pending"
 
 def _done() -> Any:
     from generation.models import Completion

@@ -185,6 +185,21 @@ def test_the_prepared_statement_is_planned_once_and_its_plan_can_use_the_partial
     assert [t.turn for t in GenerationTask.objects.filter(user=user).order_by("id")] == [0, 1, 2, 3, 4, 5]
 
 
+
+def test_a_session_whose_first_prepare_was_rolled_back_still_runs_the_generic_plan(user):
+    # PREPARE outlives a rolled-back transaction but a SET does not: the session's plan mode is
+    # set as it connects, so a first submit that rolled back leaves no session planning for values.
+    connection.close()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        submit(user)
+        raise RuntimeError("the caller's transaction fails")
+    for _ in range(3):
+        submit(user)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE 'imagegen_create_%%'")
+        assert cursor.fetchall() == [(4, 0)]
+    assert GenerationTask.objects.filter(user=user).count() == 3
+
 def index_entries_read() -> int:
     """Index entries this transaction has read from the task table's indexes so far."""
     with connection.cursor() as cursor:

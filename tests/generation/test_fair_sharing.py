@@ -116,6 +116,42 @@ def test_concurrent_claims_never_exceed_the_running_cap(make_task, user, setting
     assert GenerationTask.objects.filter(status="processing").count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_across_many_users_keep_each_users_cap(make_task, user, django_user_model, settings):
+    # Claims in fair order span several users at once: each one's slots are checked together,
+    # and four workers claiming batches across the same users neither deadlock nor overshoot.
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 2
+    owners = [user] + [django_user_model.objects.create_user(username=f"cap{i}", password="pw-cap-12345")
+                       for i in range(4)]
+    for _ in range(5):
+        for owner in owners:
+            make_task(user=owner)
+    rows = [WorkerProcess.objects.create(name=f"m{i}") for i in range(4)]
+    start = threading.Barrier(len(rows))
+    claimed: list[int] = []
+    errors: list[BaseException] = []
+
+    def claim(row: WorkerProcess) -> None:
+        try:
+            start.wait(10)
+            for _ in range(6):
+                claimed.extend(t.pk for t, _ in GenerationTask.claim_next(row, limit=4))
+        except BaseException as exc:  # a deadlock would surface here
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(row,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len(claimed) == len(set(claimed)) == 2 * len(owners)
+    running = GenerationTask.objects.filter(status="processing")
+    assert sorted(running.values_list("user_id", flat=True)) == sorted([o.pk for o in owners] * 2)
+
+
 def produce_recording(monkeypatch: Any, order: list[int], during: Callable[[int], None] | None = None) -> None:
     """Record the order in which the worker runs tasks; ``during(n)`` runs after the n-th one."""
     real = Worker._produce
