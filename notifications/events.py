@@ -213,6 +213,7 @@ class Publisher:
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self.counts: Counter[str] = Counter()
         self.skip_until = 0.0  # monotonic time until which pushes are skipped after a failure
+        self.failing = 0  # consecutive failed pushes: one warning per outage, not one per event
         self._sending = 0  # messages of the batch being sent now
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -295,7 +296,6 @@ class Publisher:
         queue.put_nowait((group, message))
 
     async def _drain(self, queue: asyncio.Queue[tuple[str, dict]]) -> None:
-        failing = 0  # consecutive failures: one warning per outage, not one per event
         while True:
             # Whatever has queued up meanwhile goes out together (a worker's batch of events
             # arrives at once): one Redis round trip for them all where the layer allows it.
@@ -314,14 +314,14 @@ class Publisher:
                 self._count("failed", len(batch))
                 if time.monotonic() - started > SLOW_FAILURE:
                     self.skip_until = time.monotonic() + RETRY_AFTER_SLOW_FAILURE
-                if not failing:
+                if not self.failing:
                     logger.warning("Push to %s failed (%s); clients recover it from the event log", batch[0][0], exc)
-                failing += 1
+                self.failing += 1
             else:
                 self._count("published", len(batch))
-                if failing:
-                    logger.warning("Pushes work again after %d failed", failing)
-                    failing = 0
+                if self.failing:
+                    logger.warning("Pushes work again after %d failed", self.failing)
+                    self.failing = 0
             self._sending = 0
             # The in-memory layer's group_send need not yield: let the consumers run
             # between pushes, or a burst overfills their channels (capacity) first.

@@ -108,6 +108,18 @@ def _clear_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _pushes_not_paused() -> None:
+    """Each test starts with the publisher as after a working push: a slow failed push in an earlier
+    test (a Redis outage test) pauses pushes for a moment (``skip_until``), and a failure is only
+    logged as the first of an outage (``failing``), so a test run after one on the same process saw
+    its pushes skipped, or its failure not logged."""
+    from notifications.events import publisher
+
+    publisher.skip_until = 0.0
+    publisher.failing = 0
+
+
+@pytest.fixture(autouse=True)
 def _pushes_on_the_test_loop(request: Any) -> None:
     """With the in-memory channel layer (no ``REDIS_URL``: the embedded default), publish on
     the running test's event loop, as daphne's loop is used in production (``imagegen_site.asgi``
