@@ -707,12 +707,13 @@ class GenerationTask(models.Model):
         could both see room for the same user's last slot. Here the counts are read again after
         taking a transaction lock per user (all in one statement, in user order, so claims cannot
         deadlock), so the second claim waits for the first to commit and sees its tasks. One
-        statement for the locks and one for the counts, whatever the number of users: a claim in
-        fair order spans up to ``limit`` users, and a round trip per user each for the lock and
-        the count cost 60 % of a drain's throughput (docs/benchmarks/queue.md). The counts are a
-        statement of their own because a statement's snapshot is taken when it starts: counted in
-        the locking statement, a count could predate the commit the lock waited for. SQLite runs
-        one write transaction at a time, so the plain count is already serialised there."""
+        statement for the locks and one for the counts, whatever the number of users (a claim in
+        fair order spans up to ``limit`` users). The counts are a statement of their own because a
+        statement's snapshot is taken when it starts: counted in the locking statement, a count
+        could predate the commit the lock waited for. This is the transactional claim's check (in
+        a caller's transaction, on SQLite, for batch tasks); outside a transaction on PostgreSQL
+        ``claiming._claim_capped`` does the same in the claim statement. SQLite runs one write
+        transaction at a time, so the plain count is already serialised there."""
         cap = settings.IMAGEGEN_MAX_RUNNING_PER_USER
         users = sorted({t.user_id for t in tasks})
         if not users:
