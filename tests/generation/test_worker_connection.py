@@ -78,7 +78,7 @@ def test_a_claim_on_a_connection_ended_after_the_look_reconnects_and_claims(make
 def test_a_claim_whose_commit_answer_is_lost_runs_the_claimed_task_once(make_task, settings, monkeypatch):
     require_postgresql("a claim committed on the server")
     settings.IMAGEGEN_BACKEND = f"{BACKENDS}.QuickBackend"
-    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 5  # the transactional claim (BEGIN ... COMMIT)
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 5  # a claim in a transaction (BEGIN ... COMMIT: the capped claim)
     task = make_task()
     worker = Worker(worker_id="lost-answer")
     worker.register()
