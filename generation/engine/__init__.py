@@ -23,8 +23,9 @@ __all__ = ["ENGINE_VERSION", "provenance", "Backend", "BackendConfig", "EngineEr
 
 #: Recorded with every result (``engine.version``): bump it when a change alters the cut-outs or
 #: their review (2.5: the ``backdrop_piece`` review flag; 2.6 ``part_left_out``; 2.7 ``gap_filled``;
-#: 2.8 the second look puts back pieces of the first cut in colours the border lacks).
-ENGINE_VERSION = "2.8"
+#: 2.8 the second look puts back pieces of the first cut in colours the border lacks; 2.9 the larger
+#: look is not taken when it runs off the frame where the first cut did not).
+ENGINE_VERSION = "2.9"
 
 def provenance(backend: str, segmenter: Segmenter, **extra: str | None) -> dict[str, str | None]:
     """The ``engine`` record of a result: which backend and segmenter (model file and

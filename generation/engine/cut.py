@@ -57,7 +57,7 @@ from .base import EngineError
 from .faint import lone_distinct_box
 from .overlap import beside
 from .refine import guide_size, refine
-from .review import RAMPS, Assessment, ReviewReason, assess, lookalike, measure
+from .review import RAMPS, Assessment, ReviewReason, assess, frame_contact, lookalike, measure
 from .saliency import ModelCannotRun, Segmenter
 from .segment import (
     MIN_PRODUCT_SHARE, SEED_SCORE, SURE_BG_SCORE, _downscale, _matte_from_alpha, border_likeness,
@@ -693,8 +693,11 @@ def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter, guide: np.nd
 
     The larger cut replaces the first one: measured on the evaluation set (docs/engine.md, "The
     model at a larger input") it is at least as good on most doubted cuts, and the review signals
-    of either view do not tell which of the two is better. An operator's model that cannot run at
-    that size keeps the first cut.
+    of either view do not tell which of the two is better. But not when it runs off the frame
+    where the first cut kept clear of it (``touches_frame``'s own lines): the larger view had then
+    taken in a stretch of the backdrop that reaches the frame (a slab of charred bark beside a
+    guitar, 0.24 against the first cut's 0.92). An operator's model that cannot run at that size
+    keeps the first cut.
     """
     try:
         big = _cut(rgb, None, replace(segmenter, side=LARGER_SIDE), guide=guide)
@@ -703,6 +706,10 @@ def _larger_look(rgb: np.ndarray, first: Cut, segmenter: Segmenter, guide: np.nd
     except ModelCannotRun as exc:
         logger.info("Segmenter %s cannot run at %d px (%s); keeping its %d px cut", segmenter.name,
                     LARGER_SIDE, exc, segmenter.side)
+        return first
+    clear, reaches = RAMPS["frame_contact"].good, RAMPS["frame_contact"].bad
+    if frame_contact(first.matte >= 0.5) < clear and frame_contact(big.matte >= 0.5) >= reaches:
+        logger.debug("The larger look runs off the frame where the first cut does not: the first cut stays")
         return first
     reasons = first.review_reasons + tuple(r for r in big.review_reasons if r not in first.review_reasons)
     return replace(big, confidence=min(first.confidence, big.confidence), review_reasons=reasons)

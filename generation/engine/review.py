@@ -112,7 +112,8 @@ def assess(signals: dict[str, float], extra: tuple[ReviewReason, ...] = ()) -> A
     return Assessment(round(confidence, 3), tuple(reasons), signals)
 
 
-def _frame_contact(mask: np.ndarray) -> float:
+def frame_contact(mask: np.ndarray) -> float:
+    """The share of the photo's outermost pixels that ``mask`` (HxW bool) covers."""
     edge = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]]) if mask.shape[0] > 1 else mask[0]
     return float(np.count_nonzero(edge)) / max(edge.size, 1)
 
@@ -485,7 +486,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, prob: np.ndarray | None, parts
         return signals
     signals["tiny"] = area / mask.size
     signals["huge"] = area / mask.size
-    signals["frame_contact"] = _frame_contact(mask if frame is None else mask & frame)
+    signals["frame_contact"] = frame_contact(mask if frame is None else mask & frame)
     x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
     signals["fill"] = area / max(bw * bh, 1)
     lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)

@@ -18,6 +18,7 @@ from generation.engine import ENGINE_VERSION
 from generation.engine.base import BackendConfig, EngineError
 from generation.engine.cut import Cut, _restore_unlike_pieces, cut_product
 from generation.engine.decode import load_rgb_alpha
+from generation.engine.review import frame_contact
 from generation.engine.local import LocalBackend
 from generation.engine.saliency import CLASSICAL, Segmenter, get_segmenter
 from generation.engine.segment import border_likeness
@@ -273,6 +274,17 @@ def test_a_rescued_cut_is_widened_to_the_parts_with_the_backdrops_colours(model:
     assert iou(cut, truth) >= 0.75
     assert cut.needs_review and "backdrop_picked" in {r.code for r in cut.review_reasons}
 
+
+
+def test_a_larger_look_that_runs_off_the_frame_where_the_first_did_not_is_not_taken(model: Segmenter,
+                                                                                     tmp_path: Any) -> None:
+    # Seed 18: the first cut is the guitar (0.92, flagged for its outline), well clear of the frame;
+    # the 448 px look adds a slab of charred bark running off the photo's top and right (0.24).
+    photo, truth = _set_sample(tmp_path, "guitar-bark", 18)
+    cut = cut_product(photo, None, segmenter=model)
+    assert iou(cut, truth) >= 0.9
+    assert frame_contact(cut.matte >= 0.5) < 0.01
+    assert cut.needs_review  # the first cut's doubt stands
 
 def test_a_see_through_glass_is_not_traded_for_a_part_of_it(model: Segmenter, tmp_path: Any) -> None:
     # A glass shows the table through it, so its cut has the backdrop's colours; colour cannot judge
