@@ -90,20 +90,21 @@ def test_the_running_cap_holds_back_a_users_tasks_but_not_anothers(make_task, us
     assert [t.pk for t, _ in GenerationTask.claim_next(worker, limit=5)] == [mine[2].pk]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_claims_never_exceed_the_running_cap(make_task, user, settings):
-    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 1
-    for _ in range(8):
-        make_task(user=user)
-    rows = [WorkerProcess.objects.create(name=f"c{i}") for i in range(4)]
+def claim_at_once(workers: int, rounds: int, limit: int) -> list[int]:
+    """The ids ``workers`` worker rows claim, each in its own thread, started together,
+    ``rounds`` claims of up to ``limit`` each; raises what any thread raised (a deadlock)."""
+    rows = [WorkerProcess.objects.create(name=f"c{i}") for i in range(workers)]
     start = threading.Barrier(len(rows))
     claimed: list[int] = []
+    errors: list[BaseException] = []
 
     def claim(row: WorkerProcess) -> None:
         try:
             start.wait(10)
-            for _ in range(5):
-                claimed.extend(t.pk for t, _ in GenerationTask.claim_next(row, limit=2))
+            for _ in range(rounds):
+                claimed.extend(t.pk for t, _ in GenerationTask.claim_next(row, limit=limit))
+        except BaseException as exc:
+            errors.append(exc)
         finally:
             connection.close()
 
@@ -112,6 +113,17 @@ def test_concurrent_claims_never_exceed_the_running_cap(make_task, user, setting
         thread.start()
     for thread in threads:
         thread.join(30)
+    if errors:
+        raise errors[0]
+    return claimed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_never_exceed_the_running_cap(make_task, user, settings):
+    settings.IMAGEGEN_MAX_RUNNING_PER_USER = 1
+    for _ in range(8):
+        make_task(user=user)
+    claimed = claim_at_once(workers=4, rounds=5, limit=2)
     assert len(claimed) == 1
     assert GenerationTask.objects.filter(status="processing").count() == 1
 
@@ -126,27 +138,7 @@ def test_concurrent_claims_across_many_users_keep_each_users_cap(make_task, user
     for _ in range(5):
         for owner in owners:
             make_task(user=owner)
-    rows = [WorkerProcess.objects.create(name=f"m{i}") for i in range(4)]
-    start = threading.Barrier(len(rows))
-    claimed: list[int] = []
-    errors: list[BaseException] = []
-
-    def claim(row: WorkerProcess) -> None:
-        try:
-            start.wait(10)
-            for _ in range(6):
-                claimed.extend(t.pk for t, _ in GenerationTask.claim_next(row, limit=4))
-        except BaseException as exc:  # a deadlock would surface here
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claim, args=(row,)) for row in rows]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors
+    claimed = claim_at_once(workers=4, rounds=6, limit=4)
     assert len(claimed) == len(set(claimed)) == 2 * len(owners)
     running = GenerationTask.objects.filter(status="processing")
     assert sorted(running.values_list("user_id", flat=True)) == sorted([o.pk for o in owners] * 2)
