@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 class InvalidTransition(Exception):
     """The task is not in a state that allows this change."""
 
@@ -681,12 +680,12 @@ class GenerationTask(models.Model):
         """Claim up to ``limit`` tasks (none of the ids in ``exclude``) in one short transaction;
         generation runs after it commits. Outside a transaction on PostgreSQL that is one
         statement in autocommit that picks, locks and claims the rows and appends their events
-        (``claiming``: one round trip, one commit; two statements and a commit under a running cap).
-        Otherwise, and whenever that statement does not apply (a batch task picked), the rows
-        are picked, locked and claimed
-        (each with a token of its own) by one statement, their events appended by one more
-        (``set_transitions``); under a running cap the picked rows are first read and
-        re-checked per user, then claimed the same way."""
+        (``claiming``: one round trip, one commit; under a running cap two statements and a
+        commit). Otherwise, and whenever that statement does not apply (a batch task picked),
+        the rows are picked, locked and claimed (each with a token of its own) by one statement,
+        their events appended by one more (``set_transitions``); under a running cap the picked
+        rows are first read and re-checked per user (``_within_running_cap``), then claimed the
+        same way."""
         claimed = claiming.claim(cls, worker, limit, exclude)  # one statement, where it applies
         if claimed is not None:
             return claimed
